@@ -1,0 +1,163 @@
+package spec
+
+import (
+	"strings"
+	"time"
+
+	"github.com/flowrun/flow/conf"
+)
+
+// check validates what a struct decode cannot: roles, names, references and
+// each kind's own options.
+func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
+	var ds conf.Diags
+	if len(p.Stages) == 0 {
+		ds.Add(conf.KeyPos(p.Node, "stages"), "a pipeline needs at least one stage, and the first must be a source")
+		return ds
+	}
+	names := map[string]int{}
+	for i, s := range p.Stages {
+		if s == nil {
+			continue
+		}
+		s.Index = i
+		applyDefaults(s)
+		if s.Name != "" {
+			if j, dup := names[s.Name]; dup {
+				ds.Add(conf.ValuePos(s.Node, "name"), "duplicate stage name %q (stage %d is also called that); stage names must be unique", s.Name, j+1)
+			}
+			names[s.Name] = i
+		}
+		set := []string{}
+		for _, k := range []string{"source", "step", "sink"} {
+			if conf.Lookup(s.Node, k) != nil {
+				set = append(set, k)
+			}
+		}
+		switch len(set) {
+		case 0:
+			ds.Add(conf.NodePos(s.Node), "stage %q needs one of source:, step: or sink:", s.Name)
+			continue
+		case 1:
+		default:
+			ds.Add(conf.KeyPos(s.Node, set[1]), "stage %q has both %s: and %s:; a stage is either a source, a step or a sink", s.Name, set[0], set[1])
+			continue
+		}
+		switch set[0] {
+		case "source":
+			s.Role, s.Kind, s.Options = RoleSource, s.Source.Kind, s.Source.Options
+			if i != 0 {
+				ds.Add(conf.KeyPos(s.Node, "source"), "stage %q is a source but is not the first stage; only the first stage may be a source", s.Name)
+			}
+		case "sink":
+			s.Role, s.Kind, s.Options = RoleSink, s.Sink.Kind, s.Sink.Options
+			if i != len(p.Stages)-1 {
+				ds.Add(conf.KeyPos(s.Node, "sink"), "stage %q is a sink but is not the last stage; only the last stage may be a sink", s.Name)
+			}
+		case "step":
+			s.Role, s.Kind, s.Options = RoleStep, s.Step, s.With
+		}
+		if i == 0 && s.Role != RoleSource {
+			ds.Add(conf.KeyPos(s.Node, string(s.Role)), "the first stage must be a source (items, range, glob, lines, jsonl, stdin); stage %q is a %s", s.Name, s.Role)
+		}
+		if s.With != nil && s.Role != RoleStep {
+			ds.Add(conf.KeyPos(s.Node, "with"), "with: holds the options of a step:; for a %s, put the options under the kind, e.g. %s: {%s: {...}}", s.Role, s.Role, s.Kind)
+		}
+		if cat != nil && s.Kind != "" {
+			kd, known := cat.CheckKind(string(s.Role), s.Kind, s.Options, ctx)
+			if !known {
+				names := cat.KindNames(string(s.Role))
+				ds.Add(conf.ValuePos(s.Node, string(s.Role)), "unknown %s kind %q%s; known: %s", s.Role, s.Kind, conf.Suggest(s.Kind, names), strings.Join(names, ", "))
+			}
+			ds = append(ds, kd...)
+		}
+		ds = append(ds, checkPolicies(p, s)...)
+	}
+	return ds
+}
+
+func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
+	var ds conf.Diags
+	if s.Order == "key" && s.Key == nil {
+		ds.Add(conf.ValuePos(s.Node, "order"), "order: key needs key: ${ expr } on stage %q", s.Name)
+	}
+	if s.Key != nil && s.Order != "key" {
+		ds.Add(conf.KeyPos(s.Node, "key"), "key: is used only with order: key")
+	}
+	if s.Burst != 0 && s.Rate == nil {
+		ds.Add(conf.KeyPos(s.Node, "burst"), "burst: needs rate: on the same stage")
+	}
+	if s.Burst < 0 {
+		ds.Add(conf.ValuePos(s.Node, "burst"), "burst must not be negative")
+	}
+	if s.MaxErrors < 0 {
+		ds.Add(conf.ValuePos(s.Node, "max_errors"), "max_errors must not be negative")
+	}
+	if s.MaxErrors > 0 && s.OnError != "skip" && s.OnError != "keep" {
+		ds.Add(conf.KeyPos(s.Node, "max_errors"), "max_errors applies with on_error: skip or keep; with on_error: fail the first failure stops the run")
+	}
+	if s.Mode != "process" {
+		for _, k := range []string{"max_tasks_per_child", "memory"} {
+			if conf.Lookup(s.Node, k) != nil {
+				ds.Add(conf.KeyPos(s.Node, k), "%s applies only with mode: process", k)
+			}
+		}
+	}
+	if s.Role != RoleStep {
+		for _, k := range []string{"mode", "workers", "rate", "burst", "limit", "timeout", "retry", "order", "key", "complete", "on_error", "max_errors"} {
+			if s.Role == RoleSource && (k == "rate" || k == "burst" || k == "limit") {
+				continue
+			}
+			if conf.Lookup(s.Node, k) != nil {
+				ds.Add(conf.KeyPos(s.Node, k), "%s: applies to step stages; stage %q is a %s", k, s.Name, s.Role)
+			}
+		}
+	}
+	for i, name := range s.Limit {
+		if _, ok := p.Limits[name]; !ok {
+			var known []string
+			for k := range p.Limits {
+				known = append(known, k)
+			}
+			pos := conf.ValuePos(s.Node, "limit")
+			if ln := conf.Lookup(s.Node, "limit"); ln != nil && len(ln.Content) > i {
+				pos = conf.NodePos(ln.Content[i])
+			}
+			ds.Add(pos, "stage %q names limit %q, which is not declared under limits:%s", s.Name, name, conf.Suggest(name, known))
+		}
+	}
+	if s.Retry != nil && s.Retry.Attempts < 0 {
+		ds.Add(conf.ValuePos(s.Retry.Node, "attempts"), "retry.attempts must be at least 1")
+	}
+
+	return ds
+}
+
+// applyDefaults fills the documented defaults so that the engine never has to
+// interpret an empty value.
+func applyDefaults(s *Stage) {
+	if s.Mode == "" {
+		s.Mode = "thread"
+	}
+	if s.Order == "" {
+		s.Order = "input"
+	}
+	if s.OnError == "" {
+		s.OnError = "fail"
+	}
+	if r := s.Retry; r != nil {
+		if r.Attempts == 0 {
+			r.Attempts = 3
+		}
+		if r.Backoff == 0 {
+			r.Backoff = 100 * time.Millisecond
+		}
+		if r.MaxBackoff == 0 {
+			r.MaxBackoff = 30 * time.Second
+		}
+		if r.Jitter == nil {
+			j := 0.2
+			r.Jitter = &j
+		}
+	}
+}

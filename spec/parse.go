@@ -1,0 +1,133 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowrun/flow/conf"
+)
+
+// Catalog is what validation needs to know of step kinds. *steps.Registry
+// satisfies it; spec does not import steps.
+type Catalog interface {
+	// CheckKind validates the options of kind name in role ("source", "step"
+	// or "sink"). known is false when no such kind exists in that role.
+	CheckKind(role, name string, options *yaml.Node, c *conf.Context) (ds conf.Diags, known bool)
+	// KindNames lists the kinds of a role, for suggestions.
+	KindNames(role string) []string
+}
+
+// Options are the run-time inputs to parsing.
+type Options struct {
+	// Set holds --set NAME=VALUE overrides; values are read as YAML scalars.
+	Set map[string]string
+	// Environ is the process environment ("K=V"); FLOW_VAR_<NAME> overrides
+	// variable NAME (the name matched exactly or upper-cased).
+	Environ []string
+}
+
+// Load reads and parses a pipeline file.
+func Load(file string, opts Options, cat Catalog) (*Pipeline, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, conf.Diags{{File: file, Msg: fmt.Sprintf("cannot read pipeline: %v", err)}}
+	}
+	return Parse(file, data, opts, cat)
+}
+
+// Parse parses and validates a pipeline. The error, if any, is a conf.Diags
+// holding every problem found, sorted, each with FILE:LINE:COL.
+func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, conf.Diags{yamlError(file, err)}
+	}
+	if len(doc.Content) == 0 {
+		return nil, conf.Diags{{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "the file is empty: a pipeline needs at least 'version: 1' and 'stages:'"}}
+	}
+	root := doc.Content[0]
+	p := &Pipeline{File: file, Dir: filepath.Dir(file)}
+	var ds conf.Diags
+	// Variables first: expressions elsewhere are checked against them.
+	if vn := conf.Lookup(root, "vars"); vn != nil {
+		ds.AddErr(conf.NodePos(vn), p.Vars.UnmarshalNode(vn, nil))
+	}
+	ds = append(ds, applyOverrides(&p.Vars, opts, conf.NodePos(root))...)
+	ctx := &conf.Context{Vars: p.Vars.Map()}
+	vars := p.Vars
+	ds = append(ds, conf.Decode(root, p, ctx)...)
+	p.Vars = vars // keep the overridden values, not the re-decoded defaults
+	p.File, p.Dir = file, filepath.Dir(file)
+	if len(ds) == 0 || p.Stages != nil {
+		ds = append(ds, check(p, cat, ctx)...)
+	}
+	if len(ds) > 0 {
+		return p, ds.WithFile(file).Sort()
+	}
+	return p, nil
+}
+
+func yamlError(file string, err error) conf.Diag {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		_, rest, _ := strings.Cut(msg, ": ")
+		return conf.Diag{File: file, Pos: conf.Pos{Line: line, Col: 1}, Msg: "invalid YAML: " + rest}
+	}
+	return conf.Diag{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "invalid YAML: " + msg}
+}
+
+func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
+	var ds conf.Diags
+	env := map[string]string{}
+	for _, kv := range opts.Environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FLOW_VAR_") {
+			env[strings.TrimPrefix(k, "FLOW_VAR_")] = v
+		}
+	}
+	for _, x := range vars.List {
+		if v, ok := env[x.Name]; ok {
+			x.Value = scalar(v)
+		} else if v, ok := env[strings.ToUpper(x.Name)]; ok {
+			x.Value = scalar(v)
+		}
+	}
+	names := make([]string, 0, len(opts.Set))
+	for k := range opts.Set {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		x := vars.Lookup(k)
+		if x == nil {
+			declared := make([]string, len(vars.List))
+			for i, v := range vars.List {
+				declared[i] = v.Name
+			}
+			ds = append(ds, conf.Diag{Msg: fmt.Sprintf("--set %s: the pipeline declares no variable %q%s; declare it under vars:", k, k, conf.Suggest(k, declared))})
+			continue
+		}
+		x.Value = scalar(opts.Set[k])
+	}
+	return ds
+}
+
+// scalar reads an override the way YAML would read it as a plain scalar, so
+// that --set count=5 is a number and --set name=abc a string.
+func scalar(s string) any {
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(s), &n); err != nil || len(n.Content) == 0 || n.Content[0].Kind != yaml.ScalarNode {
+		return s
+	}
+	var v any
+	if err := n.Content[0].Decode(&v); err != nil {
+		return s
+	}
+	return conf.Normalize(v)
+}

@@ -1,0 +1,165 @@
+// Package spec reads pipeline files: it parses YAML into typed structs that
+// keep the position of every value, and validates them, reporting every
+// problem at once as FILE:LINE:COL: message. It knows step kinds only through
+// the Catalog interface, so it imports neither the engine nor any step.
+package spec
+
+import (
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowrun/flow/tmpl"
+)
+
+// Pipeline is one pipeline file.
+type Pipeline struct {
+	Version     int               `yaml:"version" required:"true" desc:"Format version of this file. Always 1." enum:"1" example:"1"`
+	Name        string            `yaml:"name" desc:"Name of the pipeline, shown in progress output and in the run report." example:"parallel-api"`
+	Description string            `yaml:"description" desc:"What the pipeline does, for the people who read the file."`
+	Vars        Vars              `yaml:"vars" desc:"Variables with their default values, used in expressions as 'vars.NAME'. Override with '--set NAME=VALUE' or the environment variable 'FLOW_VAR_NAME'. A variable written as a mapping with 'default' and 'secret: true' is never printed in logs or reports."`
+	Limits      map[string]*Limit `yaml:"limits" desc:"Named limits (rate and concurrency) shared by every stage that names them in 'limit:'."`
+	Timeout     time.Duration     `yaml:"timeout" desc:"Bound on the whole run, as a Go duration (\"30s\", \"5m\"). When it passes, running work is cancelled and the run fails." example:"10m"`
+	Stages      []*Stage          `yaml:"stages" required:"true" desc:"The stages, in order: a source first, then steps, then optionally a sink. Each stage streams its results into the next."`
+
+	// File is the path the pipeline was read from; Dir its directory.
+	File string     `yaml:"-"`
+	Dir  string     `yaml:"-"`
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Limit is a named rate and/or concurrency limit.
+type Limit struct {
+	Rate        *Rate   `yaml:"rate" desc:"Most starts per unit of time, as \"N/s\", \"N/m\" or \"N/h\" (\"10/s\", \"600/m\")." example:"10/s"`
+	Burst       int     `yaml:"burst" desc:"Starts allowed at once above the steady rate. Defaults to 1." example:"10"`
+	Concurrency int     `yaml:"concurrency" desc:"Most items in flight at once across every stage that names this limit." example:"10"`
+	Key         *tmpl.T `yaml:"key" desc:"Expression giving the bucket of an item (per host, per tenant): each distinct key gets its own rate and concurrency." example:"${ item.host }"`
+	MaxKeys     int     `yaml:"max_keys" desc:"Most distinct keys tracked at once; the least recently used bucket is dropped beyond it." default:"10000"`
+
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Stage is one stage of a pipeline.
+type Stage struct {
+	Name   string     `yaml:"name" required:"true" desc:"Unique name of the stage, used in progress output, the report and errors." example:"fetch-posts"`
+	Source *KindRef   `yaml:"source" desc:"Makes this stage the source: the kind of source and its options, e.g. '{range: {from: 1, to: 10}}' or '{glob: \"logs/*.log\"}'. Only the first stage may be a source."`
+	Step   string     `yaml:"step" desc:"The kind of work this stage does to each item; its options go in 'with:'. See 'flow steps'." example:"fetch"`
+	Sink   *KindRef   `yaml:"sink" desc:"Makes this stage the sink: where results go, e.g. '{print: table}' or '{write: {path: out.jsonl}}'. Only the last stage may be a sink. Without one, results are printed as JSON Lines."`
+	With   *yaml.Node `yaml:"with" desc:"Options of the step named in 'step:'. Strings may hold '${ expr }' expressions over 'item', 'index', 'vars' and 'env'."`
+
+	Mode    string   `yaml:"mode" enum:"thread,process" default:"thread" desc:"How items run: 'thread', a pool of goroutines in this process; 'process', a pool of worker processes (crash isolation, a hung item is killed)."`
+	Workers Workers  `yaml:"workers" desc:"How many items run at once: a number, or 'auto' (thread: min(32, 4 x CPUs); process: number of CPUs)." example:"8"`
+	Rate    *Rate    `yaml:"rate" desc:"Most item starts per unit of time for this stage, as \"N/s\", \"N/m\" or \"N/h\"." example:"10/s"`
+	Burst   int      `yaml:"burst" desc:"Starts allowed at once above the steady 'rate'. Defaults to 1."`
+	Limit   []string `yaml:"limit" desc:"Name (or list of names) of shared limits from the top-level 'limits:' that this stage obeys."`
+
+	Timeout  time.Duration `yaml:"timeout" desc:"Bound on each attempt of an item, as a Go duration. An attempt past it is cancelled and counts as timed out." example:"5s"`
+	Deadline time.Duration `yaml:"deadline" desc:"Bound on the whole stage from its start (like 'executor.map(timeout=)'): what is not done by then is cancelled and recorded as timed out." example:"1s"`
+	Retry    *Retry        `yaml:"retry" desc:"Retry failed attempts with exponential backoff and jitter."`
+
+	Order     string   `yaml:"order" enum:"input,completion,key" default:"input" desc:"Order in which results leave the stage: 'input' (like 'executor.map'), 'completion' (like 'as_completed'), or 'key' (items with the same 'key' one after another, in input order; different keys in parallel)."`
+	Key       *tmpl.T  `yaml:"key" desc:"With 'order: key': expression giving an item's key." example:"${ item.user_id }"`
+	Complete  Complete `yaml:"complete" desc:"When the stage is done: 'all' (every item, the default), 'first' (the first success wins and the rest is cancelled), or '{first: N}' (the first N successes)."`
+	OnError   string   `yaml:"on_error" enum:"fail,skip,keep" default:"fail" desc:"What a failed item (after retries) does: 'fail' stops the run, 'skip' records it and drops it, 'keep' passes it on downstream carrying its error."`
+	MaxErrors int      `yaml:"max_errors" desc:"With 'skip' or 'keep': the run fails once more than this many items of the stage have failed. 0 means no threshold."`
+	When      *tmpl.T  `yaml:"when" desc:"Expression; items for which it is false skip this stage's work and are counted as filtered." example:"${ item.size > 0 }"`
+
+	MaxTasksPerChild int      `yaml:"max_tasks_per_child" desc:"With 'mode: process': replace a worker process after it has handled this many items. 0 means never."`
+	Memory           ByteSize `yaml:"memory" desc:"With 'mode: process': memory limit per worker process, e.g. \"512MiB\". An item that exceeds it fails and its worker is replaced." example:"512MiB"`
+
+	// Resolved after validation.
+	Role Role   `yaml:"-"` // source, step or sink
+	Kind string `yaml:"-"` // the kind's registered name
+	// Options is the node holding the kind's options: `with:` for steps, the
+	// value under the kind's name for sources and sinks.
+	Options *yaml.Node `yaml:"-"`
+	Index   int        `yaml:"-"`
+	Node    *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Role mirrors steps.Role without importing it.
+type Role string
+
+const (
+	RoleSource Role = "source"
+	RoleStep   Role = "step"
+	RoleSink   Role = "sink"
+)
+
+// Retry is a stage's retry policy.
+type Retry struct {
+	Attempts   int           `yaml:"attempts" desc:"Most attempts per item, the first included (3 means up to 2 retries)." default:"3" example:"3"`
+	Backoff    time.Duration `yaml:"backoff" desc:"Wait before the first retry; doubles on each further retry." default:"100ms"`
+	MaxBackoff time.Duration `yaml:"max_backoff" desc:"Longest wait between attempts." default:"30s"`
+	Jitter     *float64      `yaml:"jitter" desc:"Random spread of each wait, as a fraction (0.2 = +/-20%)." default:"0.2"`
+	On         []string      `yaml:"on" desc:"Error classes worth a retry (timeout, connection, http_429, http_5xx, exit, error...). Default: every error that is not permanent."`
+
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Rate is N events per Per.
+type Rate struct {
+	N   float64
+	Per time.Duration
+	Src string
+}
+
+// PerSecond is the rate in events per second.
+func (r Rate) PerSecond() float64 { return r.N / r.Per.Seconds() }
+
+// Workers is a worker count; Auto means choose by mode.
+type Workers struct {
+	N    int
+	Auto bool
+	Set  bool
+}
+
+// Complete is a completion policy: First == 0 means all.
+type Complete struct {
+	First int
+}
+
+// KindRef names a source or sink kind with its options: `{range: {...}}`,
+// `{print: jsonl}` or just `stdin`.
+type KindRef struct {
+	Kind    string
+	Options *yaml.Node
+	Node    *yaml.Node
+}
+
+// ByteSize is a size in bytes, written "512MiB", "1GB", "64KiB" or a number.
+type ByteSize int64
+
+// Vars are the declared variables, in file order.
+type Vars struct {
+	List []*Var
+}
+
+// Var is one declared variable.
+type Var struct {
+	Name        string
+	Value       any // the default, replaced by overrides
+	Secret      bool
+	Description string
+	Node        *yaml.Node
+}
+
+// Map returns the variables as the `vars` map seen by expressions.
+func (v Vars) Map() map[string]any {
+	m := make(map[string]any, len(v.List))
+	for _, x := range v.List {
+		m[x.Name] = x.Value
+	}
+	return m
+}
+
+// Secrets returns the string values of variables marked secret, for redaction.
+func (v Vars) Secrets() []string {
+	var out []string
+	for _, x := range v.List {
+		if s, ok := x.Value.(string); ok && x.Secret && s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

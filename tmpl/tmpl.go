@@ -1,0 +1,364 @@
+// Package tmpl compiles the `${ expr }` templates found in pipeline files.
+//
+// A string holding exactly one expression evaluates to the expression's value
+// with its type ("${ item * 2 }" is a number); any other string evaluates to a
+// string with each expression's value spliced in. Non-string YAML values and
+// mappings or lists of them are templates too, evaluated leaf by leaf.
+// Templates are compiled once, when the file is validated.
+package tmpl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/vm"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowrun/flow/conf"
+)
+
+// Scope is what an expression sees: item, index, vars, env (and ctx, passed
+// to functions that take a context, such as sleep).
+type Scope struct {
+	Item  any               `expr:"item"`
+	Index int64             `expr:"index"`
+	Vars  map[string]any    `expr:"vars"`
+	Env   map[string]string `expr:"env"`
+	Ctx   context.Context   `expr:"ctx"`
+}
+
+// T is a compiled template.
+type T struct {
+	src  string
+	node *yaml.Node
+	// exactly one of the following shapes
+	literal any          // no expressions at all
+	parts   []part       // a string with expressions
+	single  *vm.Program  // a string that is exactly one expression
+	list    []*T         // a sequence
+	keys    []string     // a mapping: keys, with vals
+	vals    []*T
+	kind    yaml.Kind
+}
+
+type part struct {
+	text string
+	prog *vm.Program
+}
+
+// Compile compiles a template string. Errors carry the byte offset in src in
+// an *OffsetError, so callers that know where the string sits in a file can
+// point at the exact column.
+func Compile(src string) (*T, error) {
+	t := &T{src: src, kind: yaml.ScalarNode}
+	if !strings.Contains(src, "${") {
+		t.literal = src
+		return t, nil
+	}
+	rest, off := src, 0
+	for {
+		i := strings.Index(rest, "${")
+		if i < 0 {
+			if rest != "" {
+				t.parts = append(t.parts, part{text: rest})
+			}
+			break
+		}
+		if i > 0 {
+			t.parts = append(t.parts, part{text: rest[:i]})
+		}
+		j := closing(rest[i+2:])
+		if j < 0 {
+			return nil, &OffsetError{Offset: off + i, Msg: "unclosed \"${\": add the closing \"}\""}
+		}
+		code := rest[i+2 : i+2+j]
+		if strings.TrimSpace(code) == "" {
+			return nil, &OffsetError{Offset: off + i, Msg: "empty expression \"${ }\""}
+		}
+		prog, err := expr.Compile(code, Options()...)
+		if err != nil {
+			return nil, exprError(err, code, off+i+2)
+		}
+		t.parts = append(t.parts, part{prog: prog})
+		off += i + 2 + j + 1
+		rest = rest[i+2+j+1:]
+	}
+	if len(t.parts) == 1 && t.parts[0].prog != nil {
+		t.single = t.parts[0].prog
+		t.parts = nil
+	}
+	return t, nil
+}
+
+// closing finds the "}" that ends an expression, skipping braces and quotes
+// inside it (map literals, strings).
+func closing(s string) int {
+	depth := 0
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == '\\' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'' || c == '`':
+			quote = c
+		case c == '{':
+			depth++
+		case c == '}':
+			if depth == 0 {
+				return i
+			}
+			depth--
+		}
+	}
+	return -1
+}
+
+// OffsetError is a compile error at a byte offset within the template source.
+type OffsetError struct {
+	Offset int
+	Msg    string
+}
+
+func (e *OffsetError) Error() string { return e.Msg }
+
+func exprError(err error, code string, base int) error {
+	msg := err.Error()
+	// expr's message is "text (line:col)\n | code\n | ...^"; keep the text.
+	if i := strings.Index(msg, "\n"); i >= 0 {
+		msg = msg[:i]
+	}
+	col := 0
+	if k := strings.LastIndex(msg, " ("); k >= 0 && strings.HasSuffix(msg, ")") {
+		if _, c, ok := strings.Cut(msg[k+2:len(msg)-1], ":"); ok {
+			col, _ = strconv.Atoi(c)
+			msg = msg[:k]
+		}
+	}
+	return &OffsetError{Offset: base + col, Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), msg)}
+}
+
+// FromNode compiles a YAML node: strings as templates, other scalars as
+// literals, mappings and lists leaf by leaf. Errors carry file positions.
+func FromNode(n *yaml.Node) (*T, error) {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag != "!!str" {
+			var v any
+			if err := n.Decode(&v); err != nil {
+				return nil, conf.Errorf(conf.NodePos(n), "%v", err)
+			}
+			return &T{literal: conf.Normalize(v), node: n, kind: yaml.ScalarNode, src: n.Value}, nil
+		}
+		t, err := Compile(n.Value)
+		if err != nil {
+			return nil, PlaceError(n, err)
+		}
+		t.node = n
+		return t, nil
+	case yaml.SequenceNode:
+		t := &T{node: n, kind: yaml.SequenceNode}
+		var ds conf.Diags
+		for _, c := range n.Content {
+			ct, err := FromNode(c)
+			ds.AddErr(conf.NodePos(c), err)
+			t.list = append(t.list, ct)
+		}
+		return t, ds.Err()
+	case yaml.MappingNode:
+		t := &T{node: n, kind: yaml.MappingNode}
+		var ds conf.Diags
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			ct, err := FromNode(n.Content[i+1])
+			ds.AddErr(conf.NodePos(n.Content[i+1]), err)
+			t.keys = append(t.keys, n.Content[i].Value)
+			t.vals = append(t.vals, ct)
+		}
+		return t, ds.Err()
+	}
+	return nil, conf.Errorf(conf.NodePos(n), "unsupported YAML value")
+}
+
+// PlaceError turns an *OffsetError from compiling n.Value into a positioned
+// error, counting the opening quote of quoted styles.
+func PlaceError(n *yaml.Node, err error) error {
+	oe, ok := err.(*OffsetError)
+	if !ok {
+		return conf.Errorf(conf.NodePos(n), "%v", err)
+	}
+	p := conf.NodePos(n)
+	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+		p.Col++
+	}
+	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 && !strings.Contains(n.Value[:min(oe.Offset, len(n.Value))], "\n") {
+		p.Col += oe.Offset
+	}
+	return &conf.PosError{Pos: p, Msg: oe.Msg}
+}
+
+// UnmarshalNode lets option structs hold *T or T fields directly.
+func (t *T) UnmarshalNode(n *yaml.Node, _ *conf.Context) error {
+	c, err := FromNode(n)
+	if err != nil {
+		return err
+	}
+	*t = *c
+	return nil
+}
+
+// JSONSchema: a template accepts any YAML value.
+func (t *T) JSONSchema() map[string]any { return map[string]any{} }
+
+// IsConst reports whether the template holds no expression.
+func (t *T) IsConst() bool {
+	switch {
+	case t.single != nil || t.parts != nil:
+		return false
+	case t.list != nil:
+		for _, c := range t.list {
+			if !c.IsConst() {
+				return false
+			}
+		}
+	case t.vals != nil:
+		for _, c := range t.vals {
+			if !c.IsConst() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Source is the text the template was compiled from (scalars only).
+func (t *T) Source() string { return t.src }
+
+// Node is the YAML node the template came from, if any.
+func (t *T) Node() *yaml.Node { return t.node }
+
+// Eval evaluates the template in scope s.
+func (t *T) Eval(s *Scope) (any, error) {
+	if t == nil {
+		return nil, nil
+	}
+	switch {
+	case t.single != nil:
+		v, err := expr.Run(t.single, s)
+		if err != nil {
+			return nil, runError(t.src, err)
+		}
+		return v, nil
+	case t.parts != nil:
+		var b strings.Builder
+		for _, p := range t.parts {
+			if p.prog == nil {
+				b.WriteString(p.text)
+				continue
+			}
+			v, err := expr.Run(p.prog, s)
+			if err != nil {
+				return nil, runError(t.src, err)
+			}
+			b.WriteString(Stringify(v))
+		}
+		return b.String(), nil
+	case t.kind == yaml.SequenceNode:
+		out := make([]any, len(t.list))
+		for i, c := range t.list {
+			v, err := c.Eval(s)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
+		return out, nil
+	case t.kind == yaml.MappingNode:
+		out := make(map[string]any, len(t.keys))
+		for i, k := range t.keys {
+			v, err := t.vals[i].Eval(s)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = v
+		}
+		return out, nil
+	}
+	return t.literal, nil
+}
+
+// EvalString evaluates and renders the result as text.
+func (t *T) EvalString(s *Scope) (string, error) {
+	v, err := t.Eval(s)
+	if err != nil {
+		return "", err
+	}
+	return Stringify(v), nil
+}
+
+// EvalBool evaluates a condition; the result must be a boolean.
+func (t *T) EvalBool(s *Scope) (bool, error) {
+	v, err := t.Eval(s)
+	if err != nil {
+		return false, err
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("expression %q gave %s, want true or false", t.src, Stringify(v))
+	}
+	return b, nil
+}
+
+func runError(src string, err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, "\n"); i >= 0 {
+		msg = msg[:i]
+	}
+	return fmt.Errorf("expression %q: %s", src, msg)
+}
+
+// Stringify renders a value the way it is spliced into a string: strings as
+// they are, whole floats without a fraction, composite values as JSON.
+func Stringify(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case fmt.Stringer:
+		return x.String()
+	case map[string]any, []any:
+		b, err := json.Marshal(x)
+		if err == nil {
+			return string(b)
+		}
+	}
+	return fmt.Sprint(v)
+}
+
+// Options are the expr options every template compiles with: the Scope as
+// environment and the function library.
+func Options() []expr.Option {
+	opts := []expr.Option{expr.Env(Scope{}), expr.WithContext("ctx")}
+	return append(opts, funcOptions...)
+}
+
+var funcOptions []expr.Option
+
+// Func adds a function to the library available in every expression. Call
+// it from an init function; types are expr's function signatures.
+func Func(name string, fn func(params ...any) (any, error), types ...any) {
+	funcOptions = append(funcOptions, expr.Function(name, fn, types...))
+}
