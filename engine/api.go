@@ -1,0 +1,50 @@
+// Package engine runs a validated pipeline: one executor per stage, stages
+// connected by bounded channels so results stream with backpressure. It knows
+// steps only through the steps interfaces and imports no step kind.
+package engine
+
+import (
+	"context"
+	"io"
+
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+)
+
+// Runner runs one attempt of one item of a stage. In thread mode it is the
+// step itself; in process mode it forwards the item to a worker process.
+// Do is called concurrently by up to the stage's worker count goroutines and
+// must return promptly once ctx is done.
+type Runner interface {
+	Do(ctx context.Context, in steps.Input) (any, error)
+	Close() error
+}
+
+// RunnerFactory builds the Runner of a `mode: process` stage. It is given the
+// pipeline (for the worker processes to load the same file and variables),
+// the stage and its resolved worker count.
+type RunnerFactory func(p *spec.Pipeline, s *spec.Stage, workers int) (Runner, error)
+
+// Options configure a run.
+type Options struct {
+	Registry *steps.Registry
+	Stdin    io.Reader
+	Stdout   io.Writer
+	Stderr   io.Writer
+	// Process builds runners for `mode: process` stages. Nil makes such
+	// stages fail to start with a clear error.
+	Process RunnerFactory
+	// Events, if set, receives progress events (for bars and plain lines).
+	Events EventSink
+}
+
+// EventSink receives progress as it happens. Calls come from many goroutines.
+type EventSink interface {
+	// StageStarted announces a stage with its resolved worker count and the
+	// number of items expected (-1 when unknown).
+	StageStarted(stage string, workers int, total int64)
+	// ItemDone reports one item leaving a stage: its outcome ("succeeded",
+	// "failed", "skipped", "cancelled", "filtered"), its input and result.
+	ItemDone(stage string, outcome string, in steps.Input, result any, err error)
+	StageDone(stage string)
+}

@@ -1,0 +1,112 @@
+// Package report is the run report: what happened to every item of every
+// stage. It is written as JSON by `flow run --report`, and is the seam for
+// later renderings (an HTML timeline) and for resuming runs.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Report is the outcome of one run.
+type Report struct {
+	Pipeline string        `json:"pipeline"`
+	File     string        `json:"file"`
+	Start    time.Time     `json:"start"`
+	End      time.Time     `json:"end"`
+	Duration Duration      `json:"duration"`
+	ExitCode int           `json:"exit_code"`
+	Status   string        `json:"status"`          // succeeded, failed, interrupted, timed_out
+	Reason   string        `json:"reason,omitempty"` // why the run did not succeed
+	Stages   []*Stage      `json:"stages"`
+	Failures []Failure     `json:"failures"`
+}
+
+// Stage is the accounting of one stage. Invariant, whatever happens:
+// In == Succeeded + Failed + Skipped + Cancelled + Filtered.
+// TimedOut counts the failed or cancelled items whose cause was a timeout or
+// deadline; it is a subset, not a separate outcome.
+type Stage struct {
+	Name      string `json:"name"`
+	Kind      string `json:"kind"` // the step, source or sink kind
+	Role      string `json:"role"`
+	Mode      string `json:"mode"`
+	Workers   int    `json:"workers"`
+	In        int64  `json:"in"`
+	Succeeded int64  `json:"succeeded"`
+	Failed    int64  `json:"failed"`
+	Skipped   int64  `json:"skipped"` // failed under on_error: skip (recorded, dropped)
+	Cancelled int64  `json:"cancelled"`
+	Filtered  int64  `json:"filtered"`
+	TimedOut  int64  `json:"timed_out"`
+	Retries   int64  `json:"retries"`
+	Out       int64  `json:"out"` // items passed downstream
+
+	LatencyP50 Duration `json:"latency_p50"`
+	LatencyP95 Duration `json:"latency_p95"`
+	LatencyMax Duration `json:"latency_max"`
+	PerSecond  float64  `json:"items_per_second"`
+	Duration   Duration `json:"duration"`
+}
+
+// Balanced reports whether the stage accounts for every item it received.
+func (s *Stage) Balanced() bool {
+	return s.In == s.Succeeded+s.Failed+s.Skipped+s.Cancelled+s.Filtered
+}
+
+// Failure is one item that failed (or was skipped or kept with its error).
+type Failure struct {
+	Stage    string `json:"stage"`
+	Index    int64  `json:"index"`
+	Item     any    `json:"item"`
+	Error    string `json:"error"`
+	Class    string `json:"class,omitempty"`
+	Attempts int    `json:"attempts"`
+	Outcome  string `json:"outcome"` // failed, skipped, kept, timed_out
+}
+
+// Duration marshals as seconds (float) for tools, and reads back the same.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(fmt.Sprintf("%.6f", time.Duration(d).Seconds())), nil
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*d = Duration(f * float64(time.Second))
+	return nil
+}
+
+// WriteFile writes the report as indented JSON, atomically (temp file and
+// rename), so a reader never sees half a report.
+func (r *Report) WriteFile(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".flow-report-*")
+	if err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("writing report %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing report %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("writing report %s: %w", path, err)
+	}
+	return nil
+}
