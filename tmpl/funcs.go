@@ -1,0 +1,304 @@
+package tmpl
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/expr-lang/expr/file"
+)
+
+// The function library available in every expression, besides expr-lang's
+// builtins (math, strings, dates, lists). Functions are declared with Go
+// signatures so that a wrong call is refused when the pipeline is validated,
+// not halfway through a run. Functions that can take long (sleep,
+// count_primes) take the scope's ctx as first parameter: expr.WithContext in
+// Options inserts it, so a cancelled run or a stage timeout stops them.
+
+// FailError is the error raised by fail(message) in an expression. Steps can
+// recognise it with errors.As to report the message as the item's error.
+type FailError struct{ Msg string }
+
+func (e *FailError) Error() string { return e.Msg }
+
+// MaxPrimeLimit bounds count_primes: above it a single call would run for
+// many seconds, which is more likely a typo than a wish.
+const MaxPrimeLimit = 2_000_000_000
+
+// maxSleep bounds sleep for the same reason; a stage timeout is the tool for
+// long waits.
+const maxSleep = 24 * time.Hour
+
+func init() {
+	Func("count_primes", func(p ...any) (any, error) {
+		return CountPrimes(ctxOf(p[0]), toInt64(p[1]))
+	}, new(func(context.Context, int) int))
+
+	Func("sleep", func(p ...any) (any, error) {
+		d, err := sleepDuration(p[1])
+		if err != nil {
+			return nil, err
+		}
+		return nil, Sleep(ctxOf(p[0]), d)
+	},
+		new(func(context.Context, string) any),
+		new(func(context.Context, int) any),
+		new(func(context.Context, float64) any),
+	)
+
+	Func("fail", func(p ...any) (any, error) {
+		msg := Stringify(p[0])
+		if msg == "" {
+			msg = "fail() called"
+		}
+		return nil, &FailError{Msg: msg}
+	}, new(func(any) any))
+
+	hashFn := func(name string, sum func([]byte) []byte) {
+		Func(name, func(p ...any) (any, error) {
+			return hex.EncodeToString(sum(bytesOf(p[0]))), nil
+		}, new(func(any) string))
+	}
+	hashFn("sha256", func(b []byte) []byte { s := sha256.Sum256(b); return s[:] })
+	hashFn("sha1", func(b []byte) []byte { s := sha1.Sum(b); return s[:] })
+	hashFn("md5", func(b []byte) []byte { s := md5.Sum(b); return s[:] })
+
+	Func("base64_encode", func(p ...any) (any, error) {
+		return base64.StdEncoding.EncodeToString(bytesOf(p[0])), nil
+	}, new(func(any) string))
+	Func("base64_decode", func(p ...any) (any, error) {
+		s := strings.TrimSpace(p[0].(string))
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			// Accept the URL-safe and unpadded alphabets too: tokens and
+			// JWT parts use them.
+			for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+				if b2, err2 := enc.DecodeString(s); err2 == nil {
+					return string(b2), nil
+				}
+			}
+			return nil, fmt.Errorf("base64_decode: %q is not valid base64: %v", clip(s, 40), err)
+		}
+		return string(b), nil
+	}, new(func(string) string))
+	Func("hex", func(p ...any) (any, error) {
+		switch x := p[0].(type) {
+		case int:
+			return fmt.Sprintf("%x", x), nil
+		case int64:
+			return fmt.Sprintf("%x", x), nil
+		}
+		return hex.EncodeToString(bytesOf(p[0])), nil
+	}, new(func(string) string), new(func(int) string))
+	Func("hex_decode", func(p ...any) (any, error) {
+		b, err := hex.DecodeString(strings.TrimSpace(p[0].(string)))
+		if err != nil {
+			return nil, fmt.Errorf("hex_decode: %q is not valid hex: %v", clip(p[0].(string), 40), err)
+		}
+		return string(b), nil
+	}, new(func(string) string))
+
+	// Paths use forward slashes whatever the OS, like glob results.
+	Func("basename", func(p ...any) (any, error) { return path.Base(slash(p[0])), nil }, new(func(string) string))
+	Func("dirname", func(p ...any) (any, error) { return path.Dir(slash(p[0])), nil }, new(func(string) string))
+	Func("ext", func(p ...any) (any, error) { return path.Ext(slash(p[0])), nil }, new(func(string) string))
+	Func("stem", func(p ...any) (any, error) {
+		b := path.Base(slash(p[0]))
+		return strings.TrimSuffix(b, path.Ext(b)), nil
+	}, new(func(string) string))
+}
+
+func ctxOf(v any) context.Context {
+	if c, ok := v.(context.Context); ok && c != nil {
+		return c
+	}
+	// A Scope built without a context (tests, validation-time evaluation).
+	return context.Background()
+}
+
+func toInt64(v any) int64 {
+	switch x := v.(type) {
+	case int:
+		return int64(x)
+	case int64:
+		return x
+	case float64:
+		return int64(x)
+	}
+	return 0
+}
+
+func bytesOf(v any) []byte {
+	switch x := v.(type) {
+	case string:
+		return []byte(x)
+	case []byte:
+		return x
+	}
+	return []byte(Stringify(v))
+}
+
+func slash(v any) string { return strings.ReplaceAll(v.(string), "\\", "/") }
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func sleepDuration(v any) (time.Duration, error) {
+	var d time.Duration
+	switch x := v.(type) {
+	case string:
+		var err error
+		d, err = time.ParseDuration(strings.TrimSpace(x))
+		if err != nil {
+			return 0, fmt.Errorf("sleep: %q is not a duration: use one such as \"200ms\" or \"1.5s\", or a number of seconds", x)
+		}
+	case int:
+		if x > int(maxSleep/time.Second) {
+			return 0, fmt.Errorf("sleep: %d seconds is longer than the limit of %s; use a stage timeout or deadline for long waits", x, maxSleep)
+		}
+		d = time.Duration(x) * time.Second
+	case float64:
+		if math.IsNaN(x) || x > maxSleep.Seconds() {
+			return 0, fmt.Errorf("sleep: %v seconds is longer than the limit of %s; use a stage timeout or deadline for long waits", x, maxSleep)
+		}
+		d = time.Duration(x * float64(time.Second))
+	default:
+		return 0, fmt.Errorf("sleep: want a duration string or a number of seconds, got %T", v)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("sleep: negative duration %s", d)
+	}
+	if d > maxSleep {
+		return 0, fmt.Errorf("sleep: %s is longer than the limit of %s; use a stage timeout or deadline for long waits", d, maxSleep)
+	}
+	return d, nil
+}
+
+// RunError is an evaluation error. It keeps its cause so that callers can
+// tell a fail() call (*FailError) or a cancelled context apart.
+type RunError struct {
+	msg string
+	err error
+}
+
+func (e *RunError) Error() string { return e.msg }
+func (e *RunError) Unwrap() error { return e.err }
+
+func newRunError(src string, err error) error {
+	msg := err.Error()
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		msg = fe.Message // without expr's "(line:col)" and source snippet
+	}
+	if i := strings.Index(msg, "\n"); i >= 0 {
+		msg = msg[:i]
+	}
+	if msg == "memory budget exceeded" {
+		msg = "the expression builds too large a value (a huge range, list or string) and was stopped; work on smaller ranges"
+	}
+	return &RunError{msg: fmt.Sprintf("expression %q: %s", src, msg), err: err}
+}
+
+// Sleep waits for d or until ctx is done, whichever comes first.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sleep interrupted: %w", context.Cause(ctx))
+	}
+}
+
+// segmentBits is how many odd numbers one sieve segment covers: 256 Ki bits,
+// a 32 KiB segment, which stays in a typical L1/L2 cache.
+const segmentBits = 1 << 18
+
+// CountPrimes returns the number of primes below limit, like the guide's
+// count_primes. It runs a segmented sieve over odd numbers only, so memory
+// stays small (a 32 KiB segment plus the base primes up to sqrt(limit))
+// whatever the limit, and checks ctx between segments.
+func CountPrimes(ctx context.Context, limit int64) (int, error) {
+	if limit > MaxPrimeLimit {
+		return 0, fmt.Errorf("count_primes: %d is above the limit of %d; count in smaller ranges", limit, int64(MaxPrimeLimit))
+	}
+	if limit <= 2 {
+		return 0, nil
+	}
+	// Numbers below limit: 2, then odd n = 2i+1 for i in [1, half).
+	half := limit / 2 // odd numbers below limit, counting 1
+	root := int64(math.Sqrt(float64(limit)))
+	for root*root >= limit {
+		root--
+	}
+	for (root+1)*(root+1) < limit {
+		root++
+	}
+	// Base primes up to root, by a plain sieve (root <= 44722).
+	small := make([]bool, root+1)
+	var base []int64
+	for i := int64(3); i <= root; i += 2 {
+		if small[i] {
+			continue
+		}
+		base = append(base, i)
+		for j := i * i; j <= root; j += 2 * i {
+			small[j] = true
+		}
+	}
+	count := 1 // the prime 2
+	seg := make([]uint64, segmentBits/64)
+	// next[k] is the index (i such that n = 2i+1) of the next odd multiple
+	// of base[k] still to strike, starting at base[k] squared.
+	next := make([]int64, len(base))
+	for k, p := range base {
+		next[k] = p * p / 2
+	}
+	for lo := int64(0); lo < half; lo += segmentBits {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("count_primes interrupted: %w", context.Cause(ctx))
+		}
+		hi := min(lo+segmentBits, half)
+		clear(seg)
+		for k, p := range base {
+			j := next[k]
+			for ; j < hi; j += p {
+				o := j - lo
+				seg[o>>6] |= 1 << (o & 63)
+			}
+			next[k] = j
+		}
+		n := hi - lo
+		full := n / 64
+		composite := 0
+		for _, w := range seg[:full] {
+			composite += bits.OnesCount64(w)
+		}
+		if rem := n % 64; rem != 0 {
+			composite += bits.OnesCount64(seg[full] & (1<<rem - 1))
+		}
+		count += int(n) - composite
+		if lo == 0 {
+			count-- // index 0 is the number 1, which is not prime
+		}
+	}
+	return count, nil
+}
