@@ -1,0 +1,263 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/report"
+)
+
+type runFlags struct {
+	sets     []string
+	report   string
+	progress string
+}
+
+func (a *app) runCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run FILE",
+		Short: "Run a pipeline",
+		Long: `Run validates the pipeline file, then runs it: results go to stdout, progress
+and logs to stderr, and a one-line summary of every stage closes the run on
+stderr (unless --quiet).
+
+Variables declared under vars: take their defaults from the file; --set
+NAME=VALUE and the environment variable FLOW_VAR_NAME override them (--set
+wins).
+
+--report FILE writes the run report (JSON: every stage's counts, latencies and
+the failed items). It is written whatever happens: on success, on failure and
+on interrupt.
+
+SIGINT (Ctrl-C) or SIGTERM stops the sources, cancels running work, drains the
+stages, writes the report and exits 130 or 143. A second signal exits at once.
+
+Exit codes: 0 every item succeeded (or failures stayed within max_errors);
+1 items failed or a policy stopped the run; 2 invalid file or command line;
+130/143 interrupted.`,
+		Example: `  flow run pipeline.yaml
+  flow run pipeline.yaml --set count=100 --report report.json
+  FLOW_VAR_base_url=http://localhost:8080 flow run api.yaml
+  flow run pipeline.yaml --progress plain 2> progress.log
+  flow run pipeline.yaml > results.jsonl`,
+		Args:              oneFile,
+		ValidArgsFunction: yamlFiles,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runPipeline(args[0], f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.sets, "set", nil, "override variable NAME with VALUE (`NAME=VALUE`, repeatable)")
+	fl.StringVar(&f.report, "report", "", "write the run report as JSON to `FILE` (also on failure and interrupt)")
+	fl.StringVar(&f.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, nothing otherwise), bar, plain ([n/total] lines) or none")
+	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("report", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
+	})
+	return cmd
+}
+
+var progressModes = []string{"auto", "bar", "plain", "none"}
+
+func (a *app) runPipeline(file string, f runFlags) error {
+	set, err := parseSets(f.sets)
+	if err != nil {
+		return err
+	}
+	if !contains(progressModes, f.progress) {
+		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--progress %q: use one of %s", f.progress, strings.Join(progressModes, ", "))}
+	}
+	p, err := a.load(file, set)
+	if err != nil {
+		printDiags(a.stderr, file, err)
+		fmt.Fprintf(a.stderr, "flow: %s is not valid; nothing was run. Fix the problems above (flow validate %s checks again).\n", file, file)
+		return exitCode(ExitInvalid)
+	}
+	mode := f.progress
+	if a.quiet {
+		mode = "none"
+	}
+	events, closeEvents := newProgress(mode, a.stderr, p)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := a.handleSignals(cancel)
+
+	rep, runErr := runEngine(ctx, p, engine.Options{
+		Registry: a.reg,
+		Stdin:    a.stdin,
+		Stdout:   a.stdout,
+		Stderr:   a.stderr,
+		Process:  processFactory(),
+		Events:   events,
+	})
+	sig := stop()
+	closeEvents()
+
+	code := ExitFailed
+	if rep != nil {
+		code = rep.ExitCode
+	}
+	var ds conf.Diags
+	if rep == nil && errors.As(runErr, &ds) {
+		// Options that only fail when built (a missing input file, say).
+		printDiags(a.stderr, file, runErr)
+		code = ExitInvalid
+	} else if runErr != nil && (sig == nil || !errors.Is(runErr, context.Canceled)) {
+		fmt.Fprintf(a.stderr, "flow: %v\n", runErr)
+	}
+	if rep != nil && code == ExitOK && runErr != nil {
+		code = ExitFailed
+	}
+	if sig != nil {
+		code = signalCode(sig)
+		if rep != nil {
+			rep.ExitCode = code
+			rep.Status = "interrupted"
+			if rep.Reason == "" {
+				rep.Reason = "stopped by " + signalName(sig)
+			}
+		}
+	}
+	if f.report != "" {
+		if rep == nil {
+			fmt.Fprintf(a.stderr, "flow: no report written to %s: the run did not start\n", f.report)
+		} else if err := rep.WriteFile(f.report); err != nil {
+			fmt.Fprintf(a.stderr, "flow: %v; check that the directory exists and is writable\n", err)
+			if code == ExitOK {
+				code = ExitFailed
+			}
+		}
+	}
+	if rep != nil && !a.quiet {
+		fmt.Fprintln(a.stderr, summary(rep))
+	}
+	return exitCode(code)
+}
+
+// handleSignals cancels the run on the first SIGINT or SIGTERM and exits at
+// once on the second. The returned function unsubscribes and tells which
+// signal, if any, stopped the run.
+func (a *app) handleSignals(cancel context.CancelFunc) (stop func() os.Signal) {
+	ch := make(chan os.Signal, 2)
+	a.notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		first os.Signal
+	)
+	go func() {
+		select {
+		case s := <-ch:
+			mu.Lock()
+			first = s
+			mu.Unlock()
+			fmt.Fprintf(a.stderr, "\nflow: %s: stopping: cancelling running work and writing the report (send it again to exit at once)\n", signalName(s))
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case s := <-ch:
+			fmt.Fprintf(a.stderr, "flow: second %s: exiting at once; the report was not written\n", signalName(s))
+			a.exit(signalCode(s))
+		case <-done:
+		}
+	}()
+	return func() os.Signal {
+		a.stopNotify(ch)
+		close(done)
+		mu.Lock()
+		defer mu.Unlock()
+		return first
+	}
+}
+
+func signalCode(s os.Signal) int {
+	if s == syscall.SIGTERM {
+		return ExitSIGTERM
+	}
+	return ExitSIGINT
+}
+
+func signalName(s os.Signal) string {
+	if s == syscall.SIGTERM {
+		return "SIGTERM"
+	}
+	return "SIGINT"
+}
+
+// summary is the one line that closes a run on stderr: the outcome, the
+// time, and each stage's counts (zero counts left out).
+func summary(r *report.Report) string {
+	var b strings.Builder
+	name := r.Pipeline
+	if name == "" {
+		name = r.File
+	}
+	status := r.Status
+	if status == "" {
+		status = "finished"
+	}
+	fmt.Fprintf(&b, "flow: %s %s in %s", name, status, roundDuration(time.Duration(r.Duration)))
+	if r.Reason != "" && r.Status != "succeeded" {
+		fmt.Fprintf(&b, " (%s)", r.Reason)
+	}
+	for i, s := range r.Stages {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(" | ")
+		}
+		b.WriteString(s.Name)
+		parts := []string{}
+		add := func(n int64, what string) {
+			if n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, what))
+			}
+		}
+		add(s.Succeeded, "ok")
+		add(s.Failed, "failed")
+		add(s.Skipped, "skipped")
+		add(s.Cancelled, "cancelled")
+		add(s.Filtered, "filtered")
+		add(s.TimedOut, "timed out")
+		add(s.Retries, "retries")
+		if len(parts) == 0 {
+			parts = append(parts, "0 items")
+		}
+		b.WriteString(" " + strings.Join(parts, ", "))
+	}
+	return b.String()
+}
+
+func roundDuration(d time.Duration) string {
+	switch {
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond).String()
+	default:
+		return d.Round(time.Millisecond).String()
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
