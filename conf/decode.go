@@ -33,6 +33,14 @@ type Shorthander interface {
 	Shorthand() string
 }
 
+// Schemaer is implemented by types that decode themselves (Unmarshaler) and
+// so cannot be described from their Go fields: it returns the JSON Schema of
+// the YAML they accept (without description, which comes from the field's
+// desc tag). The map must be JSON-marshalable and is not modified by callers.
+type Schemaer interface {
+	JSONSchema() map[string]any
+}
+
 // Validator is implemented by option structs with checks across fields. It
 // runs only when the struct decoded without errors.
 type Validator interface {
@@ -193,12 +201,13 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, fi fieldInfo) {
 		if n.Tag == "!!null" {
 			return
 		}
+		// Keep what decoded even when part of it is wrong: callers get every
+		// diagnostic anyway, and later checks (a stage's roles, names, kind
+		// options) still run on the fields that are right, so one bad field
+		// does not hide the other problems around it.
 		nv := reflect.New(v.Type().Elem())
-		before := len(d.diags)
 		d.value(n, nv.Elem(), fi)
-		if len(d.diags) == before {
-			v.Set(nv)
-		}
+		v.Set(nv)
 		return
 	}
 	if v.Type() == durationType {

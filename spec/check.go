@@ -1,8 +1,12 @@
 package spec
 
 import (
+	"fmt"
+	"reflect"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
 )
@@ -12,13 +16,16 @@ import (
 func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 	var ds conf.Diags
 	if len(p.Stages) == 0 {
-		ds.Add(conf.KeyPos(p.Node, "stages"), "a pipeline needs at least one stage, and the first must be a source")
+		// A missing or mistyped stages: is already reported by the decoder.
+		if sn := conf.Lookup(p.Node, "stages"); sn != nil && sn.Kind == yaml.SequenceNode {
+			ds.Add(conf.NodePos(sn), "a pipeline needs at least one stage, and the first must be a source")
+		}
 		return ds
 	}
 	names := map[string]int{}
 	for i, s := range p.Stages {
-		if s == nil {
-			continue
+		if s == nil || s.Node == nil {
+			continue // not a mapping: already reported
 		}
 		s.Index = i
 		applyDefaults(s)
@@ -36,38 +43,49 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 		}
 		switch len(set) {
 		case 0:
-			ds.Add(conf.NodePos(s.Node), "stage %q needs one of source:, step: or sink:", s.Name)
+			ds.Add(conf.NodePos(s.Node), "%s needs one of source:, step: or sink:", stageLabel(s))
 			continue
 		case 1:
 		default:
-			ds.Add(conf.KeyPos(s.Node, set[1]), "stage %q has both %s: and %s:; a stage is either a source, a step or a sink", s.Name, set[0], set[1])
+			ds.Add(conf.KeyPos(s.Node, set[1]), "%s has both %s: and %s:; a stage is either a source, a step or a sink", stageLabel(s), set[0], set[1])
 			continue
 		}
 		switch set[0] {
 		case "source":
 			s.Role, s.Kind, s.Options = RoleSource, s.Source.Kind, s.Source.Options
 			if i != 0 {
-				ds.Add(conf.KeyPos(s.Node, "source"), "stage %q is a source but is not the first stage; only the first stage may be a source", s.Name)
+				ds.Add(conf.KeyPos(s.Node, "source"), "%s is a source but is not the first stage; only the first stage may be a source", stageLabel(s))
 			}
 		case "sink":
 			s.Role, s.Kind, s.Options = RoleSink, s.Sink.Kind, s.Sink.Options
 			if i != len(p.Stages)-1 {
-				ds.Add(conf.KeyPos(s.Node, "sink"), "stage %q is a sink but is not the last stage; only the last stage may be a sink", s.Name)
+				ds.Add(conf.KeyPos(s.Node, "sink"), "%s is a sink but is not the last stage; only the last stage may be a sink", stageLabel(s))
 			}
 		case "step":
 			s.Role, s.Kind, s.Options = RoleStep, s.Step, s.With
 		}
 		if i == 0 && s.Role != RoleSource {
-			ds.Add(conf.KeyPos(s.Node, string(s.Role)), "the first stage must be a source (items, range, glob, lines, jsonl, stdin); stage %q is a %s", s.Name, s.Role)
+			ds.Add(conf.KeyPos(s.Node, string(s.Role)), "the first stage must be a source (items, range, glob, lines, jsonl, stdin); %s is a %s", stageLabel(s), s.Role)
 		}
 		if s.With != nil && s.Role != RoleStep {
 			ds.Add(conf.KeyPos(s.Node, "with"), "with: holds the options of a step:; for a %s, put the options under the kind, e.g. %s: {%s: {...}}", s.Role, s.Role, s.Kind)
 		}
 		if cat != nil && s.Kind != "" {
-			kd, known := cat.CheckKind(string(s.Role), s.Kind, s.Options, ctx)
+			opts := s.Options
+			if opts == nil {
+				// No options written: check an empty mapping, placed at the
+				// kind so that "missing required key" points somewhere useful.
+				at := conf.Lookup(s.Node, string(s.Role))
+				opts = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: at.Line, Column: at.Column}
+			}
+			kd, known := cat.CheckKind(string(s.Role), s.Kind, opts, ctx)
 			if !known {
 				names := cat.KindNames(string(s.Role))
-				ds.Add(conf.ValuePos(s.Node, string(s.Role)), "unknown %s kind %q%s; known: %s", s.Role, s.Kind, conf.Suggest(s.Kind, names), strings.Join(names, ", "))
+				pos := conf.ValuePos(s.Node, string(s.Role))
+				if kn := conf.Lookup(s.Node, string(s.Role)); kn != nil && kn.Kind == yaml.MappingNode && len(kn.Content) > 0 {
+					pos = conf.NodePos(kn.Content[0]) // the kind's name, not the brace before it
+				}
+				ds.Add(pos, "unknown %s kind %q%s; known: %s", s.Role, s.Kind, conf.Suggest(s.Kind, names), strings.Join(names, ", "))
 			}
 			ds = append(ds, kd...)
 		}
@@ -76,10 +94,23 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 	return ds
 }
 
+func stageLabel(s *Stage) string {
+	if s.Name != "" {
+		return fmt.Sprintf("stage %q", s.Name)
+	}
+	return fmt.Sprintf("stage %d", s.Index+1)
+}
+
 func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 	var ds conf.Diags
+	if s.When != nil {
+		// Only what expr can tell before running: item fields are untyped.
+		if t := s.When.Type(); t != nil && t.Kind() != reflect.Bool {
+			ds.Add(conf.ValuePos(s.Node, "when"), "when: must give true or false, but this gives a %s; compare, e.g. \"${ item.size > 0 }\"", typeWord(t))
+		}
+	}
 	if s.Order == "key" && s.Key == nil {
-		ds.Add(conf.ValuePos(s.Node, "order"), "order: key needs key: ${ expr } on stage %q", s.Name)
+		ds.Add(conf.ValuePos(s.Node, "order"), "order: key needs key: ${ expr } on %s", stageLabel(s))
 	}
 	if s.Key != nil && s.Order != "key" {
 		ds.Add(conf.KeyPos(s.Node, "key"), "key: is used only with order: key")
@@ -109,7 +140,7 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 				continue
 			}
 			if conf.Lookup(s.Node, k) != nil {
-				ds.Add(conf.KeyPos(s.Node, k), "%s: applies to step stages; stage %q is a %s", k, s.Name, s.Role)
+				ds.Add(conf.KeyPos(s.Node, k), "%s: applies to step stages; %s is a %s", k, stageLabel(s), s.Role)
 			}
 		}
 	}
@@ -123,7 +154,7 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 			if ln := conf.Lookup(s.Node, "limit"); ln != nil && len(ln.Content) > i {
 				pos = conf.NodePos(ln.Content[i])
 			}
-			ds.Add(pos, "stage %q names limit %q, which is not declared under limits:%s", s.Name, name, conf.Suggest(name, known))
+			ds.Add(pos, "%s names limit %q, which is not declared under limits:%s", stageLabel(s), name, conf.Suggest(name, known))
 		}
 	}
 	if s.Retry != nil && s.Retry.Attempts < 0 {
@@ -160,4 +191,20 @@ func applyDefaults(s *Stage) {
 			r.Jitter = &j
 		}
 	}
+}
+
+func typeWord(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "list"
+	case reflect.Map, reflect.Struct:
+		return "mapping"
+	}
+	return t.String()
 }

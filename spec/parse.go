@@ -78,9 +78,27 @@ func yamlError(file string, err error) conf.Diag {
 	var line int
 	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
 		_, rest, _ := strings.Cut(msg, ": ")
+		if parserProblem(rest) {
+			line++
+		}
 		return conf.Diag{File: file, Pos: conf.Pos{Line: line, Col: 1}, Msg: "invalid YAML: " + rest}
 	}
 	return conf.Diag{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "invalid YAML: " + msg}
+}
+
+// parserProblem reports whether a yaml.v3 message comes from its parser
+// rather than its scanner: yaml.v3 prints the parser's 0-based line as is (and
+// the scanner's plus one), so parser errors would point one line too early.
+func parserProblem(msg string) bool {
+	for _, p := range []string{
+		"did not find expected <", "did not find expected key", "did not find expected node content",
+		"did not find expected ',' or", "did not find expected '-' indicator",
+	} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {

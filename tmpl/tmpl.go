@@ -10,11 +10,17 @@ package tmpl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
 
@@ -36,18 +42,26 @@ type T struct {
 	src  string
 	node *yaml.Node
 	// exactly one of the following shapes
-	literal any          // no expressions at all
-	parts   []part       // a string with expressions
-	single  *vm.Program  // a string that is exactly one expression
-	list    []*T         // a sequence
-	keys    []string     // a mapping: keys, with vals
+	literal any         // no expressions at all
+	parts   []part      // a string with expressions
+	single  *vm.Program // a string that is exactly one expression
+	list    []*T        // a sequence
+	keys    []string    // a mapping: keys, with vals
 	vals    []*T
 	kind    yaml.Kind
+	// progs are the compiled expressions of a scalar with the byte offset of
+	// each one's code in src, so later checks can point inside the string.
+	progs []located
 }
 
 type part struct {
 	text string
 	prog *vm.Program
+}
+
+type located struct {
+	prog *vm.Program
+	off  int
 }
 
 // Compile compiles a template string. Errors carry the byte offset in src in
@@ -84,6 +98,7 @@ func Compile(src string) (*T, error) {
 			return nil, exprError(err, code, off+i+2)
 		}
 		t.parts = append(t.parts, part{prog: prog})
+		t.progs = append(t.progs, located{prog: prog, off: off + i + 2})
 		off += i + 2 + j + 1
 		rest = rest[i+2+j+1:]
 	}
@@ -131,19 +146,27 @@ type OffsetError struct {
 func (e *OffsetError) Error() string { return e.Msg }
 
 func exprError(err error, code string, base int) error {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return &OffsetError{Offset: base + runeOffset(code, fe.From), Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), fe.Message)}
+	}
 	msg := err.Error()
-	// expr's message is "text (line:col)\n | code\n | ...^"; keep the text.
 	if i := strings.Index(msg, "\n"); i >= 0 {
 		msg = msg[:i]
 	}
-	col := 0
-	if k := strings.LastIndex(msg, " ("); k >= 0 && strings.HasSuffix(msg, ")") {
-		if _, c, ok := strings.Cut(msg[k+2:len(msg)-1], ":"); ok {
-			col, _ = strconv.Atoi(c)
-			msg = msg[:k]
+	return &OffsetError{Offset: base, Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), msg)}
+}
+
+// runeOffset turns expr's rune offset into a byte offset in code.
+func runeOffset(code string, runes int) int {
+	n := 0
+	for i := range code {
+		if n == runes {
+			return i
 		}
+		n++
 	}
-	return &OffsetError{Offset: base + col, Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), msg)}
+	return len(code)
 }
 
 // FromNode compiles a YAML node: strings as templates, other scalars as
@@ -201,20 +224,129 @@ func PlaceError(n *yaml.Node, err error) error {
 	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
 		p.Col++
 	}
-	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 && !strings.Contains(n.Value[:min(oe.Offset, len(n.Value))], "\n") {
-		p.Col += oe.Offset
+	if before := n.Value[:min(max(oe.Offset, 0), len(n.Value))]; n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 && !strings.Contains(before, "\n") {
+		// yaml.v3 counts columns in characters, not bytes.
+		p.Col += utf8.RuneCountInString(before)
 	}
 	return &conf.PosError{Pos: p, Msg: oe.Msg}
 }
 
-// UnmarshalNode lets option structs hold *T or T fields directly.
-func (t *T) UnmarshalNode(n *yaml.Node, _ *conf.Context) error {
-	c, err := FromNode(n)
+// UnmarshalNode lets option structs hold *T or T fields directly. With a
+// context that lists the pipeline's variables, references to undeclared ones
+// are errors too.
+func (t *T) UnmarshalNode(n *yaml.Node, c *conf.Context) error {
+	ct, err := FromNode(n)
 	if err != nil {
 		return err
 	}
-	*t = *c
+	*t = *ct
+	if c != nil && c.Vars != nil {
+		return t.CheckVars(c.Vars)
+	}
 	return nil
+}
+
+// CheckVars reports every 'vars.NAME' (or vars["NAME"]) whose NAME is not a
+// key of vars, at the position of NAME, with a suggestion. expr cannot do
+// this itself: vars is a map whose keys are only known per file.
+func (t *T) CheckVars(vars map[string]any) error {
+	var ds conf.Diags
+	t.walk(func(s *T) {
+		for _, lp := range s.progs {
+			for _, ref := range varRefs(lp.prog) {
+				if _, ok := vars[ref.name]; ok {
+					continue
+				}
+				declared := make([]string, 0, len(vars))
+				for k := range vars {
+					declared = append(declared, k)
+				}
+				sort.Strings(declared)
+				hint := "; declare it under vars:"
+				if len(declared) > 0 {
+					hint = "; declared: " + strings.Join(declared, ", ")
+				}
+				msg := fmt.Sprintf("unknown variable %q%s%s", ref.name, conf.Suggest(ref.name, declared), hint)
+				oe := &OffsetError{Offset: lp.off + runeOffset(lp.prog.Source().String(), ref.at), Msg: msg}
+				if s.node != nil {
+					ds.AddErr(conf.NodePos(s.node), PlaceError(s.node, oe))
+				} else {
+					ds.AddErr(conf.Pos{}, oe)
+				}
+			}
+		}
+	})
+	return ds.Err()
+}
+
+func (t *T) walk(fn func(*T)) {
+	if t == nil {
+		return
+	}
+	fn(t)
+	for _, c := range t.list {
+		c.walk(fn)
+	}
+	for _, c := range t.vals {
+		c.walk(fn)
+	}
+}
+
+type varRef struct {
+	name string
+	at   int // rune offset in the expression
+}
+
+type refVisitor struct{ refs []varRef }
+
+func (v *refVisitor) Visit(n *ast.Node) {
+	m, ok := (*n).(*ast.MemberNode)
+	if !ok {
+		return
+	}
+	id, ok := m.Node.(*ast.IdentifierNode)
+	if !ok || id.Value != "vars" {
+		return
+	}
+	if prop, ok := m.Property.(*ast.StringNode); ok {
+		v.refs = append(v.refs, varRef{name: prop.Value, at: prop.Location().From})
+	}
+}
+
+func varRefs(p *vm.Program) []varRef {
+	root := p.Node()
+	if root == nil {
+		return nil
+	}
+	v := &refVisitor{}
+	ast.Walk(&root, v)
+	return v.refs
+}
+
+// Type is the type the template evaluates to when it is known before running:
+// the literal's type, string for text with expressions, the expression's type
+// for a single expression (nil when expr cannot tell, e.g. 'item.x').
+func (t *T) Type() reflect.Type {
+	switch {
+	case t == nil:
+		return nil
+	case t.single != nil:
+		if root := t.single.Node(); root != nil {
+			if rt := root.Type(); rt != nil && rt.Kind() != reflect.Interface {
+				return rt
+			}
+		}
+		return nil
+	case t.parts != nil:
+		return reflect.TypeFor[string]()
+	case t.kind == yaml.SequenceNode:
+		return reflect.TypeFor[[]any]()
+	case t.kind == yaml.MappingNode:
+		return reflect.TypeFor[map[string]any]()
+	case t.literal == nil:
+		return nil
+	}
+	return reflect.TypeOf(t.literal)
 }
 
 // JSONSchema: a template accepts any YAML value.
@@ -319,13 +451,7 @@ func (t *T) EvalBool(s *Scope) (bool, error) {
 	return b, nil
 }
 
-func runError(src string, err error) error {
-	msg := err.Error()
-	if i := strings.Index(msg, "\n"); i >= 0 {
-		msg = msg[:i]
-	}
-	return fmt.Errorf("expression %q: %s", src, msg)
-}
+func runError(src string, err error) error { return newRunError(src, err) }
 
 // Stringify renders a value the way it is spliced into a string: strings as
 // they are, whole floats without a fraction, composite values as JSON.
