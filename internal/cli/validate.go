@@ -27,7 +27,12 @@ Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
   flow validate examples/*.yaml
   flow validate --set count=5 pipeline.yaml   # check with a variable overridden
   cat pipeline.yaml | flow validate -`,
-		Args:              cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("missing FILE: name one or more pipeline files, e.g. flow validate pipeline.yaml")
+			}
+			return nil
+		},
 		ValidArgsFunction: yamlFiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, err := parseSets(sets)
