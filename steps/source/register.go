@@ -1,8 +1,463 @@
+// Package source holds the kinds that start a pipeline: items, range, glob,
+// lines, jsonl and stdin. Every source is lazy: it produces one item at a
+// time through emit, which blocks while downstream is busy, so a source never
+// holds more than it must (glob alone collects its matches, to sort them).
+// Options are templates evaluated once, with 'vars' and 'env' in scope.
 package source
 
-import "github.com/flowrun/flow/steps"
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
+)
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	_ = r // TODO: register kinds
+	steps.Register(r, steps.Kind{
+		Name:    "items",
+		Role:    steps.RoleSource,
+		Summary: "A fixed list of items written in the pipeline.",
+		Doc: "Emits each value of a YAML list, in order. Values may be any YAML value (numbers, strings, " +
+			"mappings, lists); strings may hold `${ }` expressions over `vars` and `env`, evaluated once. " +
+			"A single expression that gives a list, such as `items: \"${ vars.hosts }\"`, emits its elements.",
+		Example: "items: [alpha, beta, gamma]",
+	}, newItems)
+	steps.Register(r, steps.Kind{
+		Name:    "range",
+		Role:    steps.RoleSource,
+		Summary: "Whole numbers from 'from' to 'to', both included.",
+		Doc: "Emits the integers `from`, `from+step`, ... up to and including `to`, generated one at a time: " +
+			"a range of ten million numbers costs no memory. A negative `step` counts down. When `from` is " +
+			"past `to` in the direction of `step`, the range is empty, like Python's `range`.",
+		Example: "range: {from: 1, to: \"${ vars.count }\"}",
+	}, newRange)
+	steps.Register(r, steps.Kind{
+		Name:    "glob",
+		Role:    steps.RoleSource,
+		Summary: "Paths of the files matching one or more glob patterns.",
+		Doc: "Emits the absolute path of each file matching any of the patterns, sorted and without duplicates. " +
+			"Relative patterns resolve against the directory of the pipeline file. `*`, `?` and `[a-z]` match " +
+			"within one path segment, `**` matches any number of directories. Only files match, never " +
+			"directories; links to directories are not followed. A pattern that matches nothing is not an " +
+			"error (the source is then empty), but a pattern with bad syntax is. The matches are collected " +
+			"and sorted before the first one is emitted.",
+		Example: "glob: {patterns: [\"logs/**/*.log\", \"archive/*.log.gz\"]}",
+	}, newGlob)
+	steps.Register(r, steps.Kind{
+		Name:    "lines",
+		Role:    steps.RoleSource,
+		Summary: "Each line of a text file, as a string.",
+		Doc: "Emits each line of a file as a string, without its line ending (`\\n` or `\\r\\n`), streaming: lines " +
+			"of any length work. A relative path resolves against the directory of the pipeline file; a path " +
+			"ending in `.gz` is decompressed on the fly.",
+		Example: "lines: {path: urls.txt, skip_empty: true}",
+	}, newLines)
+	steps.Register(r, steps.Kind{
+		Name:    "jsonl",
+		Role:    steps.RoleSource,
+		Summary: "Each line of a JSON Lines file, as a JSON value.",
+		Doc: "Emits the JSON value on each line of a file, streaming. Blank lines are skipped. Integers are " +
+			"kept exact (64-bit). A line that is not valid JSON stops the source, and so the run, with " +
+			"`FILE:LINE:COL: invalid JSON`: the items read before it are processed and reported, and no line " +
+			"is ever dropped silently. A relative path resolves against the directory of the pipeline file; a " +
+			"path ending in `.gz` is decompressed on the fly.",
+		Example: "jsonl: data/orders.jsonl",
+	}, newJSONL)
+	steps.Register(r, steps.Kind{
+		Name:    "stdin",
+		Role:    steps.RoleSource,
+		Summary: "Lines or JSON Lines read from standard input.",
+		Doc: "Emits what arrives on standard input as it arrives: each line as a string (`format: lines`, the " +
+			"default) or each line as a JSON value (`format: jsonl`, with the same rules as the `jsonl` source).",
+		Example: "stdin: {format: jsonl}",
+	}, newStdin)
 }
+
+func scope() *tmpl.Scope { return &tmpl.Scope{Ctx: context.Background()} }
+
+// ---- items
+
+// ItemsConfig is the list given to 'items:'.
+type ItemsConfig struct {
+	list *tmpl.T
+}
+
+func (c *ItemsConfig) UnmarshalNode(n *yaml.Node, cc *conf.Context) error {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch {
+	case n.Kind == yaml.SequenceNode:
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!str":
+		// Only a single expression can give a list; anything else is
+		// surely a list written without brackets.
+	default:
+		return conf.Errorf(conf.NodePos(n), "items takes a list, e.g. items: [a, b, c], or an expression giving one, e.g. items: \"${ vars.hosts }\"; got %s", nodeKind(n))
+	}
+	var t tmpl.T
+	if err := t.UnmarshalNode(n, cc); err != nil {
+		return err
+	}
+	if n.Kind == yaml.ScalarNode {
+		if t.IsConst() {
+			return conf.Errorf(conf.NodePos(n), "items takes a list, e.g. items: [a, b, c]; got the string %q", n.Value)
+		}
+	}
+	c.list = &t
+	return nil
+}
+
+func (c *ItemsConfig) JSONSchema() map[string]any {
+	return map[string]any{"oneOf": []any{
+		map[string]any{"type": "array", "description": "The items, in order."},
+		map[string]any{"type": "string", "pattern": `^\s*\$\{.*\}\s*$`, "description": "An expression giving a list, e.g. '${ vars.hosts }'."},
+	}}
+}
+
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "nothing"
+		}
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "something else"
+}
+
+type listSource struct{ items []any }
+
+func newItems(c *ItemsConfig, env *steps.Env) (any, error) {
+	if c.list == nil {
+		return nil, fmt.Errorf("items takes a list, e.g. items: [a, b, c]")
+	}
+	v, err := evalOnce(c.list, env)
+	if err != nil {
+		return nil, err
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, at(c.list, "items: the expression gave %s, not a list", describe(v))
+	}
+	out := make([]any, len(list))
+	for i, x := range list {
+		if out[i], err = jsonShaped(x); err != nil {
+			return nil, at(c.list, "items[%d]: %v", i, err)
+		}
+	}
+	return &listSource{items: out}, nil
+}
+
+func (s *listSource) Count() (int64, bool) { return int64(len(s.items)), true }
+
+func (s *listSource) Items(ctx context.Context, emit func(any) error) error {
+	for _, it := range s.items {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := emit(it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- range
+
+// RangeConfig holds the options of 'range'.
+type RangeConfig struct {
+	From *tmpl.T `yaml:"from" required:"true" desc:"First number, included. A whole number, or an expression giving one." example:"1"`
+	To   *tmpl.T `yaml:"to" required:"true" desc:"Last number, included when the steps land on it. A whole number, or an expression giving one such as '${ vars.count }'." example:"100"`
+	Step *tmpl.T `yaml:"step" default:"1" desc:"Distance between two numbers; negative to count down. Must not be 0." example:"1"`
+}
+
+// Validate checks the values known before the run; expressions are checked
+// when the source is built.
+func (c *RangeConfig) Validate() error {
+	var ds conf.Diags
+	for _, f := range []struct {
+		name string
+		t    *tmpl.T
+	}{{"from", c.From}, {"to", c.To}, {"step", c.Step}} {
+		if f.t == nil || !f.t.IsConst() {
+			continue
+		}
+		v, _ := f.t.Eval(scope())
+		n, ok := toInt64(v)
+		switch {
+		case !ok:
+			ds.AddErr(conf.Pos{}, at(f.t, "range %s must be a whole number, got %s", f.name, describe(v)))
+		case f.name == "step" && n == 0:
+			ds.AddErr(conf.Pos{}, at(f.t, "range step must not be 0 (it would never reach 'to'); use 1 to count up or -1 to count down"))
+		}
+	}
+	return ds.Err()
+}
+
+type rangeSource struct{ from, to, step int64 }
+
+func newRange(c *RangeConfig, env *steps.Env) (any, error) {
+	get := func(name string, t *tmpl.T, def int64) (int64, error) {
+		if t == nil {
+			return def, nil
+		}
+		v, err := evalOnce(t, env)
+		if err != nil {
+			return 0, err
+		}
+		n, ok := toInt64(v)
+		if !ok {
+			return 0, at(t, "range %s must be a whole number, got %s", name, describe(v))
+		}
+		return n, nil
+	}
+	var s rangeSource
+	var err error
+	if s.from, err = get("from", c.From, 0); err != nil {
+		return nil, err
+	}
+	if s.to, err = get("to", c.To, 0); err != nil {
+		return nil, err
+	}
+	if s.step, err = get("step", c.Step, 1); err != nil {
+		return nil, err
+	}
+	if s.step == 0 {
+		return nil, at(c.Step, "range step must not be 0 (it would never reach 'to'); use 1 to count up or -1 to count down")
+	}
+	return &s, nil
+}
+
+// Count is exact; it reports false only for a range too long for an int64.
+func (s *rangeSource) Count() (int64, bool) {
+	if (s.step > 0 && s.from > s.to) || (s.step < 0 && s.from < s.to) {
+		return 0, true
+	}
+	// Unsigned arithmetic: to-from may not fit an int64, but fits a uint64.
+	var span, step uint64
+	if s.step > 0 {
+		span, step = uint64(s.to)-uint64(s.from), uint64(s.step)
+	} else {
+		span, step = uint64(s.from)-uint64(s.to), uint64(-(s.step + 1))+1
+	}
+	q := span / step
+	if q >= math.MaxInt64 {
+		return 0, false
+	}
+	return int64(q) + 1, true
+}
+
+func (s *rangeSource) Items(ctx context.Context, emit func(any) error) error {
+	n, ok := s.Count()
+	if !ok {
+		n = math.MaxInt64 // longer than any run can last
+	}
+	v := s.from
+	for i := int64(0); i < n; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := emit(v); err != nil {
+			return err
+		}
+		v += s.step // after the last item this may wrap; it is never emitted
+	}
+	return nil
+}
+
+// ---- glob
+
+// GlobConfig holds the options of 'glob'.
+type GlobConfig struct {
+	Patterns []*tmpl.T `yaml:"patterns" required:"true" desc:"Glob patterns; a file matching any of them is emitted once. '*' matches within a path segment, '**' across directories. Relative patterns resolve against the pipeline directory. An expression may give a list of patterns." example:"logs/**/*.log"`
+}
+
+func (c *GlobConfig) Shorthand() string { return "patterns" }
+
+func (c *GlobConfig) Validate() error {
+	var ds conf.Diags
+	if len(c.Patterns) == 0 {
+		return fmt.Errorf("glob needs at least one pattern, e.g. glob: \"logs/*.log\"")
+	}
+	for _, t := range c.Patterns {
+		if t == nil || !t.IsConst() {
+			continue
+		}
+		v, _ := t.Eval(scope())
+		s, ok := v.(string)
+		if !ok || s == "" {
+			ds.AddErr(conf.Pos{}, at(t, "a glob pattern must be a non-empty string, got %s", describe(v)))
+			continue
+		}
+		if err := checkPattern(s); err != nil {
+			ds.AddErr(conf.Pos{}, at(t, "%v", err))
+		}
+	}
+	return ds.Err()
+}
+
+type globSource struct {
+	dir      string
+	patterns []string
+
+	once  sync.Once
+	files []string
+	err   error
+}
+
+func newGlob(c *GlobConfig, env *steps.Env) (any, error) {
+	s := &globSource{dir: env.Dir}
+	for _, t := range c.Patterns {
+		v, err := evalOnce(t, env)
+		if err != nil {
+			return nil, err
+		}
+		vs, isList := v.([]any)
+		if !isList {
+			vs = []any{v}
+		}
+		for _, x := range vs {
+			p, ok := x.(string)
+			if !ok || p == "" {
+				return nil, at(t, "a glob pattern must be a non-empty string, got %s", describe(x))
+			}
+			if err := checkPattern(p); err != nil {
+				return nil, at(t, "%v", err)
+			}
+			s.patterns = append(s.patterns, p)
+		}
+	}
+	return s, nil
+}
+
+func (s *globSource) list(ctx context.Context) ([]string, error) {
+	s.once.Do(func() { s.files, s.err = expand(ctx, s.dir, s.patterns) })
+	return s.files, s.err
+}
+
+// Count walks the tree: glob must collect and sort every match before its
+// first item anyway, so counting first costs nothing more and gives progress
+// a total. The list is kept for Items.
+func (s *globSource) Count() (int64, bool) {
+	files, err := s.list(context.Background())
+	if err != nil {
+		return 0, false
+	}
+	return int64(len(files)), true
+}
+
+func (s *globSource) Items(ctx context.Context, emit func(any) error) error {
+	files, err := s.list(ctx)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := emit(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- lines and jsonl
+
+// LinesConfig holds the options of 'lines'.
+type LinesConfig struct {
+	Path      *tmpl.T `yaml:"path" required:"true" desc:"File to read, relative to the pipeline directory unless absolute; '.gz' files are decompressed." example:"urls.txt"`
+	SkipEmpty bool    `yaml:"skip_empty" default:"false" desc:"Skip lines that are empty or hold only spaces."`
+}
+
+func (c *LinesConfig) Shorthand() string { return "path" }
+
+// JSONLConfig holds the options of 'jsonl'.
+type JSONLConfig struct {
+	Path *tmpl.T `yaml:"path" required:"true" desc:"JSON Lines file to read, relative to the pipeline directory unless absolute; '.gz' files are decompressed." example:"data/orders.jsonl"`
+}
+
+func (c *JSONLConfig) Shorthand() string { return "path" }
+
+type fileSource struct {
+	path      string
+	jsonl     bool
+	skipEmpty bool
+}
+
+func newLines(c *LinesConfig, env *steps.Env) (any, error) {
+	p, err := evalString(c.Path, env, "lines path")
+	if err != nil {
+		return nil, err
+	}
+	return &fileSource{path: resolve(env.Dir, p), skipEmpty: c.SkipEmpty}, nil
+}
+
+func newJSONL(c *JSONLConfig, env *steps.Env) (any, error) {
+	p, err := evalString(c.Path, env, "jsonl path")
+	if err != nil {
+		return nil, err
+	}
+	return &fileSource{path: resolve(env.Dir, p), jsonl: true}, nil
+}
+
+func (s *fileSource) Items(ctx context.Context, emit func(any) error) error {
+	f, err := openFile(s.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if s.jsonl {
+		return emitJSONL(ctx, f, s.path, emit)
+	}
+	return emitLines(ctx, f, s.path, s.skipEmpty, emit)
+}
+
+// ---- stdin
+
+// StdinConfig holds the options of 'stdin'.
+type StdinConfig struct {
+	Format    string `yaml:"format" enum:"lines,jsonl" default:"lines" desc:"'lines' emits each line as a string; 'jsonl' emits the JSON value on each line."`
+	SkipEmpty bool   `yaml:"skip_empty" default:"false" desc:"With 'format: lines': skip lines that are empty or hold only spaces."`
+}
+
+func (c *StdinConfig) Shorthand() string { return "format" }
+
+type stdinSource struct {
+	env *steps.Env
+	cfg StdinConfig
+}
+
+func newStdin(c *StdinConfig, env *steps.Env) (any, error) {
+	return &stdinSource{env: env, cfg: *c}, nil
+}
+
+func (s *stdinSource) Items(ctx context.Context, emit func(any) error) error {
+	if s.env.Stdin == nil {
+		return fmt.Errorf("the stdin source has no standard input to read")
+	}
+	if s.cfg.Format == "jsonl" {
+		return emitJSONL(ctx, s.env.Stdin, "<stdin>", emit)
+	}
+	return emitLines(ctx, s.env.Stdin, "<stdin>", s.cfg.SkipEmpty, emit)
+}
+
+var (
+	_ steps.Source  = (*listSource)(nil)
+	_ steps.Counter = (*listSource)(nil)
+	_ steps.Source  = (*rangeSource)(nil)
+	_ steps.Counter = (*rangeSource)(nil)
+	_ steps.Source  = (*globSource)(nil)
+	_ steps.Counter = (*globSource)(nil)
+	_ steps.Source  = (*fileSource)(nil)
+	_ steps.Source  = (*stdinSource)(nil)
+)
