@@ -247,7 +247,7 @@ func (s *rangeSource) Count() (int64, bool) {
 	if s.step > 0 {
 		span, step = uint64(s.to)-uint64(s.from), uint64(s.step)
 	} else {
-		span, step = uint64(s.from)-uint64(s.to), uint64(-(s.step + 1))+1
+		span, step = uint64(s.from)-uint64(s.to), uint64(-(s.step+1))+1
 	}
 	q := span / step
 	if q >= math.MaxInt64 {
