@@ -1,0 +1,443 @@
+package analyzelogs
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"regexp/syntax"
+	"strings"
+	"unicode/utf8"
+)
+
+const (
+	// blockSize is the read size: large enough that the per-block overhead
+	// (one call per pattern) vanishes, small enough to stay in L2 cache while
+	// every pattern sweeps it.
+	blockSize = 256 << 10
+	// MaxLineBytes bounds a single line. Lines are matched whole (as Python
+	// does), so the buffer grows to hold the longest line; past this size the
+	// input is more likely a binary file than a log.
+	MaxLineBytes = 256 << 20
+)
+
+// Rule is one named pattern. Exactly one of Literal or Regexp is set.
+type Rule struct {
+	Name    string
+	Literal string
+	Regexp  string
+}
+
+// Scanner counts lines and, per line, the first rule that matches. It is
+// safe for concurrent use: Scan keeps its state on the stack.
+type Scanner struct {
+	rules     []rule
+	samples   int
+	sampleLen int
+	// Buffer sizes; tests shrink them to exercise block boundaries.
+	blockLen, maxLine int
+}
+
+type rule struct {
+	name string
+	// lits are the prefilter of literals and of regular expressions that
+	// need one of a few literals: a line can only match if it holds one.
+	lits [][]byte
+	// re checks a candidate line (without its line break); nil for literals,
+	// where finding the literal is the match.
+	re *regexp.Regexp
+	// pre is the block-wide prefilter of a regular expression without
+	// required literals; with neither lits nor pre, every line is a
+	// candidate (expressions with \A or \z, whose meaning differs between
+	// a block and a lone line).
+	pre *regexp.Regexp
+}
+
+// NewScanner compiles rules; samples is how many matching lines to keep per
+// rule and sampleLen how many bytes of each.
+func NewScanner(rules []Rule, samples, sampleLen int) (*Scanner, error) {
+	s := &Scanner{samples: samples, sampleLen: sampleLen, blockLen: blockSize, maxLine: MaxLineBytes}
+	for _, r := range rules {
+		if r.Regexp == "" {
+			if r.Literal == "" || strings.ContainsAny(r.Literal, "\r\n") {
+				return nil, fmt.Errorf("pattern %q: a literal must be non-empty and on one line", r.Name)
+			}
+			s.rules = append(s.rules, rule{name: r.Name, lits: [][]byte{[]byte(r.Literal)}})
+			continue
+		}
+		re, pre, lits, err := compileRegexp(r.Regexp)
+		if err != nil {
+			return nil, fmt.Errorf("pattern %q: %w", r.Name, err)
+		}
+		if lits != nil {
+			pre = nil // finding literals is much faster than any regexp scan
+		}
+		s.rules = append(s.rules, rule{name: r.Name, re: re, pre: pre, lits: lits})
+	}
+	return s, nil
+}
+
+// compileRegexp returns the line matcher and, when it is sound, a block-wide
+// prefilter: the same expression in multi-line mode, where `$` also accepts a
+// carriage return before the line feed. For any line that matches on its own
+// the prefilter matches at or before that line, so checking only the lines
+// where the prefilter matches loses nothing.
+//
+// lits, when not nil, are literals of which every match holds at least one.
+func compileRegexp(src string) (line, block *regexp.Regexp, lits [][]byte, err error) {
+	line, err = regexp.Compile(src)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("invalid regular expression %q: %v", src, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+	}
+	if re, err := syntax.Parse(src, syntax.Perl); err == nil {
+		if set, ok := required(re.Simplify()); ok {
+			for _, l := range set {
+				lits = append(lits, []byte(l))
+			}
+		}
+	}
+	// Parse as the multi-line form: ^ and $ at every line boundary.
+	re, err := syntax.Parse(src, syntax.Perl&^syntax.OneLine)
+	if err != nil || !blockSafe(re) {
+		return line, nil, lits, nil
+	}
+	rewriteEndLine(re)
+	block, err = regexp.Compile(re.String())
+	if err != nil {
+		return line, nil, lits, nil
+	}
+	return line, block, lits, nil
+}
+
+// maxLits bounds the literal set of a prefilter: each literal is one more
+// sweep of every block.
+const maxLits = 6
+
+// required returns literals at least one of which occurs in every match of
+// re, or false when there is no such small set (a match may be empty, or
+// case-folded, or made of character classes only).
+func required(re *syntax.Regexp) ([]string, bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		if re.Flags&syntax.FoldCase != 0 {
+			return nil, false
+		}
+		return []string{string(re.Rune)}, true
+	case syntax.OpCapture:
+		return required(re.Sub[0])
+	case syntax.OpPlus:
+		return required(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return required(re.Sub[0])
+		}
+	case syntax.OpConcat:
+		// Any one element's set will do; prefer the one whose shortest
+		// literal is longest, as it produces the fewest false candidates.
+		var best []string
+		bestLen := 0
+		for _, sub := range re.Sub {
+			set, ok := required(sub)
+			if !ok {
+				continue
+			}
+			short := len(set[0])
+			for _, l := range set {
+				short = min(short, len(l))
+			}
+			if short > bestLen {
+				best, bestLen = set, short
+			}
+		}
+		return best, best != nil
+	case syntax.OpAlternate:
+		var all []string
+		for _, sub := range re.Sub {
+			set, ok := required(sub)
+			if !ok {
+				return nil, false
+			}
+			all = append(all, set...)
+		}
+		if len(all) > maxLits {
+			return nil, false
+		}
+		return all, true
+	}
+	return nil, false
+}
+
+// blockSafe reports whether re has no text-boundary assertions, the only
+// constructs (besides `$` before CR, handled by rewriteEndLine) whose result
+// differs between a lone line and the same line inside a block.
+func blockSafe(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpBeginText, syntax.OpEndText:
+		return false
+	}
+	for _, s := range re.Sub {
+		if !blockSafe(s) {
+			return false
+		}
+	}
+	return true
+}
+
+func rewriteEndLine(re *syntax.Regexp) {
+	for i, s := range re.Sub {
+		if s.Op == syntax.OpEndLine {
+			cr := &syntax.Regexp{Op: syntax.OpLiteral, Rune: []rune{'\r'}}
+			opt := &syntax.Regexp{Op: syntax.OpQuest, Sub: []*syntax.Regexp{cr}}
+			re.Sub[i] = &syntax.Regexp{Op: syntax.OpConcat, Sub: []*syntax.Regexp{opt, s}}
+			continue
+		}
+		rewriteEndLine(s)
+	}
+	if re.Op == syntax.OpEndLine {
+		// A bare `$` at the top: wrap in place.
+		cp := *re
+		cr := &syntax.Regexp{Op: syntax.OpLiteral, Rune: []rune{'\r'}}
+		*re = syntax.Regexp{Op: syntax.OpConcat, Sub: []*syntax.Regexp{{Op: syntax.OpQuest, Sub: []*syntax.Regexp{cr}}, &cp}}
+	}
+}
+
+// Counts is the outcome of one scan.
+type Counts struct {
+	Lines   int64
+	Counts  []int64    // per rule, in rule order
+	Samples [][]string // per rule, when samples were asked for
+}
+
+// ErrLineTooLong is returned (wrapped) for a line longer than MaxLineBytes.
+var ErrLineTooLong = errors.New("line too long")
+
+var gzipMagic = []byte{0x1f, 0x8b}
+
+// ScanFile scans r, decompressing it first when it starts with the gzip
+// magic bytes.
+func (s *Scanner) ScanFile(ctx context.Context, r io.Reader) (Counts, error) {
+	var head [2]byte
+	n, err := io.ReadFull(r, head[:])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return Counts{}, err
+	}
+	r = io.MultiReader(bytes.NewReader(head[:n]), r)
+	if n == 2 && bytes.Equal(head[:], gzipMagic) {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return Counts{}, fmt.Errorf("reading gzip header: %w", err)
+		}
+		defer zr.Close()
+		c, err := s.Scan(ctx, zr)
+		if err != nil {
+			return c, fmt.Errorf("decompressing: %w", err)
+		}
+		return c, nil
+	}
+	return s.Scan(ctx, r)
+}
+
+// Scan counts the lines of r as Python's `for line in f` does (a last line
+// without a line break counts) and, for each line, the first rule that
+// matches it. It reads in large blocks and never allocates per line.
+func (s *Scanner) Scan(ctx context.Context, r io.Reader) (Counts, error) {
+	c := Counts{Counts: make([]int64, len(s.rules))}
+	if s.samples > 0 {
+		c.Samples = make([][]string, len(s.rules))
+	}
+	st := newState(s.rules)
+	buf := make([]byte, s.blockLen)
+	have := 0 // bytes of buf holding data; buf[:have] starts at a line start
+	for {
+		if err := ctx.Err(); err != nil {
+			return c, err
+		}
+		n, rerr := readFull(r, buf[have:])
+		have += n
+		eof := rerr == io.EOF
+		if rerr != nil && !eof {
+			return c, rerr
+		}
+		last := bytes.LastIndexByte(buf[:have], '\n')
+		switch {
+		case last >= 0:
+			s.lines(&c, buf[:last+1], st)
+			have = copy(buf, buf[last+1:have])
+		case have == len(buf) && !eof:
+			// One line fills the buffer: grow it to hold the whole line.
+			if len(buf) >= s.maxLine {
+				return c, fmt.Errorf("%w: line %d is longer than %d bytes; is this a text file?", ErrLineTooLong, c.Lines+1, s.maxLine)
+			}
+			nb := make([]byte, min(2*len(buf), s.maxLine))
+			copy(nb, buf[:have])
+			buf = nb
+		}
+		if eof {
+			if have > 0 {
+				// The final line has no line break; it still counts.
+				s.lines(&c, buf[:have], st)
+			}
+			return c, nil
+		}
+	}
+}
+
+// readFull reads until p is full or the input ends; io.EOF is returned only
+// at the end of the input.
+func readFull(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := r.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if m == 0 && n > 0 {
+			// A reader returning 0, nil is allowed; do not spin on it once
+			// something is in hand.
+			break
+		}
+	}
+	return n, nil
+}
+
+// lines processes whole lines: b ends with a line feed, except for the last
+// line of an input that has none.
+func (s *Scanner) lines(c *Counts, b []byte, st *state) {
+	c.Lines += int64(bytes.Count(b, []byte{'\n'}))
+	if b[len(b)-1] != '\n' {
+		c.Lines++
+	}
+	if len(s.rules) == 0 {
+		return
+	}
+	st.reset()
+	for i := range s.rules {
+		st.next[i] = s.rules[i].find(b, 0, st.lits[i])
+	}
+	for {
+		m := len(b)
+		for _, p := range st.next {
+			m = min(m, p)
+		}
+		if m >= len(b) {
+			return
+		}
+		// The line holding the earliest candidate: b[ls:le], le at its '\n'.
+		ls := bytes.LastIndexByte(b[:m], '\n') + 1
+		le := bytes.IndexByte(b[m:], '\n')
+		if le < 0 {
+			le = len(b)
+		} else {
+			le += m
+		}
+		line := b[ls:le]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		winner := -1
+		for i := range s.rules {
+			if st.next[i] > le {
+				continue
+			}
+			if winner < 0 && s.rules[i].check(line) {
+				winner = i
+			}
+			st.next[i] = s.rules[i].find(b, le+1, st.lits[i])
+		}
+		if winner >= 0 {
+			c.Counts[winner]++
+			if s.samples > 0 && len(c.Samples[winner]) < s.samples {
+				c.Samples[winner] = append(c.Samples[winner], Clip(line, s.sampleLen))
+			}
+		}
+	}
+}
+
+// state is the per-scan position of every rule in the current block.
+type state struct {
+	next []int   // per rule: the next candidate offset
+	lits [][]int // per rule and literal: the next occurrence, -1 if unknown
+}
+
+func newState(rules []rule) *state {
+	st := &state{next: make([]int, len(rules)), lits: make([][]int, len(rules))}
+	for i, r := range rules {
+		st.lits[i] = make([]int, len(r.lits))
+	}
+	return st
+}
+
+func (st *state) reset() {
+	for _, l := range st.lits {
+		for j := range l {
+			l[j] = -1
+		}
+	}
+}
+
+// none is the offset find returns when a rule has no candidate in b: past
+// the end of even an unterminated last line.
+func none(b []byte) int { return len(b) + 1 }
+
+// find returns the offset in b, at or after from, of the next place where the
+// rule may match, or none(b). at caches the next occurrence of each literal
+// so that a rare literal is not searched for again after every line where a
+// frequent one occurs.
+func (r *rule) find(b []byte, from int, at []int) int {
+	if from >= len(b) {
+		return none(b)
+	}
+	switch {
+	case r.lits != nil:
+		best := none(b)
+		for j, lit := range r.lits {
+			if at[j] < from {
+				if i := bytes.Index(b[from:], lit); i >= 0 {
+					at[j] = from + i
+				} else {
+					at[j] = none(b)
+				}
+			}
+			best = min(best, at[j])
+		}
+		return best
+	case r.pre != nil:
+		if loc := r.pre.FindIndex(b[from:]); loc != nil {
+			return from + loc[0]
+		}
+		return none(b)
+	}
+	return from // every line is a candidate
+}
+
+// check confirms a candidate line. A literal candidate is already a match.
+func (r *rule) check(line []byte) bool {
+	return r.re == nil || r.re.Match(line)
+}
+
+// Clip renders a line as valid UTF-8 of at most n bytes, marking a cut with
+// an ellipsis.
+func Clip(line []byte, n int) string {
+	cut := false
+	if len(line) > n {
+		line = line[:n]
+		// Do not split a multi-byte character.
+		for i := 0; i < utf8.UTFMax && len(line) > 0; i++ {
+			r, size := utf8.DecodeLastRune(line)
+			if r != utf8.RuneError || size > 1 {
+				break
+			}
+			line = line[:len(line)-1]
+		}
+		cut = true
+	}
+	s := strings.ToValidUTF8(string(line), "\uFFFD")
+	if cut {
+		s += "…"
+	}
+	return s
+}
