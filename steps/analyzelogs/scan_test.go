@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -342,4 +343,31 @@ func BenchmarkScan(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkScanFile measures a real file, for comparisons with grep on the
+// same file: FLOW_BENCH_LOG=/path/to/big.log go test -bench ScanFile.
+func BenchmarkScanFile(b *testing.B) {
+	path := os.Getenv("FLOW_BENCH_LOG")
+	if path == "" {
+		b.Skip("set FLOW_BENCH_LOG to a log file")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, _ := NewScanner(defaultRules, 0, 200)
+	b.SetBytes(st.Size())
+	for b.Loop() {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := s.ScanFile(context.Background(), f)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(c.Counts[0]), "errors")
+	}
 }
