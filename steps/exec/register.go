@@ -1,8 +1,371 @@
+// Package exec is the `exec` step: run a program once per item.
+//
+// Programs run without a shell unless `shell: true`: each argv element is one
+// argument, whatever characters the item holds. Each run gets a process group
+// of its own so that a timeout or a cancelled run stops the program and
+// everything it started.
 package exec
 
-import "github.com/flowrun/flow/steps"
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
+	"time"
 
-// Register adds this package's kinds to r.
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
+)
+
+const (
+	defaultMaxOutput = 64 << 20
+	defaultGrace     = 2 * time.Second
+	// The stderr tail kept for results and error messages.
+	tailBytes = 4 << 10
+	tailLines = 20
+)
+
+// Config is the `with:` block of an exec stage.
+type Config struct {
+	Argv      []*tmpl.T          `yaml:"argv" desc:"The program and its arguments, one list element per argument; each may hold '${ }' expressions. No shell is involved, so spaces, quotes and ';' in an item stay literal. An element that is exactly one expression giving a list adds one argument per list element. With 'shell: true', these become the positional parameters '$1', '$2'... of 'command'." example:"[\"wc\", \"-l\", \"${ item }\"]"`
+	Shell     bool               `yaml:"shell" default:"false" desc:"Run 'command' with '/bin/sh -c' instead of running 'argv' directly. Values spliced into 'command' are read by the shell: pass items through 'argv' and refer to them as '\"$1\"'."`
+	Command   *tmpl.T            `yaml:"command" desc:"The shell command line, only with 'shell: true'." example:"sort \"$1\" | uniq -c | sort -rn | head -5"`
+	Stdin     *tmpl.T            `yaml:"stdin" desc:"Text written to the standard input of the program (mappings and lists as JSON). Without it the program reads an empty input." example:"${ item }"`
+	Capture   string             `yaml:"capture" enum:"text,lines,json,none" default:"text" desc:"How standard output becomes the 'stdout' field of the result: 'text' (one string, trailing newlines removed), 'lines' (a list of strings, one per line), 'json' (the output parsed as one JSON value) or 'none' (discarded)."`
+	Env       map[string]*tmpl.T `yaml:"env" desc:"Environment variables added to those flow runs with; values may hold '${ }' expressions." example:"{LC_ALL: C}"`
+	Dir       *tmpl.T            `yaml:"dir" desc:"Working directory; a relative path is resolved against the pipeline file directory, which is also the default." example:"work/${ item }"`
+	OKCodes   []int              `yaml:"ok_codes" default:"[0]" desc:"Exit codes that count as success; any other exit code is an item error of class 'exit'." example:"[0, 1]"`
+	MaxOutput *spec.ByteSize     `yaml:"max_output" default:"64MiB" desc:"Most standard output kept per run; a program that writes more is stopped and the item fails with class 'too_large'." example:"1MiB"`
+	KillGrace time.Duration      `yaml:"kill_grace" default:"2s" desc:"On timeout or cancel the process group first gets SIGTERM, then SIGKILL after this long." example:"500ms"`
+
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Validate checks the options that depend on each other.
+func (c *Config) Validate() error {
+	var ds conf.Diags
+	if c.Shell {
+		if c.Command == nil {
+			ds.Add(conf.KeyPos(c.Node, "shell"), "'shell: true' needs 'command', the shell command line to run")
+		}
+	} else {
+		if c.Command != nil {
+			ds.Add(conf.KeyPos(c.Node, "command"), "'command' runs through a shell, which needs 'shell: true'; or use 'argv' to run the program directly (safer)")
+		}
+		if len(c.Argv) == 0 && c.Command == nil {
+			ds.Add(conf.NodePos(c.Node), "missing 'argv': the program and its arguments, e.g. argv: [\"wc\", \"-l\", \"${ item }\"]")
+		}
+	}
+	if c.MaxOutput != nil && *c.MaxOutput <= 0 {
+		ds.Add(conf.ValuePos(c.Node, "max_output"), "'max_output' must be above zero")
+	}
+	return ds.Err()
+}
+
+// Register adds the exec kind to r.
 func Register(r *steps.Registry) {
-	_ = r // TODO: register kinds
+	steps.Register(r, steps.Kind{
+		Name:    "exec",
+		Role:    steps.RoleStep,
+		Summary: "Run a program per item (argv, never a shell unless asked), capturing its output",
+		Doc: `Runs 'argv' once per item, directly, without a shell: each element is exactly one
+argument, so an item such as "; rm -rf ~" is passed as a harmless literal string. Set
+'shell: true' to run 'command' with '/bin/sh -c'; 'argv' then supplies "$1", "$2"...
+
+Standard output is captured according to 'capture'; standard error is kept as a tail
+(the last 20 lines, at most 4 KiB). An exit code outside 'ok_codes' fails the item with
+class 'exit' and the stderr tail in the message; a program that cannot be started fails
+permanently. Each run gets its own process group: on a stage timeout or a cancelled run
+the whole group gets SIGTERM, then SIGKILL after 'kill_grace', so programs started by
+the program stop too. Processes left behind after the program exits are killed as well.`,
+		Result: `A mapping: 'stdout' (a string, a list of lines or a JSON value per 'capture';
+absent with 'capture: none'), 'exit_code' (an integer) and 'stderr' (the last lines of
+standard error, "" when it wrote nothing).`,
+		Example: "argv: [\"wc\", \"-l\", \"${ item }\"]\ncapture: text",
+	}, New)
+}
+
+type step struct {
+	cfg       *Config
+	env       *steps.Env
+	okCodes   map[int]bool
+	maxOutput int64
+	grace     time.Duration
+}
+
+// New builds an exec step.
+func New(cfg *Config, env *steps.Env) (any, error) {
+	s := &step{cfg: cfg, env: env, maxOutput: defaultMaxOutput, grace: defaultGrace, okCodes: map[int]bool{}}
+	if cfg.MaxOutput != nil {
+		s.maxOutput = int64(*cfg.MaxOutput)
+	}
+	if cfg.KillGrace > 0 {
+		s.grace = cfg.KillGrace
+	}
+	if cfg.Capture == "" {
+		cfg.Capture = "text"
+	}
+	for _, c := range cfg.OKCodes {
+		s.okCodes[c] = true
+	}
+	if len(s.okCodes) == 0 {
+		s.okCodes[0] = true
+	}
+	return s, nil
+}
+
+func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sc := s.env.Scope(ctx, in)
+	args, err := s.args(sc)
+	if err != nil {
+		return nil, steps.Permanent(err)
+	}
+	var cmd *osexec.Cmd
+	if s.cfg.Shell {
+		line, err := s.cfg.Command.EvalString(sc)
+		if err != nil {
+			return nil, steps.Permanent(err)
+		}
+		// "flow-exec" becomes $0, the name the shell reports errors under.
+		cmd = osexec.CommandContext(ctx, "/bin/sh", append([]string{"-c", line, "flow-exec"}, args...)...)
+	} else {
+		if len(args) == 0 || args[0] == "" {
+			return nil, steps.Permanent(errors.New("argv gave no program to run"))
+		}
+		cmd = osexec.CommandContext(ctx, args[0], args[1:]...)
+	}
+	name := cmd.Args[0]
+	if s.cfg.Shell {
+		name = "sh -c"
+	}
+
+	dir := s.env.Dir
+	if s.cfg.Dir != nil {
+		d, err := s.cfg.Dir.EvalString(sc)
+		if err != nil {
+			return nil, steps.Permanent(err)
+		}
+		if d != "" && !filepath.IsAbs(d) && s.env.Dir != "" {
+			d = filepath.Join(s.env.Dir, d)
+		}
+		dir = d
+	}
+	cmd.Dir = dir
+
+	if len(s.cfg.Env) > 0 {
+		cmd.Env = os.Environ()
+		for k, t := range s.cfg.Env {
+			v, err := t.EvalString(sc)
+			if err != nil {
+				return nil, steps.Permanent(fmt.Errorf("env %s: %w", k, err))
+			}
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	if s.cfg.Stdin != nil {
+		text, err := s.cfg.Stdin.EvalString(sc)
+		if err != nil {
+			return nil, steps.Permanent(err)
+		}
+		cmd.Stdin = strings.NewReader(text)
+	}
+
+	stdout := &capped{max: s.maxOutput}
+	if s.cfg.Capture == "none" {
+		cmd.Stdout = io.Discard
+	} else {
+		cmd.Stdout = stdout
+	}
+	stderr := &tail{max: tailBytes}
+	cmd.Stderr = stderr
+
+	group := newGroup(cmd)
+	cmd.Cancel = group.terminate
+	cmd.WaitDelay = s.grace
+	stdout.overflow = group.kill
+
+	if err := cmd.Start(); err != nil {
+		return nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
+	}
+	werr := cmd.Wait()
+	// Whatever the outcome, nothing started for this item may outlive it.
+	group.kill()
+
+	if stdout.exceeded {
+		return nil, &steps.Error{Err: fmt.Errorf("%s wrote more than %d bytes to standard output (max_output); it was stopped", name, s.maxOutput), Class: "too_large", Permanent: true}
+	}
+	if ctx.Err() != nil {
+		return nil, &steps.Error{Err: fmt.Errorf("%s was stopped: %w", name, context.Cause(ctx)), Class: steps.ClassOf(ctx.Err())}
+	}
+	code := cmd.ProcessState.ExitCode()
+	errTail := stderr.String()
+	if werr != nil && !errors.Is(werr, osexec.ErrWaitDelay) {
+		var ee *osexec.ExitError
+		if !errors.As(werr, &ee) {
+			return nil, &steps.Error{Err: fmt.Errorf("%s: %w", name, werr), Class: "exit"}
+		}
+	}
+	if code < 0 || !s.okCodes[code] {
+		what := fmt.Sprintf("exited with status %d", code)
+		if code < 0 {
+			what = "was killed: " + cmd.ProcessState.String()
+		}
+		msg := fmt.Sprintf("%s %s", name, what)
+		if errTail != "" {
+			msg += "; stderr:\n" + errTail
+		}
+		return nil, &steps.Error{Err: errors.New(msg), Class: "exit"}
+	}
+
+	res := map[string]any{"exit_code": int64(code), "stderr": errTail}
+	switch s.cfg.Capture {
+	case "text":
+		res["stdout"] = strings.TrimRight(stdout.buf.String(), "\r\n")
+	case "lines":
+		res["stdout"] = splitLines(stdout.buf.Bytes())
+	case "json":
+		v, err := decodeJSON(stdout.buf.Bytes())
+		if err != nil {
+			return nil, &steps.Error{Err: fmt.Errorf("%s: standard output is not JSON (capture: json): %v", name, err), Class: "decode", Permanent: true}
+		}
+		res["stdout"] = v
+	}
+	return res, nil
+}
+
+// args evaluates argv. A single-expression element that gives a list adds
+// one argument per element; anything else is one argument.
+func (s *step) args(sc *tmpl.Scope) ([]string, error) {
+	out := make([]string, 0, len(s.cfg.Argv))
+	for i, t := range s.cfg.Argv {
+		v, err := t.Eval(sc)
+		if err != nil {
+			return nil, fmt.Errorf("argv[%d]: %w", i, err)
+		}
+		if list, ok := v.([]any); ok && !t.IsConst() {
+			for _, e := range list {
+				out = append(out, tmpl.Stringify(e))
+			}
+			continue
+		}
+		out = append(out, tmpl.Stringify(v))
+	}
+	return out, nil
+}
+
+func splitLines(b []byte) []any {
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return []any{}
+	}
+	parts := strings.Split(s, "\n")
+	out := make([]any, len(parts))
+	for i, p := range parts {
+		out[i] = strings.TrimSuffix(p, "\r")
+	}
+	return out
+}
+
+func decodeJSON(b []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		if err == io.EOF {
+			return nil, errors.New("it is empty")
+		}
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("it holds more than one JSON value; use 'capture: lines' and parse each line with fromJSON")
+	}
+	return numbers(v), nil
+}
+
+// numbers turns json.Number into int64 when integral, float64 otherwise.
+func numbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i, e := range x {
+			x[i] = numbers(e)
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = numbers(e)
+		}
+	}
+	return v
+}
+
+// capped buffers up to max bytes; past that it calls overflow once (which
+// stops the program) and refuses the write.
+type capped struct {
+	buf      bytes.Buffer
+	max      int64
+	exceeded bool
+	overflow func()
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if c.exceeded {
+		return 0, errTooLarge
+	}
+	if int64(c.buf.Len())+int64(len(p)) > c.max {
+		c.exceeded = true
+		if c.overflow != nil {
+			c.overflow()
+		}
+		return 0, errTooLarge
+	}
+	return c.buf.Write(p)
+}
+
+var errTooLarge = errors.New("output too large")
+
+// tail keeps the last max bytes written, and renders the last tailLines
+// lines of them.
+type tail struct {
+	buf []byte
+	max int
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= t.max {
+		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		return n, nil
+	}
+	if over := len(t.buf) + len(p) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	t.buf = append(t.buf, p...)
+	return n, nil
+}
+
+func (t *tail) String() string {
+	s := strings.TrimRight(string(t.buf), "\r\n")
+	lines := strings.Split(s, "\n")
+	if len(lines) > tailLines {
+		lines = lines[len(lines)-tailLines:]
+	}
+	return strings.ToValidUTF8(strings.Join(lines, "\n"), "\uFFFD")
 }
