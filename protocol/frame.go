@@ -1,0 +1,81 @@
+package protocol
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// MaxFrame bounds the body of one frame. A longer length prefix means the
+// stream is corrupt (a step wrote to the protocol descriptor, say), not that
+// an item is that large.
+const MaxFrame = 1 << 30
+
+// Writer writes length-prefixed frames to a byte stream. It is safe for
+// concurrent use; each message is written with a single Write call.
+type Writer struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte
+}
+
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Write encodes m and writes it as one frame. An encoding error leaves the
+// stream untouched.
+func (w *Writer) Write(m Message) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	buf, err := AppendBody(append(w.buf[:0], 0, 0, 0, 0), m)
+	if err != nil {
+		return err
+	}
+	if len(buf)-4 > MaxFrame {
+		return fmt.Errorf("protocol: %s message of %d bytes is over the %d-byte frame limit", m.Type(), len(buf)-4, MaxFrame)
+	}
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	_, err = w.w.Write(buf)
+	if cap(buf) <= 1<<20 {
+		w.buf = buf // keep a modest buffer; drop ones a huge batch grew
+	}
+	return err
+}
+
+// Reader reads frames written by Writer. It is not safe for concurrent use.
+type Reader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
+
+// Read returns the next message. At a clean end of stream (between frames)
+// it returns io.EOF; a stream cut inside a frame gives io.ErrUnexpectedEOF.
+func (r *Reader) Read() (Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxFrame {
+		return nil, fmt.Errorf("protocol: corrupt stream: frame length %d", n)
+	}
+	if cap(r.buf) < int(n) {
+		r.buf = make([]byte, n)
+	}
+	body := r.buf[:n]
+	if _, err := io.ReadFull(r.r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	m, err := ParseBody(body)
+	if cap(r.buf) > 1<<20 {
+		r.buf = nil
+	}
+	return m, err
+}

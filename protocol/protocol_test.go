@@ -1,0 +1,268 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValueRoundTrip(t *testing.T) {
+	cases := []any{
+		nil, true, false,
+		int64(0), int64(-7), int64(math.MaxInt64), int64(math.MinInt64),
+		3.0, -0.5, 1e300, 1.5e-10, float64(1 << 60),
+		"", "plain", "quote\" back\\ slash", "tab\tnl\ncr\r\x00\x1f", "héllo, 世界 🎉", "\u2028\u2029",
+		[]any{}, []any{int64(1), "two", 3.5, nil, []any{true}},
+		map[string]any{}, map[string]any{"a": int64(1), "b": map[string]any{"c": []any{2.0}}},
+	}
+	for _, v := range cases {
+		b, err := AppendValue(nil, v)
+		if err != nil {
+			t.Fatalf("encode %#v: %v", v, err)
+		}
+		if !json.Valid(b) {
+			t.Fatalf("encode %#v: invalid JSON %s", v, b)
+		}
+		got, err := ParseValue(b)
+		if err != nil {
+			t.Fatalf("parse %s: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, v) {
+			t.Errorf("round trip of %#v gave %#v (wire %s)", v, got, b)
+		}
+	}
+}
+
+func TestValueNormalizesOtherTypes(t *testing.T) {
+	type point struct {
+		X int `json:"x"`
+	}
+	cases := []struct {
+		in   any
+		want any
+	}{
+		{int(5), int64(5)},
+		{uint64(math.MaxUint64), float64(math.MaxUint64)},
+		{float32(2), 2.0},
+		{[]string{"a", "b"}, []any{"a", "b"}},
+		{map[string]string{"k": "v"}, map[string]any{"k": "v"}},
+		{point{X: 3}, map[string]any{"x": int64(3)}},
+		{json.Number("12"), int64(12)},
+		{"bad \xff utf8", "bad \ufffd utf8"},
+	}
+	for _, c := range cases {
+		b, err := AppendValue(nil, c.in)
+		if err != nil {
+			t.Fatalf("encode %#v: %v", c.in, err)
+		}
+		got, err := ParseValue(b)
+		if err != nil {
+			t.Fatalf("parse %s: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%#v: got %#v, want %#v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestValueErrors(t *testing.T) {
+	for _, v := range []any{math.NaN(), math.Inf(1), map[string]any{"x": []any{math.Inf(-1)}}, make(chan int)} {
+		if _, err := AppendValue(nil, v); err == nil {
+			t.Errorf("encoding %#v: want an error", v)
+		}
+	}
+	for _, s := range []string{``, `[`, `{"a"}`, `[1,]`, `01`, `"\x01"`, `"\q"`, `tru`, `1 2`, `{1:2}`, `-`, `"abc`} {
+		if _, err := ParseValue([]byte(s)); err == nil {
+			t.Errorf("parsing %q: want an error", s)
+		}
+	}
+}
+
+func TestParseValueMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{
+		`"\u00e9\ud83c\udf89\/"`, `"\ud800"`, `  [ 1 , 2.5e3 , -0 , {"k" : [ ] } ]  `,
+		`12345678901234567890`, `-9223372036854775808`, `1E2`,
+	} {
+		got, err := ParseValue([]byte(s))
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		var want any
+		if err := json.Unmarshal([]byte(s), &want); err != nil {
+			t.Fatal(err)
+		}
+		// encoding/json reads every number as float64; compare in that form.
+		if !reflect.DeepEqual(floats(got), want) {
+			t.Errorf("%s: got %#v, encoding/json %#v", s, got, want)
+		}
+	}
+}
+
+func floats(v any) any {
+	switch x := v.(type) {
+	case int64:
+		return float64(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = floats(e)
+		}
+		return out
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range x {
+			out[k] = floats(e)
+		}
+		return out
+	}
+	return v
+}
+
+func FuzzValue(f *testing.F) {
+	for _, s := range []string{`null`, `[1,2.0,"x"]`, `{"a":{"b":[true,false]}}`, `"\u00e9"`, `-1.5e7`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseValue(data)
+		if err != nil {
+			return
+		}
+		b, err := AppendValue(nil, v)
+		if err != nil {
+			t.Fatalf("re-encoding %#v: %v", v, err)
+		}
+		v2, err := ParseValue(b)
+		if err != nil {
+			t.Fatalf("re-parsing %s: %v", b, err)
+		}
+		if !reflect.DeepEqual(v, v2) {
+			t.Fatalf("%s -> %#v -> %s -> %#v", data, v, b, v2)
+		}
+	})
+}
+
+func TestMessagesRoundTrip(t *testing.T) {
+	msgs := []Message{
+		&Hello{Version: Version, File: "p.yaml", Dir: "/tmp/x", Source: "version: 1\n", Stage: "work",
+			Vars: map[string]any{"n": int64(3), "ratio": 2.0, "names": []any{"a"}}, Workers: 4, Worker: 2, Heartbeat: time.Second},
+		&Ready{Version: Version, PID: 42},
+		&Ready{Version: Version, PID: 43, Err: &ErrorInfo{Message: "unknown stage", Class: "error", Permanent: true}},
+		&Items{{ID: 1, Index: 0, Value: "a"}, {ID: 2, Index: 7, Value: map[string]any{"k": []any{1.5}}}, {ID: 3, Index: 8, Value: nil}},
+		&Items{},
+		&Results{Busy: 1500 * time.Microsecond, Results: []Result{
+			{ID: 1, Value: int64(1)},
+			{ID: 2, Err: &ErrorInfo{Message: "HTTP 429", Class: "http_429", RetryAfter: 2 * time.Second}},
+			{ID: 3, Value: nil},
+		}},
+		&Results{},
+		&Cancel{4, 5, 6},
+		&Cancel{},
+		&Heartbeat{Done: 10, Running: 11},
+		&Shutdown{},
+	}
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	for _, m := range msgs {
+		if err := w.Write(m); err != nil {
+			t.Fatalf("write %T: %v", m, err)
+		}
+	}
+	r := NewReader(&stream)
+	for _, want := range msgs {
+		got, err := r.Read()
+		if err != nil {
+			t.Fatalf("read %T: %v", want, err)
+		}
+		if hw, ok := want.(*Hello); ok && hw.Vars == nil {
+			hw.Vars = map[string]any{}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got %#v, want %#v", got, want)
+		}
+	}
+	if _, err := r.Read(); err != io.EOF {
+		t.Errorf("after the last frame: got %v, want io.EOF", err)
+	}
+}
+
+func TestRawValuesAreSentAsIs(t *testing.T) {
+	raw, err := AppendValue(nil, map[string]any{"pre": "encoded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := AppendBody(nil, &Items{{ID: 9, Index: 1, Raw: raw, Value: "ignored"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseBody(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (*m.(*Items))[0].Value; !reflect.DeepEqual(got, map[string]any{"pre": "encoded"}) {
+		t.Errorf("got %#v", got)
+	}
+}
+
+func TestEncodingErrorLeavesStreamClean(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	err := w.Write(&Items{{ID: 1, Index: 3, Value: math.NaN()}})
+	if err == nil || !strings.Contains(err.Error(), "item 3") {
+		t.Fatalf("want an error naming item 3, got %v", err)
+	}
+	if stream.Len() != 0 {
+		t.Fatalf("a failed encode wrote %d bytes", stream.Len())
+	}
+}
+
+func TestCorruptStreams(t *testing.T) {
+	var ok bytes.Buffer
+	if err := NewWriter(&ok).Write(&Cancel{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	frame := ok.Bytes()
+	cases := map[string][]byte{
+		"cut inside a frame": frame[:len(frame)-1],
+		"cut inside length":  frame[:2],
+		"zero length":        {0, 0, 0, 0},
+		"huge length":        {0xff, 0xff, 0xff, 0xff},
+		"unknown type":       {0, 0, 0, 3, 'Z', '{', '}'},
+		"bad payload":        {0, 0, 0, 3, 'C', '[', '{'},
+		"trailing data":      {0, 0, 0, 4, 'C', '[', ']', 'x'},
+	}
+	for name, data := range cases {
+		_, err := NewReader(bytes.NewReader(data)).Read()
+		if err == nil || err == io.EOF {
+			t.Errorf("%s: want an error, got %v", name, err)
+		}
+		if name == "cut inside a frame" && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%s: want io.ErrUnexpectedEOF, got %v", name, err)
+		}
+	}
+}
+
+func BenchmarkItemsRoundTrip(b *testing.B) {
+	items := make(Items, 256)
+	for i := range items {
+		items[i] = Item{ID: uint64(i + 1), Index: int64(i), Value: map[string]any{"n": int64(i), "name": "item"}}
+	}
+	b.ReportAllocs()
+	var buf []byte
+	for b.Loop() {
+		var err error
+		buf, err = AppendBody(buf[:0], &items)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ParseBody(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "items/s")
+}
