@@ -245,6 +245,10 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, fi fieldInfo) {
 			d.errf(n, "%s must be an integer, got %s", label(fi), describe(n))
 			return
 		}
+		if len(fi.enum) > 0 && !contains(fi.enum, strconv.FormatInt(i, 10)) {
+			d.errf(n, "%s must be %s, got %s", label(fi), strings.Join(fi.enum, " or "), n.Value)
+			return
+		}
 		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		i, err := strconv.ParseUint(strings.ReplaceAll(n.Value, "_", ""), 0, 64)

@@ -1,0 +1,167 @@
+package spec_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/spec/spectest"
+	"github.com/flowrun/flow/tmpl"
+)
+
+const withVars = `version: 1
+vars:
+  count: 5
+  name: abc
+  token: {default: s3cret, secret: true}
+  plain: {default: visible}
+  Region: eu
+stages:
+  - name: ids
+    source: {range: {from: 1, to: "${ vars.count }"}}
+`
+
+func mustParse(t *testing.T, src string, opts spec.Options) *spec.Pipeline {
+	t.Helper()
+	p, err := spec.Parse("p.yaml", []byte(src), opts, spectest.Registry())
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return p
+}
+
+func TestVarsDefaultsAndOverrides(t *testing.T) {
+	cases := []struct {
+		name string
+		opts spec.Options
+		want map[string]any
+	}{
+		{"defaults", spec.Options{},
+			map[string]any{"count": int64(5), "name": "abc", "token": "s3cret", "plain": "visible", "Region": "eu"}},
+		{"set reads YAML scalars", spec.Options{Set: map[string]string{"count": "7", "name": "true", "plain": "1.5"}},
+			map[string]any{"count": int64(7), "name": true, "token": "s3cret", "plain": 1.5, "Region": "eu"}},
+		{"environment by exact and upper-cased name", spec.Options{Environ: []string{"FLOW_VAR_count=9", "FLOW_VAR_REGION=us", "FLOW_VAR_unknown=1", "PATH=/bin"}},
+			map[string]any{"count": int64(9), "name": "abc", "token": "s3cret", "plain": "visible", "Region": "us"}},
+		{"--set wins over the environment", spec.Options{Environ: []string{"FLOW_VAR_count=9"}, Set: map[string]string{"count": "11"}},
+			map[string]any{"count": int64(11), "name": "abc", "token": "s3cret", "plain": "visible", "Region": "eu"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := mustParse(t, withVars, c.opts)
+			if got := p.Vars.Map(); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("vars = %#v\nwant   %#v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestSetUnknownVariable(t *testing.T) {
+	_, err := spec.Parse("p.yaml", []byte(withVars), spec.Options{Set: map[string]string{"cont": "1"}}, spectest.Registry())
+	want := `p.yaml: --set cont: the pipeline declares no variable "cont" (did you mean "count"?); declare it under vars:`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	p := mustParse(t, withVars, spec.Options{})
+	if got := p.Vars.Secrets(); !reflect.DeepEqual(got, []string{"s3cret"}) {
+		t.Errorf("Secrets() = %q, want [s3cret]", got)
+	}
+	// An override of a secret is what must be hidden, not the default.
+	p = mustParse(t, withVars, spec.Options{Set: map[string]string{"token": "other"}})
+	if got := p.Vars.Secrets(); !reflect.DeepEqual(got, []string{"other"}) {
+		t.Errorf("Secrets() after --set = %q, want [other]", got)
+	}
+	if v := p.Vars.Lookup("plain"); v == nil || v.Secret {
+		t.Errorf("plain: %+v, want a non-secret variable", v)
+	}
+}
+
+func TestOverridesReachExpressionChecks(t *testing.T) {
+	// vars.count is declared, so the expression compiles whatever its value.
+	p := mustParse(t, withVars, spec.Options{Set: map[string]string{"count": "3"}})
+	if p.Stages[0].Kind != "range" || p.Stages[0].Role != spec.RoleSource {
+		t.Fatalf("stage 0 = %s %s", p.Stages[0].Role, p.Stages[0].Kind)
+	}
+}
+
+func TestStageFieldsAndDefaults(t *testing.T) {
+	p := mustParse(t, `version: 1
+stages:
+  - name: src
+    source: stdin
+  - name: work
+    step: compute
+    with: {value: "${ item }"}
+    workers: auto
+    rate: 600/m
+    timeout: 1m30s
+    retry: {attempts: 5}
+    complete: {first: 2}
+    memory: 1KiB
+    mode: process
+  - name: out
+    sink: {print: table}
+`, spec.Options{})
+	w := p.Stages[1]
+	if w.Role != spec.RoleStep || w.Kind != "compute" || w.Options == nil {
+		t.Errorf("role/kind/options = %s/%s/%v", w.Role, w.Kind, w.Options)
+	}
+	if !w.Workers.Auto || w.Rate.PerSecond() != 10 || w.Timeout != 90*time.Second || w.Complete.First != 2 || w.Memory != 1024 {
+		t.Errorf("policies decoded wrong: %+v", w)
+	}
+	if w.Retry.Attempts != 5 || w.Retry.Backoff != 100*time.Millisecond || *w.Retry.Jitter != 0.2 {
+		t.Errorf("retry defaults: %+v", w.Retry)
+	}
+	if w.Order != "input" || w.OnError != "fail" {
+		t.Errorf("defaults: order %q on_error %q", w.Order, w.OnError)
+	}
+	if src := p.Stages[0]; src.Kind != "stdin" || src.Options != nil {
+		t.Errorf("bare source: kind %q options %v", src.Kind, src.Options)
+	}
+	if out := p.Stages[2]; out.Role != spec.RoleSink || out.Kind != "print" || out.Options.Value != "table" {
+		t.Errorf("sink: %+v", out)
+	}
+}
+
+func TestSingleExpressionKeepsItsType(t *testing.T) {
+	p := mustParse(t, `version: 1
+stages:
+  - name: src
+    source: stdin
+  - name: work
+    step: compute
+    with: {value: 1}
+    when: "${ index > 2 }"
+    key: "${ index * 2 }"
+    order: key
+`, spec.Options{})
+	s := p.Stages[1]
+	if got := s.When.Type(); got != reflect.TypeFor[bool]() {
+		t.Errorf("when type = %v, want bool", got)
+	}
+	v, err := s.Key.Eval(&tmpl.Scope{Index: 4})
+	if err != nil || v != 8 {
+		t.Errorf("key = %#v (%T), %v; want the number 8", v, v, err)
+	}
+	ok, err := s.When.EvalBool(&tmpl.Scope{Index: 3})
+	if err != nil || !ok {
+		t.Errorf("when(3) = %v, %v", ok, err)
+	}
+}
+
+func TestWithoutCatalogStillChecksStructure(t *testing.T) {
+	_, err := spec.Parse("p.yaml", []byte("version: 1\nstages:\n  - name: a\n    step: anything\n    wokers: 2\n"), spec.Options{}, nil)
+	var ds conf.Diags
+	if !errors.As(err, &ds) || len(ds) != 2 {
+		t.Fatalf("want 2 diagnostics (unknown key, first stage not a source), got %v", err)
+	}
+	if !strings.Contains(ds[0].Msg, "first stage must be a source") || !strings.Contains(ds[1].Msg, `"wokers"`) {
+		t.Errorf("got %v", ds)
+	}
+}
