@@ -1,0 +1,433 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
+)
+
+// encoder turns records into one output format. write is called per record;
+// finish once at the end, also after a failed run, so that what was written
+// stays well-formed (a closed JSON array, a complete table).
+type encoder interface {
+	write(ctx context.Context, r steps.Record) error
+	finish() error
+}
+
+// inferLimit is how many records csv looks at to choose its columns before
+// it writes the header and starts streaming.
+const inferLimit = 1000
+
+// value is what a record shows: its item, or for a kept error whose item is
+// not already the {error, class, input} mapping, that mapping.
+func value(r steps.Record) any {
+	if r.Err == nil {
+		return r.Item
+	}
+	if m, ok := r.Item.(map[string]any); ok {
+		if _, has := m["error"]; has {
+			return m
+		}
+	}
+	return map[string]any{"error": r.Err.Error(), "class": steps.ClassOf(r.Err), "input": r.Item}
+}
+
+// cell finds column col of a record. A scalar item is the column 'value'.
+// For a kept error, columns missing from the error mapping are looked up in
+// the failed input, so the row still says which item failed.
+func cell(r steps.Record, col string) (any, bool) {
+	v := value(r)
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v, col == "value"
+	}
+	if x, ok := m[col]; ok {
+		return x, true
+	}
+	if r.Err != nil {
+		if in, ok := m["input"].(map[string]any); ok {
+			x, ok := in[col]
+			return x, ok
+		}
+	}
+	return nil, false
+}
+
+// keys are the columns one record contributes: the keys of a mapping item in
+// alphabetical order (Go maps keep no order), 'value' for anything else.
+// A kept error contributes only the 'error' column, added last.
+func keys(r steps.Record) []string {
+	if r.Err != nil {
+		return nil
+	}
+	m, ok := r.Item.(map[string]any)
+	if !ok {
+		return []string{"value"}
+	}
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// columns returns the explicit columns, or the union of the keys of recs in
+// first-seen order; 'error' is added when a kept error is among recs.
+func columns(explicit []string, recs []steps.Record) []string {
+	cols := append([]string(nil), explicit...)
+	seen := map[string]bool{}
+	for _, c := range cols {
+		seen[c] = true
+	}
+	hasErr := false
+	for _, r := range recs {
+		hasErr = hasErr || r.Err != nil
+		if explicit != nil {
+			continue
+		}
+		for _, k := range keys(r) {
+			if !seen[k] {
+				seen[k] = true
+				cols = append(cols, k)
+			}
+		}
+	}
+	if hasErr && !seen["error"] {
+		cols = append(cols, "error")
+	}
+	return cols
+}
+
+// marshal writes v as compact JSON without HTML escaping ('<' stays '<').
+func marshal(buf *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	buf.Truncate(buf.Len() - 1) // Encode adds a newline
+	return nil
+}
+
+// marshalRecord writes the record's value, or with explicit columns an
+// object holding just those keys, in the order given.
+func marshalRecord(buf *bytes.Buffer, r steps.Record, cols []string) error {
+	if cols == nil {
+		return marshal(buf, value(r))
+	}
+	buf.WriteByte('{')
+	n := 0
+	for _, c := range columns(cols, []steps.Record{r}) {
+		x, ok := cell(r, c)
+		if !ok {
+			continue
+		}
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		n++
+		marshal(buf, c)
+		buf.WriteByte(':')
+		if err := marshal(buf, x); err != nil {
+			return err
+		}
+	}
+	buf.WriteByte('}')
+	return nil
+}
+
+func itemError(r steps.Record, err error) error {
+	return fmt.Errorf("item %d cannot be written as JSON: %v", r.Index, err)
+}
+
+// ---- jsonl
+
+type jsonlEnc struct {
+	w    io.Writer
+	cols []string
+	buf  bytes.Buffer
+}
+
+func (e *jsonlEnc) write(ctx context.Context, r steps.Record) error {
+	e.buf.Reset()
+	if err := marshalRecord(&e.buf, r, e.cols); err != nil {
+		return itemError(r, err)
+	}
+	e.buf.WriteByte('\n')
+	_, err := e.w.Write(e.buf.Bytes())
+	return err
+}
+
+func (e *jsonlEnc) finish() error { return nil }
+
+// ---- json: one array, streamed element by element
+
+type jsonEnc struct {
+	w    io.Writer
+	cols []string
+	n    int
+	buf  bytes.Buffer
+}
+
+func (e *jsonEnc) write(ctx context.Context, r steps.Record) error {
+	e.buf.Reset()
+	if e.n == 0 {
+		e.buf.WriteString("[\n  ")
+	} else {
+		e.buf.WriteString(",\n  ")
+	}
+	if err := marshalRecord(&e.buf, r, e.cols); err != nil {
+		return itemError(r, err)
+	}
+	e.n++
+	_, err := e.w.Write(e.buf.Bytes())
+	return err
+}
+
+func (e *jsonEnc) finish() error {
+	end := "\n]\n"
+	if e.n == 0 {
+		end = "[]\n"
+	}
+	_, err := io.WriteString(e.w, end)
+	return err
+}
+
+// ---- csv: columns chosen from the first records, then streamed
+
+type csvEnc struct {
+	w        *csv.Writer
+	out      io.Writer // under w
+	explicit []string
+	cols     []string
+	pending  []steps.Record
+	warn     io.Writer
+	warned   map[string]bool
+	started  bool
+}
+
+func (e *csvEnc) write(ctx context.Context, r steps.Record) error {
+	if !e.started {
+		e.pending = append(e.pending, r)
+		if len(e.pending) < inferLimit {
+			return nil
+		}
+		return e.start()
+	}
+	return e.row(r)
+}
+
+func (e *csvEnc) start() error {
+	e.started = true
+	e.cols = columns(e.explicit, e.pending)
+	if len(e.cols) == 0 {
+		return nil // no items and no columns: an empty file, not an empty line
+	}
+	if err := e.w.Write(e.cols); err != nil {
+		return err
+	}
+	for _, r := range e.pending {
+		if err := e.row(r); err != nil {
+			return err
+		}
+	}
+	e.pending = nil
+	return nil
+}
+
+func (e *csvEnc) row(r steps.Record) error {
+	if len(e.cols) == 0 {
+		return nil
+	}
+	rec := make([]string, len(e.cols))
+	for i, c := range e.cols {
+		x, _ := cell(r, c)
+		rec[i] = text(x)
+		if c == "error" && r.Err != nil && x == nil {
+			rec[i] = r.Err.Error()
+		}
+	}
+	e.checkDropped(r)
+	if len(rec) == 1 && rec[0] == "" {
+		// encoding/csv writes a lone empty field as an empty line, which
+		// readers skip: the row would vanish.
+		e.w.Flush()
+		if _, err := io.WriteString(e.out, "\"\"\n"); err != nil {
+			return err
+		}
+		return e.w.Error()
+	}
+	e.w.Write(rec)
+	return e.w.Error()
+}
+
+// checkDropped warns, once per key, about keys of later records that the
+// header, fixed after the first records, has no column for: the values are
+// not silently lost from view.
+func (e *csvEnc) checkDropped(r steps.Record) {
+	if e.explicit != nil || e.warn == nil {
+		return
+	}
+	ks := keys(r)
+	if r.Err != nil {
+		ks = []string{"error"}
+	}
+	for _, k := range ks {
+		if e.warned[k] || contains(e.cols, k) {
+			continue
+		}
+		if e.warned == nil {
+			e.warned = map[string]bool{}
+		}
+		e.warned[k] = true
+		fmt.Fprintf(e.warn, "warning: csv: item %d has a key %q that the first %d items did not have, so the header has no column for it; list the columns in 'columns:' to include it\n", r.Index, k, inferLimit)
+	}
+}
+
+func (e *csvEnc) finish() error {
+	if !e.started {
+		if err := e.start(); err != nil {
+			return err
+		}
+	}
+	e.w.Flush()
+	return e.w.Error()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// text renders a cell: strings as they are, numbers without exponent or
+// trailing zeros, null as nothing, lists and mappings as JSON.
+func text(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case map[string]any, []any:
+		var buf bytes.Buffer
+		if marshal(&buf, x) == nil {
+			return buf.String()
+		}
+	}
+	return tmpl.Stringify(v)
+}
+
+// ---- table: needs every row to size its columns, so it buffers them all
+
+type tableEnc struct {
+	w        io.Writer
+	explicit []string
+	recs     []steps.Record
+}
+
+func (e *tableEnc) write(ctx context.Context, r steps.Record) error {
+	e.recs = append(e.recs, r)
+	return nil
+}
+
+var tableEscaper = strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`)
+
+func (e *tableEnc) finish() error {
+	cols := columns(e.explicit, e.recs)
+	if len(cols) == 0 {
+		return nil
+	}
+	cells := make([][]string, len(e.recs))
+	width := make([]int, len(cols))
+	numeric := make([]bool, len(cols))
+	for j, c := range cols {
+		width[j] = utf8.RuneCountInString(c)
+		numeric[j] = true
+	}
+	for i, r := range e.recs {
+		cells[i] = make([]string, len(cols))
+		for j, c := range cols {
+			x, _ := cell(r, c)
+			if c == "error" && r.Err != nil && x == nil {
+				x = r.Err.Error()
+			}
+			switch x.(type) {
+			case int64, float64, int, nil:
+			default:
+				numeric[j] = false
+			}
+			s := tableEscaper.Replace(text(x))
+			cells[i][j] = s
+			width[j] = max(width[j], utf8.RuneCountInString(s))
+		}
+	}
+	var b strings.Builder
+	line := func(row []string, right func(j int) bool) {
+		b.Reset()
+		for j, s := range row {
+			pad := strings.Repeat(" ", width[j]-utf8.RuneCountInString(s))
+			if j > 0 {
+				b.WriteString("  ")
+			}
+			if right(j) {
+				b.WriteString(pad + s)
+			} else {
+				b.WriteString(s + pad)
+			}
+		}
+		b.WriteString("\n")
+	}
+	out := func() error {
+		_, err := io.WriteString(e.w, strings.TrimRight(b.String(), " \n")+"\n")
+		return err
+	}
+	rule := make([]string, len(cols))
+	for j := range cols {
+		rule[j] = strings.Repeat("-", width[j])
+	}
+	// Numbers are right-aligned, headers over them too, so digits line up.
+	right := func(j int) bool { return numeric[j] && len(e.recs) > 0 }
+	for _, row := range append([][]string{cols, rule}, cells...) {
+		line(row, right)
+		if err := out(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- template: one line per item
+
+type templateEnc struct {
+	w   io.Writer
+	t   *tmpl.T
+	env *steps.Env
+	buf bytes.Buffer
+}
+
+func (e *templateEnc) write(ctx context.Context, r steps.Record) error {
+	s, err := e.t.EvalString(&tmpl.Scope{Item: value(r), Index: r.Index, Vars: e.env.Vars, Env: e.env.Env, Ctx: ctx})
+	if err != nil {
+		return fmt.Errorf("print template, item %d: %v", r.Index, err)
+	}
+	e.buf.Reset()
+	e.buf.WriteString(s)
+	if !strings.HasSuffix(s, "\n") {
+		e.buf.WriteByte('\n')
+	}
+	_, err = e.w.Write(e.buf.Bytes())
+	return err
+}
+
+func (e *templateEnc) finish() error { return nil }
