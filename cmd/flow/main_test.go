@@ -57,17 +57,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("ROOT", root)
 			return nil
 		},
-		Condition: func(cond string) (bool, error) {
-			switch cond {
-			case "schema":
-				_, err := os.Stat(filepath.Join(root, "schema.json"))
-				return err == nil, nil
-			case "example-logs":
-				_, err := os.Stat(filepath.Join(root, "examples", "log_analyzer.yaml"))
-				return err == nil, nil
-			}
-			return false, nil
-		},
+
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/schema"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
@@ -29,6 +30,4 @@ func newProgress(mode string, stderr io.Writer, p *spec.Pipeline) (engine.EventS
 }
 
 // generateSchema returns schema.json as generated from the registry.
-func generateSchema(reg *steps.Registry) ([]byte, error) {
-	return nil, errors.New("schema generation is not built into this binary yet")
-}
+func generateSchema(reg *steps.Registry) ([]byte, error) { return schema.Generate(reg) }
