@@ -57,7 +57,6 @@ func TestScripts(t *testing.T) {
 			env.Setenv("ROOT", root)
 			return nil
 		},
-
 	})
 }
 
