@@ -124,10 +124,11 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		code = signalCode(sig)
 		if rep != nil {
 			rep.ExitCode = code
-			rep.Status = "interrupted"
-			if rep.Reason == "" {
-				rep.Reason = "stopped by " + signalName(sig)
+			reason := "stopped by " + signalName(sig)
+			if rep.Reason != "" && rep.Reason != "interrupted" && rep.Status != "succeeded" {
+				reason += "; " + rep.Reason // it was stopping for this already
 			}
+			rep.Status, rep.Reason = "interrupted", reason
 		}
 	}
 	if f.report != "" {

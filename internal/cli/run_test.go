@@ -76,7 +76,8 @@ func writePipeline(t *testing.T) string {
 }
 
 func interruptedReport() *report.Report {
-	return &report.Report{Pipeline: "sig", Status: "failed", ExitCode: 1, Reason: "run cancelled",
+	// What the engine returns when its context is cancelled from outside.
+	return &report.Report{Pipeline: "sig", Status: "interrupted", ExitCode: 130, Reason: "interrupted",
 		Stages: []*report.Stage{{Name: "src", In: 5, Succeeded: 2, Cancelled: 3}}}
 }
 
@@ -113,6 +114,9 @@ func TestSignalCancelsRunAndWritesReport(t *testing.T) {
 			r := readReport(t, out)
 			if r.ExitCode != tc.code || r.Status != "interrupted" {
 				t.Errorf("report exit_code %d status %q, want %d interrupted", r.ExitCode, r.Status, tc.code)
+			}
+			if want := "stopped by " + signalName(tc.sig); r.Reason != want {
+				t.Errorf("report reason %q, want %q", r.Reason, want)
 			}
 			if len(r.Stages) != 1 || r.Stages[0].Cancelled != 3 {
 				t.Errorf("report stages not kept from the engine: %+v", r.Stages)
