@@ -13,16 +13,16 @@ import (
 
 // Report is the outcome of one run.
 type Report struct {
-	Pipeline string        `json:"pipeline"`
-	File     string        `json:"file"`
-	Start    time.Time     `json:"start"`
-	End      time.Time     `json:"end"`
-	Duration Duration      `json:"duration"`
-	ExitCode int           `json:"exit_code"`
-	Status   string        `json:"status"`          // succeeded, failed, interrupted, timed_out
-	Reason   string        `json:"reason,omitempty"` // why the run did not succeed
-	Stages   []*Stage      `json:"stages"`
-	Failures []Failure     `json:"failures"`
+	Pipeline string    `json:"pipeline"`
+	File     string    `json:"file"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	Duration Duration  `json:"duration"`
+	ExitCode int       `json:"exit_code"`
+	Status   string    `json:"status"`           // succeeded, failed, interrupted, timed_out
+	Reason   string    `json:"reason,omitempty"` // why the run did not succeed
+	Stages   []*Stage  `json:"stages"`
+	Failures []Failure `json:"failures"`
 }
 
 // Stage is the accounting of one stage. Invariant, whatever happens:
