@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -80,9 +79,8 @@ func (g *gen) build(reg *steps.Registry) (map[string]any, error) {
 			return g.kindRef(steps.RoleSink, kinds[steps.RoleSink]), true
 		case "step":
 			s := map[string]any{"type": "string"}
-			if names := reg.Names(steps.RoleStep); len(names) > 0 {
-				sort.Strings(names)
-				s["enum"] = toAny(names)
+			if ks := kinds[steps.RoleStep]; len(ks) > 0 {
+				enumDocs(s, ks)
 			}
 			return s, true
 		}
@@ -177,7 +175,34 @@ func (g *gen) kindRef(role steps.Role, kinds []*steps.Kind) map[string]any {
 	if len(bare) == 0 {
 		return obj
 	}
-	return map[string]any{"anyOf": []any{map[string]any{"type": "string", "enum": toAny(bare)}, obj}}
+	names := map[string]bool{}
+	for _, n := range bare {
+		names[n] = true
+	}
+	var bareKinds []*steps.Kind
+	for _, k := range kinds {
+		if names[k.Name] {
+			bareKinds = append(bareKinds, k)
+		}
+	}
+	// The mapping first: editors report the first alternative's problems
+	// when none matches, and a mapping is the usual form.
+	return map[string]any{"anyOf": []any{obj, enumDocs(map[string]any{"type": "string"}, bareKinds)}}
+}
+
+// enumDocs sets an enum of kind names with their summaries, which editors
+// show beside each name in completion lists.
+func enumDocs(s map[string]any, kinds []*steps.Kind) map[string]any {
+	var names, docs, md []any
+	for _, k := range kinds { // Registry.Kinds is sorted by name within a role
+		names = append(names, k.Name)
+		docs = append(docs, k.Summary)
+		md = append(md, codeSpan.ReplaceAllString(k.Summary, "`$1`"))
+	}
+	s["enum"] = names
+	s["enumDescriptions"] = docs
+	s["markdownEnumDescriptions"] = md
+	return s
 }
 
 func (g *gen) options(k *steps.Kind) (map[string]any, error) {
@@ -236,7 +261,8 @@ func (g *gen) typ(t reflect.Type, f conf.Field) (map[string]any, error) {
 		// rather than reject what 'flow validate' accepts.
 		return map[string]any{}, nil
 	case t == durationType:
-		return map[string]any{"type": []any{"string", "integer"}, "pattern": DurationPattern, "minimum": 0, "maximum": 0}, nil
+		return map[string]any{"type": []any{"string", "integer"}, "pattern": DurationPattern, "minimum": 0, "maximum": 0,
+			"patternErrorMessage": `invalid duration: use a Go duration such as "250ms", "5s" or "1m30s"`}, nil
 	}
 	switch t.Kind() {
 	case reflect.String:

@@ -11,7 +11,9 @@ const RatePattern = `^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*/\s*(s|sec|second|m|min|
 const ByteSizePattern = `^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*([bBkKmMgG]|[kKmMgGtT][bB]|[kKmMgGtT][iI][bB])?\s*$`
 
 func (*Rate) JSONSchema() map[string]any {
-	return map[string]any{"type": "string", "pattern": RatePattern, "examples": []any{"10/s", "600/m", "1/h"}}
+	return map[string]any{"type": "string", "pattern": RatePattern, "examples": []any{"10/s", "600/m", "1/h"},
+		// yaml-language-server shows this instead of the regular expression.
+		"patternErrorMessage": `invalid rate: write it as N/s, N/m or N/h, e.g. "10/s" or "600/m"`}
 }
 
 func (*Workers) JSONSchema() map[string]any {
@@ -45,7 +47,7 @@ func (*KindRef) JSONSchema() map[string]any {
 func (*ByteSize) JSONSchema() map[string]any {
 	return map[string]any{"anyOf": []any{
 		map[string]any{"type": "integer", "minimum": 0},
-		map[string]any{"type": "string", "pattern": ByteSizePattern},
+		map[string]any{"type": "string", "pattern": ByteSizePattern, "patternErrorMessage": `invalid size: write it like "512MiB", "1GB" or "65536"`},
 	}}
 }
 
