@@ -261,6 +261,9 @@ func lexicallyInside(p string, allow bool) error {
 }
 
 type fileSink struct {
+	// mu makes a Close from the engine's abort path safe against a Write
+	// still in progress on the sink's own goroutine.
+	mu   sync.Mutex
 	path string   // the destination
 	tmp  *os.File // created on the first write
 	bw   *bufio.Writer
@@ -367,6 +370,8 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 }
 
 func (s *fileSink) Write(ctx context.Context, r steps.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.err != nil {
 		return s.err
 	}
@@ -384,6 +389,8 @@ func (s *fileSink) Write(ctx context.Context, r steps.Record) error {
 // otherwise removes it, so the destination holds the old content or the
 // whole new one.
 func (s *fileSink) Close(ctx context.Context, runErr error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.done {
 		return nil
 	}

@@ -144,17 +144,17 @@ func newItems(c *ItemsConfig, env *steps.Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	list, ok := v.([]any)
+	// Builtins such as split give typed lists ([]string); shaping first
+	// turns them into []any.
+	shaped, err := jsonShaped(v)
+	if err != nil {
+		return nil, at(c.list, "items: %v", err)
+	}
+	list, ok := shaped.([]any)
 	if !ok {
 		return nil, at(c.list, "items: the expression gave %s, not a list", describe(v))
 	}
-	out := make([]any, len(list))
-	for i, x := range list {
-		if out[i], err = jsonShaped(x); err != nil {
-			return nil, at(c.list, "items[%d]: %v", i, err)
-		}
-	}
-	return &listSource{items: out}, nil
+	return &listSource{items: list}, nil
 }
 
 func (s *listSource) Count() (int64, bool) { return int64(len(s.items)), true }

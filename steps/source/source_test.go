@@ -134,6 +134,9 @@ func TestItems(t *testing.T) {
 	s = mustBuild(t, `items: "${ vars.hosts }"`, env)
 	eq(t, mustCollect(t, s), []any{"a", "b"})
 
+	s = mustBuild(t, `items: "${ split(' a b ', ' ') }"`, env)
+	eq(t, mustCollect(t, s), []any{"", "a", "b", ""})
+
 	s = mustBuild(t, `items: "${ map(1..3, # * 2) }"`, env)
 	eq(t, mustCollect(t, s), []any{int64(2), int64(4), int64(6)})
 
