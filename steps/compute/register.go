@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/flowrun/flow/steps"
@@ -25,7 +26,7 @@ func Register(r *steps.Registry) {
 		Name:    "compute",
 		Role:    steps.RoleStep,
 		Summary: "Compute a value per item with expressions (math, strings, hashing, count_primes, sleep, fail)",
-		Doc: `Evaluates 'value' once per item. The template is compiled and type-checked when the
+		Doc: markdown(`Evaluates 'value' once per item. The template is compiled and type-checked when the
 pipeline is validated; evaluation is bounded (an expression that builds a huge range,
 list or string is stopped with an error, and very large expressions are refused).
 
@@ -43,7 +44,7 @@ Functions beyond the expr-lang builtins:
 
 Errors: 'fail()' gives an item error of class 'error' that a 'retry:' policy may retry;
 any other evaluation error (a type mismatch, a missing key, a value too large) depends
-only on the item, so it is permanent and never retried.`,
+only on the item, so it is permanent and never retried.`),
 		Result:  "The evaluated 'value': a number, string, boolean, null, list or mapping. Integers are 64-bit; dates are RFC 3339 strings; durations are strings such as \"1.5s\".",
 		Example: "value:\n  n: \"${ item }\"\n  primes: \"${ count_primes(item) }\"",
 	}, New)
@@ -160,3 +161,6 @@ func JSONValue(v any) any {
 	}
 	return fmt.Sprint(v)
 }
+
+// markdown turns the 'code' spans of a doc text into Markdown code spans.
+func markdown(s string) string { return strings.ReplaceAll(s, "'", "`") }

@@ -78,7 +78,7 @@ func Register(r *steps.Registry) {
 		Name:    "exec",
 		Role:    steps.RoleStep,
 		Summary: "Run a program per item (argv, never a shell unless asked), capturing its output",
-		Doc: `Runs 'argv' once per item, directly, without a shell: each element is exactly one
+		Doc: markdown(`Runs 'argv' once per item, directly, without a shell: each element is exactly one
 argument, so an item such as "; rm -rf ~" is passed as a harmless literal string. Set
 'shell: true' to run 'command' with '/bin/sh -c'; 'argv' then supplies "$1", "$2"...
 
@@ -87,10 +87,8 @@ Standard output is captured according to 'capture'; standard error is kept as a 
 class 'exit' and the stderr tail in the message; a program that cannot be started fails
 permanently. Each run gets its own process group: on a stage timeout or a cancelled run
 the whole group gets SIGTERM, then SIGKILL after 'kill_grace', so programs started by
-the program stop too. Processes left behind after the program exits are killed as well.`,
-		Result: `A mapping: 'stdout' (a string, a list of lines or a JSON value per 'capture';
-absent with 'capture: none'), 'exit_code' (an integer) and 'stderr' (the last lines of
-standard error, "" when it wrote nothing).`,
+the program stop too. Processes left behind after the program exits are killed as well.`),
+		Result:  "A mapping: 'stdout' (a string, a list of lines or a JSON value per 'capture'; absent with 'capture: none'), 'exit_code' (an integer) and 'stderr' (the last lines of standard error, \"\" when it wrote nothing).",
 		Example: "argv: [\"wc\", \"-l\", \"${ item }\"]\ncapture: text",
 	}, New)
 }
@@ -369,3 +367,6 @@ func (t *tail) String() string {
 	}
 	return strings.ToValidUTF8(strings.Join(lines, "\n"), "\uFFFD")
 }
+
+// markdown turns the 'code' spans of a doc text into Markdown code spans.
+func markdown(s string) string { return strings.ReplaceAll(s, "'", "`") }

@@ -80,11 +80,11 @@ func Register(r *steps.Registry) {
 		Name:    "fetch",
 		Role:    steps.RoleStep,
 		Summary: "Make an HTTP request per item and decode the response",
-		Doc: `Sends one HTTP request per item. Connections are reused across the stage's workers
+		Doc: markdown(`Sends one HTTP request per item. Connections are reused across the workers of the stage
 (one connection pool per stage), TLS certificates are verified unless 'insecure: true',
 redirects are followed up to 'max_redirects' and a redirect loop is an error.
 
-Retries are the stage's business: add 'retry:' to the stage. Each failure has a class for
+Retries belong to the stage: add 'retry:' to it. Each failure has a class for
 'retry.on': 'connection' (refused, reset, DNS), 'timeout', 'http_429', 'http_5xx',
 'http_4xx', 'decode' (the body is not what 'decode' asks), 'too_large' (over 'max_bytes'),
 'redirects'. Outcomes a retry cannot fix (4xx other than 429, 501, an unknown host, a bad
@@ -99,10 +99,8 @@ keep them as data too).
 Secrets: the values of 'Authorization', 'Proxy-Authorization', 'Cookie', 'Set-Cookie' and
 of any header whose name contains token, secret, key, auth or password are replaced by
 "[redacted]" in results and never written in error messages; so are such query
-parameters and passwords in URLs.`,
-		Result: `A mapping: 'url' (the final URL, after redirects), 'status' (an integer), 'headers'
-(the response headers, one string per name, secrets redacted), 'body' (per 'decode'),
-'bytes' (the body size) and 'elapsed' (seconds, a number).`,
+parameters and passwords in URLs.`),
+		Result:  "A mapping: 'url' (the final URL, after redirects), 'status' (an integer), 'headers' (the response headers, one string per name, secrets redacted), 'body' (per 'decode'), 'bytes' (the body size) and 'elapsed' (seconds, a number).",
 		Example: "url: \"${ vars.base_url }/posts/${ item }\"\ndecode: json",
 	}, New)
 }
@@ -165,3 +163,6 @@ func (s *step) Close() error {
 }
 
 var _ steps.Step = (*step)(nil)
+
+// markdown turns the 'code' spans of a doc text into Markdown code spans.
+func markdown(s string) string { return strings.ReplaceAll(s, "'", "`") }
