@@ -1,0 +1,65 @@
+package docgen_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowrun/flow/internal/docgen"
+	"github.com/flowrun/flow/steps/all"
+)
+
+// TestGeneratedDocsUpToDate fails when a desc tag, a default or a kind's
+// documentation changed without the committed docs being regenerated.
+func TestGeneratedDocsUpToDate(t *testing.T) {
+	for name, want := range docgen.Files(all.Registry()) {
+		path := filepath.Join("..", "..", "docs", name)
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Errorf("docs/%s: %v; create it with: %s", name, err, docgen.RefreshCommand)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("docs/%s is stale (it differs from what the code generates at line %d); refresh it with: %s",
+				name, firstDiffLine(got, want), docgen.RefreshCommand)
+		}
+	}
+}
+
+func firstDiffLine(a, b []byte) int {
+	la, lb := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
+	for i := 0; i < len(la) && i < len(lb); i++ {
+		if la[i] != lb[i] {
+			return i + 1
+		}
+	}
+	return min(len(la), len(lb)) + 1
+}
+
+// TestReferenceCoversEveryKey guards the generator itself: every stage key
+// and every registered kind must appear.
+func TestReferenceCoversEveryKey(t *testing.T) {
+	reg := all.Registry()
+	ref := string(docgen.Reference(reg))
+	for _, key := range []string{"version", "vars", "limits", "stages", "mode", "workers", "rate", "burst", "limit",
+		"timeout", "deadline", "retry.attempts", "retry.on", "order", "key", "complete", "on_error", "max_errors", "when",
+		"max_tasks_per_child", "memory", "concurrency"} {
+		if !strings.Contains(ref, "| `"+key+"` |") {
+			t.Errorf("reference.md has no row for %q", key)
+		}
+	}
+	st := string(docgen.Steps(reg))
+	for _, k := range reg.Kinds() {
+		if !strings.Contains(ref, "[`"+k.Name+"`]") {
+			t.Errorf("reference.md does not list kind %q", k.Name)
+		}
+		if !strings.Contains(st, "### "+k.Name+" "+string(k.Role)+"\n") {
+			t.Errorf("steps.md has no section for %s %q", k.Role, k.Name)
+		}
+	}
+	if strings.Contains(ref+st, "'") && strings.Contains(ref+st, "| '") {
+		t.Errorf("a desc tag kept its quotes instead of becoming a code span")
+	}
+}
