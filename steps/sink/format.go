@@ -41,6 +41,24 @@ func value(r steps.Record) any {
 	return map[string]any{"error": r.Err.Error(), "class": steps.ClassOf(r.Err), "input": r.Item}
 }
 
+// kept reports whether a record is an error kept under 'on_error: keep':
+// either the sink got it straight from the failing stage (Err set), or it
+// crossed a barrier such as sort, which passes items on without their
+// errors, and is recognised by the documented {error, class, input} shape.
+func kept(r steps.Record) bool {
+	if r.Err != nil {
+		return true
+	}
+	m, ok := r.Item.(map[string]any)
+	if !ok || len(m) != 3 {
+		return false
+	}
+	_, hasErr := m["error"].(string)
+	_, hasClass := m["class"].(string)
+	_, hasInput := m["input"]
+	return hasErr && hasClass && hasInput
+}
+
 // cell finds column col of a record. A scalar item is the column 'value'.
 // For a kept error, columns missing from the error mapping are looked up in
 // the failed input, so the row still says which item failed.
@@ -53,7 +71,7 @@ func cell(r steps.Record, col string) (any, bool) {
 	if x, ok := m[col]; ok {
 		return x, true
 	}
-	if r.Err != nil {
+	if kept(r) {
 		if in, ok := m["input"].(map[string]any); ok {
 			x, ok := in[col]
 			return x, ok
@@ -64,9 +82,9 @@ func cell(r steps.Record, col string) (any, bool) {
 
 // keys are the columns one record contributes: the keys of a mapping item in
 // alphabetical order (Go maps keep no order), 'value' for anything else.
-// A kept error contributes only the 'error' column, added last.
+// A kept error contributes none: columns adds 'error' for it.
 func keys(r steps.Record) []string {
-	if r.Err != nil {
+	if kept(r) {
 		return nil
 	}
 	m, ok := r.Item.(map[string]any)
@@ -82,16 +100,23 @@ func keys(r steps.Record) []string {
 }
 
 // columns returns the explicit columns, or the union of the keys of recs in
-// first-seen order; 'error' is added when a kept error is among recs.
+// first-seen order; 'error' is added when a kept error is among recs, and
+// without explicit columns 'input' too when a failed input is not a mapping
+// (a mapping input fills the row's other columns instead), so that the row
+// says which item failed.
 func columns(explicit []string, recs []steps.Record) []string {
 	cols := append([]string(nil), explicit...)
 	seen := map[string]bool{}
 	for _, c := range cols {
 		seen[c] = true
 	}
-	hasErr := false
+	hasErr, scalarInput := false, false
 	for _, r := range recs {
-		hasErr = hasErr || r.Err != nil
+		if kept(r) {
+			hasErr = true
+			_, isMap := value(r).(map[string]any)["input"].(map[string]any)
+			scalarInput = scalarInput || !isMap
+		}
 		if explicit != nil {
 			continue
 		}
@@ -104,6 +129,9 @@ func columns(explicit []string, recs []steps.Record) []string {
 	}
 	if hasErr && !seen["error"] {
 		cols = append(cols, "error")
+	}
+	if scalarInput && explicit == nil && !seen["input"] {
+		cols = append(cols, "input")
 	}
 	return cols
 }
@@ -279,8 +307,11 @@ func (e *csvEnc) checkDropped(r steps.Record) {
 		return
 	}
 	ks := keys(r)
-	if r.Err != nil {
-		ks = []string{"error"}
+	if kept(r) {
+		ks = append(ks, "error")
+		if _, isMap := value(r).(map[string]any)["input"].(map[string]any); !isMap {
+			ks = append(ks, "input")
+		}
 	}
 	for _, k := range ks {
 		if e.warned[k] || contains(e.cols, k) {

@@ -277,3 +277,19 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *syncBuffer) String() string { return b.buf.String() }
+
+// An error kept upstream that crossed a barrier arrives without Record.Err,
+// as its {error, class, input} mapping; it is shown like one that did not.
+func TestPrintKeptErrorAfterBarrier(t *testing.T) {
+	errItem := map[string]any{"error": "bad y", "class": "error", "input": "y"}
+	for _, r := range []steps.Record{{Index: 1, Item: errItem}, {Index: 1, Item: errItem, Err: errors.New("bad y")}} {
+		recs := []steps.Record{{Index: 0, Item: "x"}, r}
+		got, _ := run(t, `print: table`, recs)
+		golden(t, "table", got, "value  error  input\n-----  -----  -----\nx\n       bad y  y\n")
+		got, _ = run(t, `print: csv`, recs)
+		golden(t, "csv", got, "value,error,input\nx,,\n,bad y,y\n")
+	}
+	// A result that merely has an 'error' key among others is a result.
+	got, _ := run(t, `print: table`, []steps.Record{{Item: map[string]any{"error": "none", "n": int64(1)}}})
+	golden(t, "result with an error key", got, "error  n\n-----  -\nnone   1\n")
+}
