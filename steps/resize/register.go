@@ -1,8 +1,447 @@
+// Package resize implements the resize step: decode an image, honour its
+// EXIF orientation, resample it with a separable filter (Lanczos by
+// default), and write it atomically into an output directory it can never
+// leave.
 package resize
 
-import "github.com/flowrun/flow/steps"
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/gif"
+	"image/jpeg"
+	"image/png"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "golang.org/x/image/webp" // decoders register themselves with image.Decode
+
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
+)
+
+// Options are the `with:` keys of resize.
+type Options struct {
+	Src     *tmpl.T `yaml:"src" desc:"The image to read (JPEG, PNG, GIF or WebP; GIF gives its first frame). Relative paths resolve against the directory of the pipeline file." default:"${ item }" example:"${ item.path }"`
+	Width   int     `yaml:"width" desc:"Target width in pixels. Omit it (or set 0) to derive it from 'height' and the aspect ratio." example:"800"`
+	Height  int     `yaml:"height" desc:"Target height in pixels. Omit it (or set 0) to derive it from 'width' and the aspect ratio." example:"600"`
+	Fit     string  `yaml:"fit" enum:"exact,contain,cover" default:"exact" desc:"How the image meets 'width' x 'height': 'exact' stretches to exactly that size, 'contain' scales to fit inside it keeping the aspect ratio (one side may be smaller), 'cover' scales to fill it keeping the aspect ratio and crops the overflow around the center."`
+	Filter  string  `yaml:"filter" enum:"lanczos,catmullrom,linear,box" default:"lanczos" desc:"Resampling filter: 'lanczos' (Lanczos3, sharpest), 'catmullrom' (bicubic), 'linear' (bilinear, faster) or 'box' (area average, fastest, softest)."`
+	Quality int     `yaml:"quality" default:"85" desc:"JPEG quality, 1 (smallest file) to 100 (best image). Ignored for PNG output." example:"85"`
+	Format  string  `yaml:"format" enum:"same,jpeg,png" default:"same" desc:"Output format. 'same' keeps JPEG as JPEG and PNG as PNG, and writes GIF and WebP sources as PNG. JPEG output of an image with transparency is flattened onto white."`
+	OutDir  *tmpl.T `yaml:"out_dir" default:"resized" desc:"Directory for the resized images, created when missing. Relative paths resolve against the directory of the pipeline file. Files are written atomically (a temporary file in this directory, then a rename), and never outside it." example:"thumbs"`
+	Name    *tmpl.T `yaml:"name" default:"{stem}.{ext}" desc:"File name of the output inside 'out_dir'. Placeholders: '{stem}' (source name without extension), '{ext}' (extension of the output format: the source extension when the format is unchanged, else 'jpg' or 'png'), '{name}' (source file name), '{width}' and '{height}' (output size). '${ }' expressions may be used too. Subdirectories are allowed; a name that leaves 'out_dir' ('..', an absolute path) fails the item." example:"{stem}-{width}x{height}.{ext}"`
+	// MaxPixels guards against decompression bombs: a small file can
+	// declare a huge canvas.
+	MaxPixels int64 `yaml:"max_pixels" default:"100000000" desc:"Largest source image accepted, in pixels (width times height); larger images fail the item before any memory is allocated for them."`
+}
+
+var placeholders = map[string]bool{"stem": true, "ext": true, "name": true, "width": true, "height": true}
+
+// Validate checks what a field alone cannot.
+func (o *Options) Validate() error {
+	switch {
+	case o.Width < 0 || o.Height < 0:
+		return errors.New("'width' and 'height' must not be negative")
+	case o.Width == 0 && o.Height == 0:
+		return errors.New("set 'width', 'height' or both")
+	case o.Width > 1<<15 || o.Height > 1<<15:
+		return fmt.Errorf("'width' and 'height' must be at most %d", 1<<15)
+	case o.Quality != 0 && (o.Quality < 1 || o.Quality > 100):
+		return fmt.Errorf("'quality' must be between 1 and 100, got %d", o.Quality)
+	case (o.Fit == "contain" || o.Fit == "cover") && (o.Width == 0 || o.Height == 0):
+		return fmt.Errorf("'fit: %s' needs both 'width' and 'height'", o.Fit)
+	case o.MaxPixels < 0:
+		return errors.New("'max_pixels' must be positive")
+	}
+	if o.Name != nil {
+		if err := checkPlaceholders(o.Name.Source()); err != nil {
+			return err
+		}
+		if o.Name.IsConst() {
+			name, _ := expand(o.Name.Source(), map[string]string{"stem": "a", "ext": "jpg", "name": "a.jpg", "width": "1", "height": "1"})
+			if err := localName(name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkPlaceholders finds the {word} placeholders of a name template outside
+// its ${ } expressions and refuses unknown ones.
+func checkPlaceholders(src string) error {
+	for i := 0; i < len(src); i++ {
+		switch {
+		case strings.HasPrefix(src[i:], "${"):
+			// Skip the expression, braces and quotes included.
+			depth, quote := 0, byte(0)
+			for i += 2; i < len(src); i++ {
+				c := src[i]
+				if quote != 0 {
+					if c == '\\' {
+						i++
+					} else if c == quote {
+						quote = 0
+					}
+					continue
+				}
+				if c == '"' || c == '\'' || c == '`' {
+					quote = c
+				} else if c == '{' {
+					depth++
+				} else if c == '}' {
+					if depth == 0 {
+						break
+					}
+					depth--
+				}
+			}
+		case src[i] == '{':
+			j := strings.IndexByte(src[i:], '}')
+			if j < 0 {
+				return fmt.Errorf("'name' has an unclosed %q; placeholders look like '{stem}'", src[i:])
+			}
+			if p := src[i+1 : i+j]; !placeholders[p] {
+				return fmt.Errorf("'name' has an unknown placeholder {%s}; use {stem}, {ext}, {name}, {width} or {height}", p)
+			}
+			i += j
+		}
+	}
+	return nil
+}
+
+// expand replaces placeholders in an evaluated name.
+func expand(name string, vals map[string]string) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(name, '{')
+		if i < 0 {
+			b.WriteString(name)
+			return b.String(), nil
+		}
+		j := strings.IndexByte(name[i:], '}')
+		if j < 0 {
+			return "", fmt.Errorf("output name %q has an unclosed '{'", name)
+		}
+		v, ok := vals[name[i+1:i+j]]
+		if !ok {
+			return "", fmt.Errorf("output name %q has an unknown placeholder %s", name, name[i:i+j+1])
+		}
+		b.WriteString(name[:i])
+		b.WriteString(v)
+		name = name[i+j+1:]
+	}
+}
+
+// localName refuses names that would leave the output directory.
+func localName(name string) error {
+	if name == "" {
+		return errors.New("the output name is empty")
+	}
+	if filepath.IsAbs(name) || strings.HasPrefix(name, "/") || !filepath.IsLocal(name) {
+		return fmt.Errorf("output name %q would be written outside 'out_dir'; use a relative name without '..'", name)
+	}
+	return nil
+}
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	_ = r // TODO: register kinds
+	steps.Register(r, steps.Kind{
+		Name:    "resize",
+		Role:    steps.RoleStep,
+		Summary: "Resize an image (JPEG, PNG, GIF, WebP) and write it to an output directory",
+		Doc: "Decodes one image per item, turns it upright according to its EXIF orientation, resizes it " +
+			"and writes it atomically into `out_dir` (a temporary file there, then a rename: readers never see " +
+			"half an image, and an existing file is replaced whole). The output can never land outside " +
+			"`out_dir`, even through a symbolic link. Resampling is a separable convolution in 8-bit fixed " +
+			"point (the scheme Pillow uses), run on the JPEG's own YCbCr planes, which spares the color " +
+			"conversions; it is single-threaded per image, as the stage's `workers` run images side by side. " +
+			"A corrupt or truncated image fails its item with an error naming the file. Metadata (EXIF, ICC " +
+			"profiles) is not copied; 16-bit PNGs are written with 8 bits per channel.",
+		Result:  "`{src: /abs/photos/a.jpg, dest: /abs/resized/a.jpg, width: 800, height: 600, bytes: 91234}`: the resolved source and destination paths, the output size in pixels and in bytes.",
+		Example: "src: \"${ item }\"\nwidth: 800\nheight: 600\nfit: cover\nquality: 85\nout_dir: thumbs\nname: \"{stem}-800.{ext}\"\n",
+	}, build)
+}
+
+type step struct {
+	o      *Options
+	env    *steps.Env
+	filter Filter
+}
+
+func build(o *Options, env *steps.Env) (any, error) {
+	if o.Quality == 0 {
+		o.Quality = 85
+	}
+	if o.Fit == "" {
+		o.Fit = "exact"
+	}
+	if o.Format == "" {
+		o.Format = "same"
+	}
+	if o.MaxPixels == 0 {
+		o.MaxPixels = 100_000_000
+	}
+	f := Lanczos
+	if o.Filter != "" {
+		f = filters[o.Filter]
+	}
+	return &step{o: o, env: env, filter: f}, nil
+}
+
+func (s *step) path(v any, what string) (string, error) {
+	p, ok := v.(string)
+	if !ok || p == "" {
+		return "", fmt.Errorf("resize needs %s as a path, got %s", what, tmpl.Stringify(v))
+	}
+	if !filepath.IsAbs(p) && s.env.Dir != "" {
+		p = filepath.Join(s.env.Dir, p)
+	}
+	return p, nil
+}
+
+func (s *step) eval(ctx context.Context, in steps.Input, t *tmpl.T, def any) (any, error) {
+	if t == nil {
+		return def, nil
+	}
+	return t.Eval(s.env.Scope(ctx, in))
+}
+
+func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
+	v, err := s.eval(ctx, in, s.o.Src, in.Item)
+	if err != nil {
+		return nil, steps.Permanent(err)
+	}
+	src, err := s.path(v, "'src'")
+	if err != nil {
+		return nil, steps.Permanent(fmt.Errorf("%v; set 'src', for example src: \"${ item.path }\"", err))
+	}
+	if v, err = s.eval(ctx, in, s.o.OutDir, "resized"); err != nil {
+		return nil, steps.Permanent(err)
+	}
+	outDir, err := s.path(v, "'out_dir'")
+	if err != nil {
+		return nil, steps.Permanent(err)
+	}
+	nameT, err := s.eval(ctx, in, s.o.Name, "{stem}.{ext}")
+	if err != nil {
+		return nil, steps.Permanent(err)
+	}
+
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return nil, fileError(src, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	img, format, orientation, err := decode(data, s.o.MaxPixels)
+	if err != nil {
+		return nil, &steps.Error{Err: fmt.Errorf("%s: %v", src, err), Class: "decode", Permanent: true}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := s.transform(img, orientation)
+
+	outFormat, ext := s.o.Format, ""
+	if outFormat == "same" {
+		outFormat = format
+		if format != "jpeg" {
+			outFormat = "png"
+		}
+		// Keep the source spelling (.JPG, .jpeg) when the format is unchanged.
+		se := strings.TrimPrefix(filepath.Ext(src), ".")
+		if outFormat == format && extFormat[strings.ToLower(se)] == format {
+			ext = se
+		}
+	}
+	if ext == "" {
+		ext = map[string]string{"jpeg": "jpg", "png": "png"}[outFormat]
+	}
+	base := filepath.Base(src)
+	b := out.Bounds()
+	name, err := expand(tmpl.Stringify(nameT), map[string]string{
+		"stem": strings.TrimSuffix(base, filepath.Ext(base)), "ext": ext, "name": base,
+		"width": fmt.Sprint(b.Dx()), "height": fmt.Sprint(b.Dy()),
+	})
+	if err == nil {
+		err = localName(name)
+	}
+	if err != nil {
+		return nil, steps.Permanent(fmt.Errorf("%s: %v", src, err))
+	}
+
+	var buf bytes.Buffer
+	if err := encode(&buf, out, outFormat, s.o.Quality); err != nil {
+		return nil, fmt.Errorf("%s: encoding %s: %v", src, outFormat, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(outDir, name, buf.Bytes()); err != nil {
+		return nil, &steps.Error{Err: err, Class: "io", Permanent: errors.Is(err, fs.ErrPermission)}
+	}
+	return map[string]any{
+		"src":    src,
+		"dest":   filepath.Join(outDir, filepath.FromSlash(name)),
+		"width":  int64(b.Dx()),
+		"height": int64(b.Dy()),
+		"bytes":  int64(buf.Len()),
+	}, nil
+}
+
+var extFormat = map[string]string{"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "png": "png"}
+
+func fileError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return &steps.Error{Err: fmt.Errorf("%s: %v", path, err), Class: "io",
+		Permanent: errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)}
+}
+
+// decode reads the image and its EXIF orientation, refusing canvases larger
+// than maxPixels before decoding them.
+func decode(data []byte, maxPixels int64) (image.Image, string, int, error) {
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return nil, "", 0, describeDecodeError(err, "")
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, "", 0, fmt.Errorf("image has no pixels (%dx%d)", cfg.Width, cfg.Height)
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
+		return nil, "", 0, fmt.Errorf("image is %dx%d pixels, over 'max_pixels' (%d)", cfg.Width, cfg.Height, maxPixels)
+	}
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, "", 0, describeDecodeError(err, format)
+	}
+	o := 1
+	if format == "jpeg" {
+		o = jpegOrientation(data)
+	}
+	return img, format, o, nil
+}
+
+func describeDecodeError(err error, format string) error {
+	switch {
+	case errors.Is(err, image.ErrFormat):
+		return errors.New("not a JPEG, PNG, GIF or WebP image")
+	case strings.Contains(err.Error(), "unexpected EOF"):
+		return fmt.Errorf("cannot decode %s: the file is truncated", strings.ToUpper(format))
+	case format == "":
+		return fmt.Errorf("cannot read the image header: %v", err)
+	}
+	return fmt.Errorf("cannot decode %s: %v (the file is corrupt)", strings.ToUpper(format), err)
+}
+
+// transform computes the output size and region in the displayed (upright)
+// orientation, resamples the stored image, and turns the result upright.
+func (s *step) transform(img image.Image, o int) image.Image {
+	b := img.Bounds()
+	sw, sh := float64(b.Dx()), float64(b.Dy())
+	if transposed(o) {
+		sw, sh = sh, sw
+	}
+	tw, th := float64(s.o.Width), float64(s.o.Height)
+	switch {
+	case tw == 0:
+		tw = sw * th / sh
+	case th == 0:
+		th = sh * tw / sw
+	}
+	r := region{0, 0, sw, sh}
+	switch s.o.Fit {
+	case "contain":
+		k := math.Min(tw/sw, th/sh)
+		tw, th = sw*k, sh*k
+	case "cover":
+		k := math.Max(tw/sw, th/sh)
+		cw, ch := tw/k, th/k
+		r = region{(sw - cw) / 2, (sh - ch) / 2, cw, ch}
+	}
+	dw, dh := max(int(math.Round(tw)), 1), max(int(math.Round(th)), 1)
+	// The crop is centered, so flips leave it in place; only a transposition
+	// swaps its axes.
+	if transposed(o) {
+		r = region{r.y, r.x, r.h, r.w}
+		dw, dh = dh, dw
+	}
+	return orient(scaleImage(img, r, dw, dh, s.filter), o)
+}
+
+func encode(buf *bytes.Buffer, img image.Image, format string, quality int) error {
+	if format == "png" {
+		if m, ok := img.(*image.YCbCr); ok {
+			img = toRGBA(m)
+		}
+		return (&png.Encoder{CompressionLevel: png.DefaultCompression}).Encode(buf, img)
+	}
+	if m, ok := img.(*image.RGBA); ok {
+		flatten(m)
+	}
+	return jpeg.Encode(buf, img, &jpeg.Options{Quality: quality})
+}
+
+// flatten composites premultiplied RGBA onto white, as JPEG has no alpha.
+func flatten(m *image.RGBA) {
+	for i := 0; i+3 < len(m.Pix); i += 4 {
+		p := m.Pix[i : i+4 : i+4]
+		if a := p[3]; a != 255 {
+			p[0] += 255 - a
+			p[1] += 255 - a
+			p[2] += 255 - a
+			p[3] = 255
+		}
+	}
+}
+
+// writeAtomic writes data to name inside dir: a temporary file in the same
+// directory, then a rename over the destination. All file operations go
+// through an os.Root, so neither '..' nor a symbolic link can lead outside
+// dir.
+func writeAtomic(dir, name string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating 'out_dir': %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if sub := filepath.Dir(name); sub != "." {
+		if err := root.MkdirAll(sub, 0o755); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
+		}
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, name)
+	}
+	if err != nil {
+		_ = root.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", filepath.Join(dir, name), err)
+	}
+	return nil
 }
