@@ -66,7 +66,10 @@ func cell(r steps.Record, col string) (any, bool) {
 	v := value(r)
 	m, ok := v.(map[string]any)
 	if !ok {
-		return v, col == "value"
+		if col == "value" {
+			return v, true
+		}
+		return nil, false
 	}
 	if x, ok := m[col]; ok {
 		return x, true
