@@ -192,7 +192,7 @@ func (c *RangeConfig) Validate() error {
 			continue
 		}
 		v, _ := f.t.Eval(scope())
-		n, ok := toInt64(v)
+		n, ok := rangeInt(v)
 		switch {
 		case !ok:
 			ds.AddErr(conf.Pos{}, at(f.t, "range %s must be a whole number, got %s", f.name, describe(v)))
@@ -214,7 +214,7 @@ func newRange(c *RangeConfig, env *steps.Env) (any, error) {
 		if err != nil {
 			return 0, err
 		}
-		n, ok := toInt64(v)
+		n, ok := rangeInt(v)
 		if !ok {
 			return 0, at(t, "range %s must be a whole number, got %s", name, describe(v))
 		}

@@ -151,7 +151,7 @@ func TestItems(t *testing.T) {
 }
 
 func TestRange(t *testing.T) {
-	env := &steps.Env{Vars: map[string]any{"count": int64(4), "zero": int64(0)}}
+	env := &steps.Env{Vars: map[string]any{"count": int64(4), "zero": int64(0)}, Env: map[string]string{"N": "3"}}
 	cases := []struct {
 		src  string
 		want []any
@@ -164,6 +164,8 @@ func TestRange(t *testing.T) {
 		{`range: {from: 5, to: 1}`, nil},
 		{`range: {from: 1, to: 5, step: -1}`, nil},
 		{`range: {from: 7, to: 7}`, []any{int64(7)}},
+		{`range: {from: 1, to: "${ env.N }"}`, []any{int64(1), int64(2), int64(3)}},
+		{`range: {from: 1, to: 1e1, step: "3"}`, []any{int64(1), int64(4), int64(7), int64(10)}},
 	}
 	for _, c := range cases {
 		s := mustBuild(t, c.src, env)

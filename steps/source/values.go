@@ -7,6 +7,8 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
@@ -157,4 +159,14 @@ func resolve(dir, p string) string {
 		dir = "."
 	}
 	return filepath.Join(dir, p)
+}
+
+// rangeInt reads a range bound: a whole number, or a string holding one,
+// since everything read from 'env' is a string ("${ env.COUNT }").
+func rangeInt(v any) (int64, bool) {
+	if s, ok := v.(string); ok {
+		n, err := strconv.ParseInt(strings.ReplaceAll(strings.TrimSpace(s), "_", ""), 10, 64)
+		return n, err == nil
+	}
+	return toInt64(v)
 }
