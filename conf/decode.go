@@ -17,6 +17,9 @@ import (
 type Context struct {
 	// Vars holds the pipeline's variables with their effective values.
 	Vars map[string]any
+	// NoItem is set while decoding options evaluated once, before any item
+	// exists (a source's): expressions there may not use item or index.
+	NoItem bool
 }
 
 // Unmarshaler is implemented by types that decode themselves from a node

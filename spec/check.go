@@ -50,6 +50,13 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 			ds.Add(conf.KeyPos(s.Node, set[1]), "%s has both %s: and %s:; a stage is either a source, a step or a sink", stageLabel(s), set[0], set[1])
 			continue
 		}
+		ref := map[string]*KindRef{"source": s.Source, "sink": s.Sink}[set[0]]
+		if set[0] != "step" && ref == nil {
+			// "source:" with nothing after it decodes to no value at all.
+			ds.Add(conf.KeyPos(s.Node, set[0]), "%s: needs a kind, e.g. %s", set[0], map[string]string{
+				"source": "source: {items: [a, b]} or source: stdin", "sink": "sink: {print: table}"}[set[0]])
+			continue
+		}
 		switch set[0] {
 		case "source":
 			s.Role, s.Kind, s.Options = RoleSource, s.Source.Kind, s.Source.Options
@@ -78,7 +85,13 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 				at := conf.Lookup(s.Node, string(s.Role))
 				opts = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: at.Line, Column: at.Column}
 			}
-			kd, known := cat.CheckKind(string(s.Role), s.Kind, opts, ctx)
+			kctx := ctx
+			if s.Role == RoleSource {
+				c := *ctx
+				c.NoItem = true
+				kctx = &c
+			}
+			kd, known := cat.CheckKind(string(s.Role), s.Kind, opts, kctx)
 			if !known {
 				names := cat.KindNames(string(s.Role))
 				pos := conf.ValuePos(s.Node, string(s.Role))

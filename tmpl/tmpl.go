@@ -240,10 +240,53 @@ func (t *T) UnmarshalNode(n *yaml.Node, c *conf.Context) error {
 		return err
 	}
 	*t = *ct
-	if c != nil && c.Vars != nil {
-		return t.CheckVars(c.Vars)
+	if c == nil {
+		return nil
 	}
-	return nil
+	var ds conf.Diags
+	if c.Vars != nil {
+		ds.AddErr(conf.NodePos(n), t.CheckVars(c.Vars))
+	}
+	if c.NoItem {
+		ds.AddErr(conf.NodePos(n), t.checkNoItem())
+	}
+	return ds.Err()
+}
+
+// checkNoItem reports uses of item and index where no item exists yet.
+func (t *T) checkNoItem() error {
+	var ds conf.Diags
+	t.walk(func(s *T) {
+		for _, lp := range s.progs {
+			root := lp.prog.Node()
+			if root == nil {
+				continue
+			}
+			v := &identVisitor{names: map[string]bool{"item": true, "index": true}}
+			ast.Walk(&root, v)
+			for _, ref := range v.refs {
+				oe := &OffsetError{Offset: lp.off + runeOffset(lp.prog.Source().String(), ref.at),
+					Msg: fmt.Sprintf("%s is not available here: these options are evaluated once, before there are items; use vars or env", ref.name)}
+				if s.node != nil {
+					ds.AddErr(conf.NodePos(s.node), PlaceError(s.node, oe))
+				} else {
+					ds.AddErr(conf.Pos{}, oe)
+				}
+			}
+		}
+	})
+	return ds.Err()
+}
+
+type identVisitor struct {
+	names map[string]bool
+	refs  []varRef
+}
+
+func (v *identVisitor) Visit(n *ast.Node) {
+	if id, ok := (*n).(*ast.IdentifierNode); ok && v.names[id.Value] {
+		v.refs = append(v.refs, varRef{name: id.Value, at: id.Location().From})
+	}
 }
 
 // CheckVars reports every 'vars.NAME' (or vars["NAME"]) whose NAME is not a
