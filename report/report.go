@@ -23,6 +23,9 @@ type Report struct {
 	Reason   string    `json:"reason,omitempty"` // why the run did not succeed
 	Stages   []*Stage  `json:"stages"`
 	Failures []Failure `json:"failures"`
+	// FailuresOmitted counts the failed items left out of Failures, which
+	// keeps the first 1000 so that memory stays flat.
+	FailuresOmitted int64 `json:"failures_omitted,omitempty"`
 }
 
 // Stage is the accounting of one stage. Invariant, whatever happens:

@@ -1,0 +1,262 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
+)
+
+// stageExec is one running stage.
+type stageExec interface {
+	base() *stage
+	// exec runs the stage until its input is exhausted or it is stopped,
+	// accounts for every item it received, and closes its output.
+	exec()
+	// abort releases what the stage holds when the run never starts.
+	abort(err error)
+}
+
+// stage is what every kind of stage shares.
+type stage struct {
+	r    *run
+	spec *spec.Stage
+	idx  int
+	name string
+	rep  *report.Stage
+	when *tmpl.T
+	lim  *limiter
+
+	// ctx is cancelled when this stage must stop: the run stops, a stage
+	// downstream stopped, or this stage's completion policy was met.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// downCtx is the next stage's context: results are handed on while it
+	// lives, even after this stage stopped taking new work.
+	downCtx context.Context
+	in      <-chan *batch
+	out     chan *batch
+	total   int64
+
+	hist     hist
+	started  time.Time
+	deadline *time.Timer
+	finished atomic.Bool
+
+	toOnce sync.Once
+	toCanc bool // items cancelled here count as timed out
+}
+
+func (s *stage) base() *stage { return s }
+
+// begin marks the arrival of the stage's first item: the stage's duration
+// and its deadline count from there.
+func (s *stage) begin() {
+	if !s.started.IsZero() {
+		return
+	}
+	s.started = time.Now()
+	if d := s.spec.Deadline; d > 0 {
+		s.deadline = time.AfterFunc(d, func() {
+			if s.finished.Load() {
+				return
+			}
+			s.r.stopRun(&runStop{status: "timed_out", timeout: true, stage: s.name, limit: d,
+				msg: fmt.Sprintf("stage %q did not finish within its deadline of %s", s.name, d)})
+		})
+	}
+}
+
+// finish completes the stage's report once it is done.
+func (s *stage) finish() {
+	s.finished.Store(true)
+	if s.deadline != nil {
+		s.deadline.Stop()
+	}
+	rep := s.rep
+	rep.LatencyP50 = report.Duration(s.hist.quantile(0.50))
+	rep.LatencyP95 = report.Duration(s.hist.quantile(0.95))
+	rep.LatencyMax = report.Duration(s.hist.max)
+	if !s.started.IsZero() {
+		d := time.Since(s.started)
+		rep.Duration = report.Duration(d)
+		if d > 0 {
+			rep.PerSecond = float64(rep.Succeeded+rep.Failed+rep.Skipped) / d.Seconds()
+		}
+	}
+}
+
+// cancelCountsAsTimeout tells whether items cancelled in this stage were
+// cancelled by a timeout: the pipeline's, or this stage's deadline.
+func (s *stage) cancelCountsAsTimeout() bool {
+	s.toOnce.Do(func() {
+		var rs *runStop
+		if errors.As(context.Cause(s.ctx), &rs) && rs.timeout && (rs.stage == "" || rs.stage == s.name) {
+			s.toCanc = true
+		}
+	})
+	return s.toCanc
+}
+
+// cancelled accounts for one item cancelled before or while running.
+func (s *stage) cancelled(in steps.Input) {
+	s.rep.Cancelled++
+	if s.ctx.Err() != nil && s.cancelCountsAsTimeout() {
+		s.rep.TimedOut++
+	}
+	s.event("cancelled", in, nil, nil)
+}
+
+func (s *stage) event(outcome string, in steps.Input, res any, err error) {
+	if ev := s.r.ev; ev != nil {
+		if err != nil {
+			err = redactedError{err, s.r.red.String(err.Error())}
+		}
+		ev.ItemDone(s.name, outcome, in, res, err)
+	}
+}
+
+// redactedError keeps the chain of an error (for errors.As) while printing
+// without secrets.
+type redactedError struct {
+	err error
+	msg string
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
+
+// scope returns the expression scope of one item.
+func (s *stage) scope(in steps.Input) *tmpl.Scope {
+	return &tmpl.Scope{Item: in.Item, Index: in.Index, Vars: s.r.vars, Env: s.r.env, Ctx: s.ctx}
+}
+
+// filter evaluates `when:`; an evaluation error is the item's failure.
+func (s *stage) filter(sc *tmpl.Scope) (keep bool, err error) {
+	ok, err := s.when.EvalBool(sc)
+	if err != nil {
+		return false, &steps.Error{Err: fmt.Errorf("when: %w", err), Class: "expression", Permanent: true}
+	}
+	return ok, nil
+}
+
+func (s *stage) failure(in steps.Input, err error, attempts int, outcome string) {
+	s.r.addFailure(report.Failure{Stage: s.name, Index: in.Index, Item: in.Item, Error: err.Error(),
+		Class: steps.ClassOf(err), Attempts: attempts, Outcome: outcome})
+}
+
+// batch is a run of records travelling between two stages.
+type batch struct {
+	recs []steps.Record
+}
+
+var batchPool = sync.Pool{New: func() any { return &batch{recs: make([]steps.Record, 0, batchSize)} }}
+
+func newBatch() *batch { return batchPool.Get().(*batch) }
+
+func freeBatch(b *batch) {
+	clear(b.recs)
+	b.recs = b.recs[:0]
+	batchPool.Put(b)
+}
+
+// emitter gathers a stage's results into batches and hands them on. Results
+// are accounted when handed on: Succeeded when the next stage got them,
+// Cancelled when it stopped first.
+type emitter struct {
+	s    *stage
+	b    *batch
+	pend []pending
+}
+
+type pending struct {
+	in  steps.Input
+	ok  bool // a success (not an item kept with its error)
+	res any
+}
+
+func newEmitter(s *stage) *emitter {
+	return &emitter{s: s, pend: make([]pending, 0, batchSize)}
+}
+
+// add queues one outgoing record; ok says it is a success to account.
+func (e *emitter) add(rec steps.Record, in steps.Input, ok bool) {
+	if e.b == nil {
+		e.b = newBatch()
+	}
+	e.b.recs = append(e.b.recs, rec)
+	p := pending{ok: ok}
+	if e.s.r.ev != nil {
+		p.in, p.res = in, rec.Item
+	}
+	e.pend = append(e.pend, p)
+	if len(e.b.recs) == batchSize {
+		e.flush()
+	}
+}
+
+// flush hands the pending batch to the next stage, waiting while it is full.
+func (e *emitter) flush() {
+	b := e.b
+	if b == nil || len(b.recs) == 0 {
+		return
+	}
+	e.b = nil
+	n := int64(len(b.recs)) // b belongs to the next stage once sent
+	sent := false
+	if e.s.downCtx.Err() == nil {
+		select {
+		case e.s.out <- b:
+			sent = true
+		case <-e.s.downCtx.Done():
+		}
+	}
+	rep := e.s.rep
+	for _, p := range e.pend {
+		switch {
+		case !sent && p.ok:
+			e.s.cancelled(p.in)
+		case sent && p.ok:
+			rep.Succeeded++
+			e.s.event("succeeded", p.in, p.res, nil)
+		}
+	}
+	if sent {
+		rep.Out += n
+	} else {
+		freeBatch(b)
+	}
+	clear(e.pend)
+	e.pend = e.pend[:0]
+}
+
+// close flushes and closes the output.
+func (e *emitter) close() {
+	e.flush()
+	if e.s.out != nil {
+		close(e.s.out)
+	}
+}
+
+// drain accounts as cancelled every item still arriving on the input of a
+// stage that stopped, until the stage upstream closes it. Upstream stops too
+// (its context is a child of this one), so this ends promptly.
+func (s *stage) drain() {
+	if s.in == nil {
+		return
+	}
+	for b := range s.in {
+		for _, rec := range b.recs {
+			s.rep.In++
+			s.cancelled(steps.Input{Index: rec.Index, Item: rec.Item})
+		}
+		freeBatch(b)
+	}
+}
