@@ -53,7 +53,7 @@ func TestExamples(t *testing.T) {
 				return err
 			}
 			// What workers: auto resolves to, for workers_auto's checks.
-			n := runtime.GOMAXPROCS(0)
+			n := runtime.NumCPU()
 			env.Setenv("NCPU", strconv.Itoa(n))
 			env.Setenv("IOWORKERS", strconv.Itoa(min(32, 4*n)))
 			return nil
