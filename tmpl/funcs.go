@@ -12,6 +12,7 @@ import (
 	"math"
 	"math/bits"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,8 +42,12 @@ const maxSleep = 24 * time.Hour
 
 func init() {
 	Func("count_primes", func(p ...any) (any, error) {
-		return CountPrimes(ctxOf(p[0]), toInt64(p[1]))
-	}, new(func(context.Context, int) int))
+		n, ok := toInt64(p[1])
+		if !ok {
+			return nil, fmt.Errorf("count_primes: want an integer, got %s", describe(p[1]))
+		}
+		return CountPrimes(ctxOf(p[0]), n)
+	}, new(func(context.Context, int) int), new(func(context.Context, float64) int))
 
 	Func("sleep", func(p ...any) (any, error) {
 		d, err := sleepDuration(p[1])
@@ -77,7 +82,11 @@ func init() {
 		return base64.StdEncoding.EncodeToString(bytesOf(p[0])), nil
 	}, new(func(any) string))
 	Func("base64_decode", func(p ...any) (any, error) {
-		s := strings.TrimSpace(p[0].(string))
+		s, err := str("base64_decode", p[0])
+		if err != nil {
+			return nil, err
+		}
+		s = strings.TrimSpace(s)
 		b, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
 			// Accept the URL-safe and unpadded alphabets too: tokens and
@@ -101,21 +110,45 @@ func init() {
 		return hex.EncodeToString(bytesOf(p[0])), nil
 	}, new(func(string) string), new(func(int) string))
 	Func("hex_decode", func(p ...any) (any, error) {
-		b, err := hex.DecodeString(strings.TrimSpace(p[0].(string)))
+		s, err := str("hex_decode", p[0])
 		if err != nil {
-			return nil, fmt.Errorf("hex_decode: %q is not valid hex: %v", clip(p[0].(string), 40), err)
+			return nil, err
+		}
+		b, err := hex.DecodeString(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("hex_decode: %q is not valid hex: %v", clip(s, 40), err)
 		}
 		return string(b), nil
 	}, new(func(string) string))
 
 	// Paths use forward slashes whatever the OS, like glob results.
-	Func("basename", func(p ...any) (any, error) { return path.Base(slash(p[0])), nil }, new(func(string) string))
-	Func("dirname", func(p ...any) (any, error) { return path.Dir(slash(p[0])), nil }, new(func(string) string))
-	Func("ext", func(p ...any) (any, error) { return path.Ext(slash(p[0])), nil }, new(func(string) string))
-	Func("stem", func(p ...any) (any, error) {
-		b := path.Base(slash(p[0]))
-		return strings.TrimSuffix(b, path.Ext(b)), nil
-	}, new(func(string) string))
+	pathFn := func(name string, fn func(string) string) {
+		Func(name, func(p ...any) (any, error) {
+			s, err := str(name, p[0])
+			if err != nil {
+				return nil, err
+			}
+			return fn(strings.ReplaceAll(s, "\\", "/")), nil
+		}, new(func(string) string))
+	}
+	pathFn("basename", path.Base)
+	pathFn("dirname", path.Dir)
+	pathFn("ext", path.Ext)
+	pathFn("stem", func(p string) string {
+		b := path.Base(p)
+		return strings.TrimSuffix(b, path.Ext(b))
+	})
+
+	Func("thousands", func(p ...any) (any, error) {
+		return thousands(p[0])
+	}, new(func(int) string), new(func(float64) string))
+	Func("sprintf", func(p ...any) (any, error) {
+		f, err := str("sprintf", p[0])
+		if err != nil {
+			return nil, err
+		}
+		return fmt.Sprintf(f, p[1:]...), nil
+	}, new(func(string, ...any) string))
 }
 
 func ctxOf(v any) context.Context {
@@ -126,16 +159,45 @@ func ctxOf(v any) context.Context {
 	return context.Background()
 }
 
-func toInt64(v any) int64 {
+// toInt64 accepts what an item or variable may hold where an integer is
+// expected: any integer, or a float without a fraction (YAML reads 1e6 so).
+func toInt64(v any) (int64, bool) {
 	switch x := v.(type) {
 	case int:
-		return int64(x)
+		return int64(x), true
 	case int64:
-		return x
+		return x, true
+	case int32:
+		return int64(x), true
 	case float64:
-		return int64(x)
+		if x == math.Trunc(x) && math.Abs(x) < 1<<62 {
+			return int64(x), true
+		}
 	}
-	return 0
+	return 0, false
+}
+
+// str checks at run time what the declared signature could not (an item
+// field is of unknown type when the pipeline is validated).
+func str(fn string, v any) (string, error) {
+	if s, ok := v.(string); ok {
+		return s, nil
+	}
+	return "", fmt.Errorf("%s: want a string, got %s", fn, describe(v))
+}
+
+func describe(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return fmt.Sprintf("the string %q", clip(v.(string), 40))
+	case map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	}
+	return fmt.Sprintf("%T %s", v, clip(Stringify(v), 40))
 }
 
 func bytesOf(v any) []byte {
@@ -147,8 +209,6 @@ func bytesOf(v any) []byte {
 	}
 	return []byte(Stringify(v))
 }
-
-func slash(v any) string { return strings.ReplaceAll(v.(string), "\\", "/") }
 
 func clip(s string, n int) string {
 	if len(s) <= n {
@@ -211,6 +271,38 @@ func newRunError(src string, err error) error {
 		msg = "the expression builds too large a value (a huge range, list or string) and was stopped; work on smaller ranges"
 	}
 	return &RunError{msg: fmt.Sprintf("expression %q: %s", src, msg), err: err}
+}
+
+// thousands writes a number with a comma between groups of three digits,
+// like Python's f"{n:,}".
+func thousands(v any) (string, error) {
+	var digits, frac string
+	switch x := v.(type) {
+	case int, int64, int32:
+		digits = fmt.Sprint(x)
+	case float64:
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			return fmt.Sprint(x), nil
+		}
+		digits = strconv.FormatFloat(x, 'f', -1, 64)
+		if i := strings.IndexByte(digits, '.'); i >= 0 {
+			digits, frac = digits[:i], digits[i:]
+		}
+	default:
+		return "", fmt.Errorf("thousands: want a number, got %s", describe(v))
+	}
+	sign := ""
+	if strings.HasPrefix(digits, "-") {
+		sign, digits = "-", digits[1:]
+	}
+	var b strings.Builder
+	for i, c := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return sign + b.String() + frac, nil
 }
 
 // Sleep waits for d or until ctx is done, whichever comes first.

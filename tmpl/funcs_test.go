@@ -59,6 +59,12 @@ func TestFuncValues(t *testing.T) {
 		{`${ count_primes(-5) }`, 0},
 		{`${ count_primes(100) }`, 25},
 		{`${ upper(stem(item)) }`, "ABC"},
+		{`${ thousands(1000000) }`, "1,000,000"},
+		{`${ thousands(-1234) }`, "-1,234"},
+		{`${ thousands(999) }`, "999"},
+		{`${ thousands(1234567.25) }`, "1,234,567.25"},
+		{`${ sprintf("%05d|%s|%.1f", 42, "x", 2.25) }`, "00042|x|2.2"},
+		{`${ count_primes(1e2) }`, 25},
 	}
 	for _, c := range cases {
 		v, err := eval(t, c.src, &Scope{Item: "abc", Ctx: context.Background()})
@@ -178,6 +184,28 @@ func TestFail(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "cannot divide by zero") {
 		t.Fatalf("message lost: %v", err)
+	}
+}
+
+// Arguments whose type is only known per item are checked when called,
+// with an error that says what was expected.
+func TestFuncRuntimeTypes(t *testing.T) {
+	item := map[string]any{"n": "many", "p": int64(3), "f": 2.5}
+	for src, want := range map[string]string{
+		`${ count_primes(item.n) }`:  "count_primes: want an integer, got the string \"many\"",
+		`${ count_primes(item.f) }`:  "count_primes: want an integer",
+		`${ basename(item.p) }`:      "basename: want a string, got int64 3",
+		`${ base64_decode(item.p) }`: "base64_decode: want a string",
+		`${ thousands(item.n) }`:     "thousands: want a number",
+		`${ sleep(item) }`:           "sleep: want a duration string or a number of seconds",
+	} {
+		_, err := eval(t, src, &Scope{Item: item, Ctx: context.Background()})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", src, err, want)
+		}
+	}
+	if v, err := eval(t, `${ count_primes(item.p * 10) }`, &Scope{Item: item, Ctx: context.Background()}); err != nil || v != 10 {
+		t.Errorf("count_primes(int64) = %v, %v", v, err)
 	}
 }
 

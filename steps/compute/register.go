@@ -17,7 +17,7 @@ import (
 
 // Config is the `with:` block of a compute stage.
 type Config struct {
-	Value *tmpl.T `yaml:"value" required:"true" desc:"The result for each item: any YAML value. Strings may hold '${ }' expressions; a string that is exactly one expression keeps its type (a number stays a number), mappings and lists are evaluated leaf by leaf. Expressions see 'item', 'index', 'vars' and 'env', the expr-lang builtins and the functions 'count_primes', 'sleep', 'fail', 'sha256', 'sha1', 'md5', 'base64_encode', 'base64_decode', 'hex', 'hex_decode', 'basename', 'dirname', 'ext' and 'stem'." example:"{symbol: \"${ item }\", price: \"${ vars.prices[item] }\"}"`
+	Value *tmpl.T `yaml:"value" required:"true" desc:"The result for each item: any YAML value. Strings may hold '${ }' expressions; a string that is exactly one expression keeps its type (a number stays a number), mappings and lists are evaluated leaf by leaf. Expressions see 'item', 'index', 'vars' and 'env', the expr-lang builtins and the functions 'count_primes', 'sleep', 'fail', 'sha256', 'sha1', 'md5', 'base64_encode', 'base64_decode', 'hex', 'hex_decode', 'basename', 'dirname', 'ext', 'stem', 'thousands' and 'sprintf'." example:"{symbol: \"${ item }\", price: \"${ vars.prices[item] }\"}"`
 }
 
 // Register adds the compute kind to r.
@@ -41,6 +41,8 @@ Functions beyond the expr-lang builtins:
   'hex(s or n)', 'hex_decode(s)'.
 - 'basename(p)', 'dirname(p)', 'ext(p)' (with the dot: ".gz"), 'stem(p)' (base name without
   its last extension).
+- 'thousands(n)': "1,234,567", like Python f"{n:,}"; 'sprintf(format, args...)' with Go
+  formatting verbs ("%05d", "%.2f", "%s").
 
 Errors: 'fail()' gives an item error of class 'error' that a 'retry:' policy may retry;
 any other evaluation error (a type mismatch, a missing key, a value too large) depends
