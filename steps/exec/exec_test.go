@@ -301,3 +301,22 @@ func TestOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+// Per-item cost of starting a program in its own process group.
+func BenchmarkExecTrue(b *testing.B) {
+	var doc yaml.Node
+	_ = yaml.Unmarshal([]byte(`argv: ["true"]`), &doc)
+	r := steps.NewRegistry()
+	Register(r)
+	k, _ := r.Lookup("exec")
+	v, err := k.Build(doc.Content[0], nil, &steps.Env{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := v.(steps.Step)
+	for b.Loop() {
+		if _, err := s.Do(context.Background(), steps.Input{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

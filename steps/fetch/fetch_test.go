@@ -552,3 +552,29 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// Per-request cost over a reused loopback connection, JSON decoded.
+func BenchmarkFetchJSON(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id": 1, "title": "post", "tags": ["a", "b"]}`))
+	}))
+	defer srv.Close()
+	var doc yaml.Node
+	_ = yaml.Unmarshal([]byte(fmt.Sprintf(`url: "%s/posts/${ item }"`, srv.URL)), &doc)
+	r := steps.NewRegistry()
+	Register(r)
+	k, _ := r.Lookup("fetch")
+	v, err := k.Build(doc.Content[0], nil, &steps.Env{Workers: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := v.(*step)
+	defer s.Close()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Do(context.Background(), steps.Input{Item: i}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
