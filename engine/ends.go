@@ -174,9 +174,14 @@ func (s *sinkStage) exec() {
 					continue
 				}
 			}
-			start := time.Now()
-			err := s.sink.Write(s.ctx, rec)
-			s.hist.record(time.Since(start))
+			var err error
+			if s.rep.In%sampleEvery == 1 {
+				start := time.Now()
+				err = s.sink.Write(s.ctx, rec)
+				s.hist.record(time.Since(start))
+			} else {
+				err = s.sink.Write(s.ctx, rec)
+			}
 			if err != nil {
 				if s.ctx.Err() != nil {
 					s.cancelled(in)

@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// BenchmarkThreeStages measures items per second through a lazy source,
+// three trivial steps and a counting sink. Target: >= 1,000,000 items/s on
+// 2 cores in both orders.
+func BenchmarkThreeStages(b *testing.B) {
+	for _, order := range []string{"input", "completion"} {
+		b.Run(order, func(b *testing.B) {
+			col := &collector{}
+			p := parse(b, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {nums: %d}}
+  - {name: a, step: pass, order: %s}
+  - {name: b, step: pass, order: %s}
+  - {name: c, step: pass, order: %s}
+  - {name: out, sink: {collect: %s}}
+`, b.N, order, order, order, fn(col)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
+			el := time.Since(start)
+			b.StopTimer()
+			if err != nil || rep.Status != "succeeded" || col.count.Load() != int64(b.N) {
+				b.Fatalf("err %v, status %s, sink got %d of %d", err, rep.Status, col.count.Load(), b.N)
+			}
+			b.ReportMetric(float64(b.N)/el.Seconds(), "items/s")
+		})
+	}
+}
+
+// BenchmarkFlatMemory runs 10,000,000 items through three stages and
+// reports the peak heap seen while they flow: it must not grow with the
+// number of items.
+func BenchmarkFlatMemory(b *testing.B) {
+	for range b.N {
+		peak := flowAndMeasure(b, 10_000_000)
+		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+	}
+}
+
+// flowAndMeasure runs n items through three stages and returns the peak
+// heap in use, sampled as they flow.
+func flowAndMeasure(tb testing.TB, n int) uint64 {
+	col := &collector{}
+	p := parse(tb, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {nums: %d}}
+  - {name: a, step: pass}
+  - {name: b, step: pass, order: completion}
+  - {name: c, step: pass}
+  - {name: out, sink: {collect: %s}}
+`, n, fn(col)))
+	done := make(chan struct{})
+	peakc := make(chan uint64)
+	go func() {
+		var peak uint64
+		var ms runtime.MemStats
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				peakc <- peak
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapInuse)
+			}
+		}
+	}()
+	rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
+	close(done)
+	peak := <-peakc
+	if err != nil || rep.Status != "succeeded" || col.count.Load() != int64(n) {
+		tb.Fatalf("err %v, sink got %d of %d", err, col.count.Load(), n)
+	}
+	return peak
+}
+
+// TestMemoryFlat checks that the heap does not grow with the number of
+// items: 4,000,000 items must not need much more than 250,000 do.
+func TestMemoryFlat(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("runs millions of items; skipped with -short and -race")
+	}
+	small := flowAndMeasure(t, 250_000)
+	large := flowAndMeasure(t, 4_000_000)
+	t.Logf("peak heap: %.1f MiB for 250k items, %.1f MiB for 4M items", float64(small)/(1<<20), float64(large)/(1<<20))
+	if large > 2*small+8<<20 {
+		t.Errorf("peak heap grew from %d to %d bytes with 16 times the items", small, large)
+	}
+}
