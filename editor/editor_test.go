@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -158,7 +159,7 @@ stages:
 
 	t.Run("hover", func(t *testing.T) {
 		d := valid[0]
-		for _, key := range []string{"workers", "on_error", "retry"} {
+		for _, key := range []string{"workers", "on_error", "retry", "limit", "complete"} {
 			line := lineOf(t, d.text, "    "+key+":")
 			raw, err := c.call(ctx, "textDocument/hover", map[string]any{
 				"textDocument": map[string]any{"uri": d.uri()},
@@ -168,12 +169,16 @@ stages:
 				t.Fatal(err)
 			}
 			var h struct {
-				Contents json.RawMessage `json:"contents"`
+				Contents struct {
+					Kind  string `json:"kind"`
+					Value string `json:"value"`
+				} `json:"contents"`
 			}
 			_ = json.Unmarshal(raw, &h)
-			want := plainPrefix(stageDesc(t, key))
-			if !strings.Contains(string(h.Contents), want) {
-				t.Errorf("hover on %q: want our description (%q...), got %s", key, want, raw)
+			// The whole description, as Markdown: 'x' became `x`.
+			want := codeSpan.ReplaceAllString(stageDesc(t, key), "`$1`")
+			if h.Contents.Kind != "markdown" || !strings.Contains(h.Contents.Value, want) {
+				t.Errorf("hover on %q: want our description as Markdown:\n%s\ngot %s", key, want, raw)
 			}
 		}
 	})
@@ -232,14 +237,7 @@ func stageDesc(t *testing.T, key string) string {
 	return ""
 }
 
-// plainPrefix is the start of a description before any character that
-// Markdown rendering may change.
-func plainPrefix(s string) string {
-	if i := strings.IndexAny(s, "'`*_\"(<[\\"); i >= 0 {
-		s = s[:i]
-	}
-	return strings.TrimSpace(s)
-}
+var codeSpan = regexp.MustCompile(`'([^']*)'`)
 
 func markedLines(text string) map[int]bool {
 	out := map[int]bool{}

@@ -110,6 +110,7 @@ func (g *gen) build(reg *steps.Registry) (map[string]any, error) {
 	if len(conds) > 0 {
 		stage["allOf"] = conds
 	}
+	stage["title"] = "stage"
 	g.defs["stage"] = stage
 
 	root, err := g.object(pipelineType, func(f conf.Field) (map[string]any, bool) {
@@ -335,6 +336,14 @@ func (g *gen) typ(t reflect.Type, f conf.Field) (map[string]any, error) {
 // annotate adds a field's documentation: description and its Markdown form,
 // default and examples typed like the field's values.
 func annotate(s map[string]any, f conf.Field) {
+	if alts, ok := s["anyOf"]; ok && f.Desc != "" {
+		// yaml-language-server's hover shows the plain description of a
+		// schema with anyOf (joined with its branches' titles) and ignores
+		// markdownDescription; one level of allOf keeps the Markdown.
+		delete(s, "anyOf")
+		all, _ := s["allOf"].([]any)
+		s["allOf"] = append(all, map[string]any{"anyOf": alts})
+	}
 	if f.Desc != "" {
 		describe(s, f.Desc)
 	}
