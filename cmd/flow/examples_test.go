@@ -332,7 +332,9 @@ func cmdImgSize(ts *testscript.TestScript, neg bool, args []string) {
 // cancelled + filtered), then each CHECK: exit_code=N, status=S, or
 // STAGE.FIELD=N / STAGE.FIELD>=N / STAGE.FIELD<=N on the stage's counters
 // (in, out, succeeded, failed, skipped, cancelled, filtered, timed_out,
-// retries, workers), or failures=N. It prints each stage's counts and
+// retries, workers), failures=N (entries in the failure list), or
+// failure=STAGE:ITEM (ITEM, as JSON or as a string, or a path ending in
+// /ITEM, failed in STAGE). It prints each stage's counts and
 // duration, which go test -v shows.
 func cmdCheckReport(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 1 {
@@ -367,6 +369,21 @@ func cmdCheckReport(ts *testscript.TestScript, neg bool, args []string) {
 		key, want, _ := strings.Cut(c, op)
 		var got int64
 		switch {
+		case key == "failure":
+			stage, item, _ := strings.Cut(want, ":")
+			found := false
+			for _, f := range r.Failures {
+				b, _ := json.Marshal(f.Item)
+				str, _ := f.Item.(string)
+				if f.Stage == stage && (string(b) == item || str == item || strings.HasSuffix(str, "/"+item)) {
+					fmt.Fprintf(ts.Stdout(), "failure: stage %s, item %s, %s after %d attempts: %s\n", f.Stage, b, f.Outcome, f.Attempts, f.Error)
+					found = true
+				}
+			}
+			if !found {
+				ts.Fatalf("report: no failure of item %s in stage %s", item, stage)
+			}
+			continue
 		case key == "status":
 			if r.Status != want {
 				ts.Fatalf("report status is %q, want %q (reason: %s)", r.Status, want, r.Reason)
@@ -432,6 +449,7 @@ func cmdNLines(ts *testscript.TestScript, neg bool, args []string) {
 
 // replace FILE OLD NEW replaces the one occurrence of OLD in FILE, to derive
 // a variant of an example (a policy changed) without a second copy of it.
+// In NEW, \n stands for a line break.
 func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 3 {
 		ts.Fatalf("usage: replace FILE OLD NEW")
@@ -440,7 +458,7 @@ func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
 	if n := strings.Count(text, args[1]); n != 1 {
 		ts.Fatalf("replace: %q occurs %d times in %s, want once", args[1], n, args[0])
 	}
-	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(strings.Replace(text, args[1], args[2], 1)), 0o644))
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(strings.Replace(text, args[1], strings.ReplaceAll(args[2], `\n`, "\n"), 1)), 0o644))
 }
 
 // copyDir copies a directory tree of regular files.
