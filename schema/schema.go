@@ -102,9 +102,13 @@ func (g *gen) build(reg *steps.Registry) (map[string]any, error) {
 			return nil, err
 		}
 		g.defs["step-"+k.Name] = opts
+		then := map[string]any{"properties": map[string]any{"with": withDocs(map[string]any{"$ref": "#/definitions/step-" + k.Name}, k)}}
+		if !emptyOK(k) {
+			then["required"] = []any{"with"} // the kind has required options
+		}
 		conds = append(conds, map[string]any{
 			"if":   map[string]any{"properties": map[string]any{"step": map[string]any{"const": k.Name}}, "required": []any{"step"}},
-			"then": map[string]any{"properties": map[string]any{"with": withDocs(map[string]any{"$ref": "#/definitions/step-" + k.Name}, k)}},
+			"then": then,
 		})
 	}
 	if len(conds) > 0 {
@@ -152,6 +156,11 @@ func withDocs(s map[string]any, k *steps.Kind) map[string]any {
 	return s
 }
 
+// emptyOK reports whether the kind accepts having no options at all.
+func emptyOK(k *steps.Kind) bool {
+	return len(k.Check(&yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}, nil)) == 0
+}
+
 // kindRef is the schema of a source or sink: {KIND: OPTIONS}, or just KIND
 // for kinds that need no options.
 func (g *gen) kindRef(role steps.Role, kinds []*steps.Kind) map[string]any {
@@ -168,7 +177,7 @@ func (g *gen) kindRef(role steps.Role, kinds []*steps.Kind) map[string]any {
 		name := string(role) + "-" + k.Name
 		g.defs[name] = opts
 		props[k.Name] = withDocs(map[string]any{"$ref": "#/definitions/" + name}, k)
-		if len(k.Check(&yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}, nil)) == 0 {
+		if emptyOK(k) {
 			bare = append(bare, k.Name)
 		}
 	}
