@@ -25,8 +25,9 @@ yaml-language-server modeline that gives editors completion, hover and checks
 from the schema.
 
 The modeline points at --schema when given; otherwise at the schema.json of the
-nearest directory above that has one, by a relative path; otherwise at
-schema.json beside the file, with the command that creates it.
+nearest directory above, up to the project root (the directory with .git or
+go.mod), by a relative path; otherwise at schema.json beside the file, with the
+command that creates it.
 
 An existing file is never overwritten unless --force is given.`,
 		Example: `  flow init                     # writes pipeline.yaml
@@ -65,7 +66,7 @@ func (a *app) scaffold(name, schema string, force bool) error {
 		schema = "schema.json"
 	}
 	modeline = "# yaml-language-server: $schema=" + schema + "\n" + modeline
-	text := modeline + strings.ReplaceAll(scaffoldBody, "NAME", base)
+	text := modeline + strings.ReplaceAll(scaffoldBody, "{{NAME}}", base)
 
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if force {
@@ -91,44 +92,65 @@ func (a *app) scaffold(name, schema string, force bool) error {
 	return nil
 }
 
-// findSchema looks for schema.json in dir and its parents and returns its path
-// relative to dir, as the modeline wants it.
+// findSchema looks for schema.json in dir and its parents, up to the root of
+// the project (the first directory holding .git or go.mod), and returns its
+// path relative to dir, as the modeline wants it. Outside a project it finds
+// nothing: a schema.json left in /tmp or $HOME says nothing about this file.
 func findSchema(dir string) string {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return ""
 	}
+	var found string
 	for d := abs; ; d = filepath.Dir(d) {
 		candidate := filepath.Join(d, "schema.json")
-		if st, err := os.Stat(candidate); err == nil && st.Mode().IsRegular() {
-			rel, err := filepath.Rel(abs, candidate)
-			if err != nil {
-				return ""
+		if found == "" {
+			if st, err := os.Stat(candidate); err == nil && st.Mode().IsRegular() {
+				found = candidate
 			}
-			rel = filepath.ToSlash(rel)
-			if !strings.HasPrefix(rel, ".") {
-				rel = "./" + rel
-			}
-			return rel
+		}
+		if isProjectRoot(d) {
+			break
 		}
 		if filepath.Dir(d) == d {
 			return ""
 		}
 	}
+	if found == "" {
+		return ""
+	}
+	rel, err := filepath.Rel(abs, found)
+	if err != nil {
+		return ""
+	}
+	rel = filepath.ToSlash(rel)
+	if !strings.HasPrefix(rel, ".") {
+		rel = "./" + rel
+	}
+	return rel
 }
 
-// scaffoldBody is the pipeline written by init, after the modeline. NAME is
+func isProjectRoot(dir string) bool {
+	for _, marker := range []string{".git", "go.mod"} {
+		if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// scaffoldBody is the pipeline written by init, after the modeline. {{NAME}} is
 // replaced by the file's base name. It must validate and run as it is: a test
 // runs it.
 const scaffoldBody = `#
-# NAME: a flow pipeline. Check it with 'flow validate', run it with 'flow run'.
+# {{NAME}}: a flow pipeline. Check it with 'flow validate', run it with 'flow run'.
 # 'flow steps' lists every source, step and sink with its options; hovering a
 # key in an editor with the YAML extension shows the same help.
 
 # Format version of this file: always 1.
 version: 1
 # Shown in progress output, in the closing summary and in the run report.
-name: NAME
+name: {{NAME}}
 description: Squares the numbers from 1 to 10.
 
 # Variables, used in expressions as vars.NAME. Override them when running:

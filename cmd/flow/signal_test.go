@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flowrun/flow/report"
+)
+
+// These tests run the real CLI in a process of its own (this test binary with
+// cliEnv set) and signal it, as a user pressing Ctrl-C or a service manager
+// stopping it would.
+
+// hangGuard only keeps a broken build from hanging the test run; it is not a
+// speed assertion.
+const hangGuard = 2 * time.Minute
+
+func flowCommand(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	return cmd
+}
+
+func waitExit(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return 0
+		}
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("wait: %v", err)
+		}
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("flow was killed by %v instead of exiting: no handler", ws.Signal())
+		}
+		return ee.ExitCode()
+	case <-time.After(hangGuard):
+		_ = cmd.Process.Kill()
+		t.Fatalf("flow did not exit within %v of the signal", hangGuard)
+		return -1
+	}
+}
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A long pipeline: far more work than the test waits for.
+const longPipeline = `version: 1
+name: long
+stages:
+  - name: numbers
+    source: {range: {from: 1, to: 1000000}}
+  - name: slow
+    step: compute
+    workers: 4
+    with:
+      value: "${ sleep('20ms') == nil ? item : item }"
+  - name: out
+    sink: {print: jsonl}
+`
+
+func TestSignalStopsRunAndWritesReport(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		name string
+		code int
+	}{{syscall.SIGINT, "SIGINT", 130}, {syscall.SIGTERM, "SIGTERM", 143}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := writeFile(t, dir, "long.yaml", longPipeline)
+			out := filepath.Join(dir, "report.json")
+			cmd := flowCommand(t, "run", file, "--report", out, "--progress", "none")
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// The first result proves the run is under way (and the handler
+			// installed); the rest is drained so the sink never blocks.
+			r := bufio.NewReader(stdout)
+			if _, err := r.ReadString('\n'); err != nil {
+				t.Fatalf("no result before the signal: %v\nstderr:\n%s", err, stderr.String())
+			}
+			drained := make(chan struct{})
+			go func() { io.Copy(io.Discard, r); close(drained) }()
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			code := waitExit(t, cmd)
+			<-drained
+			if code != tc.code {
+				t.Fatalf("exit code %d, want %d\nstderr:\n%s", code, tc.code, stderr.String())
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatalf("report not written: %v\nstderr:\n%s", err, stderr.String())
+			}
+			var rep report.Report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatalf("report is not JSON: %v\n%s", err, b)
+			}
+			if rep.ExitCode != tc.code || rep.Status != "interrupted" {
+				t.Errorf("report: exit_code %d status %q, want %d interrupted", rep.ExitCode, rep.Status, tc.code)
+			}
+			if len(rep.Stages) != 3 {
+				t.Fatalf("report has %d stages, want 3:\n%s", len(rep.Stages), b)
+			}
+			for _, s := range rep.Stages {
+				if !s.Balanced() {
+					t.Errorf("stage %s does not account for its items: in %d = %d ok + %d failed + %d skipped + %d cancelled + %d filtered",
+						s.Name, s.In, s.Succeeded, s.Failed, s.Skipped, s.Cancelled, s.Filtered)
+				}
+			}
+			if slow := rep.Stages[1]; slow.Succeeded < 1 || slow.In >= 1000000 {
+				t.Errorf("stage slow: %d succeeded of %d in; want a run stopped part way", slow.Succeeded, slow.In)
+			}
+			if !strings.Contains(stderr.String(), tc.name+": stopping") {
+				t.Errorf("stderr does not announce the stop:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// TestSecondSignalExitsAtOnce stops reading flow's output, so its sink blocks
+// on a full pipe and the graceful stop cannot finish: only the second signal
+// can end the process.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "flood.yaml", `version: 1
+name: flood
+stages:
+  - name: numbers
+    source: {range: {from: 1, to: 100000000}}
+  - name: out
+    sink: {print: jsonl}
+`)
+	cmd := flowCommand(t, "run", file, "--progress", "none")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
+		t.Fatalf("no result before the signal: %v", err)
+	}
+	// stdout is no longer read from here on.
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stderrPipe)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waitLine := func(want string) {
+		t.Helper()
+		timeout := time.After(hangGuard)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("stderr closed before %q", want)
+				}
+				if strings.Contains(l, want) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %q on stderr", want)
+			}
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitLine("SIGINT: stopping")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLine("second SIGTERM: exiting at once")
+	if code := waitExit(t, cmd); code != 143 {
+		t.Fatalf("exit code %d, want 143 (the second signal's)", code)
+	}
+}
