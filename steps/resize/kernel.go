@@ -164,10 +164,13 @@ func resample(src plane, x0, y0, sw, sh float64, dw, dh int, f Filter) plane {
 	tmp := plane{pix: make([]uint8, dw*c*(rhi-rlo)), w: dw, h: rhi - rlo, stride: dw * c, c: c}
 	y := rlo
 	if c == 1 {
+		p01, p23 := make([]uint64, src.w), make([]uint64, src.w)
 		for ; y+4 <= rhi; y += 4 {
 			r := func(i int) []uint8 { return src.pix[(y+i)*src.stride : (y+i)*src.stride+src.w] }
 			o := func(i int) []uint8 { return tmp.pix[(y+i-rlo)*tmp.stride : (y+i-rlo+1)*tmp.stride] }
-			horizontal1x4(o(0), o(1), o(2), o(3), r(0), r(1), r(2), r(3), wx)
+			pack2(p01, r(0), r(1))
+			pack2(p23, r(2), r(3))
+			horizontal1x4(o(0), o(1), o(2), o(3), p01, p23, wx)
 		}
 	}
 	for ; y < rhi; y++ {
@@ -204,23 +207,46 @@ func horizontal1(out, row []uint8, w weights) {
 	}
 }
 
-// horizontal1x4 is horizontal1 over four rows at once: each weight is loaded
-// once for four products, which roughly halves the cost per sample.
-func horizontal1x4(o0, o1, o2, o3, r0, r1, r2, r3 []uint8, w weights) {
+// Rows are resampled four at a time in two 64-bit lanes pairs: a packed
+// word holds one sample of two rows (row a in the low 32 bits, row b in the
+// high ones), and one 64-bit multiply-add by a weight advances both sums.
+// Each sum fits in an int32 (see precision), so the low lane is exactly the
+// low 32 bits read as signed, and the high lane what remains; a negative
+// low sum borrowing from the high lane is undone by that subtraction.
+
+// pack2 interleaves two rows into words.
+func pack2(dst []uint64, a, b []uint8) {
+	b = b[:len(a)]
+	dst = dst[:len(a)]
+	for i, v := range a {
+		dst[i] = uint64(v) | uint64(b[i])<<32
+	}
+}
+
+const half2 = int64(half) | int64(half)<<32
+
+func unpack2(acc int64) (uint8, uint8) {
+	lo := int64(int32(acc))
+	hi := (acc - lo) >> 32
+	return clip8(int32(lo) >> precision), clip8(int32(hi) >> precision)
+}
+
+// horizontal1x4 resamples four rows given as two packed pairs.
+func horizontal1x4(o0, o1, o2, o3 []uint8, p01, p23 []uint64, w weights) {
 	n := w.n
 	o1, o2, o3 = o1[:len(o0)], o2[:len(o0)], o3[:len(o0)]
+	p23 = p23[:len(p01)]
 	for x := range o0 {
 		s := w.start[x]
 		cf := w.coef[x*n : x*n+n]
-		a, b, c, d := r0[s:s+len(cf)], r1[s:s+len(cf)], r2[s:s+len(cf)], r3[s:s+len(cf)]
-		a0, a1, a2, a3 := int32(half), int32(half), int32(half), int32(half)
+		a, b := p01[s:s+len(cf)], p23[s:s+len(cf)]
+		acc01, acc23 := half2, half2
 		for k, v := range cf {
-			a0 += v * int32(a[k])
-			a1 += v * int32(b[k])
-			a2 += v * int32(c[k])
-			a3 += v * int32(d[k])
+			acc01 += int64(v) * int64(a[k])
+			acc23 += int64(v) * int64(b[k])
 		}
-		o0[x], o1[x], o2[x], o3[x] = clip8(a0>>precision), clip8(a1>>precision), clip8(a2>>precision), clip8(a3>>precision)
+		o0[x], o1[x] = unpack2(acc01)
+		o2[x], o3[x] = unpack2(acc23)
 	}
 }
 
