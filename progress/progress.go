@@ -1,0 +1,379 @@
+// Package progress shows a run's progress on standard error, from the
+// engine's events. Three renderings:
+//
+//   - bar: one live line per stage, redrawn at most 10 times a second:
+//     done/total with a bar when the total is known (the source's count,
+//     carried down while stages pass every item on), the rate and the time
+//     left; failures and cancellations when there are any. It needs a
+//     terminal: it moves the cursor up to redraw.
+//   - plain: the guide's "[n/total] item -> result" lines, one per item
+//     finished by the last step stage (the source's items when there is no
+//     step), so a log file shows what was done; items that fail in any
+//     stage get a line "stage: item -> error: message". Nothing is redrawn.
+//   - none: nothing.
+//
+// Auto picks bar when standard error is a terminal and none otherwise, so
+// that cron mail and CI logs stay clean.
+package progress
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
+)
+
+// Sink receives a run's events; Close ends its output (call it after
+// engine.Run returns).
+type Sink interface {
+	engine.EventSink
+	Close()
+}
+
+// Modes lists the accepted modes, for flags and their help.
+var Modes = []string{"auto", "bar", "plain", "none"}
+
+// New returns the sink for a mode: auto, bar, plain or none.
+func New(mode string, w io.Writer, p *spec.Pipeline) (Sink, error) {
+	switch mode {
+	case "auto", "":
+		return Auto(w, p), nil
+	case "bar":
+		return NewBar(w), nil
+	case "plain":
+		return NewPlain(w, p), nil
+	case "none":
+		return None{}, nil
+	}
+	return nil, fmt.Errorf("unknown progress mode %q: use one of %s", mode, strings.Join(Modes, ", "))
+}
+
+// Auto returns bars when w is a terminal, and None otherwise.
+func Auto(w io.Writer, p *spec.Pipeline) Sink {
+	if IsTerminal(w) {
+		return NewBar(w)
+	}
+	return None{}
+}
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// None shows nothing.
+type None struct{}
+
+func (None) StageStarted(string, int, int64)                  {}
+func (None) ItemDone(string, string, steps.Input, any, error) {}
+func (None) StageDone(string)                                 {}
+func (None) Close()                                           {}
+
+// Plain prints one line per finished item of one stage.
+type Plain struct {
+	w      io.Writer
+	follow string
+	mu     sync.Mutex
+	total  int64
+	n      int64
+}
+
+// NewPlain follows the last step stage of p (its source when it has no
+// step).
+func NewPlain(w io.Writer, p *spec.Pipeline) *Plain {
+	pl := &Plain{w: w, total: -1}
+	if p != nil && len(p.Stages) > 0 {
+		pl.follow = p.Stages[0].Name
+		for _, s := range p.Stages {
+			if s.Role == spec.RoleStep {
+				pl.follow = s.Name
+			}
+		}
+	}
+	return pl
+}
+
+func (p *Plain) StageStarted(stage string, workers int, total int64) {
+	if stage == p.follow {
+		p.mu.Lock()
+		p.total = total
+		p.mu.Unlock()
+	}
+}
+
+func (p *Plain) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+	switch outcome {
+	case "succeeded", "failed", "skipped":
+	default:
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stage != p.follow {
+		if err != nil {
+			fmt.Fprintf(p.w, "%s: %s -> error: %s\n", stage, Short(in.Item, 60), oneLine(err.Error()))
+		}
+		return
+	}
+	p.n++
+	count := fmt.Sprintf("[%d/%d]", p.n, p.total)
+	if p.total < 0 {
+		count = fmt.Sprintf("[%d]", p.n)
+	}
+	if err != nil {
+		fmt.Fprintf(p.w, "%s %s -> error: %s\n", count, Short(in.Item, 60), oneLine(err.Error()))
+		return
+	}
+	fmt.Fprintf(p.w, "%s %s -> %s\n", count, Short(in.Item, 60), Short(res, 100))
+}
+
+func (p *Plain) StageDone(string) {}
+func (p *Plain) Close()           {}
+
+// Short renders a value on one line of at most n characters.
+func Short(v any, n int) string {
+	return shorten(oneLine(tmpl.Stringify(v)), n)
+}
+
+func oneLine(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+	}
+	return s
+}
+
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// Bar draws one live line per stage.
+type Bar struct {
+	w     io.Writer
+	width func() int
+	now   func() time.Time
+
+	mu     sync.Mutex
+	stages []*stageBar
+	byName map[string]*stageBar
+	lines  int // lines drawn last time, to move back up over
+	stop   chan struct{}
+	done   chan struct{}
+	closed bool
+}
+
+type stageBar struct {
+	name    string
+	workers int
+	total   int64
+	start   time.Time
+	first   atomic.Int64 // unix nanos of the first finished item
+	n       atomic.Int64 // items finished, any outcome
+	failed  atomic.Int64 // failed or skipped
+	cancel  atomic.Int64
+	ended   atomic.Bool
+	endAt   atomic.Int64
+}
+
+// redrawEvery bounds redraws to 10 a second: cheap, and readable.
+const redrawEvery = 100 * time.Millisecond
+
+// NewBar draws on w, which should be a terminal.
+func NewBar(w io.Writer) *Bar {
+	b := &Bar{w: w, byName: map[string]*stageBar{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
+	b.width = func() int {
+		if f, ok := w.(*os.File); ok {
+			if c, _, err := term.GetSize(int(f.Fd())); err == nil && c > 20 {
+				return c
+			}
+		}
+		return 80
+	}
+	go b.loop()
+	return b
+}
+
+func (b *Bar) loop() {
+	defer close(b.done)
+	t := time.NewTicker(redrawEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.draw()
+		}
+	}
+}
+
+func (b *Bar) StageStarted(stage string, workers int, total int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := &stageBar{name: stage, workers: workers, total: total, start: b.now()}
+	b.stages = append(b.stages, s)
+	b.byName[stage] = s
+}
+
+func (b *Bar) stage(name string) *stageBar {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byName[name]
+}
+
+func (b *Bar) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+	s := b.stage(stage)
+	if s == nil {
+		return
+	}
+	if s.n.Add(1) == 1 {
+		s.first.Store(b.now().UnixNano())
+	}
+	switch outcome {
+	case "failed", "skipped":
+		s.failed.Add(1)
+	case "cancelled":
+		s.cancel.Add(1)
+	}
+}
+
+func (b *Bar) StageDone(stage string) {
+	if s := b.stage(stage); s != nil {
+		s.endAt.Store(b.now().UnixNano())
+		s.ended.Store(true)
+	}
+}
+
+// Close stops redrawing and leaves the final state on screen.
+func (b *Bar) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	b.mu.Unlock()
+	close(b.stop)
+	<-b.done
+	b.draw()
+}
+
+func (b *Bar) draw() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.stages) == 0 {
+		return
+	}
+	width := b.width() - 1 // never reach the last column: a wrap breaks the redraw
+	nameW := 0
+	for _, s := range b.stages {
+		nameW = max(nameW, len([]rune(s.name)))
+	}
+	var out strings.Builder
+	if b.lines > 0 {
+		fmt.Fprintf(&out, "\x1b[%dA", b.lines)
+	}
+	now := b.now()
+	for _, s := range b.stages {
+		out.WriteString("\r\x1b[2K")
+		out.WriteString(shorten(s.line(now, nameW, width), width))
+		out.WriteString("\n")
+	}
+	b.lines = len(b.stages)
+	io.WriteString(b.w, out.String())
+}
+
+// line renders one stage: name, bar, done/total, percent, rate, ETA.
+func (s *stageBar) line(now time.Time, nameW, width int) string {
+	n := s.n.Load()
+	end := now
+	if s.ended.Load() {
+		end = time.Unix(0, s.endAt.Load())
+	}
+	var rate float64
+	if f := s.first.Load(); f > 0 {
+		if el := end.Sub(time.Unix(0, f)).Seconds(); el > 0.2 {
+			rate = float64(n) / el
+		}
+	}
+	name := s.name + strings.Repeat(" ", nameW-len([]rune(s.name)))
+	var tail []string
+	if rate > 0 {
+		tail = append(tail, formatRate(rate))
+	}
+	if fl := s.failed.Load(); fl > 0 {
+		tail = append(tail, fmt.Sprintf("%d failed", fl))
+	}
+	if c := s.cancel.Load(); c > 0 {
+		tail = append(tail, fmt.Sprintf("%d cancelled", c))
+	}
+	state := ""
+	if s.ended.Load() {
+		state = "done " + end.Sub(s.start).Round(10*time.Millisecond).String()
+	}
+	if s.total >= 0 {
+		pct := 100.0
+		if s.total > 0 {
+			pct = 100 * float64(min(n, s.total)) / float64(s.total)
+		}
+		if state == "" && rate > 0 && n < s.total {
+			eta := time.Duration(float64(s.total-n) / rate * float64(time.Second))
+			state = "ETA " + roundETA(eta)
+		}
+		counts := fmt.Sprintf("%d/%d %3.0f%%", n, s.total, pct)
+		rest := strings.Join(append(tail, state), "  ")
+		barW := width - len(name) - len(counts) - len(rest) - 8
+		if barW > 40 {
+			barW = 40
+		}
+		if barW >= 10 {
+			fill := int(float64(barW) * pct / 100)
+			bar := "[" + strings.Repeat("=", fill) + strings.Repeat(" ", barW-fill) + "]"
+			return strings.TrimRight(fmt.Sprintf("%s %s %s  %s", name, bar, counts, rest), " ")
+		}
+		return strings.TrimRight(fmt.Sprintf("%s %s  %s", name, counts, rest), " ")
+	}
+	return strings.TrimRight(fmt.Sprintf("%s %d done  %s", name, n, strings.Join(append(tail, state), "  ")), " ")
+}
+
+func formatRate(r float64) string {
+	switch {
+	case r >= 1e6:
+		return fmt.Sprintf("%.1fM/s", r/1e6)
+	case r >= 1e4:
+		return fmt.Sprintf("%.0fk/s", r/1e3)
+	case r >= 10:
+		return fmt.Sprintf("%.0f/s", r)
+	}
+	return fmt.Sprintf("%.1f/s", r)
+}
+
+func roundETA(d time.Duration) string {
+	switch {
+	case d >= time.Hour:
+		return d.Round(time.Minute).String()
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+var (
+	_ Sink = None{}
+	_ Sink = (*Plain)(nil)
+	_ Sink = (*Bar)(nil)
+)
