@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -144,24 +145,23 @@ func TestSignalStopsRunAndWritesReport(t *testing.T) {
 	}
 }
 
-// TestSecondSignalExitsAtOnce stops reading flow's output, so its sink blocks
-// on a full pipe and the graceful stop cannot finish: only the second signal
-// can end the process.
+// TestSecondSignalExitsAtOnce runs a program that ignores SIGTERM, with a
+// long kill grace, so the graceful stop cannot finish soon: only the second
+// signal can end flow.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	file := writeFile(t, dir, "flood.yaml", `version: 1
-name: flood
+	file := writeFile(t, dir, "stubborn.yaml", `version: 1
+name: stubborn
 stages:
-  - name: numbers
-    source: {range: {from: 1, to: 100000000}}
-  - name: out
-    sink: {print: jsonl}
+  - name: one
+    source: {items: [1]}
+  - name: hold
+    step: exec
+    with:
+      argv: [/bin/sh, -c, "trap '' TERM; echo $$ > started.tmp && mv started.tmp started; exec sleep 120"]
+      kill_grace: 10m
 `)
 	cmd := flowCommand(t, "run", file, "--progress", "none")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	stderrPipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -169,10 +169,16 @@ stages:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
-		t.Fatalf("no result before the signal: %v", err)
-	}
-	// stdout is no longer read from here on.
+	// The program outlives flow when flow exits at once; end it with the test.
+	started := filepath.Join(dir, "started")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(started); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	lines := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(stderrPipe)
@@ -181,6 +187,17 @@ stages:
 		}
 		close(lines)
 	}()
+	deadline := time.Now().Add(hangGuard)
+	for {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the exec step did not start within %v", hangGuard)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	waitLine := func(want string) {
 		t.Helper()
 		timeout := time.After(hangGuard)
