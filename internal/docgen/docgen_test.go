@@ -9,6 +9,7 @@ import (
 
 	"github.com/flowrun/flow/internal/docgen"
 	"github.com/flowrun/flow/steps/all"
+	"github.com/flowrun/flow/tmpl"
 )
 
 // TestGeneratedDocsUpToDate fails when a desc tag, a default or a kind's
@@ -61,5 +62,34 @@ func TestReferenceCoversEveryKey(t *testing.T) {
 	}
 	if strings.Contains(ref+st, "'") && strings.Contains(ref+st, "| '") {
 		t.Errorf("a desc tag kept its quotes instead of becoming a code span")
+	}
+}
+
+// TestConceptsFunctionExamples compiles the example of every row of the
+// function table in docs/concepts.md, so that the hand-written table cannot
+// name a function the library does not have, or call one wrongly.
+func TestConceptsFunctionExamples(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "concepts.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "| Function | Does | Example |")
+	if !ok {
+		t.Fatal("docs/concepts.md has no function table")
+	}
+	rows := 0
+	for _, line := range strings.Split(table, "\n")[2:] {
+		if !strings.HasPrefix(line, "| ") {
+			break
+		}
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		example := strings.Trim(cells[len(cells)-1], "`")
+		if _, err := tmpl.Compile(example); err != nil {
+			t.Errorf("docs/concepts.md: example %s does not compile: %v", example, err)
+		}
+		rows++
+	}
+	if rows < 8 {
+		t.Errorf("found %d rows in the function table of docs/concepts.md, want at least 8", rows)
 	}
 }
