@@ -16,8 +16,9 @@ type sourceStage struct {
 	*stage
 	src steps.Source
 
-	mu     sync.Mutex // guards em, rep and closed: emit and the ticker
+	mu     sync.Mutex // guards em, rep, next and closed: emit and the ticker
 	em     *emitter
+	next   int64 // index of the next item
 	closed bool
 	fresh  bool // items were added since the last tick
 }
@@ -94,27 +95,31 @@ func (s *sourceStage) emit(item any) error {
 	if s.ctx.Err() != nil {
 		return errStopped
 	}
-	in := steps.Input{Index: s.rep.In, Item: item} // rep.In is only written below, under mu, by this goroutine
+	s.mu.Lock()
+	if s.closed {
+		// The stage is shut: the item never entered the run.
+		s.mu.Unlock()
+		return errStopped
+	}
+	in := steps.Input{Index: s.next, Item: item}
+	s.next++
+	s.mu.Unlock()
 	if s.when != nil || s.lim != nil {
 		sc := s.scope(in)
 		if s.when != nil {
 			keep, err := s.filter(sc)
 			if err != nil {
-				s.mu.Lock()
-				s.rep.In++
-				s.rep.Failed++
-				s.mu.Unlock()
-				s.failure(in, err, 1, "failed")
-				s.event("failed", in, nil, err)
-				s.r.stopRun(&runStop{status: "failed", msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+				if s.account(func() { s.rep.Failed++ }) {
+					s.failure(in, err, 1, "failed")
+					s.event("failed", in, nil, err)
+					s.r.stopRun(&runStop{status: "failed", msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+				}
 				return errStopped
 			}
 			if !keep {
-				s.mu.Lock()
-				s.rep.In++
-				s.rep.Filtered++
-				s.mu.Unlock()
-				s.event("filtered", in, nil, nil)
+				if s.account(func() { s.rep.Filtered++ }) {
+					s.event("filtered", in, nil, nil)
+				}
 				return nil
 			}
 		}
@@ -128,20 +133,39 @@ func (s *sourceStage) emit(item any) error {
 				}
 			}
 			if err != nil {
+				if s.ctx.Err() == nil {
+					s.account(func() { s.rep.Failed++ })
+					s.failure(in, err, 1, "failed")
+					s.r.stopRun(&runStop{status: "failed", msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+				} else {
+					s.account(func() { s.cancelled(in) })
+				}
 				return errStopped
 			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.rep.In++
 	if s.closed {
-		s.cancelled(in)
 		return errStopped
 	}
+	s.rep.In++
 	s.fresh = true
 	s.em.add(steps.Record{Index: in.Index, Item: item}, in, true)
 	return nil
+}
+
+// account counts one item that does not go downstream, unless the stage
+// is already shut (then the report is final and the item is not counted).
+func (s *sourceStage) account(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.rep.In++
+	f()
+	return true
 }
 
 // sinkStage writes records, one at a time, in the order they arrive.
