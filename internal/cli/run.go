@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/report"
 )
 
@@ -68,7 +69,7 @@ Exit codes: 0 every item succeeded (or failures stayed within max_errors);
 	return cmd
 }
 
-var progressModes = []string{"auto", "bar", "plain", "none"}
+var progressModes = progress.Modes
 
 func (a *app) runPipeline(file string, f runFlags) error {
 	set, err := parseSets(f.sets)
@@ -88,7 +89,10 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	if a.quiet {
 		mode = "none"
 	}
-	events, closeEvents := newProgress(mode, a.stderr, p)
+	events, closeEvents, err := newProgress(mode, a.stderr, p)
+	if err != nil {
+		return &exitError{code: ExitInvalid, msg: "--progress: " + err.Error()}
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -249,8 +253,10 @@ func roundDuration(d time.Duration) string {
 		return d.Round(time.Second).String()
 	case d >= time.Second:
 		return d.Round(10 * time.Millisecond).String()
-	default:
+	case d >= time.Millisecond:
 		return d.Round(time.Millisecond).String()
+	default:
+		return d.Round(time.Microsecond).String()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"io"
 
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/schema"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -20,9 +21,13 @@ var runEngine = engine.Run
 func processFactory() engine.RunnerFactory { return nil }
 
 // newProgress returns the progress sink for a --progress mode and a function
-// that finishes its output.
-func newProgress(mode string, stderr io.Writer, p *spec.Pipeline) (engine.EventSink, func()) {
-	return nil, func() {}
+// that finishes its output (before the closing summary is printed).
+func newProgress(mode string, stderr io.Writer, p *spec.Pipeline) (engine.EventSink, func(), error) {
+	s, err := progress.New(mode, stderr, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, s.Close, nil
 }
 
 // generateSchema returns schema.json as generated from the registry.
