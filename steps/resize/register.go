@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"image"
 	_ "image/gif"
-	"image/jpeg"
 	"image/png"
 	"io/fs"
 	"math"
@@ -24,6 +23,7 @@ import (
 	_ "golang.org/x/image/webp" // decoders register themselves with image.Decode
 
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/resize/internal/jpegenc"
 	"github.com/flowrun/flow/tmpl"
 )
 
@@ -391,7 +391,7 @@ func encode(buf *bytes.Buffer, img image.Image, format string, quality int) erro
 	if m, ok := img.(*image.RGBA); ok {
 		flatten(m)
 	}
-	return jpeg.Encode(buf, img, &jpeg.Options{Quality: quality})
+	return jpegenc.Encode(buf, img, &jpegenc.Options{Quality: quality})
 }
 
 // flatten composites premultiplied RGBA onto white, as JPEG has no alpha.
