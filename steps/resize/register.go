@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"image"
 	_ "image/gif"
+	_ "image/jpeg" // decoder, registered with image.Decode; encoding is jpegenc
 	"image/png"
 	"io/fs"
 	"math"
