@@ -38,7 +38,14 @@ type Options struct {
 	Events EventSink
 }
 
-// EventSink receives progress as it happens. Calls come from many goroutines.
+// EventSink receives progress as it happens. Calls come from many goroutines
+// (at most one at a time per stage for ItemDone). StageStarted is called for
+// every stage, in pipeline order, before any item moves; the engine appends
+// the default sink (named "print") when the pipeline has none. ItemDone is
+// called once per item and stage, when its outcome is final: "succeeded"
+// once its result was handed on, "cancelled" for items stopped before or
+// while running (or whose result could not be handed on). Items a barrier
+// holds back are reported with Index -1 and no item. Errors are redacted.
 type EventSink interface {
 	// StageStarted announces a stage with its resolved worker count and the
 	// number of items expected (-1 when unknown).
