@@ -93,3 +93,68 @@ func TestConceptsFunctionExamples(t *testing.T) {
 		t.Errorf("found %d rows in the function table of docs/concepts.md, want at least 8", rows)
 	}
 }
+
+// TestCookbookMatchesExamples keeps the YAML shown in docs/cookbook.md equal
+// to the example files it stands for: after each <!-- example: NAME -->
+// marker comes the body of examples/NAME (without its header comment).
+// FLOW_UPDATE_DOCS=1 rewrites the blocks.
+func TestCookbookMatchesExamples(t *testing.T) {
+	path := filepath.Join("..", "..", "docs", "cookbook.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	lines := strings.Split(string(b), "\n")
+	seen := 0
+	for i := 0; i < len(lines); i++ {
+		out = append(out, lines[i])
+		name, ok := strings.CutPrefix(lines[i], "<!-- example: ")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, " -->")
+		seen++
+		src, err := os.ReadFile(filepath.Join("..", "..", "examples", name))
+		if err != nil {
+			t.Errorf("docs/cookbook.md names example %s: %v", name, err)
+			continue
+		}
+		// Drop the block that follows the marker, if any; it is regenerated.
+		j := i + 1
+		for j < len(lines) && lines[j] == "" {
+			j++
+		}
+		if j < len(lines) && lines[j] == "```yaml" {
+			for j++; j < len(lines) && lines[j] != "```"; j++ {
+			}
+			i = j
+		}
+		out = append(out, "", "```yaml", strings.TrimRight(exampleBody(string(src)), "\n"), "```")
+	}
+	if seen < 11 {
+		t.Errorf("docs/cookbook.md shows %d examples, want all 11", seen)
+	}
+	want := strings.Join(out, "\n")
+	if want == string(b) {
+		return
+	}
+	if os.Getenv("FLOW_UPDATE_DOCS") == "1" {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("docs/cookbook.md shows YAML that differs from examples/ (line %d); refresh it with: FLOW_UPDATE_DOCS=1 go test ./internal/docgen -run Cookbook",
+		firstDiffLine(b, []byte(want)))
+}
+
+// exampleBody is an example file without its leading comment block.
+func exampleBody(src string) string {
+	lines := strings.Split(src, "\n")
+	i := 0
+	for i < len(lines) && (lines[i] == "" || strings.HasPrefix(lines[i], "#")) {
+		i++
+	}
+	return strings.Join(lines[i:], "\n")
+}
