@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,28 @@ func TestReadmeFirstCommands(t *testing.T) {
 	}
 	if !strings.Contains(string(ci), "go test ") || !strings.Contains(string(ci), "set -euo pipefail") {
 		t.Errorf(".ci/run must run go test under set -euo pipefail")
+	}
+}
+
+// TestReadmeLinks fails when a relative link of README.md names a file that
+// does not exist.
+func TestReadmeLinks(t *testing.T) {
+	root := repoRoot(t)
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := regexp.MustCompile(`\]\(([^)#]+)(#[^)]*)?\)`).FindAllStringSubmatch(string(b), -1)
+	if len(links) == 0 {
+		t.Fatal("README.md links to nothing; it should point at docs/ and examples/")
+	}
+	for _, m := range links {
+		target := m[1]
+		if strings.Contains(target, "://") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(target))); err != nil {
+			t.Errorf("README.md links to %s, which does not exist", target)
+		}
 	}
 }
