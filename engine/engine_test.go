@@ -923,3 +923,69 @@ stages:
 		t.Fatalf("status %s %q", rep.Status, rep.Reason)
 	}
 }
+
+func TestEmptyAndStepless(t *testing.T) {
+	col := &collector{keep: true}
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 0}}
+  - {name: work, step: pass}
+  - {name: out, sink: {collect: `+fn(col)+`}}
+`)
+	rep := runT(t, context.Background(), p, config{}, nil)
+	if rep.Status != "succeeded" || len(col.items()) != 0 || col.closed != 1 {
+		t.Fatalf("status %s, sink %v closed %d", rep.Status, col.items(), col.closed)
+	}
+	var out strings.Builder
+	p = parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 3}, when: "${ item != 1 }"}
+`)
+	rep, err := Run(context.Background(), p, Options{Registry: reg, Stdout: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, rep)
+	if out.String() != "0\n2\n" || len(rep.Stages) != 2 || rep.Stages[1].Name != "print" || rep.Stages[0].Filtered != 1 {
+		t.Fatalf("printed %q, stages %+v", out.String(), rep.Stages)
+	}
+}
+
+// A source that never returns by itself (one reading a terminal) does not
+// hold up an interrupted run.
+func TestInterruptDoesNotWaitForABlockedSource(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {src: `+fn(sourceFunc(func(ctx context.Context, emit func(any) error) error {
+		emit("first")
+		<-release // ignores ctx
+		return emit("late")
+	}))+`}}
+  - {name: work, step: pass}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	ev := &cancelOn{stage: "work", cancel: cancel}
+	rep := runT(t, ctx, p, config{}, ev)
+	if rep.Status != "interrupted" || rep.Stages[0].In != 1 {
+		t.Fatalf("status %s, source %+v", rep.Status, *rep.Stages[0])
+	}
+}
+
+// cancelOn cancels the run once an item finished in stage.
+type cancelOn struct {
+	stage  string
+	cancel context.CancelFunc
+}
+
+func (c *cancelOn) StageStarted(string, int, int64) {}
+func (c *cancelOn) StageDone(string)                {}
+func (c *cancelOn) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+	if stage == c.stage {
+		c.cancel()
+	}
+}

@@ -148,8 +148,18 @@ func TestRandomPipelines(t *testing.T) {
 		if r.IntN(6) == 0 {
 			time.AfterFunc(time.Duration(r.IntN(20))*time.Millisecond, cancel)
 		}
-		var rep = runT(t, ctx, p, config{}, newCountingEvents())
+		ev := newCountingEvents()
+		rep := runT(t, ctx, p, config{}, ev)
 		cancel()
+		for _, st := range rep.Stages {
+			var n int64
+			for _, c := range ev.items[st.Name] {
+				n += c
+			}
+			if n != st.In || ev.items[st.Name]["succeeded"] != st.Succeeded || ev.items[st.Name]["cancelled"] != st.Cancelled || ev.done[st.Name] != 1 {
+				t.Errorf("stage %s: events %v (done %d) disagree with the report %+v", st.Name, ev.items[st.Name], ev.done[st.Name], *st)
+			}
+		}
 		if t.Failed() {
 			t.Fatalf("seed %d, pipeline:\n%s\nreport: %+v", seed, src, rep)
 		}
