@@ -56,11 +56,10 @@ DOT renders with Graphviz.`,
 func nodeLines(p *spec.Pipeline, s *spec.Stage) []string {
 	lines := []string{s.Name, fmt.Sprintf("%s: %s", s.Role, s.Kind)}
 	if s.Role == spec.RoleStep {
-		workers := "1"
-		switch {
-		case s.Workers.Auto:
-			workers = "auto"
-		case s.Workers.N > 0:
+		// Unset is auto too; the count it resolves to depends on the
+		// machine that runs the pipeline, not the one that draws it.
+		workers := "auto"
+		if s.Workers.N > 0 && !s.Workers.Auto {
 			workers = fmt.Sprint(s.Workers.N)
 		}
 		lines = append(lines, fmt.Sprintf("%s x %s", s.Mode, workers))
