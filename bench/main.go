@@ -1,0 +1,383 @@
+// Command bench runs flow and the programs people would use instead
+// (Python concurrent.futures, GNU parallel, grep, Pillow) on the same work,
+// alternately, on this machine, and reports medians and ratios:
+//
+//	go run ./bench              # every workload, 3 runs each (several minutes)
+//	go run ./bench --runs 5 --only engine,resize
+//	go run ./bench --smoke      # tiny sizes, one run: seconds; keeps the harness working in CI
+//
+// It builds flow into bench/out/flow, generates its inputs under bench/out
+// (cached between runs) and writes the Markdown table to stdout and to
+// bench/out/results.md.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+type harness struct {
+	root, out string
+	flowBin   string
+	python    string
+	sz        sizes
+	smoke     bool
+	srv       *slowServer
+
+	havePIL, haveParallel bool
+	missing               []string
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	runs := flag.Int("runs", 3, "timed runs of every contender (alternating flow and its peers)")
+	smoke := flag.Bool("smoke", false, "tiny sizes and one run: checks that every workload still works, in seconds; the numbers mean nothing")
+	only := flag.String("only", "", "comma-separated workloads to run: engine, memory, analyze-logs, resize, fetch, fetch-rate, process")
+	install := flag.String("install", "auto", "install missing peers with apt-get: auto (yes unless --smoke), yes or no")
+	flowBin := flag.String("flow", "", "use this flow binary instead of building ./cmd/flow")
+	python := flag.String("python", "/usr/bin/python3", "the Python that runs the baselines (Debian's, where python3-pil installs Pillow)")
+	flag.Parse()
+	if *runs < 1 {
+		return errors.New("--runs must be at least 1")
+	}
+
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	h := &harness{root: root, out: filepath.Join(root, "bench", "out"), python: *python, sz: fullSizes, smoke: *smoke}
+	if *smoke {
+		h.sz = smokeSizes
+		if !isFlagSet("runs") {
+			*runs = 1
+		}
+	}
+	for _, d := range []string{"reports", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(h.out, d), 0o755); err != nil {
+			return err
+		}
+	}
+
+	doInstall := *install == "yes" || (*install == "auto" && !*smoke)
+	h.findPeers(doInstall)
+
+	ws := h.workloads()
+	if *only != "" {
+		ws, err = selectWorkloads(ws, *only)
+		if err != nil {
+			return err
+		}
+	}
+	// The Python map of the engine workload stands beside the memory figure:
+	// run at ten times the items it would need tens of GB.
+	if mem, eng := findW(ws, "memory"), findW(h.workloads(), "engine"); mem != nil {
+		if e := findW(ws, "engine"); e != nil {
+			eng = e
+		}
+		py := eng.find("ThreadPoolExecutor.map")
+		mem.cs = append(mem.cs, &contender{name: "ThreadPoolExecutor.map (" + thousands(h.sz.engineN) + " items)", peer: true, borrow: py,
+			note: "the engine row's Python map, at a tenth of the items: it submits every item before the first result, so its memory grows with the input"})
+	}
+
+	if *flowBin != "" {
+		h.flowBin = *flowBin
+	} else {
+		h.flowBin = filepath.Join(h.out, "flow")
+		fmt.Fprintln(os.Stderr, "bench: go build -o bench/out/flow ./cmd/flow")
+		cmd := exec.Command("go", "build", "-o", h.flowBin, "./cmd/flow")
+		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building flow: %v", err)
+		}
+	}
+
+	h.srv, err = startServer(h.sz.fetchDelay)
+	if err != nil {
+		return err
+	}
+	defer h.srv.close()
+
+	ctx := context.Background()
+	timeout := 15 * time.Minute
+	if *smoke {
+		timeout = 2 * time.Minute
+	}
+	var failures []string
+	for _, w := range ws {
+		if w.setup != nil {
+			if err := w.setup(); err != nil {
+				return fmt.Errorf("%s: preparing the inputs: %v", w.id, err)
+			}
+		}
+		for r := 1; r <= *runs; r++ {
+			for _, c := range w.cs {
+				if c.skip != "" || c.borrow != nil {
+					continue
+				}
+				inv, err := c.prepare()
+				if err != nil {
+					return fmt.Errorf("%s / %s: %v", w.id, c.name, err)
+				}
+				s, stderr, err := runOnce(ctx, inv, timeout)
+				if err == nil && c.check != nil {
+					err = c.check(&s, stderr)
+				}
+				if err != nil {
+					// A wrong or failed run is not a measurement: report it
+					// and drop the contender from this workload.
+					failures = append(failures, fmt.Sprintf("%s / %s: %v", w.id, c.name, err))
+					fmt.Fprintf(os.Stderr, "bench: %s / %s: FAILED: %v\n", w.id, c.name, err)
+					c.skip = "failed: " + firstLine(err.Error())
+					c.samples = nil
+					continue
+				}
+				c.samples = append(c.samples, s)
+				fmt.Fprintf(os.Stderr, "bench: %-12s run %d/%d  %-42s %8.3fs %8.1f MB\n", w.id, r, *runs, c.name, s.wall.Seconds(), float64(s.rssKB)/1024)
+			}
+		}
+	}
+
+	var buf bytes.Buffer
+	h.writeMarkdown(&buf, ws, *runs)
+	os.Stdout.Write(buf.Bytes())
+	if err := os.WriteFile(filepath.Join(h.out, "results.md"), buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("%d contender(s) failed:\n  %s", len(failures), strings.Join(failures, "\n  "))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func findW(ws []*workload, id string) *workload {
+	for _, w := range ws {
+		if w.id == id {
+			return w
+		}
+	}
+	return nil
+}
+
+func selectWorkloads(all []*workload, only string) ([]*workload, error) {
+	var out []*workload
+	for _, id := range strings.Split(only, ",") {
+		w := findW(all, strings.TrimSpace(id))
+		if w == nil {
+			var ids []string
+			for _, w := range all {
+				ids = append(ids, w.id)
+			}
+			return nil, fmt.Errorf("--only: no workload %q; choose among %s", id, strings.Join(ids, ", "))
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// moduleRoot finds the flow checkout from the working directory up, so the
+// harness runs from anywhere inside it.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(b, []byte("module github.com/flowrun/flow\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the flow checkout (no go.mod of github.com/flowrun/flow above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+// findPeers checks for Pillow and GNU parallel and, when allowed and
+// possible (root with apt-get), installs the Debian packages that are
+// missing. A peer still missing is skipped, and said so in the report.
+func (h *harness) findPeers(install bool) {
+	if _, err := os.Stat(h.python); err != nil {
+		if p, err := exec.LookPath("python3"); err == nil {
+			h.python = p
+		}
+	}
+	check := func() {
+		pilOut, pilErr := exec.Command(h.python, "-c", "import PIL.Image").CombinedOutput()
+		h.havePIL = pilErr == nil
+		if pilErr != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s cannot import PIL.Image: %v %s\n", h.python, pilErr, pilOut)
+		}
+		out, _ := exec.Command("parallel", "--version").Output()
+		h.haveParallel = bytes.Contains(out, []byte("GNU parallel"))
+	}
+	check()
+	var pkgs []string
+	if !h.havePIL {
+		pkgs = append(pkgs, "python3-pil")
+	}
+	if !h.haveParallel {
+		pkgs = append(pkgs, "parallel")
+	}
+	if len(pkgs) > 0 && install {
+		if _, err := exec.LookPath("apt-get"); err != nil || os.Geteuid() != 0 {
+			fmt.Fprintf(os.Stderr, "bench: cannot install %s: needs root and apt-get\n", strings.Join(pkgs, " "))
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: apt-get install -y %s\n", strings.Join(pkgs, " "))
+			apt := func(args ...string) error {
+				cmd := exec.Command("apt-get", args...)
+				cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+				return cmd.Run()
+			}
+			if apt(append([]string{"install", "-y", "-q"}, pkgs...)...) != nil {
+				// A fresh container has no package lists yet.
+				_ = apt("update", "-q")
+				_ = apt(append([]string{"install", "-y", "-q"}, pkgs...)...)
+			}
+			check()
+		}
+	}
+	if !h.havePIL {
+		h.missing = append(h.missing, "Pillow (python3-pil) for "+h.python+": the resize peer is skipped")
+	}
+	if !h.haveParallel {
+		h.missing = append(h.missing, "GNU parallel: the process-mode peer is skipped")
+	}
+	if _, err := os.Stat(h.python); err != nil {
+		h.missing = append(h.missing, "python3: every Python peer fails")
+	}
+	for _, m := range h.missing {
+		fmt.Fprintln(os.Stderr, "bench: MISSING", m)
+	}
+}
+
+func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
+	mode := fmt.Sprintf("%d run(s) per contender, alternating; median wall time; peak RSS is the largest single process (wait4 ru_maxrss), max over the runs", runs)
+	if h.smoke {
+		mode = "SMOKE: tiny sizes, the numbers mean nothing. " + mode
+	}
+	fmt.Fprintf(w, "# flow benchmarks\n\n%s, %s\n\n%s.\n\n", machine(), goVersion(), mode)
+	if len(h.missing) > 0 {
+		fmt.Fprintf(w, "Missing peers: %s.\n\n", strings.Join(h.missing, "; "))
+	}
+	fmt.Fprintln(w, "| workload | contender | wall (median) | throughput | peak RSS | peer/flow |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: |")
+	var notes []string
+	for _, wl := range ws {
+		f := wl.flow()
+		for _, c := range wl.cs {
+			ratio := ""
+			if c.peer && len(c.results()) > 0 && len(f.results()) > 0 {
+				// Per unit of work, so that a peer run on fewer items
+				// compares fairly: >1 means flow is faster.
+				ratio = fmt.Sprintf("%.2fx", f.rate()/c.rate())
+			}
+			if c.skip != "" || len(c.results()) == 0 {
+				why := c.skip
+				if why == "" {
+					why = "not run"
+				}
+				fmt.Fprintf(w, "| %s | %s | %s | | | |\n", wl.title, c.name, why)
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %.3fs | %s %s/s | %.1f MB | %s |\n", wl.title, c.name, c.medianWall().Seconds(), human(c.rate()), wl.unit, c.peakRSSMB(), ratio)
+			if c.note != "" {
+				notes = append(notes, fmt.Sprintf("- %s / %s: %s", wl.id, c.name, c.note))
+			}
+		}
+	}
+	fmt.Fprintln(w, "\n| target | measured | met |")
+	fmt.Fprintln(w, "| --- | --- | --- |")
+	for _, wl := range ws {
+		if wl.targets == nil || len(wl.flow().samples) == 0 {
+			continue
+		}
+		for _, t := range wl.targets() {
+			met := "no"
+			switch {
+			case t.na:
+				met = "n/a (peer missing)"
+				t.measured = "-"
+			case t.met:
+				met = "yes"
+			}
+			fmt.Fprintf(w, "| %s: %s | %s | %s |\n", wl.id, t.text, t.measured, met)
+		}
+	}
+	fmt.Fprintf(w, "\nWhat ran:\n\n%s\n", strings.Join(notes, "\n"))
+}
+
+func human(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.1f", v)
+	}
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), %s/%s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH)
+}
+
+func goVersion() string {
+	out, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		return runtime.Version()
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,659 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"image"
+	_ "image/jpeg" // decode the outputs of the resize contenders
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flowrun/flow/report"
+)
+
+// contender is one program doing a workload: flow, or a peer.
+type contender struct {
+	name  string
+	peer  bool
+	units float64 // work done per run, in the workload's unit
+	note  string  // shown under the table: what exactly ran
+	skip  string  // why it cannot run on this machine
+	// prepare cleans what the previous run left and returns the command.
+	prepare func() (invocation, error)
+	// check verifies the output of a run, so that a fast wrong answer is
+	// caught; it may fill s.extra.
+	check func(s *sample, stderr string) error
+	// borrow reports another contender's samples instead of running: the
+	// Python map over ten million items would need tens of GB.
+	borrow  *contender
+	samples []sample
+}
+
+func (c *contender) results() []sample {
+	if c.borrow != nil {
+		return c.borrow.samples
+	}
+	return c.samples
+}
+
+func (c *contender) medianWall() time.Duration {
+	var ds []time.Duration
+	for _, s := range c.results() {
+		ds = append(ds, s.wall)
+	}
+	return medianDur(ds)
+}
+
+// rate is units per second at the median wall time.
+func (c *contender) rate() float64 {
+	w := c.medianWall()
+	if w == 0 {
+		return math.NaN()
+	}
+	u := c.units
+	if c.borrow != nil {
+		u = c.borrow.units
+	}
+	return u / w.Seconds()
+}
+
+func (c *contender) peakRSSMB() float64 {
+	var rs []int64
+	for _, s := range c.results() {
+		rs = append(rs, s.rssKB)
+	}
+	return float64(maxInt(rs)) / 1024
+}
+
+func (c *contender) medianExtra() float64 {
+	var xs []float64
+	for _, s := range c.results() {
+		xs = append(xs, s.extra)
+	}
+	return medianFloat(xs)
+}
+
+type target struct {
+	text     string // what is promised
+	measured string
+	met      bool
+	na       bool // could not be evaluated (a peer missing, no samples)
+}
+
+type workload struct {
+	id    string
+	title string
+	unit  string // what units counts: items, MB, images, requests
+	setup func() error
+	cs    []*contender
+	// targets are evaluated after the runs.
+	targets func() []target
+}
+
+func (w *workload) flow() *contender { return w.cs[0] }
+
+func (w *workload) find(name string) *contender {
+	for _, c := range w.cs {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// sizes of every workload; smoke mode shrinks them to seconds.
+type sizes struct {
+	engineN, memoryN          int
+	logFiles                  int
+	logSize                   int64
+	images, imgW, imgH        int
+	fetchN, fetchRatedN       int
+	fetchWorkers              int
+	fetchDelay                time.Duration
+	rate                      float64
+	processN, processParallel int
+}
+
+var fullSizes = sizes{
+	engineN: 1_000_000, memoryN: 10_000_000,
+	logFiles: 64, logSize: 16 << 20,
+	images: 200, imgW: 1920, imgH: 1080,
+	fetchN: 2000, fetchRatedN: 500, fetchWorkers: 50, fetchDelay: 20 * time.Millisecond, rate: 100,
+	processN: 100_000, processParallel: 5_000,
+}
+
+var smokeSizes = sizes{
+	engineN: 20_000, memoryN: 200_000,
+	logFiles: 4, logSize: 256 << 10,
+	images: 4, imgW: 640, imgH: 360,
+	fetchN: 100, fetchRatedN: 30, fetchWorkers: 50, fetchDelay: 20 * time.Millisecond, rate: 100,
+	processN: 500, processParallel: 100,
+}
+
+// flowRun is the invocation of flow on one of bench/pipelines.
+func (h *harness) flowRun(pipeline, reportName, stdout string, vars map[string]string) invocation {
+	argv := []string{h.flowBin, "run", filepath.Join(h.root, "bench", "pipelines", pipeline),
+		"--progress", "none", "--report", filepath.Join(h.out, "reports", reportName)}
+	for _, k := range sortedKeys(vars) {
+		argv = append(argv, "--set", k+"="+vars[k])
+	}
+	return invocation{argv: argv, stdout: stdout, dir: h.root}
+}
+
+// flowCheck reads the report of a flow run: it must have succeeded with
+// want items reaching the last stage.
+func (h *harness) flowCheck(reportName string, want int) func(*sample, string) error {
+	return func(_ *sample, stderr string) error {
+		rep, err := readReport(filepath.Join(h.out, "reports", reportName))
+		if err != nil {
+			return err
+		}
+		if rep.Status != "succeeded" {
+			return fmt.Errorf("flow run %s: %s (%s)\n%s", rep.Status, rep.Reason, reportName, tail(stderr, 2000))
+		}
+		last := rep.Stages[len(rep.Stages)-1]
+		if last.Succeeded != int64(want) {
+			return fmt.Errorf("flow: the last stage %q got %d items, want %d", last.Name, last.Succeeded, want)
+		}
+		for _, s := range rep.Stages {
+			if !s.Balanced() {
+				return fmt.Errorf("flow: stage %q does not account for its items: %+v", s.Name, *s)
+			}
+		}
+		return nil
+	}
+}
+
+func readReport(path string) (*report.Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the run report: %v", err)
+	}
+	var r report.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if len(r.Stages) == 0 {
+		return nil, fmt.Errorf("%s: no stages", path)
+	}
+	return &r, nil
+}
+
+// pyCheck reads the one-line JSON summary a Python baseline prints last on
+// stderr and checks its count.
+func pyCheck(key string, want int) func(*sample, string) error {
+	return func(_ *sample, stderr string) error {
+		m, err := lastJSON(stderr)
+		if err != nil {
+			return err
+		}
+		if got, _ := m[key].(float64); int(got) != want {
+			return fmt.Errorf("python: %s = %v, want %d", key, m[key], want)
+		}
+		return nil
+	}
+}
+
+func lastJSON(stderr string) (map[string]any, error) {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil {
+		return nil, fmt.Errorf("no JSON summary on stderr: %q", tail(stderr, 500))
+	}
+	return m, nil
+}
+
+func (h *harness) py(script string, args ...string) invocation {
+	return invocation{argv: append([]string{h.python, filepath.Join(h.root, "bench", "python", script)}, args...), dir: h.root}
+}
+
+func (h *harness) workloads() []*workload {
+	return []*workload{h.engineW(), h.memoryW(), h.logsW(), h.resizeW(), h.fetchW(), h.fetchRatedW(), h.processW()}
+}
+
+func (h *harness) engineW() *workload {
+	n := h.sz.engineN
+	w := &workload{id: "engine", title: fmt.Sprintf("Engine overhead: %s trivial items, 3 stages", thousands(n)), unit: "items"}
+	flow := &contender{name: "flow", units: float64(n),
+		note: "range -> compute `${ item + 1 }` -> compute `${ item + 1 }` -> print jsonl (stdout to /dev/null)",
+		prepare: func() (invocation, error) {
+			return h.flowRun("engine.yaml", "engine.json", "", map[string]string{"n": strconv.Itoa(n)}), nil
+		},
+		check: h.flowCheck("engine.json", n)}
+	py := &contender{name: "ThreadPoolExecutor.map", peer: true, units: float64(n),
+		note:    "bench/python/engine.py: `ex.map(inc, ex.map(inc, range(n)))`, each result written as a line (stdout to /dev/null)",
+		prepare: func() (invocation, error) { return h.py("engine.py", strconv.Itoa(n)), nil },
+		check:   pyCheck("items", n)}
+	w.cs = []*contender{flow, py}
+	w.targets = func() []target {
+		r := flow.rate()
+		ratio := flow.rate() / py.rate()
+		return []target{
+			{text: ">= 1,000,000 items/s", measured: fmt.Sprintf("%s items/s", thousands(int(r))), met: r >= 1e6},
+			{text: ">= 30x ThreadPoolExecutor.map", measured: fmt.Sprintf("%.1fx", ratio), met: ratio >= 30, na: math.IsNaN(ratio)},
+		}
+	}
+	return w
+}
+
+func (h *harness) memoryW() *workload {
+	n := h.sz.memoryN
+	w := &workload{id: "memory", title: fmt.Sprintf("Memory: %s items, 3 stages", thousands(n)), unit: "items"}
+	flow := &contender{name: "flow", units: float64(n),
+		note: "bench/pipelines/engine.yaml with `--set n=` ten times larger",
+		prepare: func() (invocation, error) {
+			return h.flowRun("engine.yaml", "memory.json", "", map[string]string{"n": strconv.Itoa(n)}), nil
+		},
+		check: h.flowCheck("memory.json", n)}
+	w.cs = []*contender{flow}
+	// Borrowed after the engine workload exists; see main.
+	w.targets = func() []target {
+		mb := flow.peakRSSMB()
+		return []target{{text: "peak RSS < 64 MB", measured: fmt.Sprintf("%.1f MB", mb), met: mb < 64 && mb > 0}}
+	}
+	return w
+}
+
+func (h *harness) logsW() *workload {
+	files, size := h.sz.logFiles, h.sz.logSize
+	dir := filepath.Join(h.out, "logs", fmt.Sprintf("%dx%d", files, size))
+	totalMB := float64(int64(files)*size) / (1 << 20)
+	w := &workload{id: "analyze-logs", title: fmt.Sprintf("analyze-logs: %d files x %d MB", files, size>>20), unit: "MB"}
+	if size < 1<<20 {
+		w.title = fmt.Sprintf("analyze-logs: %d files x %d KB", files, size>>10)
+	}
+	var want struct{ lines, errors int64 }
+	w.setup = func() error {
+		key := fmt.Sprintf("v%d %d %d", genVersion, files, size)
+		if err := cached(dir, key, func(d string) error {
+			fmt.Fprintf(os.Stderr, "bench: generating %d log files of %d bytes in %s\n", files, size, d)
+			return genLogs(d, files, size, runtime.NumCPU())
+		}); err != nil {
+			return err
+		}
+		// Every contender reads from the page cache, the first one too.
+		var err error
+		want.lines, want.errors, err = warmAndCount(dir)
+		totalMB = 0
+		ents, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		for _, e := range ents {
+			st, _ := os.Stat(e)
+			totalMB += float64(st.Size()) / (1 << 20)
+		}
+		for _, c := range w.cs {
+			c.units = totalMB
+		}
+		return err
+	}
+	flowOut := filepath.Join(h.out, "tmp", "analyze-logs.flow.jsonl")
+	flow := &contender{name: "flow",
+		note: "glob -> analyze-logs (ERROR then WARN, first match wins, and a line count), thread mode, workers: auto -> jsonl",
+		prepare: func() (invocation, error) {
+			return h.flowRun("analyze_logs.yaml", "analyze-logs.json", flowOut, map[string]string{"log_dir": dir}), nil
+		},
+		check: func(s *sample, stderr string) error {
+			if err := h.flowCheck("analyze-logs.json", files)(s, stderr); err != nil {
+				return err
+			}
+			var lines, errs int64
+			if err := eachJSONLine(flowOut, func(m map[string]any) {
+				lines += int64(num(m["lines"]))
+				errs += int64(num(m["errors"]))
+			}); err != nil {
+				return err
+			}
+			if lines != want.lines || errs != want.errors {
+				return fmt.Errorf("flow counted %d lines and %d errors, want %d and %d", lines, errs, want.lines, want.errors)
+			}
+			return nil
+		}}
+	grepOut := filepath.Join(h.out, "tmp", "analyze-logs.grep.txt")
+	grep1 := &contender{name: "grep -c ERROR (xargs -P" + strconv.Itoa(runtime.NumCPU()) + ")", peer: true,
+		note: "`find DIR -name '*.log' -print0 | xargs -0 -n1 -P$(nproc) grep -c ERROR`, LC_ALL=C: one pattern, one pass per file, no line count: less work than flow",
+		prepare: func() (invocation, error) {
+			return invocation{argv: []string{"bash", "-c",
+				`find "$1" -name '*.log' -print0 | xargs -0 -n1 -P"$2" grep -c ERROR`, "_", dir, strconv.Itoa(runtime.NumCPU())},
+				env: []string{"LC_ALL=C"}, stdout: grepOut}, nil
+		},
+		check: func(*sample, string) error {
+			got, err := sumInts(grepOut, "")
+			if err == nil && got != want.errors {
+				err = fmt.Errorf("grep counted %d ERROR lines, want %d", got, want.errors)
+			}
+			return err
+		}}
+	grep2Out := filepath.Join(h.out, "tmp", "analyze-logs.grep2.txt")
+	grep2 := &contender{name: "grep -c ERROR, grep -c WARN", peer: true,
+		note: "the same with two greps per file (ERROR, then WARN): the same two counts as flow, except that a WARN line quoting an ERROR counts twice; two passes, no line count",
+		prepare: func() (invocation, error) {
+			return invocation{argv: []string{"bash", "-c",
+				`find "$1" -name '*.log' -print0 | xargs -0 -n1 -P"$2" sh -c 'echo E $(grep -c ERROR "$1"); echo W $(grep -c WARN "$1")' _`,
+				"_", dir, strconv.Itoa(runtime.NumCPU())},
+				env: []string{"LC_ALL=C"}, stdout: grep2Out}, nil
+		},
+		check: func(*sample, string) error {
+			got, err := sumInts(grep2Out, "E ")
+			if err == nil && got != want.errors {
+				err = fmt.Errorf("grep counted %d ERROR lines, want %d", got, want.errors)
+			}
+			return err
+		}}
+	py := &contender{name: "ThreadPoolExecutor (guide)", peer: true,
+		note:    "bench/python/analyze_logs.py: the guide's analyze_log and summarize_logs, 8 threads",
+		prepare: func() (invocation, error) { return h.py("analyze_logs.py", dir, "8"), nil },
+		check: func(_ *sample, stderr string) error {
+			m, err := lastJSON(stderr)
+			if err != nil {
+				return err
+			}
+			if int64(num(m["lines"])) != want.lines || int64(num(m["errors"])) != want.errors {
+				return fmt.Errorf("python counted %v lines and %v errors, want %d and %d", m["lines"], m["errors"], want.lines, want.errors)
+			}
+			return nil
+		}}
+	w.cs = []*contender{flow, grep1, grep2, py}
+	w.targets = func() []target {
+		r1 := flow.rate() / grep1.rate()
+		r2 := flow.rate() / grep2.rate()
+		rp := flow.rate() / py.rate()
+		return []target{
+			{text: ">= grep -c ERROR (one pattern)", measured: fmt.Sprintf("%.2fx", r1), met: r1 >= 1, na: math.IsNaN(r1)},
+			{text: ">= grep -c ERROR + grep -c WARN", measured: fmt.Sprintf("%.2fx", r2), met: r2 >= 1, na: math.IsNaN(r2)},
+			{text: ">= 20x the Python program", measured: fmt.Sprintf("%.1fx", rp), met: rp >= 20, na: math.IsNaN(rp)},
+		}
+	}
+	return w
+}
+
+// warmAndCount reads every log once, which puts them in the page cache for
+// the first contender as for the others, and counts what every contender
+// must find: lines, and lines containing ERROR.
+func warmAndCount(dir string) (lines, errs int64, err error) {
+	ents, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, p := range ents {
+		f, err := os.Open(p)
+		if err != nil {
+			return 0, 0, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines++
+			if bytes.Contains(sc.Bytes(), []byte("ERROR")) {
+				errs++
+			}
+		}
+		f.Close()
+		if err := sc.Err(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return lines, errs, nil
+}
+
+func (h *harness) resizeW() *workload {
+	n, iw, ih := h.sz.images, h.sz.imgW, h.sz.imgH
+	src := filepath.Join(h.out, "images", fmt.Sprintf("%dx%dx%d", n, iw, ih))
+	w := &workload{id: "resize", title: fmt.Sprintf("resize: %d JPEGs %dx%d to 800x600, Lanczos, q85", n, iw, ih), unit: "images"}
+	w.setup = func() error {
+		key := fmt.Sprintf("v%d %d %d %d", genVersion, n, iw, ih)
+		if err := cached(src, key, func(d string) error {
+			fmt.Fprintf(os.Stderr, "bench: generating %d JPEGs of %dx%d in %s\n", n, iw, ih, d)
+			return genImages(d, n, iw, ih, runtime.NumCPU())
+		}); err != nil {
+			return err
+		}
+		_, _, err := warmAndCount(src)
+		return err
+	}
+	outDir := func(who string) string { return filepath.Join(h.out, "resized", who) }
+	fresh := func(who string) error {
+		if err := os.RemoveAll(outDir(who)); err != nil {
+			return err
+		}
+		return os.MkdirAll(outDir(who), 0o755)
+	}
+	flow := &contender{name: "flow", units: float64(n),
+		note: "glob -> resize (fit: exact, filter: lanczos, quality: 85), thread mode, workers: auto -> jsonl",
+		prepare: func() (invocation, error) {
+			return h.flowRun("resize.yaml", "resize.json", "", map[string]string{"src_dir": src, "out_dir": outDir("flow")}), fresh("flow")
+		},
+		check: func(s *sample, stderr string) error {
+			if err := h.flowCheck("resize.json", n)(s, stderr); err != nil {
+				return err
+			}
+			return checkResized(outDir("flow"), n)
+		}}
+	pil := &contender{name: "Pillow, ProcessPoolExecutor", peer: true, units: float64(n),
+		note: "bench/python/resize.py: the guide's resize_all (Image.LANCZOS, quality=85), one process per CPU",
+		prepare: func() (invocation, error) {
+			return h.py("resize.py", src, outDir("pillow")), fresh("pillow")
+		},
+		check: func(_ *sample, _ string) error { return checkResized(outDir("pillow"), n) }}
+	if !h.havePIL {
+		pil.skip = "Pillow is missing for " + h.python + " (apt-get install python3-pil)"
+	}
+	w.cs = []*contender{flow, pil}
+	w.targets = func() []target {
+		r := flow.rate() / pil.rate()
+		return []target{{text: "images/s >= Pillow (ProcessPoolExecutor)", measured: fmt.Sprintf("%.2fx (%.1f vs %.1f images/s)", r, flow.rate(), pil.rate()), met: r >= 1, na: math.IsNaN(r)}}
+	}
+	return w
+}
+
+func checkResized(dir string, n int) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) != n {
+		return fmt.Errorf("%s holds %d files, want %d", dir, len(ents), n)
+	}
+	f, err := os.Open(filepath.Join(dir, ents[0].Name()))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cfg, format, err := image.DecodeConfig(f)
+	if err != nil {
+		return fmt.Errorf("%s: %v", f.Name(), err)
+	}
+	if cfg.Width != 800 || cfg.Height != 600 || format != "jpeg" {
+		return fmt.Errorf("%s is a %dx%d %s, want an 800x600 jpeg", f.Name(), cfg.Width, cfg.Height, format)
+	}
+	return nil
+}
+
+func (h *harness) fetchW() *workload {
+	n, workers, delay := h.sz.fetchN, h.sz.fetchWorkers, h.sz.fetchDelay
+	ideal := time.Duration(n) * delay / time.Duration(workers)
+	w := &workload{id: "fetch", title: fmt.Sprintf("fetch: %s requests, server answers after %s, %d workers", thousands(n), delay, workers), unit: "requests"}
+	flow := &contender{name: "flow", units: float64(n),
+		note: "range -> fetch `${ vars.base }/${ item }` (decode: text), workers: 50 -> jsonl",
+		prepare: func() (invocation, error) {
+			h.srv.reset()
+			return h.flowRun("fetch.yaml", "fetch.json", "", map[string]string{"base": h.srv.url, "n": strconv.Itoa(n)}), nil
+		},
+		check: func(s *sample, stderr string) error {
+			if err := h.flowCheck("fetch.json", n)(s, stderr); err != nil {
+				return err
+			}
+			return h.srv.expect(n)
+		}}
+	py := &contender{name: "ThreadPoolExecutor (urllib)", peer: true, units: float64(n),
+		note: "bench/python/fetch.py: urllib.request.urlopen in ThreadPoolExecutor(max_workers=50)",
+		prepare: func() (invocation, error) {
+			h.srv.reset()
+			return h.py("fetch.py", h.srv.url, strconv.Itoa(n), strconv.Itoa(workers), "0"), nil
+		},
+		check: func(s *sample, stderr string) error {
+			if err := pyCheck("ok", n)(s, stderr); err != nil {
+				return err
+			}
+			return h.srv.expect(n)
+		}}
+	w.cs = []*contender{flow, py}
+	w.targets = func() []target {
+		wall := flow.medianWall()
+		off := (wall.Seconds() - ideal.Seconds()) / ideal.Seconds()
+		return []target{{text: fmt.Sprintf("wall within 10%% of %s", ideal), measured: fmt.Sprintf("%.3fs (%+.1f%%)", wall.Seconds(), off*100), met: math.Abs(off) <= 0.10}}
+	}
+	return w
+}
+
+func (h *harness) fetchRatedW() *workload {
+	n, workers, rate := h.sz.fetchRatedN, h.sz.fetchWorkers, h.sz.rate
+	w := &workload{id: "fetch-rate", title: fmt.Sprintf("fetch with rate: %g/s: %s requests, %d workers", rate, thousands(n), workers), unit: "requests"}
+	measured := func(s *sample) error {
+		r, err := h.srv.rate()
+		s.extra = r
+		return err
+	}
+	flow := &contender{name: "flow", units: float64(n),
+		note: "fetch.yaml with `rate: 100/s` (burst 1); the rate is measured at the server: (n-1) / (last arrival - first arrival)",
+		prepare: func() (invocation, error) {
+			h.srv.reset()
+			return h.flowRun("fetch_rate.yaml", "fetch-rate.json", "", map[string]string{"base": h.srv.url, "n": strconv.Itoa(n)}), nil
+		},
+		check: func(s *sample, stderr string) error {
+			if err := h.flowCheck("fetch-rate.json", n)(s, stderr); err != nil {
+				return err
+			}
+			if err := h.srv.expect(n); err != nil {
+				return err
+			}
+			return measured(s)
+		}}
+	py := &contender{name: "ThreadPoolExecutor (urllib) + pacing lock", peer: true, units: float64(n),
+		note: "bench/python/fetch.py with a lock that spaces request starts 1/rate apart (concurrent.futures has no rate limiter)",
+		prepare: func() (invocation, error) {
+			h.srv.reset()
+			return h.py("fetch.py", h.srv.url, strconv.Itoa(n), strconv.Itoa(workers), strconv.FormatFloat(rate, 'g', -1, 64)), nil
+		},
+		check: func(s *sample, stderr string) error {
+			if err := pyCheck("ok", n)(s, stderr); err != nil {
+				return err
+			}
+			if err := h.srv.expect(n); err != nil {
+				return err
+			}
+			return measured(s)
+		}}
+	w.cs = []*contender{flow, py}
+	w.targets = func() []target {
+		r := flow.medianExtra()
+		off := (r - rate) / rate
+		return []target{{text: fmt.Sprintf("measured rate within 2%% of %g/s", rate), measured: fmt.Sprintf("%.2f/s (%+.2f%%)", r, off*100), met: math.Abs(off) <= 0.02}}
+	}
+	return w
+}
+
+func (h *harness) processW() *workload {
+	n, np := h.sz.processN, h.sz.processParallel
+	w := &workload{id: "process", title: fmt.Sprintf("process mode: %s tiny items", thousands(n)), unit: "items"}
+	flow := &contender{name: "flow", units: float64(n),
+		note: "range -> compute `${ item * 2 }` in `mode: process`, workers: auto -> jsonl",
+		prepare: func() (invocation, error) {
+			return h.flowRun("process.yaml", "process.json", "", map[string]string{"n": strconv.Itoa(n)}), nil
+		},
+		check: h.flowCheck("process.json", n)}
+	parOut := filepath.Join(h.out, "tmp", "process.parallel.txt")
+	par := &contender{name: fmt.Sprintf("GNU parallel (%s items)", thousands(np)), peer: true, units: float64(np),
+		note: fmt.Sprintf("`seq %d | parallel -j$(nproc) echo`: one process per item, as parallel works; on %s items only, since it is slow: compare items/s", np, thousands(np)),
+		prepare: func() (invocation, error) {
+			return invocation{argv: []string{"bash", "-c", `seq 1 "$1" | parallel --will-cite -j"$2" echo`, "_", strconv.Itoa(np), strconv.Itoa(runtime.NumCPU())}, stdout: parOut}, nil
+		},
+		check: func(*sample, string) error {
+			b, err := os.ReadFile(parOut)
+			if err == nil && bytes.Count(b, []byte("\n")) != np {
+				err = fmt.Errorf("parallel printed %d lines, want %d", bytes.Count(b, []byte("\n")), np)
+			}
+			return err
+		}}
+	if !h.haveParallel {
+		par.skip = "GNU parallel is missing (apt-get install parallel)"
+	}
+	ppe := &contender{name: "ProcessPoolExecutor.map", peer: true, units: float64(n),
+		note:    "bench/python/process.py: `ex.map(double, range(n))` with the default chunksize=1, as the guide writes it",
+		prepare: func() (invocation, error) { return h.py("process.py", strconv.Itoa(n), "1"), nil },
+		check:   pyCheck("items", n)}
+	ppe1k := &contender{name: "ProcessPoolExecutor.map(chunksize=1000)", peer: true, units: float64(n),
+		note:    "the same with chunksize=1000: items shipped to workers in batches",
+		prepare: func() (invocation, error) { return h.py("process.py", strconv.Itoa(n), "1000"), nil },
+		check:   pyCheck("items", n)}
+	w.cs = []*contender{flow, par, ppe, ppe1k}
+	w.targets = func() []target {
+		var ts []target
+		for _, c := range w.cs[1:] {
+			r := flow.rate() / c.rate()
+			ts = append(ts, target{text: "items/s against " + c.name + " (no set target)", measured: fmt.Sprintf("%.1fx", r), met: r >= 1, na: math.IsNaN(r)})
+		}
+		return ts
+	}
+	return w
+}
+
+func eachJSONLine(path string, fn func(map[string]any)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return fmt.Errorf("%s: %v", path, err)
+		}
+		fn(m)
+	}
+	return sc.Err()
+}
+
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
+
+// sumInts adds the integers of the lines of path that start with prefix.
+func sumInts(path, prefix string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(l, prefix)), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q is not a count", path, l)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
