@@ -158,3 +158,39 @@ func exampleBody(src string) string {
 	}
 	return strings.Join(lines[i:], "\n")
 }
+
+// TestDependenciesDocumented fails when go.mod requires a module that
+// docs/dependencies.md does not explain.
+func TestDependenciesDocumented(t *testing.T) {
+	mod, err := os.ReadFile(filepath.Join("..", "..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "dependencies.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inBlock := false
+	for _, line := range strings.Split(string(mod), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "require (":
+			inBlock = true
+			continue
+		case line == ")":
+			inBlock = false
+			continue
+		case strings.HasPrefix(line, "require "):
+			line = strings.TrimPrefix(line, "require ")
+		case !inBlock:
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if !strings.Contains(string(doc), "`"+fields[0]+"`") {
+			t.Errorf("go.mod requires %s, which docs/dependencies.md does not mention; say what it is for", fields[0])
+		}
+	}
+}
