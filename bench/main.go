@@ -35,6 +35,7 @@ type harness struct {
 	smoke     bool
 	srv       *slowServer
 
+	loadStart             string
 	havePIL, haveParallel bool
 	missing               []string
 }
@@ -52,6 +53,7 @@ func run() error {
 	only := flag.String("only", "", "comma-separated workloads to run: engine, memory, analyze-logs, resize, fetch, fetch-rate, process")
 	install := flag.String("install", "auto", "install missing peers with apt-get: auto (yes unless --smoke), yes or no")
 	flowBin := flag.String("flow", "", "use this flow binary instead of building ./cmd/flow")
+	profile := flag.Bool("profile", false, "run flow built with a CPU profile (./bench/flowprof) and keep the last run's profile of every workload in bench/out/profiles/WORKLOAD.cpu, for go tool pprof")
 	python := flag.String("python", "/usr/bin/python3", "the Python that runs the baselines (Debian's, where python3-pil installs Pillow)")
 	flag.Parse()
 	if *runs < 1 {
@@ -99,9 +101,16 @@ func run() error {
 	if *flowBin != "" {
 		h.flowBin = *flowBin
 	} else {
-		h.flowBin = filepath.Join(h.out, "flow")
-		fmt.Fprintln(os.Stderr, "bench: go build -o bench/out/flow ./cmd/flow")
-		cmd := exec.Command("go", "build", "-o", h.flowBin, "./cmd/flow")
+		name, pkg := "flow", "./cmd/flow"
+		if *profile {
+			name, pkg = "flowprof", "./bench/flowprof"
+			if err := os.MkdirAll(filepath.Join(h.out, "profiles"), 0o755); err != nil {
+				return err
+			}
+		}
+		h.flowBin = filepath.Join(h.out, name)
+		fmt.Fprintf(os.Stderr, "bench: go build -o bench/out/%s %s\n", name, pkg)
+		cmd := exec.Command("go", "build", "-o", h.flowBin, pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("building flow: %v", err)
@@ -114,6 +123,7 @@ func run() error {
 	}
 	defer h.srv.close()
 
+	h.loadStart = loadAvg()
 	ctx := context.Background()
 	timeout := 15 * time.Minute
 	if *smoke {
@@ -135,6 +145,9 @@ func run() error {
 				if err != nil {
 					return fmt.Errorf("%s / %s: %v", w.id, c.name, err)
 				}
+				if *profile && !c.peer {
+					inv.env = append(inv.env, "FLOW_CPUPROFILE="+filepath.Join(h.out, "profiles", w.id+".cpu"))
+				}
 				s, stderr, err := runOnce(ctx, inv, timeout)
 				if err == nil && c.check != nil {
 					err = c.check(&s, stderr)
@@ -149,7 +162,7 @@ func run() error {
 					continue
 				}
 				c.samples = append(c.samples, s)
-				fmt.Fprintf(os.Stderr, "bench: %-12s run %d/%d  %-42s %8.3fs %8.1f MB\n", w.id, r, *runs, c.name, s.wall.Seconds(), float64(s.rssKB)/1024)
+				fmt.Fprintf(os.Stderr, "bench: %-12s run %d/%d  %-42s %8.3fs wall %8.3fs CPU %8.1f MB\n", w.id, r, *runs, c.name, s.wall.Seconds(), s.cpu.Seconds(), float64(s.rssKB)/1024)
 			}
 		}
 	}
@@ -288,12 +301,13 @@ func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
 	if h.smoke {
 		mode = "SMOKE: tiny sizes, the numbers mean nothing. " + mode
 	}
-	fmt.Fprintf(w, "# flow benchmarks\n\n%s, %s\n\n%s.\n\n", machine(), goVersion(), mode)
+	fmt.Fprintf(w, "# flow benchmarks\n\n%s, %s; load average %s at the start, %s at the end (other work on the machine slows every contender alike, but adds noise; CPU time is steadier than wall time)\n\n%s.\n\n",
+		machine(), goVersion(), h.loadStart, loadAvg(), mode)
 	if len(h.missing) > 0 {
 		fmt.Fprintf(w, "Missing peers: %s.\n\n", strings.Join(h.missing, "; "))
 	}
-	fmt.Fprintln(w, "| workload | contender | wall (median) | throughput | peak RSS | peer/flow |")
-	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| workload | contender | wall (median) | CPU (median) | throughput | peak RSS | peer/flow |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 	var notes []string
 	for _, wl := range ws {
 		f := wl.flow()
@@ -309,10 +323,10 @@ func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
 				if why == "" {
 					why = "not run"
 				}
-				fmt.Fprintf(w, "| %s | %s | %s | | | |\n", wl.title, c.name, why)
+				fmt.Fprintf(w, "| %s | %s | %s | | | | |\n", wl.title, c.name, why)
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %.3fs | %s %s/s | %.1f MB | %s |\n", wl.title, c.name, c.medianWall().Seconds(), human(c.rate()), wl.unit, c.peakRSSMB(), ratio)
+			fmt.Fprintf(w, "| %s | %s | %.3fs | %.3fs | %s %s/s | %.1f MB | %s |\n", wl.title, c.name, c.medianWall().Seconds(), c.medianCPU().Seconds(), human(c.rate()), wl.unit, c.peakRSSMB(), ratio)
 			if c.note != "" {
 				notes = append(notes, fmt.Sprintf("- %s / %s: %s", wl.id, c.name, c.note))
 			}
@@ -363,6 +377,20 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%d CPUs (%s), %s/%s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH)
+}
+
+// loadAvg is the one-minute load average: a busy machine explains noisy
+// figures.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
 }
 
 func goVersion() string {

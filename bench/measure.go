@@ -16,8 +16,9 @@ import (
 // sample is one timed run of one contender.
 type sample struct {
 	wall  time.Duration
-	rssKB int64   // peak resident set of the largest process of the run
-	extra float64 // a workload-specific figure (the measured rate of a rated fetch)
+	rssKB int64         // peak resident set of the largest process of the run
+	cpu   time.Duration // user + system time of the run and its waited-for descendants
+	extra float64       // a workload-specific figure (the measured rate of a rated fetch)
 }
 
 // invocation is one command to time. Stdout goes to a file (or /dev/null)
@@ -62,6 +63,7 @@ func runOnce(ctx context.Context, inv invocation, timeout time.Duration) (sample
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			s.rssKB = ru.Maxrss // kilobytes on Linux
+			s.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	if ctx.Err() == context.DeadlineExceeded {

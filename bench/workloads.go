@@ -64,6 +64,14 @@ func (c *contender) rate() float64 {
 	return u / w.Seconds()
 }
 
+func (c *contender) medianCPU() time.Duration {
+	var ds []time.Duration
+	for _, s := range c.results() {
+		ds = append(ds, s.cpu)
+	}
+	return medianDur(ds)
+}
+
 func (c *contender) peakRSSMB() float64 {
 	var rs []int64
 	for _, s := range c.results() {
@@ -126,7 +134,7 @@ var fullSizes = sizes{
 	logFiles: 64, logSize: 16 << 20,
 	images: 200, imgW: 1920, imgH: 1080,
 	fetchN: 2000, fetchRatedN: 500, fetchWorkers: 50, fetchDelay: 20 * time.Millisecond, rate: 100,
-	processN: 100_000, processParallel: 5_000,
+	processN: 100_000, processParallel: 2_000,
 }
 
 var smokeSizes = sizes{
