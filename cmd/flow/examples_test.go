@@ -266,11 +266,12 @@ var genLogs = []struct {
 	{"golf.log", 64, 4, 4},
 }
 
-// genlogs DIR writes the genLogs files into DIR, plus a notes.txt that the
-// *.log pattern must not pick up.
+// genlogs DIR [corrupt] writes the genLogs files into DIR, plus a notes.txt
+// that the *.log pattern must not pick up; with corrupt, also broken.log,
+// which starts like gzip but is not, so that reading it fails.
 func cmdGenLogs(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: genlogs DIR")
+	if neg || len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[1] != "corrupt") {
+		ts.Fatalf("usage: genlogs DIR [corrupt]")
 	}
 	dir := ts.MkAbs(args[0])
 	ts.Check(os.MkdirAll(dir, 0o755))
@@ -292,6 +293,9 @@ func cmdGenLogs(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(os.WriteFile(filepath.Join(dir, f.name), []byte(b.String()), 0o644))
 	}
 	ts.Check(os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("ERROR not a log\n"), 0o644))
+	if len(args) == 2 {
+		ts.Check(os.WriteFile(filepath.Join(dir, "broken.log"), []byte("\x1f\x8b\x08 not really gzip"), 0o644))
+	}
 }
 
 // genimages DIR N W H writes N images of W x H pixels into DIR, alternately
