@@ -110,6 +110,9 @@ type option struct {
 func writeOptions(w io.Writer, k *steps.Kind) {
 	opts := options(k.Config, "")
 	if len(opts) == 0 {
+		opts = valueForms(k.Config)
+	}
+	if len(opts) == 0 {
 		fmt.Fprintln(w, "  (no options)")
 		return
 	}
@@ -149,6 +152,37 @@ func options(t reflect.Type, prefix string) []option {
 			inner = inner.Elem()
 		}
 		out = append(out, options(inner, prefix+f.Key+suffix)...)
+	}
+	return out
+}
+
+// valueForms describes the options of a kind written as one value (items:
+// [a, b]), from the JSON Schema its type gives of itself.
+func valueForms(t reflect.Type) []option {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || !reflect.PointerTo(t).Implements(schemaerType) {
+		return nil
+	}
+	sch := reflect.New(t).Interface().(conf.Schemaer).JSONSchema()
+	forms := []map[string]any{sch}
+	if alts, ok := sch["oneOf"].([]any); ok {
+		forms = nil
+		for _, a := range alts {
+			if m, ok := a.(map[string]any); ok {
+				forms = append(forms, m)
+			}
+		}
+	}
+	var out []option
+	for _, f := range forms {
+		typ, _ := f["type"].(string)
+		desc, _ := f["description"].(string)
+		if typ == "" {
+			typ = "any"
+		}
+		out = append(out, option{key: "(value)", typ: typ, def: "-", desc: desc})
 	}
 	return out
 }
