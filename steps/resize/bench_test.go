@@ -86,26 +86,41 @@ func BenchmarkResize(b *testing.B) {
 	ct.report(b, b.N)
 }
 
-// BenchmarkPhases splits one image's cost: decode, resample, encode.
+// BenchmarkPhases splits one image's cost: decode (in full, and at the
+// scale 'fast_decode' picks for 800x600), resample, encode. Built with
+// -tags libjpeg, decode and encode are libjpeg's.
 func BenchmarkPhases(b *testing.B) {
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, benchPhoto(1), &jpeg.Options{Quality: 90}); err != nil {
 		b.Fatal(err)
 	}
 	data := buf.Bytes()
-	img, err := jpeg.Decode(bytes.NewReader(data))
+	d, err := decode(data, 1e9, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
+	img := d.img
 	b.Run("decode", func(b *testing.B) {
 		ct := startCPU()
 		for b.Loop() {
-			if _, err := jpeg.Decode(bytes.NewReader(data)); err != nil {
+			if _, err := decode(data, 1e9, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
 		ct.report(b, b.N)
 	})
+	if haveLibjpeg {
+		s := mustStep(b, b.TempDir(), "width: 800\nheight: 600\nfast_decode: true").(*step)
+		b.Run("decode-fast", func(b *testing.B) {
+			ct := startCPU()
+			for b.Loop() {
+				if _, err := decode(data, 1e9, s.shrink); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ct.report(b, b.N)
+		})
+	}
 	for _, f := range []Filter{Lanczos, CatmullRom, Linear, Box} {
 		b.Run("resample-"+f.Name, func(b *testing.B) {
 			ct := startCPU()

@@ -15,7 +15,7 @@ type region struct{ x, y, w, h float64 }
 func scaleImage(img image.Image, r region, dw, dh int, f Filter) image.Image {
 	switch m := img.(type) {
 	case *image.YCbCr:
-		return scaleYCbCr(m, r, dw, dh, f)
+		return scaleYCbCr(m, r, dw, dh, f, m.SubsampleRatio)
 	case *image.Gray:
 		b := m.Rect
 		p := plane{pix: m.Pix[m.PixOffset(b.Min.X, b.Min.Y):], w: b.Dx(), h: b.Dy(), stride: m.Stride, c: 1}
@@ -39,9 +39,11 @@ func toRGBA(img image.Image) *image.RGBA {
 	return m
 }
 
-func scaleYCbCr(m *image.YCbCr, r region, dw, dh int, f Filter) *image.YCbCr {
+// scaleYCbCr resizes region r of m to dw x dh with chroma subsampled as
+// ratio says (which may differ from m's).
+func scaleYCbCr(m *image.YCbCr, r region, dw, dh int, f Filter, ratio image.YCbCrSubsampleRatio) *image.YCbCr {
 	b := m.Rect
-	out := image.NewYCbCr(image.Rect(0, 0, dw, dh), m.SubsampleRatio)
+	out := image.NewYCbCr(image.Rect(0, 0, dw, dh), ratio)
 	yp := plane{pix: m.Y[m.YOffset(b.Min.X, b.Min.Y):], w: b.Dx(), h: b.Dy(), stride: m.YStride, c: 1}
 	y := resample(yp, r.x, r.y, r.w, r.h, dw, dh, f)
 	out.Y, out.YStride = y.pix, y.stride
@@ -49,7 +51,7 @@ func scaleYCbCr(m *image.YCbCr, r region, dw, dh int, f Filter) *image.YCbCr {
 	// Chroma planes cover the same area with fewer samples; the region
 	// scales with them.
 	cw, ch := chromaSize(b.Dx(), b.Dy(), m.SubsampleRatio)
-	ow, oh := chromaSize(dw, dh, m.SubsampleRatio)
+	ow, oh := chromaSize(dw, dh, ratio)
 	sx, sy := float64(cw)/float64(b.Dx()), float64(ch)/float64(b.Dy())
 	co := m.COffset(b.Min.X, b.Min.Y)
 	for _, pl := range []*[]uint8{&out.Cb, &out.Cr} {

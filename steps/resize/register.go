@@ -2,6 +2,37 @@
 // EXIF orientation, resample it with a separable filter (Lanczos by
 // default), and write it atomically into an output directory it can never
 // leave.
+//
+// # JPEG through libjpeg-turbo
+//
+// A default build is pure Go: image/jpeg decodes and jpegenc (a faster fork
+// of image/jpeg's encoder) encodes, so `go build` and `go run ./cmd/flow`
+// work anywhere, cross-compiled or with CGO_ENABLED=0. Built with
+//
+//	go build -tags libjpeg ./cmd/flow
+//
+// (cgo, a C compiler and the libjpeg headers and library: Debian's
+// libjpeg62-turbo-dev), JPEGs are decoded and encoded by libjpeg-turbo
+// through its plain libjpeg API, straight from and to YCbCr planes
+// (raw_data_out / raw_data_in: no colour conversion, no chroma upsampling),
+// which the resampler works on anyway. The tag is an opt-in because cgo
+// costs portability: a C toolchain at build time, a shared library at run
+// time. JPEGs libjpeg cannot hand over as planes (CMYK, RGB-coded, unusual
+// sampling) still go to image/jpeg. libjpeg warnings about damaged data
+// (a premature end, a bad Huffman code...) fail the item, as image/jpeg
+// does, instead of letting libjpeg fill the image with grey; errors return
+// through setjmp/longjmp inside the C functions, never across Go frames.
+//
+// CPU time per 1920x1080 JPEG to 800x600 (Lanczos, quality 85; one core,
+// go test -bench Phases; Pillow 9.4 with libjpeg-turbo for comparison):
+//
+//	                 decode  resample  encode   total
+//	default build    24 ms   15 ms     6.5 ms   ~46 ms
+//	-tags libjpeg     7 ms   15 ms     1.1 ms   ~23 ms
+//	Pillow            9 ms   26 ms     2.7 ms   ~38 ms
+//
+// With libjpeg, 'fast_decode' (on by default) decodes large JPEGs at 1/2,
+// 1/4 or 1/8 scale in the DCT domain when the output is small enough.
 package resize
 
 import (
@@ -39,6 +70,10 @@ type Options struct {
 	Format  string  `yaml:"format" enum:"same,jpeg,png" default:"same" desc:"Output format. 'same' keeps JPEG as JPEG and PNG as PNG, and writes GIF and WebP sources as PNG. JPEG output of an image with transparency is flattened onto white."`
 	OutDir  *tmpl.T `yaml:"out_dir" default:"resized" desc:"Directory for the resized images, created when missing. Relative paths resolve against the directory of the pipeline file. Files are written atomically (a temporary file in this directory, then a rename), and never outside it." example:"thumbs"`
 	Name    *tmpl.T `yaml:"name" default:"{stem}.{ext}" desc:"File name of the output inside 'out_dir'. Placeholders: '{stem}' (source name without extension), '{ext}' (extension of the output format: the source extension when the format is unchanged, else 'jpg' or 'png'), '{name}' (source file name), '{width}' and '{height}' (output size). '${ }' expressions may be used too. Subdirectories are allowed; a name that leaves 'out_dir' ('..', an absolute path) fails the item." example:"{stem}-{width}x{height}.{ext}"`
+	// FastDecode is libjpeg's scaled decoding (Pillow's draft mode), on by
+	// default as the difference is far below what JPEG quality 100 loses
+	// (measured in TestFastDecode: luma PSNR 47 to 53 dB, chroma equal).
+	FastDecode *bool `yaml:"fast_decode" default:"true" desc:"With a build that decodes JPEG with libjpeg ('go build -tags libjpeg'), decode a large JPEG directly at 1/2, 1/4 or 1/8 of its size when that still leaves at least the output size, then resample: a 4000x3000 photo to 800x600 decodes at 1000x750, several times faster. The output differs from a full decode by less than JPEG quality 100 loses (PSNR above 47 dB). Set 'false' for the full decode always. Without libjpeg every JPEG is decoded in full."`
 	// MaxPixels guards against decompression bombs: a small file can
 	// declare a huge canvas.
 	MaxPixels int64 `yaml:"max_pixels" default:"100000000" desc:"Largest source image accepted, in pixels (width times height); larger images fail the item before any memory is allocated for them."`
@@ -165,6 +200,9 @@ func Register(r *steps.Registry) {
 			"`out_dir`, even through a symbolic link. Resampling is a separable convolution in 8-bit fixed " +
 			"point (the scheme Pillow uses), run on the JPEG's own YCbCr planes, which spares the color " +
 			"conversions; it is single-threaded per image, as the stage's `workers` run images side by side. " +
+			"JPEG decoding and encoding are Go's own by default; a `flow` built with `-tags libjpeg` " +
+			"uses libjpeg-turbo instead (about 3x faster to decode, 6x to encode) and can then decode large " +
+			"JPEGs at a reduced scale (`fast_decode`). " +
 			"A corrupt or truncated image fails its item with an error naming the file. Metadata (EXIF, ICC " +
 			"profiles) is not copied; 16-bit PNGs are written with 8 bits per channel.",
 		Result:  "`{src: /abs/photos/a.jpg, dest: /abs/resized/a.jpg, width: 800, height: 600, bytes: 91234}`: the resolved source and destination paths, the output size in pixels and in bytes.",
@@ -244,14 +282,15 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	img, format, orientation, err := decode(data, s.o.MaxPixels)
+	d, err := decode(data, s.o.MaxPixels, s.shrinker())
 	if err != nil {
 		return nil, &steps.Error{Err: fmt.Errorf("%s: %v", src, err), Class: "decode", Permanent: true}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	out := s.transform(img, orientation)
+	out := s.transform(d)
+	format := d.format
 
 	outFormat, ext := s.o.Format, ""
 	if outFormat == "same" {
@@ -311,35 +350,62 @@ func fileError(path string, err error) error {
 		Permanent: errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)}
 }
 
+// decoded is an image as read, before any resampling.
+type decoded struct {
+	img         image.Image
+	format      string
+	orientation int
+	w, h        int // stored size: img is smaller when decoded at a reduced scale
+	// chroma is the stored subsampling of a YCbCr JPEG, which a decoding
+	// at a reduced scale does not keep (libjpeg then returns full chroma):
+	// the output gets it back.
+	chroma image.YCbCrSubsampleRatio
+}
+
 // decode reads the image and its EXIF orientation, refusing canvases larger
-// than maxPixels before decoding them.
-func decode(data []byte, maxPixels int64) (image.Image, string, int, error) {
+// than maxPixels before decoding them. shrink, when set, is asked for the
+// JPEG decoding scale (in eighths) given the stored size and orientation;
+// the image returned is then that much smaller than the stored one.
+func decode(data []byte, maxPixels int64, shrink func(w, h, o int) int) (decoded, error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return nil, "", 0, describeDecodeError(err, "")
+		return decoded{}, describeDecodeError(err, "")
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return nil, "", 0, fmt.Errorf("image has no pixels (%dx%d)", cfg.Width, cfg.Height)
+		return decoded{}, fmt.Errorf("image has no pixels (%dx%d)", cfg.Width, cfg.Height)
 	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
-		return nil, "", 0, fmt.Errorf("image is %dx%d pixels, over 'max_pixels' (%d)", cfg.Width, cfg.Height, maxPixels)
-	}
-	img, _, err := image.Decode(bytes.NewReader(data))
-	if err != nil {
-		return nil, "", 0, describeDecodeError(err, format)
+		return decoded{}, fmt.Errorf("image is %dx%d pixels, over 'max_pixels' (%d)", cfg.Width, cfg.Height, maxPixels)
 	}
 	o := 1
 	if format == "jpeg" {
 		o = jpegOrientation(data)
+		if haveLibjpeg {
+			num := 8
+			if shrink != nil {
+				num = shrink(cfg.Width, cfg.Height, o)
+			}
+			img, chroma, err := libjpegDecode(data, num)
+			if err == nil {
+				return decoded{img, format, o, cfg.Width, cfg.Height, chroma}, nil
+			}
+			if !errors.Is(err, errNotRaw) {
+				return decoded{}, describeDecodeError(err, format)
+			}
+		}
 	}
-	return img, format, o, nil
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return decoded{}, describeDecodeError(err, format)
+	}
+	return decoded{img: img, format: format, orientation: o, w: cfg.Width, h: cfg.Height}, nil
 }
 
 func describeDecodeError(err error, format string) error {
 	switch {
 	case errors.Is(err, image.ErrFormat):
 		return errors.New("not a JPEG, PNG, GIF or WebP image")
-	case strings.Contains(err.Error(), "unexpected EOF"):
+	case strings.Contains(err.Error(), "unexpected EOF") || isTruncated(err):
 		return fmt.Errorf("cannot decode %s: the file is truncated", strings.ToUpper(format))
 	case format == "":
 		return fmt.Errorf("cannot read the image header: %v", err)
@@ -347,11 +413,16 @@ func describeDecodeError(err error, format string) error {
 	return fmt.Errorf("cannot decode %s: %v (the file is corrupt)", strings.ToUpper(format), err)
 }
 
-// transform computes the output size and region in the displayed (upright)
-// orientation, resamples the stored image, and turns the result upright.
-func (s *step) transform(img image.Image, o int) image.Image {
-	b := img.Bounds()
-	sw, sh := float64(b.Dx()), float64(b.Dy())
+func isTruncated(err error) bool {
+	t, ok := err.(interface{ truncated() bool })
+	return ok && t.truncated()
+}
+
+// plan computes, for a stored image of w x h pixels with EXIF orientation
+// o, the region of the stored image to resample and the size to resample
+// it to (both in the stored orientation: orient turns the result upright).
+func (s *step) plan(w, h, o int) (region, int, int) {
+	sw, sh := float64(w), float64(h)
 	if transposed(o) {
 		sw, sh = sh, sw
 	}
@@ -379,7 +450,50 @@ func (s *step) transform(img image.Image, o int) image.Image {
 		r = region{r.y, r.x, r.h, r.w}
 		dw, dh = dh, dw
 	}
-	return orient(scaleImage(img, r, dw, dh, s.filter), o)
+	return r, dw, dh
+}
+
+// transform resamples the decoded image, which may be smaller than the
+// stored one (decoded at a reduced scale), and turns the result upright.
+func (s *step) transform(d decoded) image.Image {
+	r, dw, dh := s.plan(d.w, d.h, d.orientation)
+	b := d.img.Bounds()
+	if b.Dx() != d.w || b.Dy() != d.h {
+		kx, ky := float64(b.Dx())/float64(d.w), float64(b.Dy())/float64(d.h)
+		r = region{r.x * kx, r.y * ky, r.w * kx, r.h * ky}
+	}
+	var out image.Image
+	if m, ok := d.img.(*image.YCbCr); ok && d.chroma != 0 && d.chroma != m.SubsampleRatio {
+		out = scaleYCbCr(m, r, dw, dh, s.filter, d.chroma)
+	} else {
+		out = scaleImage(d.img, r, dw, dh, s.filter)
+	}
+	return orient(out, d.orientation)
+}
+
+// shrinker is what decode asks for the JPEG decoding scale, nil for a
+// full decode always.
+func (s *step) shrinker() func(w, h, o int) int {
+	if s.o.FastDecode != nil && !*s.o.FastDecode {
+		return nil
+	}
+	return s.shrink
+}
+
+// shrink is the JPEG decoding scale, in eighths, for 'fast_decode': the
+// smallest that keeps the region to resample at least as large as the
+// output in both directions, so that the filter still only shrinks. Only
+// 1/8, 1/4 and 1/2 are offered: libjpeg-turbo has SIMD code for those,
+// while its other scales (3/8, 5/8...) decode slower than the full image
+// (measured: 5/8 of a 1920x1080 image 10.5 ms, the full image 6.2 ms).
+func (s *step) shrink(w, h, o int) int {
+	r, dw, dh := s.plan(w, h, o)
+	for num := 1; num < 8; num *= 2 {
+		if r.w*float64(num)/8 >= float64(dw) && r.h*float64(num)/8 >= float64(dh) {
+			return num
+		}
+	}
+	return 8
 }
 
 func encode(buf *bytes.Buffer, img image.Image, format string, quality int) error {
@@ -391,6 +505,12 @@ func encode(buf *bytes.Buffer, img image.Image, format string, quality int) erro
 	}
 	if m, ok := img.(*image.RGBA); ok {
 		flatten(m)
+	}
+	if data, ok, err := libjpegEncode(img, quality); ok {
+		if err == nil {
+			buf.Write(data)
+		}
+		return err
 	}
 	return jpegenc.Encode(buf, img, &jpegenc.Options{Quality: quality})
 }
