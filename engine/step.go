@@ -214,7 +214,9 @@ func (st *stepStage) feed() {
 				continue
 			}
 			st.queue = append(st.queue, b)
-			st.cond.Broadcast()
+			// Wake one worker; it wakes the next if work is left, so
+			// idle workers are not all woken for one small batch.
+			st.cond.Signal()
 			st.mu.Unlock()
 		case <-st.ctx.Done():
 			st.mu.Lock()
@@ -327,6 +329,9 @@ func (st *stepStage) claim(w *workerState) *chunk {
 			st.pos = 0
 			freeBatch(b)
 			st.room.Signal()
+		}
+		if len(st.queue) > 0 {
+			st.cond.Signal()
 		}
 		return c
 	}
