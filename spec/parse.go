@@ -51,6 +51,11 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 		return nil, conf.Diags{{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "the file is empty: a pipeline needs at least 'version: 1' and 'stages:'"}}
 	}
 	root := doc.Content[0]
+	if err := conf.CheckAliases(root); err != nil {
+		var ds conf.Diags
+		ds.AddErr(conf.NodePos(root), err)
+		return nil, ds.WithFile(file)
+	}
 	p := &Pipeline{File: file, Dir: filepath.Dir(file)}
 	var ds conf.Diags
 	// Variables first: expressions elsewhere are checked against them.
