@@ -61,6 +61,40 @@ func TestExamples(t *testing.T) {
 	})
 }
 
+// TestEveryExampleIsTested keeps examples/ honest: each pipeline there opens
+// with the schema modeline and a header comment, and has a script in
+// testdata/examples that runs it.
+func TestEveryExampleIsTested(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	files, err := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitN(string(b), "\n", 4)
+		if lines[0] != "# yaml-language-server: $schema=../schema.json" {
+			t.Errorf("examples/%s.yaml: the first line must be the modeline '# yaml-language-server: $schema=../schema.json'", name)
+		}
+		if len(lines) < 3 || !strings.HasPrefix(lines[2], "# "+name+" ") {
+			t.Errorf("examples/%s.yaml: after the modeline, a comment header must start with '# %s - what it shows'", name, name)
+		}
+		script, err := os.ReadFile(filepath.Join(root, "testdata", "examples", name+".txtar"))
+		if err != nil {
+			t.Errorf("examples/%s.yaml has no script testdata/examples/%s.txtar that runs it", name, name)
+			continue
+		}
+		if !strings.Contains(string(script), "flow run examples/"+name+".yaml") {
+			t.Errorf("testdata/examples/%s.txtar never runs examples/%s.yaml", name, name)
+		}
+	}
+}
+
 // processModeWired tells whether this build runs mode: process stages.
 // TODO(examples): drop with the [!process] lines once procpool is wired in.
 func processModeWired(t *testing.T) bool {
