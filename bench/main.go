@@ -30,10 +30,13 @@ import (
 type harness struct {
 	root, out string
 	flowBin   string
-	python    string
-	sz        sizes
-	smoke     bool
-	srv       *slowServer
+	// flowLibjpeg is flow built with -tags libjpeg, "" when it does not
+	// build (no cgo or no libjpeg headers); libjpegErr says why.
+	flowLibjpeg, libjpegErr string
+	python                  string
+	sz                      sizes
+	smoke                   bool
+	srv                     *slowServer
 
 	loadStart             string
 	havePIL, haveParallel bool
@@ -80,22 +83,11 @@ func run() error {
 	doInstall := *install == "yes" || (*install == "auto" && !*smoke)
 	h.findPeers(doInstall)
 
-	ws := h.workloads()
-	if *only != "" {
-		ws, err = selectWorkloads(ws, *only)
-		if err != nil {
-			return err
-		}
-	}
-	// The Python map of the engine workload stands beside the memory figure:
-	// run at ten times the items it would need tens of GB.
-	if mem, eng := findW(ws, "memory"), findW(h.workloads(), "engine"); mem != nil {
-		if e := findW(ws, "engine"); e != nil {
-			eng = e
-		}
-		py := eng.find("ThreadPoolExecutor.map")
-		mem.cs = append(mem.cs, &contender{name: "ThreadPoolExecutor.map (" + thousands(h.sz.engineN) + " items)", peer: true, borrow: py,
-			note: "the engine row's Python map, at a tenth of the items: it submits every item before the first result, so its memory grows with the input"})
+	// Chosen once to check --only and to know what to build, and again
+	// once the builds are known (a contender is skipped when its build fails).
+	ws, err := h.selected(*only)
+	if err != nil {
+		return err
 	}
 
 	if *flowBin != "" {
@@ -109,12 +101,21 @@ func run() error {
 			}
 		}
 		h.flowBin = filepath.Join(h.out, name)
-		fmt.Fprintf(os.Stderr, "bench: go build -o bench/out/%s %s\n", name, pkg)
-		cmd := exec.Command("go", "build", "-o", h.flowBin, pkg)
-		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building flow: %v", err)
+		if out, err := h.build(h.flowBin, pkg); err != nil {
+			return fmt.Errorf("building flow: %v\n%s", err, out)
 		}
+		if findW(ws, "resize") != nil {
+			lj := filepath.Join(h.out, name+"-libjpeg")
+			if out, err := h.build(lj, pkg, "-tags", "libjpeg"); err != nil {
+				h.libjpegErr = firstLine(string(out))
+				fmt.Fprintf(os.Stderr, "bench: flow does not build with -tags libjpeg (%s): that contender is skipped\n", h.libjpegErr)
+			} else {
+				h.flowLibjpeg = lj
+			}
+		}
+	}
+	if ws, err = h.selected(*only); err != nil {
+		return err
 	}
 
 	h.srv, err = startServer(h.sz.fetchDelay)
@@ -179,6 +180,15 @@ func run() error {
 	return nil
 }
 
+// build runs go build in the checkout.
+func (h *harness) build(out, pkg string, flags ...string) ([]byte, error) {
+	args := append(append([]string{"build"}, flags...), "-o", out, pkg)
+	fmt.Fprintf(os.Stderr, "bench: go %s\n", strings.Join(args, " "))
+	cmd := exec.Command("go", args...)
+	cmd.Dir = h.root
+	return cmd.CombinedOutput()
+}
+
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		return s[:i]
@@ -190,6 +200,27 @@ func isFlagSet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// selected builds the workloads named by only (all when empty).
+func (h *harness) selected(only string) ([]*workload, error) {
+	ws := h.workloads()
+	eng := findW(ws, "engine")
+	if only != "" {
+		var err error
+		if ws, err = selectWorkloads(ws, only); err != nil {
+			return nil, err
+		}
+	}
+	// The Python map of the engine workload stands beside the memory figure:
+	// at ten times the items it would need tens of GB. When the engine
+	// workload is not selected its samples stay empty and the row says so.
+	if mem := findW(ws, "memory"); mem != nil {
+		mem.cs = append(mem.cs, &contender{name: "ThreadPoolExecutor.map (" + thousands(h.sz.engineN) + " items)", peer: true,
+			borrow: eng.find("ThreadPoolExecutor.map"),
+			note:   "the engine row's Python map, at a tenth of the items: it submits every item before the first result, so its memory grows with the input"})
+	}
+	return ws, nil
 }
 
 func findW(ws []*workload, id string) *workload {
