@@ -1,26 +1,354 @@
-// Package procpool runs a stage's items in worker processes: re-executions of
-// the flow binary in a worker role, speaking the protocol package's framed
-// messages over pipes.
 package procpool
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
 
+	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/protocol"
+	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
 
 // RoleEnv is the environment variable that starts a binary in the worker role.
 const RoleEnv = "FLOW_ROLE"
 
+// The worker reads frames from descriptor 3 and writes frames to descriptor
+// 4. Its stdout and stderr both go to the parent, which prefixes and
+// forwards them: a step printing to stdout cannot corrupt the protocol.
+const (
+	fdIn  = 3
+	fdOut = 4
+)
+
 // IsWorker reports whether this process was started as a worker. main (and
 // TestMain of tests that use process mode) must check it first thing.
 func IsWorker() bool { return os.Getenv(RoleEnv) == "worker" }
 
-// WorkerMain serves items on stdin/stdout until the parent closes stdin, and
-// returns the process exit code.
+// WorkerMain serves one stage's items for the parent process until the
+// parent sends Shutdown or closes the pipe, and returns the process exit code.
 func WorkerMain(reg *steps.Registry) int {
-	_ = reg
-	fmt.Fprintln(os.Stderr, "flow: worker role not implemented yet")
-	return 2
+	// Programs the step runs (exec) must not believe they are workers too.
+	os.Unsetenv(RoleEnv)
+	in, out := os.NewFile(fdIn, "flow-protocol-in"), os.NewFile(fdOut, "flow-protocol-out")
+	if _, err := in.Stat(); err != nil {
+		fmt.Fprintf(os.Stderr, "flow: %s=worker is set, but this process has no protocol pipe (descriptor %d): workers are started by flow itself for mode: process stages; unset %s\n", RoleEnv, fdIn, RoleEnv)
+		return 2
+	}
+	if _, err := out.Stat(); err != nil {
+		fmt.Fprintf(os.Stderr, "flow: worker has no protocol output pipe (descriptor %d)\n", fdOut)
+		return 2
+	}
+	// Keep the pipes out of programs the step starts: one of them holding
+	// the write end would hide this worker's death from the parent.
+	syscall.CloseOnExec(fdIn)
+	syscall.CloseOnExec(fdOut)
+	w := &worker{out: protocol.NewWriter(out), cancelled: map[uint64]bool{}, page: openRunningPage()}
+	w.cond = sync.NewCond(&w.mu)
+	return w.serve(reg, protocol.NewReader(in))
+}
+
+type worker struct {
+	out  *protocol.Writer
+	step steps.Step
+	page runningPage
+
+	mu            sync.Mutex
+	cond          *sync.Cond
+	queue         []protocol.Item
+	closing       bool // Shutdown or end of input: finish the queue, exit
+	terminated    bool // SIGTERM: drop the queue, exit
+	cancelled     map[uint64]bool
+	running       uint64
+	cancelRunning context.CancelFunc
+	done          int64
+}
+
+func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
+	m, err := r.Read()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "flow: worker: reading hello: %v\n", err)
+		return 2
+	}
+	hello, ok := m.(*protocol.Hello)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "flow: worker: first message is %s, want hello\n", m.Type())
+		return 2
+	}
+	ready := &protocol.Ready{Version: protocol.Version, PID: os.Getpid()}
+	if hello.Version != protocol.Version {
+		err = fmt.Errorf("the parent speaks protocol version %d, this worker %d: the flow binary changed during the run", hello.Version, protocol.Version)
+	} else {
+		w.step, err = build(hello, reg)
+	}
+	if err != nil {
+		ready.Err = &protocol.ErrorInfo{Message: err.Error(), Class: "error", Permanent: true}
+	}
+	if werr := w.out.Write(ready); werr != nil || err != nil {
+		return 1
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	go w.onTerm(sigs)
+	if hello.Heartbeat > 0 {
+		go w.heartbeat(hello.Heartbeat)
+	}
+	go w.read(r)
+	return w.run()
+}
+
+// build constructs the stage's step exactly as the parent would: same file,
+// same effective variables, same environment (inherited).
+func build(h *protocol.Hello, reg *steps.Registry) (steps.Step, error) {
+	p, err := spec.Parse(h.File, []byte(h.Source), spec.Options{}, reg)
+	if err != nil {
+		return nil, fmt.Errorf("worker cannot load the pipeline: %w", err)
+	}
+	p.Dir = h.Dir
+	for _, v := range p.Vars.List {
+		if val, ok := h.Vars[v.Name]; ok {
+			v.Value = val
+		}
+	}
+	var st *spec.Stage
+	for _, s := range p.Stages {
+		if s.Name == h.Stage {
+			st = s
+		}
+	}
+	if st == nil {
+		return nil, fmt.Errorf("the pipeline has no stage %q", h.Stage)
+	}
+	k, ok := reg.Lookup(st.Kind)
+	if !ok || k.Role != steps.RoleStep {
+		return nil, fmt.Errorf("stage %q: %q is not a step kind of this flow binary", st.Name, st.Kind)
+	}
+	vars := p.Vars.Map()
+	env := &steps.Env{Dir: p.Dir, Stage: st.Name, Vars: vars, Env: environ(), Workers: h.Workers,
+		Stdin: bytes.NewReader(nil), Stdout: os.Stderr, Stderr: os.Stderr}
+	v, err := k.Build(st.Options, &conf.Context{Vars: vars}, env)
+	if err != nil {
+		return nil, fmt.Errorf("stage %q: %w", st.Name, err)
+	}
+	step, ok := v.(steps.Step)
+	if !ok {
+		return nil, fmt.Errorf("stage %q: kind %q does not handle items one at a time (a barrier such as sort or top runs in the parent; remove mode: process)", st.Name, st.Kind)
+	}
+	if h.Memory > 0 {
+		// A soft limit a little under the hard one makes the Go heap
+		// collect harder before the parent has to kill this worker.
+		debug.SetMemoryLimit(h.Memory / 10 * 9)
+	}
+	return step, nil
+}
+
+func environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// read moves frames from the parent into the queue. Reading never waits
+// for the step, so Cancel reaches a running item.
+func (w *worker) read(r *protocol.Reader) {
+	for {
+		m, err := r.Read()
+		w.mu.Lock()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				fmt.Fprintf(os.Stderr, "flow: worker: reading from the parent: %v\n", err)
+			}
+			w.closing = true
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			return
+		}
+		switch m := m.(type) {
+		case *protocol.Items:
+			w.queue = append(w.queue, *m...)
+			w.cond.Broadcast()
+		case *protocol.Cancel:
+			for _, id := range *m {
+				if id == w.running && w.cancelRunning != nil {
+					w.cancelRunning()
+					continue
+				}
+				for _, it := range w.queue {
+					if it.ID == id {
+						w.cancelled[id] = true
+						break
+					}
+				}
+			}
+		case *protocol.Shutdown:
+			w.closing = true
+			w.cond.Broadcast()
+		}
+		w.mu.Unlock()
+	}
+}
+
+// Results wait in the worker until one of these is reached, or until the
+// queue runs dry: few frames for cheap items, no wait for slow ones.
+const (
+	flushCount = 512
+	flushDelay = 2 * time.Millisecond
+)
+
+// run executes the queue one item at a time, in order. The order is part
+// of the protocol: it tells the parent which item a dead worker was running.
+func (w *worker) run() int {
+	var (
+		pending []protocol.Result
+		busy    time.Duration
+		first   time.Time
+	)
+	flush := func() bool {
+		if len(pending) == 0 {
+			return true
+		}
+		err := w.out.Write(&protocol.Results{Busy: busy, Results: pending})
+		pending, busy = pending[:0], 0
+		return err == nil
+	}
+	for {
+		w.mu.Lock()
+		for len(w.queue) == 0 && !w.closing {
+			if len(pending) > 0 {
+				w.mu.Unlock()
+				if !flush() {
+					return 1
+				}
+				w.mu.Lock()
+				continue
+			}
+			w.cond.Wait()
+		}
+		if len(w.queue) == 0 || w.terminated {
+			term := w.terminated
+			w.mu.Unlock()
+			flush()
+			if term {
+				return 128 + int(syscall.SIGTERM)
+			}
+			return 0
+		}
+		it := w.queue[0]
+		w.queue[0] = protocol.Item{}
+		w.queue = w.queue[1:]
+		var res protocol.Result
+		if w.cancelled[it.ID] {
+			delete(w.cancelled, it.ID)
+			w.mu.Unlock()
+			res = protocol.Result{ID: it.ID, Err: &protocol.ErrorInfo{Message: "cancelled by the parent before it started", Class: "cancelled"}}
+		} else {
+			ctx, cancel := context.WithCancel(context.Background())
+			w.running, w.cancelRunning = it.ID, cancel
+			w.mu.Unlock()
+			start := time.Now()
+			w.page.store(it.ID)
+			v, err := w.do(ctx, it)
+			w.page.store(0)
+			busy += time.Since(start)
+			cancel()
+			w.mu.Lock()
+			w.running, w.cancelRunning = 0, nil
+			w.done++
+			w.mu.Unlock()
+			res = result(it.ID, v, err)
+		}
+		if len(pending) == 0 {
+			first = time.Now()
+		}
+		pending = append(pending, res)
+		if len(pending) >= flushCount || time.Since(first) >= flushDelay {
+			if !flush() {
+				return 1
+			}
+		}
+	}
+}
+
+// do runs the step on one item. A panic is the item's failure, not the
+// worker's: the step's deferred cleanups have run, and the worker goes on.
+func (w *worker) do(ctx context.Context, it protocol.Item) (v any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			stack := string(debug.Stack())
+			fmt.Fprintf(os.Stderr, "panic running item %d: %v\n%s", it.Index, r, stack)
+			err = &steps.Error{Err: fmt.Errorf("the step panicked: %v", r), Class: "crash"}
+		}
+	}()
+	return w.step.Do(ctx, steps.Input{Index: it.Index, Item: it.Value})
+}
+
+func result(id uint64, v any, err error) protocol.Result {
+	if err == nil {
+		raw, encErr := protocol.AppendValue(nil, v)
+		if encErr == nil {
+			return protocol.Result{ID: id, Raw: raw}
+		}
+		err = steps.Permanent(fmt.Errorf("the result cannot be sent back from the worker process: %w", encErr))
+	}
+	info := &protocol.ErrorInfo{Message: err.Error(), Class: steps.ClassOf(err)}
+	var se *steps.Error
+	if errors.As(err, &se) {
+		info.Permanent, info.RetryAfter = se.Permanent, se.RetryAfter
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		info.Class = "cancelled"
+	case errors.Is(err, context.DeadlineExceeded):
+		info.Class = "timeout"
+	}
+	return protocol.Result{ID: id, Err: info}
+}
+
+func (w *worker) heartbeat(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		w.mu.Lock()
+		hb := &protocol.Heartbeat{Done: w.done, Running: w.running}
+		w.mu.Unlock()
+		if w.out.Write(hb) != nil {
+			return
+		}
+	}
+}
+
+// termGrace is how long a worker told to stop (SIGTERM: the parent killing
+// a timed-out item, or the parent's death) waits for the running step to
+// honour its cancelled context, e.g. for exec to stop its process group.
+const termGrace = time.Second
+
+// onTerm stops the running item and exits, within termGrace whatever the
+// step does.
+func (w *worker) onTerm(sigs <-chan os.Signal) {
+	<-sigs
+	w.mu.Lock()
+	w.terminated, w.closing = true, true
+	w.queue = nil
+	if w.cancelRunning != nil {
+		w.cancelRunning()
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	time.Sleep(termGrace)
+	os.Exit(128 + int(syscall.SIGTERM))
 }

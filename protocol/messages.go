@@ -68,6 +68,9 @@ type Hello struct {
 	Worker  int `json:"worker"`
 	// Heartbeat is how often the worker must send a Heartbeat (0: never).
 	Heartbeat time.Duration `json:"heartbeat_ns"`
+	// Memory is the limit in bytes the parent enforces on the worker (0:
+	// none); the worker keeps its own heap under it.
+	Memory int64 `json:"memory,omitempty"`
 }
 
 // Ready answers a Hello: the worker built the step (Err nil) or could not.

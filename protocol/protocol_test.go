@@ -150,7 +150,7 @@ func FuzzValue(f *testing.F) {
 func TestMessagesRoundTrip(t *testing.T) {
 	msgs := []Message{
 		&Hello{Version: Version, File: "p.yaml", Dir: "/tmp/x", Source: "version: 1\n", Stage: "work",
-			Vars: map[string]any{"n": int64(3), "ratio": 2.0, "names": []any{"a"}}, Workers: 4, Worker: 2, Heartbeat: time.Second},
+			Vars: map[string]any{"n": int64(3), "ratio": 2.0, "names": []any{"a"}}, Workers: 4, Worker: 2, Heartbeat: time.Second, Memory: 1 << 29},
 		&Ready{Version: Version, PID: 42},
 		&Ready{Version: Version, PID: 43, Err: &ErrorInfo{Message: "unknown stage", Class: "error", Permanent: true}},
 		&Items{{ID: 1, Index: 0, Value: "a"}, {ID: 2, Index: 7, Value: map[string]any{"k": []any{1.5}}}, {ID: 3, Index: 8, Value: nil}},

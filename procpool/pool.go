@@ -1,0 +1,575 @@
+package procpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/protocol"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+)
+
+// Config tunes a Pool. Zero fields take the defaults given with them.
+type Config struct {
+	// Workers is the number of worker processes (at least 1).
+	Workers int
+	// MaxTasksPerChild replaces a worker after it has been sent this many
+	// items (0: never).
+	MaxTasksPerChild int
+	// Memory is the most resident memory, in bytes, a worker and the
+	// processes it started may use together (0: no limit). The pool reads
+	// it from /proc every MemoryPoll and kills a worker above it; the item
+	// it was running fails with class "memory".
+	Memory int64
+	// InFlight is how many items the pool takes at once (Do calls that do
+	// not wait in the caller). Default Workers.
+	InFlight int
+
+	// KillGrace is how long a worker told to stop (SIGTERM to it and its
+	// descendants) has before SIGKILL. Default 2s.
+	KillGrace time.Duration
+	// MemoryPoll is how often memory is measured when Memory is set.
+	// Default 100ms.
+	MemoryPoll time.Duration
+	// Heartbeat is how often workers report that they are alive; a worker
+	// silent for HeartbeatTimeout is killed as hung. Defaults 1s and 1m.
+	Heartbeat        time.Duration
+	HeartbeatTimeout time.Duration
+	// StartTimeout bounds a worker's start, up to its Ready. Default 30s.
+	StartTimeout time.Duration
+	// BatchLatency is about how much work (in time) the pool queues in a
+	// worker ahead of the item it runs: cheap items then cross the pipes
+	// by the hundred, slow ones one at a time. Default 2ms.
+	BatchLatency time.Duration
+	// MaxWindow bounds the items queued in one worker; MaxBatch the items
+	// in one frame. Defaults 1024 and 512.
+	MaxWindow int
+	MaxBatch  int
+
+	// Command starts a worker; default: this very executable. The pool adds
+	// FLOW_ROLE=worker (RoleEnv) and Env to the inherited environment.
+	Command []string
+	Env     []string
+	// Stderr receives the workers' stdout and stderr, line by line, each
+	// prefixed with the stage and the worker pid. Default os.Stderr.
+	Stderr io.Writer
+	// Label names the stage in messages.
+	Label string
+}
+
+func (c *Config) defaults() error {
+	if c.Workers < 1 {
+		return fmt.Errorf("a process pool needs at least 1 worker, got %d", c.Workers)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.KillGrace, 2*time.Second)
+	def(&c.MemoryPoll, 100*time.Millisecond)
+	def(&c.Heartbeat, time.Second)
+	def(&c.HeartbeatTimeout, time.Minute)
+	def(&c.StartTimeout, 30*time.Second)
+	def(&c.BatchLatency, 2*time.Millisecond)
+	if c.MaxWindow <= 0 {
+		c.MaxWindow = 1024
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 512
+	}
+	if c.InFlight < c.Workers {
+		c.InFlight = c.Workers
+	}
+	if len(c.Command) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("cannot find this program to start worker processes: %w", err)
+		}
+		c.Command = []string{exe}
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	return nil
+}
+
+// inFlightPerWorker is how many items per worker the pool asks the engine
+// to keep in flight (see Pool.InFlight) when items have no per-attempt
+// timeout: enough to batch cheap items over the pipes.
+const inFlightPerWorker = 128
+
+// Factory builds the Runner of a `mode: process` stage; it is an
+// engine.RunnerFactory. The workers re-execute this program, which must
+// start with
+//
+//	if procpool.IsWorker() { os.Exit(procpool.WorkerMain(registry)) }
+//
+// with a registry holding the same kinds as the parent's.
+func Factory(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error) {
+	return NewRunner(p, s, workers)
+}
+
+// NewRunner is Factory returning the concrete *Pool.
+func NewRunner(p *spec.Pipeline, s *spec.Stage, workers int) (*Pool, error) {
+	hello, err := HelloFor(p, s, workers)
+	if err != nil {
+		return nil, err
+	}
+	cfg := Config{Workers: workers, MaxTasksPerChild: s.MaxTasksPerChild, Memory: int64(s.Memory), Label: s.Name}
+	// With a per-attempt timeout the engine starts the clock when it calls
+	// Do: an item must not spend its time queued behind others, so the
+	// pool takes no more items than it has workers.
+	if s.Timeout <= 0 {
+		cfg.InFlight = workers * inFlightPerWorker
+	}
+	return New(hello, cfg)
+}
+
+// HelloFor builds the Hello that lets a worker rebuild stage s of p: the
+// pipeline text, its effective variables and the stage name.
+func HelloFor(p *spec.Pipeline, s *spec.Stage, workers int) (protocol.Hello, error) {
+	// The text as read from the file keeps line numbers in messages; a
+	// pipeline that came from elsewhere is written back from its tree.
+	src, err := os.ReadFile(p.File)
+	if err != nil {
+		if p.Node == nil {
+			return protocol.Hello{}, fmt.Errorf("stage %q: cannot give the pipeline to worker processes: %w", s.Name, err)
+		}
+		if src, err = yaml.Marshal(p.Node); err != nil {
+			return protocol.Hello{}, fmt.Errorf("stage %q: cannot give the pipeline to worker processes: %w", s.Name, err)
+		}
+	}
+	return protocol.Hello{
+		Version: protocol.Version,
+		File:    p.File,
+		Dir:     p.Dir,
+		Source:  string(src),
+		Vars:    p.Vars.Map(),
+		Stage:   s.Name,
+		Workers: workers,
+		Memory:  int64(s.Memory),
+	}, nil
+}
+
+// Pool runs items in worker processes; it implements engine.Runner.
+//
+// Each worker runs one item at a time. Cheap items are queued in a worker
+// ahead of time (a batch crosses the pipe as one frame) so that throughput
+// does not hang on round trips; how far ahead adapts to the measured time
+// per item (Config.BatchLatency). For that to pay, the engine should call
+// Do from up to InFlight() goroutines rather than from the worker count.
+type Pool struct {
+	cfg   Config
+	hello protocol.Hello
+
+	nextID atomic.Uint64
+	queue  taskQueue
+	avgNS  atomic.Int64 // time per item in the workers, smoothed
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	stderrMu  sync.Mutex
+
+	mu            sync.Mutex
+	procs         map[*proc]struct{}
+	broken        error
+	startFailures int
+	monitoring    bool
+	started       int64
+}
+
+// New starts a pool for the stage described by hello. No process starts
+// until the first item arrives.
+func New(hello protocol.Hello, cfg Config) (*Pool, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if cfg.Label == "" {
+		cfg.Label = hello.Stage
+	}
+	hello.Version = protocol.Version
+	hello.Heartbeat = cfg.Heartbeat
+	hello.Memory = cfg.Memory
+	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{}}
+	p.queue.notify = make(chan struct{}, 1)
+	p.wg.Add(cfg.Workers)
+	for i := range cfg.Workers {
+		go p.slot(i)
+	}
+	return p, nil
+}
+
+// InFlight is how many concurrent Do calls the pool can make use of: the
+// workers, plus items queued ahead in them when items are cheap.
+func (p *Pool) InFlight() int { return p.cfg.InFlight }
+
+// Started is the number of worker processes started so far.
+func (p *Pool) Started() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started
+}
+
+// errClosed fails items still waiting when the pool closes.
+var errClosed = errors.New("the process pool was closed before a worker took this item")
+
+const (
+	stQueued int32 = iota
+	stSent
+	stDone
+	stAbandoned
+)
+
+type task struct {
+	id    uint64
+	in    steps.Input
+	raw   []byte
+	state atomic.Int32
+	w     *proc // set before the move to stSent
+	done  chan outcome
+	// crashes counts the workers that died holding the item after it may
+	// have run; only the holder touches it.
+	crashes int
+}
+
+type outcome struct {
+	v   any
+	err error
+}
+
+// finish delivers the outcome of a task that is still wanted; from is the
+// state the caller believes it is in.
+func (t *task) finish(from int32, v any, err error) {
+	if t.state.CompareAndSwap(from, stDone) {
+		t.done <- outcome{v, err}
+	}
+}
+
+// Do runs one item in a worker process. When ctx ends first, Do returns at
+// once with an error wrapping ctx.Err(); if a worker was running the item,
+// its process group is stopped (SIGTERM, then SIGKILL after KillGrace) and
+// a replacement starts when there is work.
+func (p *Pool) Do(ctx context.Context, in steps.Input) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	raw, err := protocol.AppendValue(nil, in.Item)
+	if err != nil {
+		return nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker process: %w", err))
+	}
+	t := &task{id: p.nextID.Add(1), in: in, raw: raw, done: make(chan outcome, 1)}
+	if err := p.queue.push(t); err != nil {
+		return nil, err
+	}
+	select {
+	case o := <-t.done:
+		return o.v, o.err
+	case <-ctx.Done():
+		return p.abandon(t, ctx)
+	}
+}
+
+func (p *Pool) abandon(t *task, ctx context.Context) (any, error) {
+	for {
+		switch t.state.Load() {
+		case stQueued:
+			if t.state.CompareAndSwap(stQueued, stAbandoned) {
+				return nil, fmt.Errorf("stopped while waiting for a worker process: %w", ctx.Err())
+			}
+		case stSent:
+			if t.state.CompareAndSwap(stSent, stAbandoned) {
+				if pid, stopped := t.w.abandon(t); stopped {
+					return nil, fmt.Errorf("stopped worker process %d, which was running this item: %w", pid, ctx.Err())
+				}
+				return nil, fmt.Errorf("withdrawn from worker process %d before it started: %w", t.w.pid, ctx.Err())
+			}
+		default: // done: the outcome is in the channel or about to be
+			o := <-t.done
+			return o.v, o.err
+		}
+	}
+}
+
+// Close stops every worker: each finishes the items it holds (KillGrace at
+// most) and exits; what is left is killed with its descendants. Items still
+// waiting fail. Close returns once every worker process has been reaped.
+func (p *Pool) Close() error {
+	p.closeOnce.Do(func() {
+		close(p.closing)
+		for _, t := range p.queue.close(errClosed) {
+			t.finish(stQueued, nil, errClosed)
+		}
+		p.mu.Lock()
+		procs := make([]*proc, 0, len(p.procs))
+		for w := range p.procs {
+			procs = append(procs, w)
+		}
+		p.mu.Unlock()
+		for _, w := range procs {
+			w.closeInput()
+		}
+		deadline := time.NewTimer(p.cfg.KillGrace)
+		for _, w := range procs {
+			select {
+			case <-w.exited:
+			case <-deadline.C:
+			}
+		}
+		deadline.Stop()
+		for _, w := range procs {
+			w.kill(errClosed)
+		}
+		p.wg.Wait()
+	})
+	return nil
+}
+
+// slot keeps one worker process busy while there is work, starting a new
+// one whenever the last has gone (recycled, crashed or killed).
+func (p *Pool) slot(i int) {
+	defer p.wg.Done()
+	for p.waitWork() {
+		w, err := p.start(i)
+		if err != nil {
+			p.startFailed(err)
+			continue
+		}
+		p.feed(w)
+	}
+}
+
+// waitWork waits until items are queued; false once the pool is closed or
+// broken.
+func (p *Pool) waitWork() bool {
+	for {
+		select {
+		case <-p.closing:
+			return false
+		default:
+		}
+		p.mu.Lock()
+		broken := p.broken != nil
+		p.mu.Unlock()
+		if broken {
+			return false
+		}
+		if p.queue.len() > 0 {
+			// Pass the wake-up on: other idle slots start their workers too.
+			p.queue.signal()
+			return true
+		}
+		select {
+		case <-p.queue.notify:
+		case <-p.closing:
+			return false
+		}
+	}
+}
+
+// maxStartFailures: after this many workers in a row fail to start, the
+// pool gives up and fails every item with the reason.
+const maxStartFailures = 3
+
+func (p *Pool) startFailed(err error) {
+	if errors.Is(err, errClosed) {
+		return
+	}
+	var build *buildError
+	p.mu.Lock()
+	p.startFailures++
+	n := p.startFailures
+	if errors.As(err, &build) || n >= maxStartFailures {
+		if p.broken == nil {
+			p.broken = steps.Permanent(fmt.Errorf("stage %q: %w", p.cfg.Label, err))
+		}
+		broken := p.broken
+		p.mu.Unlock()
+		for _, t := range p.queue.close(broken) {
+			t.finish(stQueued, nil, broken)
+		}
+		return
+	}
+	p.mu.Unlock()
+	fmt.Fprintf(p.cfg.Stderr, "flow: stage %s: %v; trying again\n", p.cfg.Label, err)
+	select {
+	case <-time.After(time.Duration(n) * 100 * time.Millisecond):
+	case <-p.closing:
+	}
+}
+
+// window is how many items one worker may hold: enough to cover
+// BatchLatency at the measured time per item, at least one.
+func (p *Pool) window() int {
+	avg := p.avgNS.Load()
+	if avg <= 0 {
+		return 1
+	}
+	n := int64(p.cfg.BatchLatency) / avg
+	return int(max(1, min(n, int64(p.cfg.MaxWindow))))
+}
+
+func (p *Pool) noteBusy(busy time.Duration, n int) {
+	if n == 0 {
+		return
+	}
+	per := max(int64(busy)/int64(n), 1)
+	old := p.avgNS.Load()
+	if old == 0 {
+		p.avgNS.Store(per)
+		return
+	}
+	// Lossy under concurrent updates, which is fine for a smoothed guess.
+	p.avgNS.Store((old*7 + per) / 8)
+}
+
+// feed sends queued items to w until w must take no more.
+func (p *Pool) feed(w *proc) {
+	for {
+		w.mu.Lock()
+		if w.stopping {
+			w.mu.Unlock()
+			return
+		}
+		if limit := p.cfg.MaxTasksPerChild; limit > 0 && w.sent >= limit {
+			w.stopping = true
+			w.mu.Unlock()
+			w.closeInput() // recycle: the worker drains what it holds, then exits
+			return
+		}
+		n := len(w.outstanding)
+		win := p.window()
+		var batch []*task
+		if n < win {
+			k := min(win-n, p.cfg.MaxBatch)
+			if limit := p.cfg.MaxTasksPerChild; limit > 0 {
+				k = min(k, limit-w.sent)
+			}
+			batch = p.queue.pop(k, p.cfg.Workers, w)
+			w.outstanding = append(w.outstanding, batch...)
+			w.sent += len(batch)
+		}
+		w.mu.Unlock()
+		if len(batch) > 0 {
+			w.send(batch)
+			continue
+		}
+		var more <-chan struct{}
+		if n < win {
+			more = p.queue.notify
+		}
+		select {
+		case <-more:
+		case <-w.wake:
+		case <-w.exited:
+		case <-p.closing:
+			return
+		}
+	}
+}
+
+// taskQueue holds the items no worker has taken yet.
+type taskQueue struct {
+	mu     sync.Mutex
+	items  []*task
+	closed error
+	notify chan struct{} // one token: "there may be items"
+}
+
+func (q *taskQueue) signal() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *taskQueue) push(t *task) error {
+	q.mu.Lock()
+	if q.closed != nil {
+		q.mu.Unlock()
+		return q.closed
+	}
+	q.items = append(q.items, t)
+	q.mu.Unlock()
+	q.signal()
+	return nil
+}
+
+// requeue puts back items a dead worker never started, ahead of the rest:
+// they have waited longest.
+func (q *taskQueue) requeue(ts []*task) {
+	var back []*task
+	for _, t := range ts {
+		if t.state.CompareAndSwap(stSent, stQueued) {
+			back = append(back, t)
+		}
+	}
+	if len(back) == 0 {
+		return
+	}
+	q.mu.Lock()
+	if q.closed != nil {
+		err := q.closed
+		q.mu.Unlock()
+		for _, t := range back {
+			t.finish(stQueued, nil, err)
+		}
+		return
+	}
+	q.items = append(back, q.items...)
+	q.mu.Unlock()
+	q.signal()
+}
+
+// pop takes up to k wanted items for w, at most a fair share of the queue
+// among the slots so that one worker does not hoard a burst.
+func (q *taskQueue) pop(k, slots int, w *proc) []*task {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k = min(k, max(1, (len(q.items)+slots-1)/slots))
+	var out []*task
+	i := 0
+	for ; i < len(q.items) && len(out) < k; i++ {
+		t := q.items[i]
+		q.items[i] = nil
+		t.w = w
+		if t.state.CompareAndSwap(stQueued, stSent) {
+			out = append(out, t)
+		}
+	}
+	q.items = q.items[i:]
+	if len(q.items) == 0 {
+		q.items = nil
+	} else {
+		q.signal()
+	}
+	return out
+}
+
+func (q *taskQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// close refuses further items and returns those waiting.
+func (q *taskQueue) close(err error) []*task {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed == nil {
+		q.closed = err
+	}
+	out := q.items
+	q.items = nil
+	return out
+}

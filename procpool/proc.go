@@ -1,0 +1,650 @@
+package procpool
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/flowrun/flow/protocol"
+	"github.com/flowrun/flow/steps"
+)
+
+// proc is one worker process as the parent sees it.
+type proc struct {
+	pool *Pool
+	slot int
+	cmd  *exec.Cmd
+	pid  int
+	in   *os.File // our end of the worker's input pipe
+	out  *os.File // our end of the worker's output pipe
+	w    *protocol.Writer
+	r    *protocol.Reader
+
+	mu          sync.Mutex
+	outstanding []*task // sent and not answered, in the order sent
+	sent        int
+	stopping    bool  // takes no more items
+	killing     bool  // being stopped by signals
+	killReason  error  // why, when it is the running item's failure
+	killFor     uint64 // the item running when killReason was decided
+	snapshot    []procInfo
+	cancels     []uint64
+	cancelling  bool
+	inClosed    bool
+	page        runningPage // guarded by mu: unmapped once the worker is gone
+
+	wake     chan struct{} // one token: outstanding shrank or stopping
+	exited   chan struct{} // closed once reaped and its items settled
+	lastSeen atomic.Int64
+
+	tail       tailBuffer
+	stderrDone chan struct{}
+}
+
+// buildError is a worker's refusal to build the step: the same everywhere,
+// so the pool stops trying.
+type buildError struct{ msg string }
+
+func (e *buildError) Error() string { return e.msg }
+
+// start launches a worker for slot and completes the hello/ready exchange.
+func (p *Pool) start(slot int) (*proc, error) {
+	toChildR, toChildW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	fromChildR, fromChildW, err := os.Pipe()
+	if err != nil {
+		toChildR.Close()
+		toChildW.Close()
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		for _, f := range []*os.File{toChildR, toChildW, fromChildR, fromChildW} {
+			f.Close()
+		}
+		return nil, err
+	}
+	page, pageFile, err := newRunningPage()
+	if err != nil {
+		for _, f := range []*os.File{toChildR, toChildW, fromChildR, fromChildW, errR, errW} {
+			f.Close()
+		}
+		return nil, fmt.Errorf("cannot share a page with a worker process: %w", err)
+	}
+	cmd := exec.Command(p.cfg.Command[0], p.cfg.Command[1:]...)
+	cmd.Env = append(append(os.Environ(), p.cfg.Env...), RoleEnv+"=worker")
+	cmd.ExtraFiles = []*os.File{toChildR, fromChildW, pageFile} // descriptors 3, 4 and 5
+	cmd.Stdout, cmd.Stderr = errW, errW
+	cmd.SysProcAttr = sysProcAttr()
+	err = cmd.Start()
+	toChildR.Close()
+	fromChildW.Close()
+	errW.Close()
+	pageFile.Close()
+	if err != nil {
+		toChildW.Close()
+		fromChildR.Close()
+		errR.Close()
+		page.unmap()
+		return nil, fmt.Errorf("cannot start a worker process: %w", err)
+	}
+	w := &proc{
+		pool: p, slot: slot, cmd: cmd, pid: cmd.Process.Pid,
+		in: toChildW, out: fromChildR, w: protocol.NewWriter(toChildW), r: protocol.NewReader(fromChildR),
+		wake: make(chan struct{}, 1), exited: make(chan struct{}), stderrDone: make(chan struct{}),
+		page: page,
+	}
+	w.lastSeen.Store(time.Now().UnixNano())
+	go w.copyStderr(errR)
+
+	hello := p.hello
+	hello.Worker = slot
+	res := make(chan error, 1)
+	go func() { res <- w.handshake(&hello) }()
+	timer := time.NewTimer(p.cfg.StartTimeout)
+	defer timer.Stop()
+	answered := false
+	select {
+	case err = <-res:
+		answered = true
+	case <-timer.C:
+		err = fmt.Errorf("it did not answer within %v", p.cfg.StartTimeout)
+	case <-p.closing:
+		err = errClosed
+	}
+	if err != nil {
+		w.killNow()
+		w.in.Close()
+		w.out.Close()
+		if !answered {
+			<-res
+		}
+		state := w.reap()
+		page.unmap()
+		var be *buildError
+		if errors.As(err, &be) || errors.Is(err, errClosed) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("worker process %d failed to start (%v; it %s)%s; the program must call procpool.IsWorker first thing in main",
+			w.pid, err, exitText(state, answered), w.tail.summary())
+	}
+	p.mu.Lock()
+	p.procs[w] = struct{}{}
+	p.startFailures = 0
+	p.started++
+	startMonitor := !p.monitoring
+	p.monitoring = true
+	p.mu.Unlock()
+	if startMonitor {
+		p.wg.Add(1)
+		go p.monitor()
+	}
+	p.wg.Add(1)
+	go w.readLoop()
+	return w, nil
+}
+
+func (w *proc) handshake(h *protocol.Hello) error {
+	if err := w.w.Write(h); err != nil {
+		return fmt.Errorf("sending hello: %w", err)
+	}
+	m, err := w.r.Read()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("it exited before answering hello")
+		}
+		return fmt.Errorf("reading its answer: %w", err)
+	}
+	ready, ok := m.(*protocol.Ready)
+	if !ok {
+		return fmt.Errorf("it answered hello with %s", m.Type())
+	}
+	if ready.Err != nil {
+		return &buildError{msg: ready.Err.Message}
+	}
+	return nil
+}
+
+// send writes a batch. If the worker is gone the items were never
+// delivered: they go back to the queue for another worker.
+func (w *proc) send(batch []*task) {
+	items := make(protocol.Items, len(batch))
+	for i, t := range batch {
+		items[i] = protocol.Item{ID: t.id, Index: t.in.Index, Raw: t.raw}
+	}
+	if err := w.w.Write(&items); err == nil {
+		return
+	}
+	w.mu.Lock()
+	keep := w.outstanding[:0]
+	for _, t := range w.outstanding {
+		if !containsTask(batch, t) {
+			keep = append(keep, t)
+		}
+	}
+	w.outstanding = keep
+	w.stopping = true
+	w.mu.Unlock()
+	w.pool.queue.requeue(batch)
+}
+
+func containsTask(ts []*task, t *task) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// readLoop takes results until the worker's output ends, then settles what
+// the worker still held.
+func (w *proc) readLoop() {
+	defer w.pool.wg.Done()
+	var protoErr error
+	for {
+		m, err := w.r.Read()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				protoErr = err
+			}
+			break
+		}
+		w.lastSeen.Store(time.Now().UnixNano())
+		switch m := m.(type) {
+		case *protocol.Results:
+			w.results(m)
+		case *protocol.Heartbeat:
+		default:
+			protoErr = fmt.Errorf("unexpected %s message", m.Type())
+		}
+		if protoErr != nil {
+			break
+		}
+	}
+	if protoErr != nil {
+		w.kill(&steps.Error{Err: fmt.Errorf("worker process %d broke the protocol (%v): did the step write to descriptor 4?", w.pid, protoErr), Class: "crash"})
+	}
+	w.finish()
+}
+
+func (w *proc) results(m *protocol.Results) {
+	w.pool.noteBusy(m.Busy, len(m.Results))
+	type answer struct {
+		t   *task
+		res *protocol.Result
+	}
+	answers := make([]answer, 0, len(m.Results))
+	w.mu.Lock()
+	for i := range m.Results {
+		res := &m.Results[i]
+		// Answers come in order: the match is nearly always at the front.
+		for j, t := range w.outstanding {
+			if t.id == res.ID {
+				w.outstanding = append(w.outstanding[:j], w.outstanding[j+1:]...)
+				answers = append(answers, answer{t, res})
+				break
+			}
+		}
+	}
+	w.mu.Unlock()
+	w.signal()
+	for _, a := range answers {
+		if a.res.Err != nil {
+			e := a.res.Err
+			a.t.finish(stSent, nil, &steps.Error{Err: errors.New(e.Message), Class: e.Class, Permanent: e.Permanent, RetryAfter: e.RetryAfter})
+		} else {
+			a.t.finish(stSent, a.res.Value, nil)
+		}
+	}
+}
+
+func (w *proc) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// abandon is called once the caller of Do gave up on t (state already
+// stAbandoned). If the worker is running t, it is stopped; otherwise t is
+// withdrawn with a Cancel, and should the worker start it all the same (the
+// Cancel crossed it on the way), it is stopped KillGrace later.
+func (w *proc) abandon(t *task) (pid int, stopped bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !slices.Contains(w.outstanding, t) {
+		return w.pid, w.killing
+	}
+	if w.runningLocked() == t.id {
+		w.stopLocked(nil, true)
+		return w.pid, true
+	}
+	w.cancels = append(w.cancels, t.id)
+	if !w.cancelling {
+		w.cancelling = true
+		go w.flushCancels()
+	}
+	time.AfterFunc(w.pool.cfg.KillGrace, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.runningLocked() == t.id && slices.Contains(w.outstanding, t) {
+			w.stopLocked(nil, true)
+		}
+	})
+	return w.pid, false
+}
+
+// runningLocked is the ID of the item the worker runs now, 0 if none.
+func (w *proc) runningLocked() uint64 { return w.page.load() }
+
+// kill stops the worker at once; reason becomes the error of the item it
+// is running, if any.
+func (w *proc) kill(reason error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.killing {
+		w.killFor = w.runningLocked()
+	}
+	w.stopLocked(reason, false)
+}
+
+// flushCancels sends pending cancels off the caller's goroutine: Do must
+// return at once even if the pipe is full.
+func (w *proc) flushCancels() {
+	for {
+		w.mu.Lock()
+		ids := w.cancels
+		w.cancels = nil
+		if len(ids) == 0 || w.inClosed {
+			w.cancelling = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		c := protocol.Cancel(ids)
+		if w.w.Write(&c) != nil {
+			w.mu.Lock()
+			w.cancelling = false
+			w.mu.Unlock()
+			return
+		}
+	}
+}
+
+// stopLocked kills the worker and every process it started. graceful sends
+// SIGTERM first (the worker then cancels its running step, which lets exec
+// stop its own children) and SIGKILL after KillGrace; otherwise SIGKILL at
+// once. reason, if set, becomes the error of the item it was running.
+func (w *proc) stopLocked(reason error, graceful bool) {
+	if w.killing {
+		return
+	}
+	w.killing, w.stopping = true, true
+	if w.killReason == nil {
+		w.killReason = reason
+	}
+	w.signal()
+	select {
+	case <-w.exited:
+		return
+	default:
+	}
+	w.pool.wg.Add(1)
+	go func() {
+		defer w.pool.wg.Done()
+		snap := tree(readProcs(), w.pid)
+		w.mu.Lock()
+		w.snapshot = snap
+		w.mu.Unlock()
+		if graceful {
+			signalProcs(snap, syscall.SIGTERM)
+			t := time.NewTimer(w.pool.cfg.KillGrace)
+			select {
+			case <-w.exited:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		w.killTree(snap)
+	}()
+}
+
+// killTree SIGKILLs the recorded processes and, while the worker lives,
+// whatever it has started since; a few rounds catch children forked while
+// the first round was under way.
+func (w *proc) killTree(snap []procInfo) {
+	signalProcs(snap, syscall.SIGKILL)
+	for range 3 {
+		cur := tree(readProcs(), w.pid)
+		if len(cur) == 0 {
+			return
+		}
+		signalProcs(cur, syscall.SIGKILL)
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// killNow SIGKILLs the worker's process group (used before the worker is
+// known to the pool, when nothing else can have started).
+func (w *proc) killNow() { _ = syscall.Kill(-w.pid, syscall.SIGKILL) }
+
+func (w *proc) closeInput() {
+	w.mu.Lock()
+	w.inClosed = true
+	w.mu.Unlock()
+	w.in.Close()
+}
+
+// reap waits for the process and its output, briefly for output: a
+// grandchild may hold the stderr pipe open.
+func (w *proc) reap() *os.ProcessState {
+	_ = w.cmd.Wait()
+	select {
+	case <-w.stderrDone:
+	case <-time.After(200 * time.Millisecond):
+	}
+	return w.cmd.ProcessState
+}
+
+// maxCrashes: an item that was in this many workers when they died is
+// failed even though none was seen running it (it may be what kills them
+// after it has returned, from a goroutine it left behind).
+const maxCrashes = 3
+
+// finish runs once the worker's output has ended: reap it, fail the item
+// it was running, and send the others elsewhere: those after it never
+// started, and those before it finished but their results were lost with
+// the worker, so they run again.
+func (w *proc) finish() {
+	p := w.pool
+	w.closeInput()
+	w.out.Close()
+	state := w.reap()
+	_ = syscall.Kill(-w.pid, syscall.SIGKILL) // leftovers in its group
+	w.mu.Lock()
+	killing := w.killing
+	w.stopping = true
+	held := w.outstanding
+	w.outstanding = nil
+	reason, culprit := w.killReason, w.runningLocked()
+	if reason != nil {
+		culprit = w.killFor
+	}
+	page := w.page
+	w.page = runningPage{}
+	snap := w.snapshot
+	w.mu.Unlock()
+	page.unmap()
+	signalProcs(snap, syscall.SIGKILL)
+	close(w.exited)
+	p.mu.Lock()
+	delete(p.procs, w)
+	p.mu.Unlock()
+
+	if reason == nil {
+		reason = &steps.Error{Class: "crash", Err: fmt.Errorf("worker process %d %s while running this item%s",
+			w.pid, exitText(state, killing), w.tail.summary())}
+	}
+	ci := -1
+	for i, t := range held {
+		if culprit != 0 && t.id == culprit {
+			ci = i
+		}
+	}
+	var again []*task
+	for i, t := range held {
+		switch {
+		case i == ci:
+			t.finish(stSent, nil, reason)
+		case ci >= 0 && i > ci: // never started
+			again = append(again, t)
+		default: // it may have run
+			t.crashes++
+			if t.crashes >= maxCrashes {
+				t.finish(stSent, nil, &steps.Error{Class: "crash", Err: fmt.Errorf("%d worker processes died while holding this item; the last %s%s",
+					t.crashes, exitText(state, killing), w.tail.summary())})
+				continue
+			}
+			again = append(again, t)
+		}
+	}
+	p.queue.requeue(again)
+}
+
+// exitText says how a process ended.
+func exitText(state *os.ProcessState, killedByUs bool) string {
+	if state == nil {
+		return "ended"
+	}
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	if !ok {
+		return state.String()
+	}
+	switch {
+	case ws.Signaled():
+		s := fmt.Sprintf("was killed by signal %d (%s)", int(ws.Signal()), strings.ToUpper(sigName(ws.Signal())))
+		if ws.Signal() == syscall.SIGKILL && !killedByUs {
+			s += " from outside flow, perhaps by the kernel's out-of-memory killer"
+		}
+		return s
+	case ws.Exited():
+		return fmt.Sprintf("exited with status %d", ws.ExitStatus())
+	}
+	return state.String()
+}
+
+func sigName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGKILL:
+		return "sigkill"
+	case syscall.SIGTERM:
+		return "sigterm"
+	case syscall.SIGSEGV:
+		return "sigsegv"
+	case syscall.SIGABRT:
+		return "sigabrt"
+	case syscall.SIGBUS:
+		return "sigbus"
+	}
+	return s.String()
+}
+
+// monitor enforces the memory limit and kills workers that went silent.
+func (p *Pool) monitor() {
+	defer p.wg.Done()
+	every := time.Second
+	if p.cfg.Memory > 0 {
+		every = p.cfg.MemoryPoll
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.closing:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		procs := make([]*proc, 0, len(p.procs))
+		for w := range p.procs {
+			procs = append(procs, w)
+		}
+		p.mu.Unlock()
+		if len(procs) == 0 {
+			continue
+		}
+		now := time.Now().UnixNano()
+		for _, w := range procs {
+			if silent := time.Duration(now - w.lastSeen.Load()); silent > p.cfg.HeartbeatTimeout {
+				w.kill(&steps.Error{Class: "crash", Err: fmt.Errorf("worker process %d sent nothing for %v (stopped or hung) and was killed", w.pid, silent.Round(time.Second))})
+			}
+		}
+		if p.cfg.Memory <= 0 {
+			continue
+		}
+		table := readProcs()
+		for _, w := range procs {
+			var rss int64
+			for _, pi := range tree(table, w.pid) {
+				rss += pi.rss * pageSize
+			}
+			if rss > p.cfg.Memory {
+				w.kill(&steps.Error{Class: "memory", Err: fmt.Errorf("worker process %d exceeded the memory limit of %s (it used %s) while running this item, and was killed; raise memory: on stage %q if the item needs more",
+					w.pid, formatBytes(p.cfg.Memory), formatBytes(rss), p.cfg.Label)})
+			}
+		}
+	}
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	s := fmt.Sprintf("%.1f", v)
+	s = strings.TrimSuffix(s, ".0")
+	return s + string("KMGTPE"[exp]) + "iB"
+}
+
+// copyStderr forwards the worker's output lines, prefixed, and keeps the
+// last ones for crash messages.
+func (w *proc) copyStderr(r *os.File) {
+	defer close(w.stderrDone)
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 16<<10)
+	prefix := fmt.Sprintf("flow: stage %s: worker %d: ", w.pool.cfg.Label, w.pid)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			text := strings.TrimRight(string(line), "\r\n")
+			w.tail.add(text)
+			w.pool.stderrMu.Lock()
+			fmt.Fprintf(w.pool.cfg.Stderr, "%s%s\n", prefix, text)
+			w.pool.stderrMu.Unlock()
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// tailBuffer keeps a worker's last output lines, and the last line that
+// announced a Go panic or fatal error, which the stack trace that follows
+// would otherwise push out.
+type tailBuffer struct {
+	mu       sync.Mutex
+	lines    []string
+	headline string
+}
+
+const tailLines = 6
+
+func (b *tailBuffer) add(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if strings.TrimSpace(s) == "" {
+		return
+	}
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	if strings.HasPrefix(s, "panic: ") || strings.HasPrefix(s, "fatal error: ") {
+		b.headline = s
+	}
+	b.lines = append(b.lines, s)
+	if len(b.lines) > tailLines {
+		b.lines = b.lines[len(b.lines)-tailLines:]
+	}
+}
+
+// summary renders the tail for an error message ("" when empty).
+func (b *tailBuffer) summary() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.lines) == 0 {
+		return ""
+	}
+	lines := b.lines
+	if b.headline != "" && !slices.Contains(lines, b.headline) {
+		lines = append([]string{b.headline, "..."}, lines...)
+	}
+	return "; its last output: " + strings.Join(lines, " | ")
+}
