@@ -32,8 +32,8 @@ type proc struct {
 	mu          sync.Mutex
 	outstanding []*task // sent and not answered, in the order sent
 	sent        int
-	stopping    bool  // takes no more items
-	killing     bool  // being stopped by signals
+	stopping    bool   // takes no more items
+	killing     bool   // being stopped by signals
 	killReason  error  // why, when it is the running item's failure
 	killFor     uint64 // the item running when killReason was decided
 	snapshot    []procInfo
