@@ -22,6 +22,7 @@ type runFlags struct {
 	sets     []string
 	report   string
 	progress string
+	lock     lockFlags
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -46,7 +47,13 @@ stages, writes the report and exits 130 or 143. A second signal exits at once.
 
 Exit codes: 0 every item succeeded (or failures stayed within max_errors);
 1 items failed or a policy stopped the run; 2 invalid file or command line;
-130/143 interrupted.`,
+75 skipped because another run holds the --lock file (--lock-mode skip);
+130/143 interrupted.
+
+--lock FILE keeps runs from cron from overlapping: the run holds an exclusive
+lock (flock) on FILE until it ends, however it ends, so a killed run never
+leaves a stale lock. A run that finds it held waits, skips or fails as
+--lock-mode says.`,
 		Example: `  flow run pipeline.yaml
   flow run pipeline.yaml --set count=100 --report report.json
   FLOW_VAR_base_url=http://localhost:8080 flow run api.yaml
@@ -62,6 +69,7 @@ Exit codes: 0 every item succeeded (or failures stayed within max_errors);
 	fl.StringArrayVar(&f.sets, "set", nil, "override variable NAME with VALUE (`NAME=VALUE`, repeatable)")
 	fl.StringVar(&f.report, "report", "", "write the run report as JSON to `FILE` (also on failure and interrupt)")
 	fl.StringVar(&f.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, nothing otherwise), bar, plain ([n/total] lines) or none")
+	addLockFlags(cmd, &f.lock)
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("report", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
@@ -78,6 +86,9 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	}
 	if !contains(progressModes, f.progress) {
 		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--progress %q: use one of %s", f.progress, strings.Join(progressModes, ", "))}
+	}
+	if err := checkLockFlags(f.lock); err != nil {
+		return err
 	}
 	p, err := a.load(file, set)
 	if err != nil {
@@ -97,6 +108,12 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stop := a.handleSignals(cancel)
+	release, err := a.takeLock(ctx, file, f, stop)
+	if err != nil {
+		closeEvents()
+		return err
+	}
+	defer release()
 
 	rep, runErr := runEngine(ctx, p, engine.Options{
 		Registry: a.reg,

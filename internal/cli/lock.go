@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowrun/flow/lock"
+	"github.com/flowrun/flow/report"
+)
+
+// ExitLocked is the exit code of a run skipped because another run holds
+// its --lock file (--lock-mode skip): EX_TEMPFAIL from sysexits.h, "try
+// again later", which is exactly the situation, and distinct from a
+// failure so that cron wrappers and monitors can tell the two apart.
+const ExitLocked = 75
+
+// lockFlags are the cron-safety flags of flow run.
+type lockFlags struct {
+	file    string
+	mode    string
+	timeout time.Duration
+}
+
+func addLockFlags(cmd *cobra.Command, f *lockFlags) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.file, "lock", "", "hold an exclusive lock on `FILE` for the whole run, so that overlapping runs (from cron, say) do not run at once")
+	fl.StringVar(&f.mode, "lock-mode", "fail", "when the --lock file is held by another run: wait (up to --lock-timeout), skip (exit 75 without running) or fail (exit 1)")
+	fl.DurationVar(&f.timeout, "lock-timeout", 0, "with --lock-mode wait: give up (exit 1) after this long; 0 waits as long as it takes")
+	_ = cmd.RegisterFlagCompletionFunc("lock-mode", cobra.FixedCompletions([]string{"wait", "skip", "fail"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// checkLockFlags refuses inconsistent lock flags before anything runs.
+func checkLockFlags(f lockFlags) error {
+	if _, err := lock.ParseMode(f.mode); err != nil {
+		return &exitError{code: ExitInvalid, msg: "--lock-mode: " + err.Error()}
+	}
+	if f.file == "" && (f.mode != "fail" || f.timeout != 0) {
+		return &exitError{code: ExitInvalid, msg: "--lock-mode and --lock-timeout need --lock FILE"}
+	}
+	if f.timeout < 0 {
+		return &exitError{code: ExitInvalid, msg: "--lock-timeout must not be negative"}
+	}
+	return nil
+}
+
+// takeLock acquires the --lock file, if any. On failure it calls stop (the
+// run never starts), writes a report saying why when one was asked for, and
+// returns the error that sets the exit code. The returned release is never
+// nil.
+func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func() os.Signal) (release func(), err error) {
+	if f.lock.file == "" {
+		return func() {}, nil
+	}
+	mode, _ := lock.ParseMode(f.lock.mode)
+	start := time.Now()
+	l, err := lock.Acquire(ctx, f.lock.file, lock.Options{
+		Mode:    mode,
+		Timeout: f.lock.timeout,
+		Command: "flow run " + file,
+	})
+	if err == nil {
+		if l.Stale.PID != 0 {
+			fmt.Fprintf(a.stderr, "flow: took over the lock %s left by %s, which ended without releasing it\n", f.lock.file, l.Stale)
+		}
+		return func() { _ = l.Release() }, nil
+	}
+	sig := stop()
+	code, status := ExitFailed, "failed"
+	var held *lock.HeldError
+	switch {
+	case sig != nil:
+		code, status = signalCode(sig), "interrupted"
+		err = fmt.Errorf("stopped by %s while waiting for the lock %s", signalName(sig), f.lock.file)
+	case errors.As(err, &held) && held.Mode == lock.Skip:
+		code, status = ExitLocked, "skipped"
+		err = fmt.Errorf("skipped: %v: another run is in progress (exit %d; --lock-mode wait waits for it)", err, ExitLocked)
+	case errors.As(err, &held) && held.Mode == lock.Fail:
+		err = fmt.Errorf("%v: another run is in progress; not running (--lock-mode skip exits %d instead, --lock-mode wait waits)", err, ExitLocked)
+	case errors.As(err, &held):
+		err = fmt.Errorf("%v; not running", err)
+	default:
+		err = fmt.Errorf("--lock %s: %v", f.lock.file, err)
+	}
+	fmt.Fprintf(a.stderr, "flow: %v\n", err)
+	if f.report != "" {
+		end := time.Now()
+		rep := &report.Report{
+			File: file, Start: start, End: end, Duration: report.Duration(end.Sub(start)),
+			ExitCode: code, Status: status, Reason: strings.TrimPrefix(err.Error(), "skipped: "),
+			Stages: []*report.Stage{}, Failures: []report.Failure{},
+		}
+		if werr := rep.WriteFile(f.report); werr != nil {
+			fmt.Fprintf(a.stderr, "flow: %v\n", werr)
+		}
+	}
+	return nil, exitCode(code)
+}
