@@ -50,3 +50,31 @@ func BenchmarkTrivialItems(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTrivialItemsOnePerWorker is the same with only one item in
+// flight per worker (an engine that ignores InFlight): every item pays a
+// round trip between the processes.
+func BenchmarkTrivialItemsOnePerWorker(b *testing.B) {
+	text := strings.Replace(testPipeline, `tag: "${ vars.tag }"`, "plain: true", 1)
+	pool, _ := newTestPool(b, text, nil, Config{Workers: 2})
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	n := int64(b.N)
+	for range 2 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= n {
+					return
+				}
+				if v, err := pool.Do(ctx, steps.Input{Index: i, Item: i}); err != nil || v != i {
+					b.Errorf("item %d: got %v, %v", i, v, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/compute"
+	"github.com/flowrun/flow/steps/sink"
 	"github.com/flowrun/flow/steps/source"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -44,6 +45,7 @@ func testRegistry() *steps.Registry {
 	r := steps.NewRegistry()
 	source.Register(r)
 	compute.Register(r)
+	sink.Register(r)
 	steps.Register(r, steps.Kind{Name: "test", Role: steps.RoleStep, Summary: "test behaviours"}, newTestStep)
 	return r
 }

@@ -125,6 +125,11 @@ func NewRunner(p *spec.Pipeline, s *spec.Stage, workers int) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	return New(hello, ConfigFor(s, workers))
+}
+
+// ConfigFor is the pool configuration of a stage.
+func ConfigFor(s *spec.Stage, workers int) Config {
 	cfg := Config{Workers: workers, MaxTasksPerChild: s.MaxTasksPerChild, Memory: int64(s.Memory), Label: s.Name}
 	// With a per-attempt timeout the engine starts the clock when it calls
 	// Do: an item must not spend its time queued behind others, so the
@@ -132,8 +137,13 @@ func NewRunner(p *spec.Pipeline, s *spec.Stage, workers int) (*Pool, error) {
 	if s.Timeout <= 0 {
 		cfg.InFlight = workers * inFlightPerWorker
 	}
-	return New(hello, cfg)
+	return cfg
 }
+
+var (
+	_ engine.Runner     = (*Pool)(nil)
+	_ engine.InFlighter = (*Pool)(nil)
+)
 
 // HelloFor builds the Hello that lets a worker rebuild stage s of p: the
 // pipeline text, its effective variables and the stage name.

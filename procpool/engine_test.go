@@ -1,0 +1,177 @@
+package procpool
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/spec"
+)
+
+// testFactory is Factory with the orphan mark in the workers' environment.
+func testFactory(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error) {
+	hello, err := HelloFor(p, s, workers)
+	if err != nil {
+		return nil, err
+	}
+	cfg := ConfigFor(s, workers)
+	cfg.Env = []string{testMark}
+	cfg.Stderr = &bytes.Buffer{}
+	return New(hello, cfg)
+}
+
+// runPipeline runs a pipeline through the engine with process mode wired,
+// checks the accounting invariant and that no process is left behind.
+func runPipeline(t *testing.T, text string) (*report.Report, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := testRegistry()
+	p, err := spec.Parse(file, []byte(text), spec.Options{}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Process: testFactory, Stdout: &out, Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rep.Stages {
+		if !s.Balanced() {
+			t.Errorf("stage %s does not account for every item: %+v", s.Name, *s)
+		}
+	}
+	checkNoOrphans(t)
+	return rep, out.String()
+}
+
+func stageNamed(rep *report.Report, name string) *report.Stage {
+	for _, s := range rep.Stages {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func failureClasses(rep *report.Report) []string {
+	var out []string
+	for _, f := range rep.Failures {
+		out = append(out, f.Class)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestEngineCrashIsolation(t *testing.T) {
+	rep, out := runPipeline(t, `version: 1
+stages:
+  - name: src
+    source: {items: [echo, "exit:3", echo, panic, echo, gopanic, echo]}
+  - name: work
+    step: test
+    mode: process
+    workers: 2
+    on_error: skip
+    retry: {attempts: 2, backoff: 1ms}
+`)
+	st := stageNamed(rep, "work")
+	if st.Succeeded != 4 || st.Skipped != 3 || st.Retries != 3 {
+		t.Errorf("work: %+v; want 4 succeeded, 3 skipped after one retry each", *st)
+	}
+	if got := strings.Join(failureClasses(rep), ","); got != "crash,crash,crash" {
+		t.Errorf("failure classes %s, want crash x3", got)
+	}
+	if n := strings.Count(out, `"pid"`); n != 4 {
+		t.Errorf("%d results printed, want 4:\n%s", n, out)
+	}
+}
+
+func TestEngineTimeoutKillsHungItem(t *testing.T) {
+	rep, _ := runPipeline(t, `version: 1
+stages:
+  - name: src
+    source: {items: [spin, echo, echo]}
+  - name: work
+    step: test
+    mode: process
+    workers: 2
+    timeout: 300ms
+    on_error: skip
+`)
+	st := stageNamed(rep, "work")
+	if st.Succeeded != 2 || st.Skipped != 1 || st.TimedOut != 1 {
+		t.Errorf("work: %+v; want the spinning item timed out and the others done", *st)
+	}
+}
+
+func TestEngineCompleteFirstCancelsTheRest(t *testing.T) {
+	rep, _ := runPipeline(t, `version: 1
+stages:
+  - name: src
+    source: {items: ["sleep:1h", "sleep:1h", spin, "sleep:20ms"]}
+  - name: work
+    step: test
+    mode: process
+    workers: 4
+    complete: first
+`)
+	st := stageNamed(rep, "work")
+	if st.Succeeded != 1 || st.Cancelled != 3 || rep.ExitCode != 0 {
+		t.Errorf("work: %+v (exit %d); want one winner and three cancelled", *st, rep.ExitCode)
+	}
+}
+
+func TestEngineMemoryLimit(t *testing.T) {
+	rep, _ := runPipeline(t, `version: 1
+stages:
+  - name: src
+    source: {items: [hog, echo]}
+  - name: work
+    step: test
+    mode: process
+    workers: 1
+    memory: 100MiB
+    on_error: skip
+`)
+	st := stageNamed(rep, "work")
+	if st.Succeeded != 1 || st.Skipped != 1 || strings.Join(failureClasses(rep), ",") != "memory" {
+		t.Errorf("work: %+v, failures %+v; want the hog failed with class memory", *st, rep.Failures)
+	}
+	if len(rep.Failures) == 1 && !strings.Contains(rep.Failures[0].Error, "100MiB") {
+		t.Errorf("failure %q does not name the limit", rep.Failures[0].Error)
+	}
+}
+
+func TestEngineMaxTasksPerChild(t *testing.T) {
+	_, out := runPipeline(t, `version: 1
+stages:
+  - name: src
+    source: {items: [echo, echo, echo, echo, echo, echo, echo, echo, echo, echo]}
+  - name: work
+    step: test
+    mode: process
+    workers: 1
+    max_tasks_per_child: 4
+`)
+	pids := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		i := strings.Index(line, `"pid":`)
+		if i < 0 {
+			t.Fatalf("unexpected output line %q", line)
+		}
+		pid := strings.TrimRight(strings.SplitN(line[i+6:], ",", 2)[0], "}")
+		pids[pid]++
+	}
+	if len(pids) != 3 {
+		t.Errorf("10 items at 4 per worker ran in %d workers (%v), want 3", len(pids), pids)
+	}
+}
