@@ -12,6 +12,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -457,4 +461,309 @@ func TestFaultRedirectLoop(t *testing.T) {
 	if hits.Load() > 11 {
 		t.Errorf("%d requests for a two-step loop: it was not cut short", hits.Load())
 	}
+}
+
+// ---- file system faults
+
+func relPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, color.RGBA{uint8(x * 7), uint8(y * 5), uint8(x + y), 255})
+		}
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func relWrite(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFaultCorruptAndTruncatedImages(t *testing.T) {
+	dir := t.TempDir()
+	good := relPNG(t, 64, 48)
+	relWrite(t, filepath.Join(dir, "imgs", "a-good.png"), good)
+	relWrite(t, filepath.Join(dir, "imgs", "b-truncated.png"), good[:len(good)/2])
+	relWrite(t, filepath.Join(dir, "imgs", "c-corrupt.jpg"), append([]byte{0xff, 0xd8, 0xff, 0xe0}, bytes.Repeat([]byte("garbage!"), 64)...))
+	relWrite(t, filepath.Join(dir, "imgs", "d-empty.png"), nil)
+	cmd := relCommand(t, dir, `version: 1
+stages:
+  - name: src
+    source: {glob: "imgs/*"}
+  - name: resize
+    step: resize
+    on_error: skip
+    with: {width: 16, height: 12, out_dir: resized}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), stdout.String(), stderr.String())
+	lines := relLines(t, filepath.Join(dir, "out.jsonl"))
+	r.check(t, 0, 3, lines)
+	rs := r.stage(t, "resize")
+	if rs.Succeeded != 1 || rs.Skipped != 3 || len(lines) != 1 {
+		t.Fatalf("resize: %d ok, %d skipped, %d results; want 1, 3, 1\n%s", rs.Succeeded, rs.Skipped, len(lines), r.raw)
+	}
+	for _, f := range r.rep.Failures {
+		if !strings.Contains(f.Error, "imgs/") {
+			t.Errorf("failure does not name the file: %+v", f)
+		}
+	}
+	// Only the good image has an output, and it is a whole image.
+	outs, _ := os.ReadDir(filepath.Join(dir, "resized"))
+	if len(outs) != 1 {
+		t.Fatalf("resized/ holds %d files, want 1", len(outs))
+	}
+	f, err := os.Open(filepath.Join(dir, "resized", outs[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if cfg, _, err := image.DecodeConfig(f); err != nil || cfg.Width != 16 || cfg.Height != 12 {
+		t.Errorf("resized image: %+v %v", cfg, err)
+	}
+}
+
+// A directory where a file is expected cannot be read even by root; a file
+// deleted between the listing and the work has vanished.
+func TestFaultUnreadableAndVanishedFiles(t *testing.T) {
+	dir := t.TempDir()
+	relWrite(t, filepath.Join(dir, "logs", "a.log"), []byte("INFO start\nERROR boom\nWARN meh\n"))
+	relWrite(t, filepath.Join(dir, "logs", "b-gone.log"), []byte("ERROR soon gone\n"))
+	if err := os.MkdirAll(filepath.Join(dir, "logs", "c-dir.log"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := relCommand(t, dir, `version: 1
+stages:
+  - name: src
+    source: {items: [logs/a.log, logs/b-gone.log, logs/c-dir.log]}
+  - name: vanish
+    step: exec
+    with:
+      argv: ["sh", "-c", "case $1 in *gone*) rm -f \"$1\";; esac; printf %s \"$1\"", "sh", "${ item }"]
+  - name: analyze
+    step: analyze-logs
+    on_error: skip
+    with: {path: "${ item.stdout }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), stdout.String(), stderr.String())
+	lines := relLines(t, filepath.Join(dir, "out.jsonl"))
+	r.check(t, 0, 4, lines)
+	an := r.stage(t, "analyze")
+	if an.Succeeded != 1 || an.Skipped != 2 || len(lines) != 1 || !strings.Contains(lines[0], `"errors":1`) {
+		t.Fatalf("analyze: %d ok %d skipped, results %q\n%s", an.Succeeded, an.Skipped, lines, r.raw)
+	}
+	msgs := ""
+	for _, f := range r.rep.Failures {
+		msgs += f.Error + "\n"
+	}
+	if !strings.Contains(msgs, "b-gone.log") || !strings.Contains(msgs, "c-dir.log") {
+		t.Errorf("failures do not name the files:\n%s", msgs)
+	}
+}
+
+// ---- run-level faults
+
+func TestFaultPipelineTimeout(t *testing.T) {
+	r := relRun(t, `version: 1
+timeout: 1s
+stages:
+  - name: src
+    source: {range: {from: 1, to: 1000}}
+  - name: slow
+    step: compute
+    workers: 4
+    with: {value: "${ sleep('200ms') == nil ? item : item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`)
+	r.check(t, 1, 3, nil)
+	if r.rep.Status != "timed_out" || !strings.Contains(r.rep.Reason, "1s") {
+		t.Errorf("report status %q reason %q, want timed_out naming the 1s timeout", r.rep.Status, r.rep.Reason)
+	}
+	if slow := r.stage(t, "slow"); slow.Cancelled+slow.Failed == 0 {
+		t.Errorf("slow: nothing cancelled or failed by the timeout: %+v", slow)
+	}
+}
+
+// relStartLong starts a long run and returns once plain progress shows it
+// under way (so the signal handlers are installed and work is running).
+func relStartLong(t *testing.T, dir, pipeline string, args ...string) (*exec.Cmd, *relBuffer) {
+	t.Helper()
+	cmd := relCommand(t, dir, pipeline, args...)
+	cmd.Stdout = io.Discard
+	stderr := &relBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	deadline := time.Now().Add(relGuard)
+	for !strings.Contains(stderr.String(), "] ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress from the run:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd, stderr
+}
+
+// relBuffer is a bytes.Buffer safe to read while the process writes to it.
+type relBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *relBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *relBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+const relLong = `version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: 100000}}
+  - name: slow
+    step: compute
+    workers: 4
+    with: {value: "${ sleep('10ms') == nil ? item : item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`
+
+// Interrupted runs write their report, account for every item, and leave
+// the old output in place.
+func TestFaultSignalsMidRun(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGTERM, 143}, {syscall.SIGINT, 130}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			cmd, stderr := relStartLong(t, dir, relLong)
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			r := relCollect(t, dir, relWait(t, cmd), "", stderr.String())
+			r.check(t, tc.code, 3, nil)
+			if r.rep.Status != "interrupted" {
+				t.Errorf("status %q, want interrupted", r.rep.Status)
+			}
+			if slow := r.stage(t, "slow"); slow.Succeeded == 0 || slow.In == 100000 && slow.Cancelled == 0 {
+				t.Errorf("slow: %+v; want a run stopped part way", slow)
+			}
+		})
+	}
+}
+
+// A sink that cannot write fails the run with a message naming what could
+// not be written. As root, permissions do not stop writes, so these use
+// failures that stop root too: /dev/full (ENOSPC on every write) as
+// standard output, and the output directory replaced by a file mid-run.
+func TestFaultSinkWriteFails(t *testing.T) {
+	t.Run("stdout is full", func(t *testing.T) {
+		full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+		if err != nil {
+			t.Skip("no /dev/full:", err)
+		}
+		defer full.Close()
+		dir := t.TempDir()
+		cmd := relCommand(t, dir, `version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: 100000}}
+  - name: out
+    sink: {print: jsonl}
+`)
+		cmd.Stdout = full
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := relCollect(t, dir, relWait(t, cmd), "", stderr.String())
+		r.check(t, 1, 2, nil)
+		if !strings.Contains(r.rep.Reason+r.stderr, "no space left on device") {
+			t.Errorf("the error does not say why:\nreason %q\nstderr:\n%s", r.rep.Reason, r.stderr)
+		}
+	})
+	t.Run("directory replaced by a file", func(t *testing.T) {
+		dir := t.TempDir()
+		sub := filepath.Join(dir, "sub")
+		os.MkdirAll(sub, 0o755)
+		os.WriteFile(filepath.Join(sub, "keep.txt"), []byte("x"), 0o644)
+		// Every item waits for the go file, so the directory is replaced
+		// after the sink was set up (which checks it) and before it writes.
+		cmd := relCommand(t, dir, fmt.Sprintf(`version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: 5}}
+  - name: gate
+    step: exec
+    with:
+      argv: ["sh", "-c", "touch %[1]s/started; while [ ! -e %[1]s/go ]; do sleep 0.02; done; echo $1", "sh", "${ item }"]
+  - name: out
+    sink: {write: {path: sub/out.jsonl}}
+`, dir))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(relGuard); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatal("the run did not start")
+			}
+		}
+		if err := os.RemoveAll(sub); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(sub, []byte("not a directory\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		relWrite(t, filepath.Join(dir, "go"), nil)
+		code := relWait(t, cmd)
+		r := relCollect(t, dir, code, "", stderr.String())
+		r.check(t, 1, 3, nil)
+		if !strings.Contains(r.stderr, "sub/out.jsonl") || !strings.Contains(r.stderr, "not a directory") {
+			t.Errorf("exit %d without saying that sub/out.jsonl could not be written:\n%s", code, r.stderr)
+		}
+		if b, _ := os.ReadFile(sub); string(b) != "not a directory\n" {
+			t.Errorf("sub was overwritten: %q", b)
+		}
+	})
 }
