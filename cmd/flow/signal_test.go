@@ -84,12 +84,25 @@ func TestSignalStopsRunAndWritesReport(t *testing.T) {
 		sig  syscall.Signal
 		name string
 		code int
-	}{{syscall.SIGINT, "SIGINT", 130}, {syscall.SIGTERM, "SIGTERM", 143}} {
-		t.Run(tc.name, func(t *testing.T) {
+		// group signals the whole process group, as a terminal's Ctrl-C
+		// does: worker processes of mode: process get it too.
+		group    bool
+		pipeline string
+	}{
+		{syscall.SIGINT, "SIGINT", 130, false, longPipeline},
+		{syscall.SIGTERM, "SIGTERM", 143, false, longPipeline},
+		{syscall.SIGINT, "SIGINT", 130, true, strings.Replace(longPipeline, "workers: 4", "workers: 2\n    mode: process", 1)},
+	} {
+		name := tc.name
+		if tc.group {
+			name += "/process-group"
+		}
+		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			file := writeFile(t, dir, "long.yaml", longPipeline)
+			file := writeFile(t, dir, "long.yaml", tc.pipeline)
 			out := filepath.Join(dir, "report.json")
 			cmd := flowCommand(t, "run", file, "--report", out, "--progress", "none")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -107,7 +120,11 @@ func TestSignalStopsRunAndWritesReport(t *testing.T) {
 			}
 			drained := make(chan struct{})
 			go func() { io.Copy(io.Discard, r); close(drained) }()
-			if err := cmd.Process.Signal(tc.sig); err != nil {
+			pid := cmd.Process.Pid
+			if tc.group {
+				pid = -pid
+			}
+			if err := syscall.Kill(pid, tc.sig); err != nil {
 				t.Fatal(err)
 			}
 			code := waitExit(t, cmd)

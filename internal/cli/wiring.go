@@ -4,21 +4,22 @@ import (
 	"io"
 
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/procpool"
 	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/schema"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
 
-// The seams to packages built alongside the CLI. Each placeholder is replaced
-// by the real call as soon as the package lands.
+// The seams between the CLI and the packages that do the work.
 
 // runEngine runs a validated pipeline.
 // A variable so that the CLI's own tests can stand in for it.
 var runEngine = engine.Run
 
-// processFactory builds the runners of `mode: process` stages.
-func processFactory() engine.RunnerFactory { return nil }
+// processFactory builds the runners of `mode: process` stages: pools of
+// worker processes re-executing this binary (see cmd/flow's main).
+func processFactory() engine.RunnerFactory { return procpool.Factory }
 
 // newProgress returns the progress sink for a --progress mode and a function
 // that finishes its output (before the closing summary is printed).
