@@ -767,3 +767,233 @@ stages:
 		}
 	})
 }
+
+// A worker process killed with SIGKILL (the OOM killer, an operator) fails
+// only the item it was running; its replacement serves the rest.
+func TestFaultWorkerKilled(t *testing.T) {
+	r := relRun(t, `version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: 8}}
+  - name: work
+    step: exec
+    mode: process
+    workers: 2
+    on_error: skip
+    with:
+      # Item 3 kills the worker process running it (the parent of sh).
+      argv: ["sh", "-c", "if [ \"$1\" = 3 ]; then kill -9 $PPID; sleep 5; fi; echo $1", "sh", "${ item }"]
+      capture: json
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`)
+	if strings.Contains(r.stderr, "mode: process") && r.code == 2 {
+		t.Skip("process mode is not wired into this build:", r.stderr)
+	}
+	lines := relLines(t, filepath.Join(r.dir, "out.jsonl"))
+	r.check(t, 0, 3, lines)
+	w := r.stage(t, "work")
+	if w.Skipped < 1 || w.Succeeded+w.Skipped != 8 {
+		t.Fatalf("work: %d ok, %d skipped; want item 3 lost and the rest done\n%s", w.Succeeded, w.Skipped, r.raw)
+	}
+	f := r.failure(t, "work")
+	if f.Class != "crash" || !strings.Contains(f.Error, "worker process") {
+		t.Errorf("failure %+v, want class crash naming the worker process", f)
+	}
+	if int64(len(lines)) != w.Succeeded {
+		t.Errorf("%d results written for %d successes", len(lines), w.Succeeded)
+	}
+}
+
+// ---- safe defaults, end to end: each test fails if its default goes
+
+// Without shell: true, exec runs argv directly: shell syntax in an item
+// reaches the program as one literal argument.
+func TestSafeExecNoShell(t *testing.T) {
+	dir := t.TempDir()
+	pwned := filepath.Join(dir, "pwned")
+	items := []string{"; touch " + pwned, "$(touch " + pwned + ")", "`touch " + pwned + "`", "a && touch " + pwned, "| touch " + pwned}
+	quoted := make([]string, len(items))
+	for i, it := range items {
+		quoted[i] = relYAML(it)
+	}
+	cmd := relCommand(t, dir, fmt.Sprintf(`version: 1
+stages:
+  - name: src
+    source: {items: [%s]}
+  - name: run
+    step: exec
+    with: {argv: ["printf", "%%s", "${ item }"]}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, strings.Join(quoted, ", ")))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), "", stderr.String())
+	lines := relLines(t, filepath.Join(dir, "out.jsonl"))
+	r.check(t, 0, 3, lines)
+	if _, err := os.Stat(pwned); err == nil {
+		t.Fatal("an item was run by a shell")
+	}
+	for i, line := range lines {
+		var res struct{ Stdout string }
+		if err := json.Unmarshal([]byte(line), &res); err != nil || res.Stdout != items[i] {
+			t.Errorf("result %d: %s, want stdout %q", i, line, items[i])
+		}
+	}
+}
+
+// write and resize refuse paths that leave the pipeline directory.
+func TestSafeOutputsStayInTheirFolder(t *testing.T) {
+	for _, tc := range []struct{ name, stage string }{
+		{"write ../", "sink: {write: {path: ../escaped.jsonl}}"},
+		{"write absolute", "sink: {write: {path: ESCAPE/escaped.jsonl}}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			outside := t.TempDir()
+			dir := filepath.Join(t.TempDir(), "p")
+			os.MkdirAll(dir, 0o755)
+			stage := strings.Replace(tc.stage, "ESCAPE", outside, 1)
+			cmd := relCommand(t, dir, "version: 1\nstages:\n  - name: src\n    source: {items: [1]}\n  - name: out\n    "+stage+"\n")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			cmd.Start()
+			code := relWait(t, cmd)
+			if code != 2 || !strings.Contains(stderr.String(), "p.yaml:") {
+				t.Errorf("exit %d, want 2 with a positioned error:\n%s", code, stderr.String())
+			}
+			for _, p := range []string{filepath.Join(filepath.Dir(dir), "escaped.jsonl"), filepath.Join(outside, "escaped.jsonl")} {
+				if _, err := os.Stat(p); err == nil {
+					t.Errorf("%s was written", p)
+				}
+			}
+		})
+	}
+	// resize writes into out_dir (the pipeline author's choice) and nowhere
+	// else: a name, constant or computed from an item, cannot leave it.
+	for _, tc := range []struct {
+		name, with string
+		code       int
+	}{
+		{"resize name ../", `name: "../../escaped-{stem}.{ext}"`, 2},
+		{"resize absolute name", `name: "ESCAPE/escaped.png"`, 2},
+		{"resize name from the item", `name: "${ item.name }"`, 1},
+		{"resize absolute name from the item", `name: "${ item.abs }"`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			outside := t.TempDir()
+			dir := filepath.Join(t.TempDir(), "p")
+			relWrite(t, filepath.Join(dir, "img.png"), relPNG(t, 8, 8))
+			with := strings.Replace(tc.with, "ESCAPE", outside, 1)
+			item := fmt.Sprintf(`{src: img.png, name: ../../escaped.png, abs: %s/escaped.png}`, outside)
+			cmd := relCommand(t, dir, "version: 1\nstages:\n  - name: src\n    source: {items: ["+item+"]}\n  - name: resize\n    step: resize\n    with: {src: \"${ item.src }\", width: 4, height: 4, "+with+"}\n  - name: out\n    sink: {write: {path: out.jsonl}}\n")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			cmd.Start()
+			if code := relWait(t, cmd); code != tc.code {
+				t.Errorf("exit %d, want %d\n%s", code, tc.code, stderr.String())
+			}
+			for _, root := range []string{filepath.Dir(dir), outside} {
+				filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+					if err == nil && strings.Contains(filepath.Base(p), "escaped") {
+						t.Errorf("written outside out_dir: %s", p)
+					}
+					return nil
+				})
+			}
+		})
+	}
+}
+
+// Secrets (secret: true variables, and the values of Authorization, Cookie
+// and token-like headers) never reach stderr, progress or the report, even
+// when the server echoes them back in an error body and a header.
+func TestSafeSecretsNeverPrinted(t *testing.T) {
+	const secret = "s3cr3t-T0KEN-value"
+	const header = "hdr-only-5ecret"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, "bad credentials: auth=%s cookie=%s token=%s url=%s",
+			r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get("X-Api-Token"), r.URL)
+	}))
+	defer srv.Close()
+	r := relRun(t, fmt.Sprintf(`version: 1
+vars:
+  token: {default: %s, secret: true}
+stages:
+  - name: src
+    source: {items: [a]}
+  - name: get
+    step: fetch
+    retry: {attempts: 2, backoff: 10ms}
+    with:
+      url: "%s/${ item }?key=${ vars.token }"
+      headers:
+        Authorization: "Bearer ${ vars.token }"
+        Cookie: "session=${ vars.token }"
+        X-Api-Token: %s
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, secret, srv.URL, header))
+	r.check(t, 1, 3, nil)
+	if r.failure(t, "get").Class != "http_5xx" {
+		t.Fatalf("the request did not fail as planned:\n%s", r.raw)
+	}
+	for what, text := range map[string]string{"stderr (progress and logs)": r.stderr, "stdout": r.stdout, "report": string(r.raw)} {
+		for _, s := range []string{secret, header} {
+			if strings.Contains(text, s) {
+				t.Errorf("%s shows the secret %q:\n%s", what, s, text)
+			}
+		}
+	}
+}
+
+// TLS certificates are verified unless insecure: true.
+func TestSafeTLSVerification(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok": true}`)
+	}))
+	defer srv.Close()
+	r := relRun(t, relFetch(srv.URL, "[a]", "", ""))
+	r.check(t, 1, 3, nil)
+	if f := r.failure(t, "get"); !strings.Contains(f.Error, "certificate") {
+		t.Errorf("failure %+v does not name the certificate", f)
+	}
+	r = relRun(t, relFetch(srv.URL, "[a]", "", "insecure: true"))
+	lines := relLines(t, filepath.Join(r.dir, "out.jsonl"))
+	r.check(t, 0, 3, lines)
+}
+
+// Expressions cannot be made to hang the run or eat the memory: huge
+// ranges fail the item with a clear error, deep nesting is refused when the
+// file is checked.
+func TestSafeExpressionBounds(t *testing.T) {
+	r := relRun(t, `version: 1
+stages:
+  - name: src
+    source: {items: [1]}
+  - name: big
+    step: compute
+    with: {value: "${ len(1..1000000000000) }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`)
+	r.check(t, 1, 3, nil)
+	if f := r.failure(t, "big"); !strings.Contains(f.Error, "too large") {
+		t.Errorf("failure %+v, want a too-large error", f)
+	}
+	dir := t.TempDir()
+	deep := strings.Repeat("[", 20000) + "1" + strings.Repeat("]", 20000)
+	cmd := relCommand(t, dir, "version: 1\nstages:\n  - name: src\n    source: {items: [1]}\n  - name: deep\n    step: compute\n    with: {value: \"${ "+deep+" }\"}\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Start()
+	if code := relWait(t, cmd); code != 2 || !strings.Contains(stderr.String(), "p.yaml:7:") {
+		t.Errorf("deep nesting: exit %d, want 2 with a positioned error:\n%.2000s", code, stderr.String())
+	}
+}
