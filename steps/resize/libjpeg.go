@@ -331,16 +331,17 @@ func decError(h *C.flow_dec) error {
 	return &jpegError{code: int(h.err.code), msg: C.GoString(&h.err.msg[0])}
 }
 
-// libjpegDecode decodes a JPEG at scale num/8 into its own planes:
-// *image.YCbCr or *image.Gray. It also returns the chroma subsampling
-// stored in the file, which a reduced scale may not keep.
-func libjpegDecode(data []byte, num int) (image.Image, image.YCbCrSubsampleRatio, error) {
+// libjpegDecode decodes a JPEG at scale num/8 into its own planes
+// (*image.YCbCr or *image.Gray, in d.img, with the chroma subsampling
+// stored in the file in d.chroma, which a reduced scale may not keep). The
+// planes come from bufPool: d.pooled gives them back.
+func libjpegDecode(data []byte, num int) (d decoded, err error) {
 	if len(data) == 0 {
-		return nil, 0, &jpegError{code: C.JERR_INPUT_EMPTY, msg: "empty file"}
+		return d, &jpegError{code: C.JERR_INPUT_EMPTY, msg: "empty file"}
 	}
 	h := (*C.flow_dec)(C.calloc(1, C.sizeof_flow_dec))
 	if h == nil {
-		return nil, 0, errors.New("libjpeg: out of memory")
+		return d, errors.New("libjpeg: out of memory")
 	}
 	defer func() {
 		C.flow_dec_destroy(h)
@@ -352,19 +353,32 @@ func libjpegDecode(data []byte, num int) (image.Image, image.YCbCrSubsampleRatio
 	defer pin.Unpin()
 	var w, ht, raw C.int
 	if C.flow_dec_header(h, (*C.uchar)(&data[0]), C.ulong(len(data)), &w, &ht, &raw) != 0 {
-		return nil, 0, decError(h)
+		return d, decError(h)
 	}
 	if raw == 0 {
-		return nil, 0, errNotRaw
+		return d, errNotRaw
 	}
 	var l C.flow_layout
 	if C.flow_dec_start(h, C.int(num), &l) != 0 {
-		return nil, 0, decError(h)
+		return d, decError(h)
 	}
 	width, height := int(l.width), int(l.height)
-	var planes [3][]byte
+	total := 0
 	for i := 0; i < int(l.ncomp); i++ {
-		planes[i] = make([]byte, int(l.stride[i])*int(l.rows[i]))
+		total += int(l.stride[i]) * int(l.rows[i])
+	}
+	// libjpeg writes every sample of these planes, padding included.
+	buf := getBuf(total)
+	defer func() {
+		if err != nil {
+			putBuf(buf)
+		}
+	}()
+	var planes [3][]byte
+	for i, off := 0, 0; i < int(l.ncomp); i++ {
+		n := int(l.stride[i]) * int(l.rows[i])
+		planes[i] = buf[off : off+n : off+n]
+		off += n
 	}
 	ptr := func(i int) *C.uchar {
 		if planes[i] == nil {
@@ -373,24 +387,24 @@ func libjpegDecode(data []byte, num int) (image.Image, image.YCbCrSubsampleRatio
 		return (*C.uchar)(&planes[i][0])
 	}
 	if C.flow_dec_read(h, ptr(0), ptr(1), ptr(2)) != 0 {
-		return nil, 0, decError(h)
+		return d, decError(h)
 	}
 	rect := image.Rect(0, 0, width, height)
 	if l.ncomp == 1 {
-		return &image.Gray{Pix: planes[0], Stride: int(l.stride[0]), Rect: rect}, 0, nil
+		return decoded{img: &image.Gray{Pix: planes[0], Stride: int(l.stride[0]), Rect: rect}, pooled: buf}, nil
 	}
 	if l.stride[1] != l.stride[2] || l.cw[1] != l.cw[2] {
-		return nil, 0, errNotRaw
+		return d, errNotRaw
 	}
 	// Scaled decoding may return the chroma at another ratio than stored
 	// (libjpeg prefers scaling chroma up in its IDCT to upsampling it).
 	ratio, ok := ratios[[2]int{int(l.hr), int(l.vr)}]
 	cw, ch := chromaSize(width, height, ratio)
 	if !ok || int(l.cw[0]) != width || int(l.ch[0]) != height || int(l.cw[1]) != cw || int(l.ch[1]) != ch {
-		return nil, 0, fmt.Errorf("libjpeg: unexpected planes %dx%d, %dx%d (1:%d, 1:%d) for %dx%d", l.cw[0], l.ch[0], l.cw[1], l.ch[1], l.hr, l.vr, width, height)
+		return d, fmt.Errorf("libjpeg: unexpected planes %dx%d, %dx%d (1:%d, 1:%d) for %dx%d", l.cw[0], l.ch[0], l.cw[1], l.ch[1], l.hr, l.vr, width, height)
 	}
-	return &image.YCbCr{Y: planes[0], Cb: planes[1], Cr: planes[2], YStride: int(l.stride[0]), CStride: int(l.stride[1]),
-		SubsampleRatio: ratio, Rect: rect}, ratios[[2]int{int(l.shr), int(l.svr)}], nil
+	return decoded{img: &image.YCbCr{Y: planes[0], Cb: planes[1], Cr: planes[2], YStride: int(l.stride[0]), CStride: int(l.stride[1]),
+		SubsampleRatio: ratio, Rect: rect}, chroma: ratios[[2]int{int(l.shr), int(l.svr)}], pooled: buf}, nil
 }
 
 // ratios names chroma subsampling by its luma samples per chroma sample,

@@ -87,10 +87,11 @@ func TestLibjpegRoundTrip(t *testing.T) {
 			if !ok || err != nil {
 				t.Fatalf("%v %v: encode: %v %v", size, ratio, ok, err)
 			}
-			got, _, err := libjpegDecode(data, 8)
+			dgot, err := libjpegDecode(data, 8)
 			if err != nil {
 				t.Fatalf("%v %v: libjpeg decode: %v", size, ratio, err)
 			}
+			got := dgot.img
 			want, err := jpeg.Decode(bytes.NewReader(data))
 			if err != nil {
 				t.Fatalf("%v %v: image/jpeg decode: %v", size, ratio, err)
@@ -122,10 +123,11 @@ func TestLibjpegGray(t *testing.T) {
 	if !ok || err != nil {
 		t.Fatalf("encode: %v %v", ok, err)
 	}
-	got, _, err := libjpegDecode(data, 8)
+	dgot, err := libjpegDecode(data, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := dgot.img
 	want, err := jpeg.Decode(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +147,7 @@ func TestLibjpegGray(t *testing.T) {
 func TestLibjpegDamage(t *testing.T) {
 	full := encodeJPEG(t, photo(120, 90, 4), 90)
 	for n := 0; n < len(full)-2; n += 1 + n/40 {
-		_, _, err := libjpegDecode(full[:n], 8)
+		_, err := libjpegDecode(full[:n], 8)
 		if err == nil {
 			t.Fatalf("a cut at %d of %d bytes decoded without error", n, len(full))
 		}
@@ -156,8 +158,8 @@ func TestLibjpegDamage(t *testing.T) {
 		for k := 0; k < 1+r.IntN(8); k++ {
 			bad[r.IntN(len(bad))] = uint8(r.IntN(256))
 		}
-		img, _, err := libjpegDecode(bad, 1+r.IntN(8))
-		if err == nil && img.Bounds().Empty() {
+		d, err := libjpegDecode(bad, 1+r.IntN(8))
+		if err == nil && d.img.Bounds().Empty() {
 			t.Fatalf("attempt %d: no error and no pixels", i)
 		}
 	}
@@ -257,7 +259,7 @@ func TestLibjpegFallsBackToImageJPEG(t *testing.T) {
 	app0 := 4 + int(data[4])<<8 | int(data[5])
 	adobe := []byte{0xFF, 0xEE, 0, 14, 'A', 'd', 'o', 'b', 'e', 0, 100, 0, 0, 0, 0, 0}
 	rgb := append(append(append([]byte{}, data[:2]...), adobe...), data[app0:]...)
-	if _, _, err := libjpegDecode(rgb, 8); err != errNotRaw {
+	if _, err := libjpegDecode(rgb, 8); err != errNotRaw {
 		t.Fatalf("libjpeg decode: %v, want errNotRaw", err)
 	}
 	d, err := decode(rgb, 1e9, nil)

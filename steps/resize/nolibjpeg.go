@@ -13,8 +13,6 @@ const haveLibjpeg = false
 
 var errNotRaw = errors.New("built without libjpeg")
 
-func libjpegDecode([]byte, int) (image.Image, image.YCbCrSubsampleRatio, error) {
-	return nil, 0, errNotRaw
-}
+func libjpegDecode([]byte, int) (decoded, error) { return decoded{}, errNotRaw }
 
 func libjpegEncode(image.Image, int) ([]byte, bool, error) { return nil, false, nil }

@@ -290,6 +290,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		return nil, err
 	}
 	out := s.transform(d)
+	d.release() // out never shares pixels with its source
 	format := d.format
 
 	outFormat, ext := s.o.Format, ""
@@ -360,6 +361,14 @@ type decoded struct {
 	// at a reduced scale does not keep (libjpeg then returns full chroma):
 	// the output gets it back.
 	chroma image.YCbCrSubsampleRatio
+	// pooled holds img's pixels when they come from bufPool: release
+	// gives them back once resampled.
+	pooled []byte
+}
+
+func (d *decoded) release() {
+	putBuf(d.pooled)
+	d.pooled, d.img = nil, nil
 }
 
 // decode reads the image and its EXIF orientation, refusing canvases larger
@@ -385,9 +394,10 @@ func decode(data []byte, maxPixels int64, shrink func(w, h, o int) int) (decoded
 			if shrink != nil {
 				num = shrink(cfg.Width, cfg.Height, o)
 			}
-			img, chroma, err := libjpegDecode(data, num)
+			d, err := libjpegDecode(data, num)
 			if err == nil {
-				return decoded{img, format, o, cfg.Width, cfg.Height, chroma}, nil
+				d.format, d.orientation, d.w, d.h = format, o, cfg.Width, cfg.Height
+				return d, nil
 			}
 			if !errors.Is(err, errNotRaw) {
 				return decoded{}, describeDecodeError(err, format)
