@@ -119,6 +119,10 @@ func (s *stage) event(outcome string, in steps.Input, res any, err error) {
 		if err != nil {
 			err = redactedError{err, s.r.red.String(err.Error())}
 		}
+		// Progress prints items and results: an item built from a secret
+		// variable must not show it there either.
+		in.Item = s.r.red.Value(in.Item)
+		res = s.r.red.Value(res)
 		ev.ItemDone(s.name, outcome, in, res, err)
 	}
 }

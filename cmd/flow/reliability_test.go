@@ -952,6 +952,39 @@ stages:
 	}
 }
 
+// Found by TestSafeSecretsNeverPrinted's second case: plain progress printed
+// items that carried a secret (the engine redacted errors and the report's
+// failed items, but not the items and results it passed to progress).
+func TestSafeSecretsInItemsNeverPrinted(t *testing.T) {
+	const secret = "s3cr3t-T0KEN-value"
+	r := relRun(t, fmt.Sprintf(`version: 1
+vars:
+  token: {default: %s, secret: true}
+stages:
+  - name: src
+    source: {items: [a, b]}
+  - name: mk
+    step: compute
+    with: {value: {auth: "${ vars.token }", n: "${ item }"}}
+  - name: use
+    step: compute
+    on_error: keep
+    with: {value: "${ item.n == 'a' ? item : fail('bad token ' + item.auth) }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, secret))
+	lines := relLines(t, filepath.Join(r.dir, "out.jsonl"))
+	r.check(t, 0, 4, lines)
+	if !strings.Contains(r.stderr, "[1/2]") || !strings.Contains(r.stderr, "***") {
+		t.Fatalf("no progress lines with redacted items:\n%s", r.stderr)
+	}
+	for what, text := range map[string]string{"stderr (progress and logs)": r.stderr, "report": string(r.raw)} {
+		if strings.Contains(text, secret) {
+			t.Errorf("%s shows the secret:\n%s", what, text)
+		}
+	}
+}
+
 // TLS certificates are verified unless insecure: true.
 func TestSafeTLSVerification(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
