@@ -142,14 +142,22 @@ func run() error {
 				if c.skip != "" || c.borrow != nil {
 					continue
 				}
-				inv, err := c.prepare()
-				if err != nil {
-					return fmt.Errorf("%s / %s: %v", w.id, c.name, err)
+				var (
+					s      sample
+					stderr string
+				)
+				if c.inproc != nil {
+					s, err = c.inproc()
+				} else {
+					inv, err := c.prepare()
+					if err != nil {
+						return fmt.Errorf("%s / %s: %v", w.id, c.name, err)
+					}
+					if *profile && !c.peer {
+						inv.env = append(inv.env, "FLOW_CPUPROFILE="+filepath.Join(h.out, "profiles", w.id+".cpu"))
+					}
+					s, stderr, err = runOnce(ctx, inv, timeout)
 				}
-				if *profile && !c.peer {
-					inv.env = append(inv.env, "FLOW_CPUPROFILE="+filepath.Join(h.out, "profiles", w.id+".cpu"))
-				}
-				s, stderr, err := runOnce(ctx, inv, timeout)
 				if err == nil && c.check != nil {
 					err = c.check(&s, stderr)
 				}
@@ -344,7 +352,7 @@ func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
 		f := wl.flow()
 		for _, c := range wl.cs {
 			ratio := ""
-			if c.peer && len(c.results()) > 0 && len(f.results()) > 0 {
+			if c.peer && c.borrow == nil && len(c.results()) > 0 && len(f.results()) > 0 {
 				// Per unit of work, so that a peer run on fewer items
 				// compares fairly: >1 means flow is faster.
 				ratio = fmt.Sprintf("%.2fx", f.rate()/c.rate())
@@ -357,7 +365,11 @@ func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
 				fmt.Fprintf(w, "| %s | %s | %s | | | | |\n", wl.title, c.name, why)
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %.3fs | %.3fs | %s %s/s | %.1f MB | %s |\n", wl.title, c.name, c.medianWall().Seconds(), c.medianCPU().Seconds(), human(c.rate()), wl.unit, c.peakRSSMB(), ratio)
+			cpu, rss := fmt.Sprintf("%.3fs", c.medianCPU().Seconds()), fmt.Sprintf("%.1f MB", c.peakRSSMB())
+			if c.inproc != nil {
+				cpu, rss = "-", "-" // shared with the harness itself
+			}
+			fmt.Fprintf(w, "| %s | %s | %.3fs | %s | %s %s/s | %s | %s |\n", wl.title, c.name, c.medianWall().Seconds(), cpu, human(c.rate()), wl.unit, rss, ratio)
 			if c.note != "" {
 				notes = append(notes, fmt.Sprintf("- %s / %s: %s", wl.id, c.name, c.note))
 			}
