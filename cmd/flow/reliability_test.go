@@ -1253,3 +1253,37 @@ stages:
 	}
 	t.Logf("%d whole images written before the kill", whole)
 }
+
+// The connection is reset after the headers and part of the body: the item
+// fails as a connection error (worth a retry), not as a decoding error of
+// the half body.
+func TestFaultConnectionResetMidBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func(c net.Conn) {
+				bufio.NewReader(c).ReadString('\n') // the request line is enough
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"partial\": [1, 2")
+				time.Sleep(50 * time.Millisecond)
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}(c)
+		}
+	}()
+	r := relRun(t, relFetch("http://"+ln.Addr().String(), "[a]", "retry: {attempts: 2, backoff: 10ms}", ""))
+	r.check(t, 1, 3, nil)
+	f := r.failure(t, "get")
+	if f.Class != "connection" || f.Attempts != 2 || conns.Load() != 2 {
+		t.Errorf("failure %+v after %d connections, want class connection after 2 attempts", f, conns.Load())
+	}
+}
