@@ -23,7 +23,6 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/flowrun/flow/internal/cli"
 	"github.com/flowrun/flow/report"
 )
 
@@ -42,12 +41,6 @@ func TestExamples(t *testing.T) {
 		RequireExplicitExec: true,
 		Cmds:                exampleCmds,
 		UpdateScripts:       os.Getenv("UPDATE_SCRIPTS") == "1",
-		Condition: func(cond string) (bool, error) {
-			if cond == "process" {
-				return processModeWired(t), nil
-			}
-			return false, fmt.Errorf("unknown condition %q", cond)
-		},
 		Setup: func(env *testscript.Env) error {
 			if err := copyDir(filepath.Join(root, "examples"), filepath.Join(env.WorkDir, "examples")); err != nil {
 				return err
@@ -94,28 +87,6 @@ func TestEveryExampleIsTested(t *testing.T) {
 		}
 	}
 }
-
-// processModeWired tells whether this build runs mode: process stages.
-// TODO(examples): drop with the [!process] lines once procpool is wired in.
-func processModeWired(t *testing.T) bool {
-	processOnce.Do(func() {
-		dir := t.TempDir()
-		file := filepath.Join(dir, "p.yaml")
-		src := "version: 1\nstages:\n  - name: n\n    source: {items: [1]}\n  - name: p\n    step: compute\n    mode: process\n    with: {value: \"${ item }\"}\n"
-		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cli.Run([]string{"run", "-q", file}, strings.NewReader(""), io.Discard, &stderr)
-		processWired = !strings.Contains(stderr.String(), "Options.Process is nil")
-	})
-	return processWired
-}
-
-var (
-	processOnce  sync.Once
-	processWired bool
-)
 
 var exampleCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
 	"httpserve":   cmdHTTPServe,
