@@ -1102,18 +1102,23 @@ func TestLockWaitRunsAfterTheHolder(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan int, 1)
-	go func() { done <- relWait(t, cmd) }()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	select {
-	case code := <-done:
-		t.Fatalf("the waiting run ended (exit %d) while the lock was held:\n%s", code, stderr.String())
+	case <-exited:
+		t.Fatalf("the waiting run ended while the lock was held:\n%s", stderr.String())
 	case <-time.After(300 * time.Millisecond):
 	}
 	first.Process.Signal(syscall.SIGTERM)
 	if code := relWait(t, first); code != 143 {
 		t.Errorf("holder: exit %d, want 143", code)
 	}
-	r := relCollect(t, d, <-done, "", stderr.String())
+	select {
+	case <-exited:
+	case <-time.After(relGuard):
+		t.Fatal("the waiting run did not finish after the holder")
+	}
+	r := relCollect(t, d, cmd.ProcessState.ExitCode(), "", stderr.String())
 	r.check(t, 0, 3, []string{"1", "2", "3"})
 }
 
