@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -49,26 +50,28 @@ func FuzzFrames(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 1, 'Z'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := NewReader(bytes.NewReader(data))
-		for i := 0; ; i++ {
-			if i > len(data) {
-				t.Fatalf("%d messages out of %d bytes: the reader loops", i, len(data))
-			}
-			m, err := r.Read()
-			if err != nil {
-				if err == io.EOF && i == 0 && len(data) > 0 {
-					t.Fatalf("clean EOF on %d bytes of input without a message", len(data))
+		guard(t, func(fatalf func(format string, args ...any)) {
+			r := NewReader(bytes.NewReader(data))
+			for i := 0; ; i++ {
+				if i > len(data) {
+					fatalf("%d messages out of %d bytes: the reader loops", i, len(data))
 				}
-				if err.Error() == "" {
-					t.Fatal("empty error")
+				m, err := r.Read()
+				if err != nil {
+					if err == io.EOF && i == 0 && len(data) > 0 {
+						fatalf("clean EOF on %d bytes of input without a message", len(data))
+					}
+					if err.Error() == "" {
+						fatalf("empty error")
+					}
+					return
 				}
-				return
+				if m == nil {
+					fatalf("nil message without an error")
+				}
+				reencode(fatalf, m)
 			}
-			if m == nil {
-				t.Fatal("nil message without an error")
-			}
-			reencode(t, m)
-		}
+		})
 	})
 }
 
@@ -78,37 +81,59 @@ func FuzzBody(f *testing.F) {
 		f.Add(s[4:])
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		m, err := ParseBody(body)
-		if err != nil {
-			if m != nil {
-				t.Fatalf("both a message and an error: %v", err)
+		guard(t, func(fatalf func(format string, args ...any)) {
+			m, err := ParseBody(body)
+			if err != nil {
+				if m != nil {
+					fatalf("both a message and an error: %v", err)
+				}
+				return
 			}
-			return
-		}
-		reencode(t, m)
+			reencode(fatalf, m)
+		})
 	})
 }
 
 // reencode checks that a decoded message encodes, decodes again, and then
 // encodes to the same bytes (the first round may normalise: 1.0 and 1 are
 // both numbers, key order, escapes).
-func reencode(t *testing.T, m Message) {
-	t.Helper()
+func reencode(fatalf func(string, ...any), m Message) {
 	b1, err := AppendBody(nil, m)
 	if err != nil {
 		// Values from the wire are always encodable, except numbers JSON
 		// cannot carry, which the parser must have refused already.
-		t.Fatalf("re-encoding a decoded %s: %v", m.Type(), err)
+		fatalf("re-encoding a decoded %s: %v", m.Type(), err)
 	}
 	m2, err := ParseBody(b1)
 	if err != nil {
-		t.Fatalf("re-parsing %q: %v", b1, err)
+		fatalf("re-parsing %q: %v", b1, err)
 	}
 	b2, err := AppendBody(nil, m2)
 	if err != nil {
-		t.Fatalf("third encoding: %v", err)
+		fatalf("third encoding: %v", err)
 	}
 	if !bytes.Equal(b1, b2) {
-		t.Fatalf("encoding is not stable:\n%q\n%q", b1, b2)
+		fatalf("encoding is not stable:\n%q\n%q", b1, b2)
 	}
 }
+
+// guard runs one fuzz input with a bound: the fuzzer notices panics but not
+// hangs, so an input still running after fuzzHang fails (and is saved as a
+// crasher). Inside body, fatalf panics, which the fuzzer also records with
+// the input.
+func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
+	}()
+	select {
+	case <-done:
+	case <-time.After(fuzzHang):
+		t.Fatalf("no result after %v: the input hangs", fuzzHang)
+	}
+}
+
+// fuzzHang is far beyond what any input needs, even on a loaded machine.
+const fuzzHang = 30 * time.Second

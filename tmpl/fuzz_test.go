@@ -2,6 +2,7 @@ package tmpl
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -54,39 +55,41 @@ func FuzzTemplate(f *testing.F) {
 		map[string]any{"name": "n", "price": 1.5, "path": "a/b/c.jpg", "list": []any{int64(1), int64(2), int64(3)}, "a": map[string]any{"b": "x"}},
 	}
 	f.Fuzz(func(t *testing.T, src string) {
-		tt, err := Compile(src)
-		if err != nil {
-			oe, ok := err.(*OffsetError)
-			if !ok {
-				t.Fatalf("Compile(%q): error %T is not an *OffsetError: %v", src, err, err)
+		guard(t, func(fatalf func(format string, args ...any)) {
+			tt, err := Compile(src)
+			if err != nil {
+				oe, ok := err.(*OffsetError)
+				if !ok {
+					fatalf("Compile(%q): error %T is not an *OffsetError: %v", src, err, err)
+				}
+				if oe.Offset < 0 || oe.Offset > len(src) {
+					fatalf("Compile(%q): offset %d outside the %d-byte source", src, oe.Offset, len(src))
+				}
+				if oe.Msg == "" {
+					fatalf("Compile(%q): empty message", src)
+				}
+				return
 			}
-			if oe.Offset < 0 || oe.Offset > len(src) {
-				t.Fatalf("Compile(%q): offset %d outside the %d-byte source", src, oe.Offset, len(src))
+			_ = tt.IsConst()
+			_ = tt.CheckVars(map[string]any{"base_url": "http://x"})
+			for i, item := range items {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				start := time.Now()
+				v, err := tt.Eval(&Scope{Item: item, Index: int64(i), Vars: map[string]any{"base_url": "http://x"}, Env: map[string]string{"HOME": "/root"}, Ctx: ctx})
+				cancel()
+				if err != nil && err.Error() == "" {
+					fatalf("Eval(%q): empty error", src)
+				}
+				if err == nil {
+					_ = Stringify(v)
+				}
+				// A generous bound: the context stops sleep and count_primes at
+				// 200ms; anything far beyond it is evaluation that ignores it.
+				if d := time.Since(start); d > 20*time.Second {
+					fatalf("Eval(%q) took %v", src, d)
+				}
 			}
-			if oe.Msg == "" {
-				t.Fatalf("Compile(%q): empty message", src)
-			}
-			return
-		}
-		_ = tt.IsConst()
-		_ = tt.CheckVars(map[string]any{"base_url": "http://x"})
-		for i, item := range items {
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			start := time.Now()
-			v, err := tt.Eval(&Scope{Item: item, Index: int64(i), Vars: map[string]any{"base_url": "http://x"}, Env: map[string]string{"HOME": "/root"}, Ctx: ctx})
-			cancel()
-			if err != nil && err.Error() == "" {
-				t.Fatalf("Eval(%q): empty error", src)
-			}
-			if err == nil {
-				_ = Stringify(v)
-			}
-			// A generous bound: the context stops sleep and count_primes at
-			// 200ms; anything far beyond it is evaluation that ignores it.
-			if d := time.Since(start); d > 20*time.Second {
-				t.Fatalf("Eval(%q) took %v", src, d)
-			}
-		}
+		})
 	})
 }
 
@@ -104,23 +107,46 @@ func FuzzFromNode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, src string) {
-		var doc yaml.Node
-		if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
-			return
-		}
-		// spec.Parse refuses such documents before anything walks them.
-		if conf.CheckAliases(doc.Content[0]) != nil {
-			return
-		}
-		tt, err := FromNode(doc.Content[0])
-		if err != nil {
-			if strings.TrimSpace(err.Error()) == "" {
-				t.Fatalf("FromNode(%q): empty error", src)
+		guard(t, func(fatalf func(format string, args ...any)) {
+			var doc yaml.Node
+			if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
+				return
 			}
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		_, _ = tt.Eval(&Scope{Item: "x", Ctx: ctx})
+			// spec.Parse refuses such documents before anything walks them.
+			if conf.CheckAliases(doc.Content[0]) != nil {
+				return
+			}
+			tt, err := FromNode(doc.Content[0])
+			if err != nil {
+				if strings.TrimSpace(err.Error()) == "" {
+					fatalf("FromNode(%q): empty error", src)
+				}
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, _ = tt.Eval(&Scope{Item: "x", Ctx: ctx})
+		})
 	})
 }
+
+// guard runs one fuzz input with a bound: the fuzzer notices panics but not
+// hangs, so an input still running after fuzzHang fails (and is saved as a
+// crasher). Inside body, fatalf panics, which the fuzzer also records with
+// the input.
+func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
+	}()
+	select {
+	case <-done:
+	case <-time.After(fuzzHang):
+		t.Fatalf("no result after %v: the input hangs", fuzzHang)
+	}
+}
+
+// fuzzHang is far beyond what any input needs, even on a loaded machine.
+const fuzzHang = 30 * time.Second

@@ -2,12 +2,14 @@ package all_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -47,44 +49,46 @@ func FuzzOptions(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, which uint8, src string) {
-		k := kinds[int(which)%len(kinds)]
-		var doc yaml.Node
-		if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
-			return
-		}
-		n := doc.Content[0]
-		// spec.Parse refuses these before any kind sees them.
-		if conf.CheckAliases(n) != nil {
-			return
-		}
-		c := &conf.Context{Vars: map[string]any{"n": int64(3), "base_url": "http://127.0.0.1:1"}, NoItem: k.Role == steps.RoleSource}
-		ds := k.Check(n, c)
-		for _, d := range ds {
-			if strings.TrimSpace(d.Msg) == "" {
-				t.Fatalf("%s: empty diagnostic for %q", k.Name, src)
+		guard(t, func(fatalf func(format string, args ...any)) {
+			k := kinds[int(which)%len(kinds)]
+			var doc yaml.Node
+			if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
+				return
 			}
-		}
-		if len(ds) > 0 || !buildable(k, src) {
-			return
-		}
-		dir := t.TempDir()
-		env := &steps.Env{
-			Dir: dir, Stage: "fuzz", Vars: c.Vars, Env: map[string]string{"HOME": dir},
-			Workers: 2, Stdin: strings.NewReader("a\nb\n"), Stdout: io.Discard, Stderr: io.Discard,
-		}
-		v, err := k.Build(n, c, env)
-		if err != nil {
-			if strings.TrimSpace(err.Error()) == "" {
-				t.Fatalf("%s: empty build error for %q", k.Name, src)
+			n := doc.Content[0]
+			// spec.Parse refuses these before any kind sees them.
+			if conf.CheckAliases(n) != nil {
+				return
 			}
-			return
-		}
-		if v == nil {
-			t.Fatalf("%s: Build gave nil without an error for %q", k.Name, src)
-		}
-		if c, ok := v.(interface{ Close() error }); ok {
-			c.Close()
-		}
+			c := &conf.Context{Vars: map[string]any{"n": int64(3), "base_url": "http://127.0.0.1:1"}, NoItem: k.Role == steps.RoleSource}
+			ds := k.Check(n, c)
+			for _, d := range ds {
+				if strings.TrimSpace(d.Msg) == "" {
+					fatalf("%s: empty diagnostic for %q", k.Name, src)
+				}
+			}
+			if len(ds) > 0 || !buildable(k, src) {
+				return
+			}
+			dir := t.TempDir()
+			env := &steps.Env{
+				Dir: dir, Stage: "fuzz", Vars: c.Vars, Env: map[string]string{"HOME": dir},
+				Workers: 2, Stdin: strings.NewReader("a\nb\n"), Stdout: io.Discard, Stderr: io.Discard,
+			}
+			v, err := k.Build(n, c, env)
+			if err != nil {
+				if strings.TrimSpace(err.Error()) == "" {
+					fatalf("%s: empty build error for %q", k.Name, src)
+				}
+				return
+			}
+			if v == nil {
+				fatalf("%s: Build gave nil without an error for %q", k.Name, src)
+			}
+			if c, ok := v.(interface{ Close() error }); ok {
+				c.Close()
+			}
+		})
 	})
 }
 
@@ -144,3 +148,24 @@ func exampleOptions(f *testing.F, k *steps.Kind) []string {
 	}
 	return out
 }
+
+// guard runs one fuzz input with a bound: the fuzzer notices panics but not
+// hangs, so an input still running after fuzzHang fails (and is saved as a
+// crasher). Inside body, fatalf panics, which the fuzzer also records with
+// the input.
+func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
+	}()
+	select {
+	case <-done:
+	case <-time.After(fuzzHang):
+		t.Fatalf("no result after %v: the input hangs", fuzzHang)
+	}
+}
+
+// fuzzHang is far beyond what any input needs, even on a loaded machine.
+const fuzzHang = 30 * time.Second
