@@ -61,7 +61,6 @@ enum { FLOW_MAXC = 3 };
 typedef struct {
 	int width, height, ncomp;
 	int hr, vr; // luma samples per chroma sample, across and down
-	int shr, svr; // the same as stored in the file
 	int cw[FLOW_MAXC], ch[FLOW_MAXC], stride[FLOW_MAXC], rows[FLOW_MAXC];
 } flow_layout;
 
@@ -111,10 +110,8 @@ static int flow_dec_start(flow_dec *h, int num, flow_layout *l) {
 	l->ncomp = h->d.num_components;
 	int imcu = h->d.max_v_samp_factor * h->d.min_DCT_scaled_size;
 	int nimcu = (h->d.output_height + imcu - 1) / imcu;
-	l->hr = l->vr = l->shr = l->svr = 1;
+	l->hr = l->vr = 1;
 	if (h->d.num_components == 3) {
-		l->shr = h->d.comp_info[0].h_samp_factor / h->d.comp_info[1].h_samp_factor;
-		l->svr = h->d.comp_info[0].v_samp_factor / h->d.comp_info[1].v_samp_factor;
 		jpeg_component_info *y = &h->d.comp_info[0], *c = &h->d.comp_info[1];
 		l->hr = (y->h_samp_factor * y->DCT_scaled_size) / (c->h_samp_factor * c->DCT_scaled_size);
 		l->vr = (y->v_samp_factor * y->DCT_scaled_size) / (c->v_samp_factor * c->DCT_scaled_size);
@@ -332,9 +329,8 @@ func decError(h *C.flow_dec) error {
 }
 
 // libjpegDecode decodes a JPEG at scale num/8 into its own planes
-// (*image.YCbCr or *image.Gray, in d.img, with the chroma subsampling
-// stored in the file in d.chroma, which a reduced scale may not keep). The
-// planes come from bufPool: d.pooled gives them back.
+// (*image.YCbCr or *image.Gray, in d.img). The planes come from bufPool:
+// d.release gives them back.
 func libjpegDecode(data []byte, num int) (d decoded, err error) {
 	if len(data) == 0 {
 		return d, &jpegError{code: C.JERR_INPUT_EMPTY, msg: "empty file"}
@@ -404,7 +400,7 @@ func libjpegDecode(data []byte, num int) (d decoded, err error) {
 		return d, fmt.Errorf("libjpeg: unexpected planes %dx%d, %dx%d (1:%d, 1:%d) for %dx%d", l.cw[0], l.ch[0], l.cw[1], l.ch[1], l.hr, l.vr, width, height)
 	}
 	return decoded{img: &image.YCbCr{Y: planes[0], Cb: planes[1], Cr: planes[2], YStride: int(l.stride[0]), CStride: int(l.stride[1]),
-		SubsampleRatio: ratio, Rect: rect}, chroma: ratios[[2]int{int(l.shr), int(l.svr)}], pooled: buf}, nil
+		SubsampleRatio: ratio, Rect: rect}, pooled: buf}, nil
 }
 
 // ratios names chroma subsampling by its luma samples per chroma sample,

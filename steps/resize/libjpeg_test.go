@@ -181,7 +181,7 @@ func TestLibjpegStepMatchesPureGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := jpegenc.Encode(&buf, s.transform(decoded{img: src, w: 640, h: 400, orientation: 1}), &jpegenc.Options{Quality: 85}); err != nil {
+	if err := jpegenc.Encode(&buf, s.transform(decoded{img: src, w: 640, h: 400, orientation: 1}, true), &jpegenc.Options{Quality: 85}); err != nil {
 		t.Fatal(err)
 	}
 	want, err := jpeg.Decode(&buf)
@@ -285,5 +285,27 @@ func TestLibjpegDecodeError(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "resized", "empty.jpg")); err == nil {
 		t.Fatal("a failed item left an output")
+	}
+}
+
+// TestJPEGOutputIs420 resizes 4:4:4 and 4:2:2 JPEGs: the output is 4:2:0,
+// as the default build (jpegenc) and Pillow write it, with or without a
+// reduced-scale decoding.
+func TestJPEGOutputIs420(t *testing.T) {
+	dir := t.TempDir()
+	for _, ratio := range []image.YCbCrSubsampleRatio{image.YCbCrSubsampleRatio444, image.YCbCrSubsampleRatio422} {
+		data, ok, err := libjpegEncode(ycbcr(photo(640, 480, 7), ratio), 90)
+		if !ok || err != nil {
+			t.Fatalf("encode: %v %v", ok, err)
+		}
+		writeFile(t, filepath.Join(dir, "s.jpg"), data)
+		for _, opts := range []string{"width: 320\nfast_decode: false", "width: 100"} {
+			res := run(t, mustStep(t, dir, opts), "s.jpg")
+			m, _ := readImage(t, res["dest"].(string))
+			y, ok := m.(*image.YCbCr)
+			if !ok || y.SubsampleRatio != image.YCbCrSubsampleRatio420 {
+				t.Errorf("%v source, %q: output %T %v, want 4:2:0", ratio, opts, m, y.SubsampleRatio)
+			}
+		}
 	}
 }
