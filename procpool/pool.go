@@ -459,8 +459,12 @@ func (p *Pool) feed(w *proc) {
 		}
 		n := len(w.outstanding)
 		win := p.window()
+		// While the worker has a good part of its share queued, let items
+		// gather: sent the moment they arrive, they would cross one per
+		// frame, a system call and a wake-up each.
+		lowWater := max(1, min(win, p.cfg.InFlight/p.cfg.Workers)/4)
 		var batch []*task
-		if n < win {
+		if n < win && (n < lowWater || p.queue.len() >= p.cfg.MaxBatch) {
 			k := min(win-n, p.cfg.MaxBatch)
 			if limit := p.cfg.MaxTasksPerChild; limit > 0 {
 				k = min(k, limit-w.sent)
@@ -475,7 +479,7 @@ func (p *Pool) feed(w *proc) {
 			continue
 		}
 		var more <-chan struct{}
-		if n < win {
+		if n < lowWater {
 			more = p.queue.notify
 		}
 		select {

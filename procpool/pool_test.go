@@ -292,7 +292,7 @@ func TestWorkerDeathFailsOnlyItsItem(t *testing.T) {
 }
 
 func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
-	pool, _ := newTestPool(t, "", nil, Config{Workers: 1})
+	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, InFlight: 64})
 	ctx := context.Background()
 	// Warm up so that the pool measures cheap items and queues many of them
 	// in the worker behind the one that will be killed.
@@ -323,7 +323,10 @@ func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
 	}
 	go func() { rest <- doAll(ctx, pool, items) }()
 	// Wait until the others sit in the worker behind the blocked item.
-	for {
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("no item was queued in the worker behind the blocked one")
+		}
 		pool.mu.Lock()
 		n := 0
 		for w := range pool.procs {
