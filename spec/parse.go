@@ -142,10 +142,20 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 }
 
 // scalar reads an override the way YAML would read it as a plain scalar, so
-// that --set count=5 is a number and --set name=abc a string.
+// that --set count=5 is a number and --set name=abc a string. A value written
+// as a YAML flow list or mapping ("[a, b]", "{k: v}") is read as one, so a
+// list variable can be overridden too; any other text stays a string, even
+// when it holds ": ".
 func scalar(s string) any {
 	var n yaml.Node
-	if err := yaml.Unmarshal([]byte(s), &n); err != nil || len(n.Content) == 0 || n.Content[0].Kind != yaml.ScalarNode {
+	if err := yaml.Unmarshal([]byte(s), &n); err != nil || len(n.Content) == 0 {
+		return s
+	}
+	switch c := n.Content[0]; {
+	case c.Kind == yaml.ScalarNode:
+	case c.Kind == yaml.SequenceNode && c.Style&yaml.FlowStyle != 0:
+	case c.Kind == yaml.MappingNode && c.Style&yaml.FlowStyle != 0:
+	default:
 		return s
 	}
 	var v any

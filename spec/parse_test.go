@@ -46,6 +46,9 @@ func TestVarsDefaultsAndOverrides(t *testing.T) {
 			map[string]any{"count": int64(7), "name": true, "token": "s3cret", "plain": 1.5, "Region": "eu"}},
 		{"environment by exact and upper-cased name", spec.Options{Environ: []string{"FLOW_VAR_count=9", "FLOW_VAR_REGION=us", "FLOW_VAR_unknown=1", "PATH=/bin"}},
 			map[string]any{"count": int64(9), "name": "abc", "token": "s3cret", "plain": "visible", "Region": "us"}},
+		{"flow lists and mappings are read as such, other text stays a string",
+			spec.Options{Set: map[string]string{"count": "[1, 2]", "name": "a: b", "plain": "{k: v}"}, Environ: []string{"FLOW_VAR_Region=[x, y]"}},
+			map[string]any{"count": []any{int64(1), int64(2)}, "name": "a: b", "token": "s3cret", "plain": map[string]any{"k": "v"}, "Region": []any{"x", "y"}}},
 		{"--set wins over the environment", spec.Options{Environ: []string{"FLOW_VAR_count=9"}, Set: map[string]string{"count": "11"}},
 			map[string]any{"count": int64(11), "name": "abc", "token": "s3cret", "plain": "visible", "Region": "eu"}},
 	}
