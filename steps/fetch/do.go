@@ -118,12 +118,13 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		return nil, &steps.Error{Err: fmt.Errorf("%s: %v", where, err), Class: "decode", Permanent: true}
 	}
 	return map[string]any{
-		"url":     redactURL(resp.Request.URL.String()),
-		"status":  int64(resp.StatusCode),
-		"headers": redactHeaders(resp.Header),
-		"body":    decoded,
-		"bytes":   n,
-		"elapsed": time.Since(start).Seconds(),
+		"url":       redactURL(r.url.String()),
+		"final_url": redactURL(resp.Request.URL.String()),
+		"status":    int64(resp.StatusCode),
+		"headers":   redactHeaders(resp.Header),
+		"body":      decoded,
+		"bytes":     n,
+		"elapsed":   time.Since(start).Seconds(),
 	}, nil
 }
 

@@ -326,7 +326,7 @@ func TestRedirects(t *testing.T) {
 		t.Errorf("loop: %#v %v", se, err)
 	}
 	m, err := get(t, mustBuild(t, fmt.Sprintf(`url: "%s/old"`, srv.URL)), nil)
-	if err != nil || m["body"] != "moved" || m["url"] != srv.URL+"/new" {
+	if err != nil || m["body"] != "moved" || m["url"] != srv.URL+"/old" || m["final_url"] != srv.URL+"/new" {
 		t.Errorf("follow: %#v %v", m, err)
 	}
 	m, err = get(t, mustBuild(t, fmt.Sprintf(`{url: "%s/old", follow_redirects: false}`, srv.URL)), nil)

@@ -100,7 +100,7 @@ Secrets: the values of 'Authorization', 'Proxy-Authorization', 'Cookie', 'Set-Co
 of any header whose name contains token, secret, key, auth or password are replaced by
 "[redacted]" in results and never written in error messages; so are such query
 parameters and passwords in URLs.`),
-		Result:  "A mapping: 'url' (the final URL, after redirects), 'status' (an integer), 'headers' (the response headers, one string per name, secrets redacted), 'body' (per 'decode'), 'bytes' (the body size) and 'elapsed' (seconds, a number).",
+		Result:  "A mapping: 'url' (the URL requested), 'final_url' (the URL answered, after redirects), 'status' (an integer), 'headers' (the response headers, one string per name, secrets redacted), 'body' (per 'decode'), 'bytes' (the body size) and 'elapsed' (seconds, a number).",
 		Example: "url: \"${ vars.base_url }/posts/${ item }\"\ndecode: json",
 	}, New)
 }
