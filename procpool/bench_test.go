@@ -2,11 +2,17 @@ package procpool
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
 
@@ -76,5 +82,41 @@ func BenchmarkTrivialItemsOnePerWorker(b *testing.B) {
 		})
 	}
 	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+}
+
+// BenchmarkEngineProcessStage runs range -> a process stage returning its
+// item -> a discarded JSON Lines sink through engine.Run: the throughput a
+// user sees, engine included. It depends on the engine calling Do from
+// InFlight() goroutines (engine.InFlighter); with one call per worker every
+// item pays a round trip between the processes.
+func BenchmarkEngineProcessStage(b *testing.B) {
+	text := fmt.Sprintf(`version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: %d}}
+  - name: work
+    step: test
+    mode: process
+    workers: 2
+    with: {plain: true}
+`, b.N)
+	file := filepath.Join(b.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	reg := testRegistry()
+	p, err := spec.Parse(file, []byte(text), spec.Options{}, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Process: testFactory, Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if st := rep.Stages[1]; st.Succeeded != int64(b.N) {
+		b.Fatalf("work: %+v", *st)
+	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
 }
