@@ -7,8 +7,9 @@
 //     left; failures and cancellations when there are any. It needs a
 //     terminal: it moves the cursor up to redraw.
 //   - plain: the guide's "[n/total] item -> result" lines, one per item
-//     finished by the last step stage (the source's items when there is no
-//     step), so a log file shows what was done; items that fail in any
+//     finished by the last step stage that is not a barrier such as sort or
+//     top (the source's items when there is no such step), so a log file
+//     shows what was done; items that fail in any
 //     stage get a line "stage: item -> error: message". Nothing is redrawn.
 //   - none: nothing.
 //
@@ -43,15 +44,16 @@ type Sink interface {
 // Modes lists the accepted modes, for flags and their help.
 var Modes = []string{"auto", "bar", "plain", "none"}
 
-// New returns the sink for a mode: auto, bar, plain or none.
-func New(mode string, w io.Writer, p *spec.Pipeline) (Sink, error) {
+// New returns the sink for a mode: auto, bar, plain or none. reg, when not
+// nil, tells which stages are barriers (see NewPlain).
+func New(mode string, w io.Writer, p *spec.Pipeline, reg *steps.Registry) (Sink, error) {
 	switch mode {
 	case "auto", "":
 		return Auto(w, p), nil
 	case "bar":
 		return NewBar(w), nil
 	case "plain":
-		return NewPlain(w, p), nil
+		return NewPlain(w, p, reg), nil
 	case "none":
 		return None{}, nil
 	}
@@ -89,19 +91,28 @@ type Plain struct {
 	n      int64
 }
 
-// NewPlain follows the last step stage of p (its source when it has no
-// step).
-func NewPlain(w io.Writer, p *spec.Pipeline) *Plain {
+// NewPlain follows the last step stage of p that is not a barrier (its
+// source when it has none): a sort or top only reorders what the stage
+// before it did. reg may be nil; then every step counts.
+func NewPlain(w io.Writer, p *spec.Pipeline, reg *steps.Registry) *Plain {
 	pl := &Plain{w: w, total: -1}
 	if p != nil && len(p.Stages) > 0 {
 		pl.follow = p.Stages[0].Name
 		for _, s := range p.Stages {
-			if s.Role == spec.RoleStep {
+			if s.Role == spec.RoleStep && !isBarrier(reg, s.Kind) {
 				pl.follow = s.Name
 			}
 		}
 	}
 	return pl
+}
+
+func isBarrier(reg *steps.Registry, kind string) bool {
+	if reg == nil {
+		return false
+	}
+	k, ok := reg.Lookup(kind)
+	return ok && k.Barrier
 }
 
 func (p *Plain) StageStarted(stage string, workers int, total int64) {
@@ -122,7 +133,7 @@ func (p *Plain) ItemDone(stage, outcome string, in steps.Input, res any, err err
 	defer p.mu.Unlock()
 	if stage != p.follow {
 		if err != nil {
-			fmt.Fprintf(p.w, "%s: %s -> error: %s\n", stage, Short(in.Item, 60), oneLine(err.Error()))
+			fmt.Fprintf(p.w, "%s: %s -> error: %s\n", stage, shortItem(in.Item), oneLine(err.Error()))
 		}
 		return
 	}
@@ -132,10 +143,10 @@ func (p *Plain) ItemDone(stage, outcome string, in steps.Input, res any, err err
 		count = fmt.Sprintf("[%d]", p.n)
 	}
 	if err != nil {
-		fmt.Fprintf(p.w, "%s %s -> error: %s\n", count, Short(in.Item, 60), oneLine(err.Error()))
+		fmt.Fprintf(p.w, "%s %s -> error: %s\n", count, shortItem(in.Item), oneLine(err.Error()))
 		return
 	}
-	fmt.Fprintf(p.w, "%s %s -> %s\n", count, Short(in.Item, 60), Short(res, 100))
+	fmt.Fprintf(p.w, "%s %s -> %s\n", count, shortItem(in.Item), Short(res, 100))
 }
 
 func (p *Plain) StageDone(string) {}
@@ -144,6 +155,18 @@ func (p *Plain) Close()           {}
 // Short renders a value on one line of at most n characters.
 func Short(v any, n int) string {
 	return shorten(oneLine(tmpl.Stringify(v)), n)
+}
+
+// shortItem renders an input on one line, cutting from the middle: the end
+// of a path or URL (the file name) says most about which item it was.
+func shortItem(v any) string {
+	const n = 60
+	r := []rune(oneLine(tmpl.Stringify(v)))
+	if len(r) <= n {
+		return string(r)
+	}
+	head := n / 3
+	return string(r[:head]) + "…" + string(r[len(r)-(n-head-1):])
 }
 
 func oneLine(s string) string {

@@ -26,7 +26,7 @@ func pipeline() *spec.Pipeline {
 
 func TestPlainFollowsTheLastStep(t *testing.T) {
 	var buf bytes.Buffer
-	p := NewPlain(&buf, pipeline())
+	p := NewPlain(&buf, pipeline(), nil)
 	p.StageStarted("photos", 1, 3)
 	p.StageStarted("resize", 4, 3)
 	p.StageStarted("thumbs", 4, 3)
@@ -46,12 +46,14 @@ func TestPlainFollowsTheLastStep(t *testing.T) {
 
 func TestPlainUnknownTotalAndLongValues(t *testing.T) {
 	var buf bytes.Buffer
-	p := NewPlain(&buf, &spec.Pipeline{Stages: []*spec.Stage{{Name: "lines", Role: spec.RoleSource}}})
+	p := NewPlain(&buf, &spec.Pipeline{Stages: []*spec.Stage{{Name: "lines", Role: spec.RoleSource}}}, nil)
 	p.StageStarted("lines", 1, -1)
-	p.ItemDone("lines", "succeeded", steps.Input{Item: strings.Repeat("x", 200)}, map[string]any{"n": 1}, nil)
+	p.ItemDone("lines", "succeeded", steps.Input{Item: "/data/" + strings.Repeat("x", 200) + "/name.log"}, map[string]any{"n": 1}, nil)
 	got := buf.String()
-	if !strings.HasPrefix(got, "[1] xxx") || !strings.Contains(got, "… -> {\"n\":1}") {
-		t.Errorf("got %q", got)
+	// Long inputs are cut in the middle so that the file name stays.
+	want := "[1] /data/" + strings.Repeat("x", 14) + "…" + strings.Repeat("x", 30) + "/name.log -> {\"n\":1}\n"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
 
@@ -96,16 +98,16 @@ func TestBarDraws(t *testing.T) {
 func TestNew(t *testing.T) {
 	var buf bytes.Buffer
 	for _, m := range Modes {
-		s, err := New(m, &buf, pipeline())
+		s, err := New(m, &buf, pipeline(), nil)
 		if err != nil {
 			t.Fatalf("%s: %v", m, err)
 		}
 		s.Close()
 	}
-	if s, _ := New("auto", &buf, pipeline()); s != (None{}) {
+	if s, _ := New("auto", &buf, pipeline(), nil); s != (None{}) {
 		t.Errorf("auto on a buffer gave %T, want None", s)
 	}
-	if _, err := New("fancy", &buf, pipeline()); err == nil || !strings.Contains(err.Error(), "auto, bar, plain, none") {
+	if _, err := New("fancy", &buf, pipeline(), nil); err == nil || !strings.Contains(err.Error(), "auto, bar, plain, none") {
 		t.Errorf("err %v", err)
 	}
 }

@@ -22,6 +22,9 @@ type Kind struct {
 	Example string
 	// Config is the options struct type; it drives decoding and the schema.
 	Config reflect.Type
+	// Barrier marks steps that see all their input before emitting (sort,
+	// top): progress follows the stage before them, where the work is done.
+	Barrier bool
 
 	build func(n *yaml.Node, c *conf.Context, env *Env) (any, error)
 }

@@ -100,7 +100,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	if a.quiet {
 		mode = "none"
 	}
-	events, closeEvents, err := newProgress(mode, a.stderr, p)
+	events, closeEvents, err := newProgress(mode, a.stderr, p, a.reg)
 	if err != nil {
 		return &exitError{code: ExitInvalid, msg: "--progress: " + err.Error()}
 	}

@@ -23,8 +23,8 @@ func processFactory() engine.RunnerFactory { return procpool.Factory }
 
 // newProgress returns the progress sink for a --progress mode and a function
 // that finishes its output (before the closing summary is printed).
-func newProgress(mode string, stderr io.Writer, p *spec.Pipeline) (engine.EventSink, func(), error) {
-	s, err := progress.New(mode, stderr, p)
+func newProgress(mode string, stderr io.Writer, p *spec.Pipeline, reg *steps.Registry) (engine.EventSink, func(), error) {
+	s, err := progress.New(mode, stderr, p, reg)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -20,6 +20,7 @@ func Register(r *steps.Registry) {
 	steps.Register(r, steps.Kind{
 		Name:    "sort",
 		Role:    steps.RoleStep,
+		Barrier: true,
 		Summary: "Sort all items by a key, ascending or descending.",
 		Doc: "Waits for every item of the previous stage, then emits them sorted by `by` (the item itself when " +
 			"omitted), like Python's `sorted(results, key=..., reverse=...)`. The sort is stable: items with equal " +
@@ -35,6 +36,7 @@ func Register(r *steps.Registry) {
 	steps.Register(r, steps.Kind{
 		Name:    "top",
 		Role:    steps.RoleStep,
+		Barrier: true,
 		Summary: "Keep the first n items, by a key when given, in bounded memory.",
 		Doc: "Waits for every item of the previous stage and emits the first `n`: the first `n` to arrive without " +
 			"`by`, otherwise the `n` smallest keys (largest with `desc: true`) in key order, like " +
