@@ -307,7 +307,16 @@ func (w *proc) abandon(t *task) (pid int, stopped bool) {
 }
 
 // runningLocked is the ID of the item the worker runs now, 0 if none.
-func (w *proc) runningLocked() uint64 { return w.page.load() }
+// Without the shared page, the best guess is the oldest item it holds.
+func (w *proc) runningLocked() uint64 {
+	if w.page.valid() {
+		return w.page.load()
+	}
+	if len(w.outstanding) > 0 {
+		return w.outstanding[0].id
+	}
+	return 0
+}
 
 // kill stops the worker at once; reason becomes the error of the item it
 // is running, if any.
@@ -370,6 +379,7 @@ func (w *proc) stopLocked(reason error, graceful bool) {
 		w.mu.Unlock()
 		if graceful {
 			signalProcs(snap, syscall.SIGTERM)
+			w.signalGroup(syscall.SIGTERM)
 			t := time.NewTimer(w.pool.cfg.KillGrace)
 			select {
 			case <-w.exited:
@@ -386,6 +396,7 @@ func (w *proc) stopLocked(reason error, graceful bool) {
 // the first round was under way.
 func (w *proc) killTree(snap []procInfo) {
 	signalProcs(snap, syscall.SIGKILL)
+	w.signalGroup(syscall.SIGKILL)
 	for range 3 {
 		cur := tree(readProcs(), w.pid)
 		if len(cur) == 0 {
@@ -393,6 +404,17 @@ func (w *proc) killTree(snap []procInfo) {
 		}
 		signalProcs(cur, syscall.SIGKILL)
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// signalGroup signals the worker's process group, which reaches its
+// children even where /proc cannot be read. Once the worker is reaped its
+// pid may be reused, so then it does nothing.
+func (w *proc) signalGroup(sig syscall.Signal) {
+	select {
+	case <-w.exited:
+	default:
+		_ = syscall.Kill(-w.pid, sig)
 	}
 }
 

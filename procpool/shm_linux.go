@@ -1,3 +1,5 @@
+//go:build linux
+
 package procpool
 
 import (
@@ -49,6 +51,8 @@ func openRunningPage() runningPage {
 	unix.CloseOnExec(fdRunning)
 	return runningPage{mem: mem}
 }
+
+func (p runningPage) valid() bool { return p.mem != nil }
 
 func (p runningPage) slot() *uint64 { return (*uint64)(unsafe.Pointer(&p.mem[0])) }
 
