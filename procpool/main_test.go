@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/compute"
 	"github.com/flowrun/flow/steps/sink"
@@ -34,6 +35,8 @@ func TestMain(m *testing.M) {
 	case "sleep":
 		time.Sleep(time.Hour)
 		os.Exit(0)
+	case "parent":
+		os.Exit(parentMain())
 	}
 	os.Exit(m.Run())
 }
@@ -154,4 +157,33 @@ func hog() {
 		keep = append(keep, b)
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// parentMain is a flow-like parent whose death TestParentDeathStopsWorkers
+// arranges: it runs one item that writes its worker's pid and blocks.
+func parentMain() int {
+	file := os.Getenv("FLOW_PROCPOOL_TEST_PIPELINE")
+	text, err := os.ReadFile(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	p, err := spec.Parse(file, text, spec.Options{}, testRegistry())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	hello, err := HelloFor(p, p.Stages[1], 1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	pool, err := New(hello, Config{Workers: 1, Env: []string{os.Getenv("FLOW_PROCPOOL_TEST_WORKER_MARK")}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_, err = pool.Do(context.Background(), steps.Input{Item: "pidfile:" + os.Getenv("FLOW_PROCPOOL_TEST_PIDFILE")})
+	fmt.Fprintln(os.Stderr, "the blocking item returned:", err)
+	return 1
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -550,4 +551,37 @@ func TestCloseFailsWaitingItems(t *testing.T) {
 	if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}); err == nil {
 		t.Errorf("Do after Close succeeded")
 	}
+}
+
+func TestParentDeathStopsWorkers(t *testing.T) {
+	dir := t.TempDir()
+	file, pidFile := filepath.Join(dir, "pipeline.yaml"), filepath.Join(dir, "pid")
+	if err := os.WriteFile(file, []byte(testPipeline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parent := exec.Command(os.Args[0])
+	parent.Env = append(os.Environ(), childEnv+"=parent", "FLOW_PROCPOOL_TEST_PIPELINE="+file,
+		"FLOW_PROCPOOL_TEST_PIDFILE="+pidFile, "FLOW_PROCPOOL_TEST_WORKER_MARK="+testMark)
+	var stderr syncBuffer
+	parent.Stderr = &stderr
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var worker int
+	for deadline := time.Now().Add(30 * time.Second); worker == 0; {
+		if time.Now().After(deadline) {
+			parent.Process.Kill()
+			parent.Wait()
+			t.Fatalf("the worker never started; parent output:\n%s", stderr.String())
+		}
+		b, _ := os.ReadFile(pidFile)
+		worker, _ = strconv.Atoi(string(b))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := parent.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	parent.Wait()
+	waitGone(t, worker)
+	checkNoOrphans(t)
 }
