@@ -123,6 +123,20 @@ func (p *Pool) start(slot int) (*proc, error) {
 	case <-p.closing:
 		err = errClosed
 	}
+	if err == nil {
+		// Register under p.mu, where Close takes its list of workers after
+		// closing p.closing: a worker that misses the list must not live on.
+		p.mu.Lock()
+		select {
+		case <-p.closing:
+			err = errClosed
+		default:
+			p.procs[w] = struct{}{}
+			p.startFailures = 0
+			p.started++
+		}
+		p.mu.Unlock()
+	}
 	if err != nil {
 		w.killNow()
 		w.in.Close()
@@ -140,9 +154,6 @@ func (p *Pool) start(slot int) (*proc, error) {
 			w.pid, err, exitText(state, answered), w.tail.summary())
 	}
 	p.mu.Lock()
-	p.procs[w] = struct{}{}
-	p.startFailures = 0
-	p.started++
 	startMonitor := !p.monitoring
 	p.monitoring = true
 	p.mu.Unlock()
@@ -249,10 +260,17 @@ func (w *proc) results(m *protocol.Results) {
 	w.mu.Lock()
 	for i := range m.Results {
 		res := &m.Results[i]
-		// Answers come in order: the match is nearly always at the front.
+		// Answers come in the order sent, so the match is at the front
+		// unless the worker skipped a withdrawn item.
+		if len(w.outstanding) > 0 && w.outstanding[0].id == res.ID {
+			answers = append(answers, answer{w.outstanding[0], res})
+			w.outstanding[0] = nil
+			w.outstanding = w.outstanding[1:]
+			continue
+		}
 		for j, t := range w.outstanding {
 			if t.id == res.ID {
-				w.outstanding = append(w.outstanding[:j], w.outstanding[j+1:]...)
+				w.outstanding = slices.Delete(w.outstanding, j, j+1)
 				answers = append(answers, answer{t, res})
 				break
 			}
