@@ -654,7 +654,7 @@ func (h *harness) processW() *workload {
 		var ts []target
 		for _, c := range w.cs[1:] {
 			r := flow.rate() / c.rate()
-			ts = append(ts, target{text: "items/s against " + c.name + " (no set target)", measured: fmt.Sprintf("%.1fx", r), met: r >= 1, na: math.IsNaN(r)})
+			ts = append(ts, target{text: "items/s against " + c.name + " (no set target)", measured: fmt.Sprintf("%.2fx", r), met: r >= 1, na: math.IsNaN(r)})
 		}
 		return ts
 	}
