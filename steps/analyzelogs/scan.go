@@ -251,6 +251,7 @@ func (s *Scanner) Scan(ctx context.Context, r io.Reader) (Counts, error) {
 	st := newState(s.rules)
 	buf := make([]byte, s.blockLen)
 	have := 0 // bytes of buf holding data; buf[:have] starts at a line start
+	planned := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return c, err
@@ -260,6 +261,10 @@ func (s *Scanner) Scan(ctx context.Context, r io.Reader) (Counts, error) {
 		eof := rerr == io.EOF
 		if rerr != nil && !eof {
 			return c, rerr
+		}
+		if !planned {
+			st.plan(s.rules, buf[:have])
+			planned = true
 		}
 		last := bytes.LastIndexByte(buf[:have], '\n')
 		switch {
@@ -316,7 +321,7 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 	}
 	st.reset()
 	for i := range s.rules {
-		st.next[i] = s.rules[i].find(b, 0, st.lits[i])
+		st.next[i] = s.rules[i].find(b, 0, st.lits[i], st.by[i])
 	}
 	for {
 		m := len(b)
@@ -346,7 +351,7 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 			if winner < 0 && s.rules[i].check(line) {
 				winner = i
 			}
-			st.next[i] = s.rules[i].find(b, le+1, st.lits[i])
+			st.next[i] = s.rules[i].find(b, le+1, st.lits[i], st.by[i])
 		}
 		if winner >= 0 {
 			c.Counts[winner]++
@@ -359,16 +364,29 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 
 // state is the per-scan position of every rule in the current block.
 type state struct {
-	next []int   // per rule: the next candidate offset
-	lits [][]int // per rule and literal: the next occurrence, -1 if unknown
+	next []int    // per rule: the next candidate offset
+	lits [][]int  // per rule and literal: the next occurrence, -1 if unknown
+	by   [][]pick // per rule and literal: how it is searched, nil until planned
 }
 
 func newState(rules []rule) *state {
-	st := &state{next: make([]int, len(rules)), lits: make([][]int, len(rules))}
+	st := &state{next: make([]int, len(rules)), lits: make([][]int, len(rules)), by: make([][]pick, len(rules))}
 	for i, r := range rules {
 		st.lits[i] = make([]int, len(r.lits))
 	}
 	return st
+}
+
+// plan picks how each literal is searched from the bytes of the first block,
+// which are taken to be typical of the input.
+func (st *state) plan(rules []rule, first []byte) {
+	h := histogram(first)
+	for i, r := range rules {
+		st.by[i] = make([]pick, len(r.lits))
+		for j, lit := range r.lits {
+			st.by[i][j] = choose(lit, h)
+		}
+	}
 }
 
 func (st *state) reset() {
@@ -386,8 +404,8 @@ func none(b []byte) int { return len(b) + 1 }
 // find returns the offset in b, at or after from, of the next place where the
 // rule may match, or none(b). at caches the next occurrence of each literal
 // so that a rare literal is not searched for again after every line where a
-// frequent one occurs.
-func (r *rule) find(b []byte, from int, at []int) int {
+// frequent one occurs; by holds the byte each literal is searched by.
+func (r *rule) find(b []byte, from int, at []int, by []pick) int {
 	if from >= len(b) {
 		return none(b)
 	}
@@ -396,7 +414,7 @@ func (r *rule) find(b []byte, from int, at []int) int {
 		best := none(b)
 		for j, lit := range r.lits {
 			if at[j] < from {
-				if i := bytes.Index(b[from:], lit); i >= 0 {
+				if i := index(b[from:], lit, by[j]); i >= 0 {
 					at[j] = from + i
 				} else {
 					at[j] = none(b)
