@@ -536,7 +536,7 @@ func exitText(state *os.ProcessState, killedByUs bool) string {
 	case ws.Signaled():
 		s := fmt.Sprintf("was killed by signal %d (%s)", int(ws.Signal()), strings.ToUpper(sigName(ws.Signal())))
 		if ws.Signal() == syscall.SIGKILL && !killedByUs {
-			s += " from outside flow, perhaps by the kernel's out-of-memory killer"
+			s += ", not sent by flow (another process, or the kernel's out-of-memory killer),"
 		}
 		return s
 	case ws.Exited():
