@@ -266,3 +266,29 @@ func BenchmarkItemsRoundTrip(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "items/s")
 }
+
+// FuzzParseBody: a corrupt or hostile frame is an error, never a panic, and
+// what parses encodes again.
+func FuzzParseBody(f *testing.F) {
+	for _, m := range []Message{
+		&Hello{Version: 1, Stage: "s", Vars: map[string]any{"a": int64(1)}},
+		&Ready{PID: 1}, &Items{{ID: 1, Index: 2, Value: "x"}},
+		&Results{Busy: 5, Results: []Result{{ID: 1, Value: 1.5}, {ID: 2, Err: &ErrorInfo{Message: "m"}}}},
+		&Cancel{1}, &Heartbeat{Done: 1}, &Shutdown{},
+	} {
+		b, err := AppendBody(nil, m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := ParseBody(body)
+		if err != nil {
+			return
+		}
+		if _, err := AppendBody(nil, m); err != nil {
+			t.Fatalf("%T parsed from %q does not encode: %v", m, body, err)
+		}
+	})
+}
