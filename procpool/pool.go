@@ -251,6 +251,8 @@ type task struct {
 	// crashes counts the workers that died holding the item after it may
 	// have run; only the holder touches it.
 	crashes int
+	// abandonedAt is when the caller gave up on the item (guarded by w.mu).
+	abandonedAt time.Time
 }
 
 type outcome struct {

@@ -46,7 +46,10 @@ type proc struct {
 	exited   chan struct{} // closed once reaped and its items settled
 	lastSeen atomic.Int64
 
+	timer      *time.Timer // checkAbandoned, guarded by mu
+	timerArmed bool
 	tail       tailBuffer
+	stderr     *os.File
 	stderrDone chan struct{}
 }
 
@@ -103,10 +106,11 @@ func (p *Pool) start(slot int) (*proc, error) {
 		pool: p, slot: slot, cmd: cmd, pid: cmd.Process.Pid,
 		in: toChildW, out: fromChildR, w: protocol.NewWriter(toChildW), r: protocol.NewReader(fromChildR),
 		wake: make(chan struct{}, 1), exited: make(chan struct{}), stderrDone: make(chan struct{}),
-		page: page,
+		page: page, stderr: errR,
 	}
 	w.lastSeen.Store(time.Now().UnixNano())
-	go w.copyStderr(errR)
+	p.wg.Add(1)
+	go w.copyStderr()
 
 	hello := p.hello
 	hello.Worker = slot
@@ -314,14 +318,51 @@ func (w *proc) abandon(t *task) (pid int, stopped bool) {
 		w.cancelling = true
 		go w.flushCancels()
 	}
-	time.AfterFunc(w.pool.cfg.KillGrace, func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.runningLocked() == t.id && slices.Contains(w.outstanding, t) {
-			w.stopLocked(nil, true)
+	t.abandonedAt = time.Now()
+	if !w.timerArmed {
+		w.timerArmed = true
+		if w.timer == nil {
+			w.timer = time.AfterFunc(w.pool.cfg.KillGrace, w.checkAbandoned)
+		} else {
+			w.timer.Reset(w.pool.cfg.KillGrace)
 		}
-	})
+	}
 	return w.pid, false
+}
+
+// checkAbandoned stops the worker if it has been running a withdrawn item
+// for KillGrace, and looks again later while withdrawn items remain.
+func (w *proc) checkAbandoned() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timerArmed = false
+	if w.killing || w.stopping && len(w.outstanding) == 0 {
+		return
+	}
+	grace := w.pool.cfg.KillGrace
+	running := w.runningLocked()
+	next := time.Duration(-1)
+	for _, t := range w.outstanding {
+		if t.state.Load() != stAbandoned {
+			continue
+		}
+		age := time.Since(t.abandonedAt)
+		if t.id == running && age >= grace {
+			w.stopLocked(nil, true)
+			return
+		}
+		wait := grace - age
+		if wait <= 0 {
+			wait = grace
+		}
+		if next < 0 || wait < next {
+			next = wait
+		}
+	}
+	if next >= 0 {
+		w.timerArmed = true
+		w.timer.Reset(next)
+	}
 }
 
 // runningLocked is the ID of the item the worker runs now, 0 if none.
@@ -454,6 +495,8 @@ func (w *proc) reap() *os.ProcessState {
 	select {
 	case <-w.stderrDone:
 	case <-time.After(200 * time.Millisecond):
+		w.stderr.Close() // ends the copy even if a grandchild holds the pipe
+		<-w.stderrDone
 	}
 	return w.cmd.ProcessState
 }
@@ -485,6 +528,9 @@ func (w *proc) finish() {
 	page := w.page
 	w.page = runningPage{}
 	snap := w.snapshot
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 	w.mu.Unlock()
 	page.unmap()
 	signalProcs(snap, syscall.SIGKILL)
@@ -626,10 +672,11 @@ func formatBytes(n int64) string {
 
 // copyStderr forwards the worker's output lines, prefixed, and keeps the
 // last ones for crash messages.
-func (w *proc) copyStderr(r *os.File) {
+func (w *proc) copyStderr() {
+	defer w.pool.wg.Done()
 	defer close(w.stderrDone)
-	defer r.Close()
-	br := bufio.NewReaderSize(r, 16<<10)
+	defer w.stderr.Close()
+	br := bufio.NewReaderSize(w.stderr, 16<<10)
 	prefix := fmt.Sprintf("flow: stage %s: worker %d: ", w.pool.cfg.Label, w.pid)
 	for {
 		line, err := br.ReadSlice('\n')
