@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/compute"
@@ -38,7 +40,8 @@ func TestMain(m *testing.M) {
 	case "parent":
 		os.Exit(parentMain())
 	}
-	os.Exit(m.Run())
+	// Close must leave no goroutine behind either.
+	goleak.VerifyTestMain(m)
 }
 
 // testRegistry is the registry of both the test process and its workers:
