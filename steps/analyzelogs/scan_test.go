@@ -149,6 +149,16 @@ func TestScanMatchesReference(t *testing.T) {
 			{Name: "rep", Regexp: `(OR){2,}|x{3}`},
 			{Name: "nl", Regexp: `R\nW`},
 		},
+		// Literals searched by a byte other than their first: repeated
+		// bytes, one byte, a multi-byte character, runs of one byte.
+		"rare bytes": {
+			{Name: "a", Literal: "RROR"},
+			{Name: "b", Literal: "x"},
+			{Name: "c", Literal: "yyy"},
+			{Name: "d", Literal: "é"},
+			{Name: "e", Literal: "ORN "},
+			{Name: "f", Literal: "WARN"},
+		},
 		// Spans line breaks in a block: the line check must reject it.
 		"multiline": {{Name: "span", Regexp: `R\s+W`}, {Name: "any", Regexp: `x[^a]*y`}},
 	}
@@ -310,16 +320,44 @@ func benchData(tb testing.TB, size int) []byte {
 	return b.Bytes()
 }
 
+// webData is shaped like bench/gen.go's logs (the harness's input): the
+// 'E' of GET, DELETE and DEBUG on most lines makes the first byte of "ERROR"
+// a poor byte to search by.
+func webData(size int) []byte {
+	r := rand.New(rand.NewPCG(9, 10))
+	var b bytes.Buffer
+	methods := []string{"GET", "GET", "GET", "POST", "PUT", "DELETE"}
+	for i := 0; b.Len() < size; i++ {
+		lvl, msg := "INFO ", "request served"
+		switch x := r.IntN(100); {
+		case x < 2:
+			lvl, msg = "ERROR", "connection refused"
+		case x < 7:
+			lvl, msg = "WARN ", "retrying after upstream ERROR"
+		case x < 19:
+			lvl, msg = "DEBUG", "cache miss"
+		}
+		fmt.Fprintf(&b, "2024-05-01T08:%02d:%02d.%03dZ %s api-%d %s /v1/items/%d status=%d took=%dms trace=%x msg=%q\n",
+			i/60%60, i%60, i%1000, lvl, r.IntN(12), methods[r.IntN(len(methods))], r.IntN(100000), 200+100*r.IntN(4), r.IntN(900), r.Uint64()>>16, msg)
+	}
+	return b.Bytes()
+}
+
 func BenchmarkScan(b *testing.B) {
 	data := benchData(b, 64<<20)
+	web := webData(64 << 20)
 	for _, bc := range []struct {
 		name  string
 		rules []Rule
+		data  []byte
 	}{
-		{"default", defaultRules},
-		{"one-literal", []Rule{{Name: "errors", Literal: "ERROR"}}},
-		{"regex", []Rule{{Name: "errors", Regexp: `ERROR|FATAL`}, {Name: "slow", Regexp: `took 8\d\dms`}}},
+		{"default", defaultRules, data},
+		{"one-literal", []Rule{{Name: "errors", Literal: "ERROR"}}, data},
+		{"regex", []Rule{{Name: "errors", Regexp: `ERROR|FATAL`}, {Name: "slow", Regexp: `took 8\d\dms`}}, data},
+		{"web-default", defaultRules, web},
+		{"web-one-literal", []Rule{{Name: "errors", Literal: "ERROR"}}, web},
 	} {
+		data := bc.data
 		b.Run(bc.name, func(b *testing.B) {
 			s, err := NewScanner(bc.rules, 0, 200)
 			if err != nil {
