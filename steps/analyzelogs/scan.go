@@ -380,8 +380,14 @@ func newState(rules []rule) *state {
 // plan picks how each literal is searched from the bytes of the first block,
 // which are taken to be typical of the input.
 func (st *state) plan(rules []rule, first []byte) {
-	h := histogram(first)
+	var h *[256]uint32
 	for i, r := range rules {
+		if len(r.lits) == 0 {
+			continue
+		}
+		if h == nil {
+			h = histogram(first)
+		}
 		st.by[i] = make([]pick, len(r.lits))
 		for j, lit := range r.lits {
 			st.by[i][j] = choose(lit, h)
