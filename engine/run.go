@@ -442,6 +442,11 @@ func (r *run) buildStage(i int, s *spec.Stage) (stageExec, error) {
 			return nil, fmt.Errorf("starting worker processes: %w", err)
 		}
 		st.runner = runner
+		// The pool queues items in its workers ahead of time so that they
+		// cross the pipes in batches: it needs more callers than processes.
+		if f, ok := runner.(InFlighter); ok && f.InFlight() > workers {
+			st.workers = f.InFlight()
+		}
 	} else {
 		step, ok := v.(steps.Step)
 		if !ok {

@@ -95,6 +95,40 @@ stages:
 	}
 }
 
+// With the engine calling Do from many goroutines, each worker holds many
+// items around the one that kills it; the others run again unseen: no
+// error, no retry counted.
+func TestEngineCrashAmongManyQueuedItems(t *testing.T) {
+	var items []string
+	for i := range 400 {
+		if i%100 == 50 {
+			items = append(items, `"exit:3"`)
+		}
+		items = append(items, "echo")
+	}
+	rep, out := runPipeline(t, `version: 1
+stages:
+  - name: src
+    source: {items: [`+strings.Join(items, ", ")+`]}
+  - name: work
+    step: test
+    mode: process
+    workers: 2
+    on_error: skip
+    retry: {attempts: 2, backoff: 1ms}
+`)
+	st := stageNamed(rep, "work")
+	if st.Succeeded != 400 || st.Skipped != 4 || st.Retries != 4 {
+		t.Errorf("work: %+v; want 400 succeeded, the 4 exits skipped after one retry each, no other retry", *st)
+	}
+	if got := strings.Join(failureClasses(rep), ","); got != "crash,crash,crash,crash" {
+		t.Errorf("failure classes %s, want crash x4", got)
+	}
+	if n := strings.Count(out, `"pid"`); n != 400 {
+		t.Errorf("%d results printed, want 400", n)
+	}
+}
+
 func TestEngineTimeoutKillsHungItem(t *testing.T) {
 	rep, _ := runPipeline(t, `version: 1
 stages:

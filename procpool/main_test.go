@@ -97,6 +97,17 @@ func testDo(ctx context.Context, cfg *testConfig, env *steps.Env, in steps.Input
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	case "gate": // wait until the file exists
+		for {
+			if _, err := os.Stat(arg); err == nil {
+				return in.Item, nil
+			}
+			select {
+			case <-time.After(time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 	case "pidfile": // say where it runs, then wait to be killed
 		if err := os.WriteFile(arg, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			return nil, err

@@ -248,8 +248,8 @@ type task struct {
 	state atomic.Int32
 	w     *proc // set before the move to stSent
 	done  chan outcome
-	// crashes counts the workers that died holding the item after it may
-	// have run; only the holder touches it.
+	// crashes counts the workers that died between items after running
+	// this one; only the holder touches it.
 	crashes int
 	// abandonedAt is when the caller gave up on the item (guarded by w.mu).
 	abandonedAt time.Time
@@ -521,9 +521,10 @@ func (q *taskQueue) push(t *task) error {
 	return nil
 }
 
-// requeue puts back items a dead worker never started, ahead of the rest:
-// they have waited longest.
-func (q *taskQueue) requeue(ts []*task) {
+// requeue puts back items a worker will not answer, ahead of the rest: they
+// have waited longest. It returns how many went back (not those given up
+// on by their callers, nor those failed because the queue is closed).
+func (q *taskQueue) requeue(ts []*task) int {
 	var back []*task
 	for _, t := range ts {
 		if t.state.CompareAndSwap(stSent, stQueued) {
@@ -531,7 +532,7 @@ func (q *taskQueue) requeue(ts []*task) {
 		}
 	}
 	if len(back) == 0 {
-		return
+		return 0
 	}
 	q.mu.Lock()
 	if q.closed != nil {
@@ -540,11 +541,12 @@ func (q *taskQueue) requeue(ts []*task) {
 		for _, t := range back {
 			t.finish(stQueued, nil, err)
 		}
-		return
+		return 0
 	}
 	q.items = append(back, q.items...)
 	q.mu.Unlock()
 	q.signal()
+	return len(back)
 }
 
 // pop takes up to k wanted items for w, at most a fair share of the queue

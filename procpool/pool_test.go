@@ -360,6 +360,104 @@ func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
 	}
 }
 
+// heldItems is how many items the pool holds: queued, or sent to a worker
+// and not answered.
+func heldItems(p *Pool) int {
+	n := p.queue.len()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for w := range p.procs {
+		w.mu.Lock()
+		n += len(w.outstanding)
+		w.mu.Unlock()
+	}
+	return n
+}
+
+// doInOrder starts Do for each item in turn, each once the one before is
+// held by the pool, so that they reach the worker in this order.
+func doInOrder(ctx context.Context, t *testing.T, p *Pool, items []any) func() []outcomeAt {
+	t.Helper()
+	out := make([]outcomeAt, len(items))
+	var wg sync.WaitGroup
+	base := heldItems(p)
+	for i, it := range items {
+		wg.Go(func() {
+			v, err := p.Do(ctx, steps.Input{Index: int64(i), Item: it})
+			out[i] = outcomeAt{v, err}
+		})
+		for deadline := time.Now().Add(30 * time.Second); heldItems(p) < base+i+1; {
+			if time.Now().After(deadline) {
+				t.Fatalf("item %d (%v) never reached the pool", i, it)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	return func() []outcomeAt {
+		wg.Wait()
+		return out
+	}
+}
+
+// A worker holds many items when it dies: some done but not yet reported,
+// the one it runs, some not started. Only the running one may fail. Here
+// the items done before each crash are the same every time, through four
+// workers dying in a row: blame that counted them as suspects would fail
+// them in the end.
+func TestWorkerDeathBlamesOnlyTheRunningItem(t *testing.T) {
+	pool, stderr := newTestPool(t, "", nil, Config{Workers: 1, InFlight: 256, BatchLatency: time.Hour})
+	ctx := context.Background()
+	// Once an item's time is measured, the window is as wide as it goes:
+	// every item below crosses to each worker in one frame.
+	if _, err := pool.Do(ctx, steps.Input{Item: "echo"}); err != nil {
+		t.Fatal(err)
+	}
+	if pool.window() != pool.cfg.MaxWindow {
+		t.Fatalf("window %d, want %d", pool.window(), pool.cfg.MaxWindow)
+	}
+	gate := filepath.Join(t.TempDir(), "gate")
+	var items []any
+	items = append(items, "gate:"+gate)
+	for range 8 {
+		items = append(items, "echo:before")
+	}
+	const crashes = 4
+	for range crashes {
+		items = append(items, "exit:3")
+	}
+	for range 8 {
+		items = append(items, "echo:after")
+	}
+	// The gate holds the worker until every item is queued behind it.
+	wait := doInOrder(ctx, t, pool, items)
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := wait()
+	pids := map[int64]bool{}
+	for i, o := range out {
+		switch it := items[i].(string); {
+		case it == "exit:3":
+			if steps.ClassOf(o.err) != "crash" || !strings.Contains(o.err.Error(), "exited with status 3") {
+				t.Errorf("item %d (%s): got %v, want the crash error of its worker", i, it, o.err)
+			}
+		case o.err != nil:
+			t.Errorf("item %d (%s) failed with the crash of another item: %v", i, it, o.err)
+		case it != items[0]:
+			pids[pidOf(t, o.v)] = true
+		}
+	}
+	if len(pids) != 1 {
+		t.Errorf("the innocent items report %d workers, want the last one alone: results of dead workers were used", len(pids))
+	}
+	if pool.Started() != crashes+1 {
+		t.Errorf("%d workers started, want %d", pool.Started(), crashes+1)
+	}
+	if !strings.Contains(stderr.String(), "run again in another worker") {
+		t.Errorf("the log does not say the held items run again:\n%s", stderr)
+	}
+}
+
 func TestTimeoutStopsSpinningItem(t *testing.T) {
 	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, KillGrace: 200 * time.Millisecond})
 	first, err := pool.Do(context.Background(), steps.Input{Item: "echo"})

@@ -35,7 +35,7 @@ type proc struct {
 	stopping    bool   // takes no more items
 	killing     bool   // being stopped by signals
 	killReason  error  // why, when it is the running item's failure
-	killFor     uint64 // the item running when killReason was decided
+	killFor     uint64 // the item running when the kill was decided
 	snapshot    []procInfo
 	cancels     []uint64
 	cancelling  bool
@@ -201,17 +201,23 @@ func (w *proc) send(batch []*task) {
 	if err := w.w.Write(&items); err == nil {
 		return
 	}
+	// Whoever takes an item out of outstanding settles it: if finish has
+	// taken the list already, the items are its to requeue, and requeueing
+	// them here too could hand one to two workers.
 	w.mu.Lock()
 	keep := w.outstanding[:0]
+	var back []*task
 	for _, t := range w.outstanding {
-		if !containsTask(batch, t) {
+		if containsTask(batch, t) {
+			back = append(back, t)
+		} else {
 			keep = append(keep, t)
 		}
 	}
 	w.outstanding = keep
 	w.stopping = true
 	w.mu.Unlock()
-	w.pool.queue.requeue(batch)
+	w.pool.queue.requeue(back)
 }
 
 func containsTask(ts []*task, t *task) bool {
@@ -382,9 +388,6 @@ func (w *proc) runningLocked() uint64 {
 func (w *proc) kill(reason error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.killing {
-		w.killFor = w.runningLocked()
-	}
 	w.stopLocked(reason, false)
 }
 
@@ -420,9 +423,9 @@ func (w *proc) stopLocked(reason error, graceful bool) {
 		return
 	}
 	w.killing, w.stopping = true, true
-	if w.killReason == nil {
-		w.killReason = reason
-	}
+	// The item to blame is the one running now: the worker may start
+	// another before the signal lands (or, given SIGTERM, end this one).
+	w.killReason, w.killFor = reason, w.runningLocked()
 	w.signal()
 	select {
 	case <-w.exited:
@@ -501,15 +504,17 @@ func (w *proc) reap() *os.ProcessState {
 	return w.cmd.ProcessState
 }
 
-// maxCrashes: an item that was in this many workers when they died is
-// failed even though none was seen running it (it may be what kills them
-// after it has returned, from a goroutine it left behind).
+// maxCrashes: an item that had run in this many workers that then died,
+// none of them while running an item, is failed (it may be what kills them
+// after it has returned, from a goroutine or a process it left behind).
 const maxCrashes = 3
 
 // finish runs once the worker's output has ended: reap it, fail the item
-// it was running, and send the others elsewhere: those after it never
-// started, and those before it finished but their results were lost with
-// the worker, so they run again.
+// it was running, and send every other item it held elsewhere, with no
+// error: those after the running one never started, and those before it
+// finished but their results were lost with the worker, so they run again.
+// Only the running item may be retried by the stage policy; the others'
+// second run shows in the log alone.
 func (w *proc) finish() {
 	p := w.pool
 	w.closeInput()
@@ -522,9 +527,13 @@ func (w *proc) finish() {
 	held := w.outstanding
 	w.outstanding = nil
 	reason, culprit := w.killReason, w.runningLocked()
-	if reason != nil {
+	if killing {
+		// What it runs at its death is beside the point when flow killed
+		// it: the item it was stopped for is the one to blame, if any.
 		culprit = w.killFor
 	}
+	exact := w.page.valid()
+	lastStarted := w.page.lastStarted()
 	page := w.page
 	w.page = runningPage{}
 	snap := w.snapshot
@@ -539,34 +548,50 @@ func (w *proc) finish() {
 	delete(p.procs, w)
 	p.mu.Unlock()
 
+	how := exitText(state, killing)
 	if reason == nil {
 		reason = &steps.Error{Class: "crash", Err: fmt.Errorf("worker process %d %s while running this item%s",
-			w.pid, exitText(state, killing), w.tail.summary())}
+			w.pid, how, w.tail.summary())}
 	}
-	ci := -1
+	ci, ran := -1, -1
 	for i, t := range held {
 		if culprit != 0 && t.id == culprit {
 			ci = i
 		}
+		if t.id == lastStarted {
+			ran = i
+		}
+	}
+	if ci >= 0 || !exact {
+		// Nobody else is suspect. (Without the page nothing tells which
+		// items ran: the culprit was taken to be the oldest.)
+		ran = -1
 	}
 	var again []*task
 	for i, t := range held {
 		switch {
 		case i == ci:
 			t.finish(stSent, nil, reason)
-		case ci >= 0 && i > ci: // never started
-			again = append(again, t)
-		default: // it may have run
+		case i <= ran:
+			// It died between items, so one that ran may have left behind
+			// what killed it: each ran again, but not forever.
 			t.crashes++
 			if t.crashes >= maxCrashes {
-				t.finish(stSent, nil, &steps.Error{Class: "crash", Err: fmt.Errorf("%d worker processes died while holding this item; the last %s%s",
-					t.crashes, exitText(state, killing), w.tail.summary())})
+				t.finish(stSent, nil, &steps.Error{Class: "crash", Err: fmt.Errorf("%d worker processes died, each between items, after running this item; the last %s%s",
+					t.crashes, how, w.tail.summary())})
 				continue
 			}
 			again = append(again, t)
+		default:
+			again = append(again, t)
 		}
 	}
-	p.queue.requeue(again)
+	if n := p.queue.requeue(again); n > 0 {
+		p.stderrMu.Lock()
+		fmt.Fprintf(p.cfg.Stderr, "flow: stage %s: worker process %d %s; %d items it held (queued, or done but not yet reported) run again in another worker\n",
+			p.cfg.Label, w.pid, how, n)
+		p.stderrMu.Unlock()
+	}
 }
 
 // exitText says how a process ended.

@@ -13,5 +13,7 @@ func newRunningPage() (runningPage, *os.File, error) { return runningPage{}, nil
 func openRunningPage() runningPage                   { return runningPage{} }
 func (runningPage) valid() bool                      { return false }
 func (runningPage) load() uint64                     { return 0 }
-func (runningPage) store(uint64)                     {}
+func (runningPage) lastStarted() uint64              { return 0 }
+func (runningPage) begin(uint64)                     {}
+func (runningPage) end()                             {}
 func (runningPage) unmap()                           {}

@@ -261,9 +261,9 @@ func (w *worker) run() int {
 			w.running, w.cancelRunning = it.ID, cancel
 			w.mu.Unlock()
 			start := time.Now()
-			w.page.store(it.ID)
+			w.page.begin(it.ID)
 			v, err := w.do(ctx, it)
-			w.page.store(0)
+			w.page.end()
 			busy += time.Since(start)
 			cancel()
 			w.mu.Lock()
