@@ -3,6 +3,7 @@ package procpool
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,6 +31,11 @@ func testFactory(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, e
 // checks the accounting invariant and that no process is left behind.
 func runPipeline(t *testing.T, text string) (*report.Report, string) {
 	t.Helper()
+	return runPipelineWith(t, text, testFactory, &bytes.Buffer{})
+}
+
+func runPipelineWith(t *testing.T, text string, factory engine.RunnerFactory, stderr io.Writer) (*report.Report, string) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "pipeline.yaml")
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -40,7 +46,7 @@ func runPipeline(t *testing.T, text string) (*report.Report, string) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Process: testFactory, Stdout: &out, Stderr: &bytes.Buffer{}})
+	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Process: factory, Stdout: &out, Stderr: stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +132,30 @@ stages:
 	}
 	if n := strings.Count(out, `"pid"`); n != 400 {
 		t.Errorf("%d results printed, want 400", n)
+	}
+}
+
+func TestFactoryWithSendsWorkerOutputToTheRunsStderr(t *testing.T) {
+	// FactoryWith takes no environment: the workers inherit the mark.
+	k, v, _ := strings.Cut(testMark, "=")
+	t.Setenv(k, v)
+	stderr := &syncBuffer{}
+	rep, _ := runPipelineWith(t, `version: 1
+stages:
+  - name: src
+    source: {items: ["print:one", "print:two"]}
+  - name: work
+    step: test
+    mode: process
+    workers: 2
+`, FactoryWith(stderr), stderr)
+	if st := stageNamed(rep, "work"); st.Succeeded != 2 {
+		t.Fatalf("work: %+v", *st)
+	}
+	for _, want := range []string{"flow: stage work: worker ", ": printed to stdout: one", ": printed to stderr: two"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("the run's stderr lacks %q:\n%s", want, stderr)
+		}
 	}
 }
 

@@ -119,6 +119,37 @@ func Factory(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error
 	return NewRunner(p, s, workers)
 }
 
+// FactoryWith is Factory with the workers' output (prefixed lines) going to
+// stderr, the run's (engine Options.Stderr), instead of os.Stderr. The
+// pools it builds share one lock on stderr, so that lines of different
+// stages do not interleave; other writers must be safe alongside.
+func FactoryWith(stderr io.Writer) engine.RunnerFactory {
+	if stderr == nil {
+		return Factory
+	}
+	lw := &lockedWriter{w: stderr}
+	return func(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error) {
+		hello, err := HelloFor(p, s, workers)
+		if err != nil {
+			return nil, err
+		}
+		cfg := ConfigFor(s, workers)
+		cfg.Stderr = lw
+		return New(hello, cfg)
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
 // NewRunner is Factory returning the concrete *Pool.
 func NewRunner(p *spec.Pipeline, s *spec.Stage, workers int) (*Pool, error) {
 	hello, err := HelloFor(p, s, workers)

@@ -120,7 +120,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		Stdin:    a.stdin,
 		Stdout:   a.stdout,
 		Stderr:   a.stderr,
-		Process:  processFactory(),
+		Process:  processFactory(a.stderr),
 		Events:   events,
 	})
 	sig := stop()

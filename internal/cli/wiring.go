@@ -18,8 +18,9 @@ import (
 var runEngine = engine.Run
 
 // processFactory builds the runners of `mode: process` stages: pools of
-// worker processes re-executing this binary (see cmd/flow's main).
-func processFactory() engine.RunnerFactory { return procpool.Factory }
+// worker processes re-executing this binary (see cmd/flow's main). What the
+// workers print goes to stderr, the run's.
+func processFactory(stderr io.Writer) engine.RunnerFactory { return procpool.FactoryWith(stderr) }
 
 // newProgress returns the progress sink for a --progress mode and a function
 // that finishes its output (before the closing summary is printed).
