@@ -8,8 +8,10 @@
 //
 //   - A worker that dies (SIGKILL, a panic in a goroutine, os.Exit, the
 //     kernel's OOM killer) fails only the item it was running, with class
-//     "crash"; the items it held that had not started go to other workers,
-//     and a replacement starts when there is work. A panic in the step
+//     "crash". The other items it held, those not started and those done
+//     but not yet reported (results travel in batches), run again in
+//     another worker with no error and no retry counted, which only the
+//     log shows; a replacement starts when there is work. A panic in the step
 //     itself is recovered: the item fails with class "crash" and the worker
 //     goes on.
 //   - When the context of a Do ends (timeout, deadline, complete: first, an
