@@ -9,7 +9,6 @@ package exec
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -278,40 +277,14 @@ func splitLines(b []byte) []any {
 }
 
 func decodeJSON(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		if err == io.EOF {
-			return nil, errors.New("it is empty")
-		}
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	v, err := steps.DecodeJSON(b)
+	switch {
+	case err == io.EOF:
+		return nil, errors.New("it is empty")
+	case err == steps.ErrTrailingJSON:
 		return nil, errors.New("it holds more than one JSON value; use 'capture: lines' and parse each line with fromJSON")
 	}
-	return numbers(v), nil
-}
-
-// numbers turns json.Number into int64 when integral, float64 otherwise.
-func numbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case []any:
-		for i, e := range x {
-			x[i] = numbers(e)
-		}
-	case map[string]any:
-		for k, e := range x {
-			x[k] = numbers(e)
-		}
-	}
-	return v
+	return v, err
 }
 
 // capped buffers up to max bytes; past that it calls overflow once (which

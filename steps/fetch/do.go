@@ -351,16 +351,14 @@ func (s *step) decodeBody(resp *http.Response, data []byte) (any, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := steps.DecodeJSON(data)
+	switch {
+	case err == steps.ErrTrailingJSON:
+		return nil, fmt.Errorf("the body holds data after its JSON value (Content-Type %q); use 'decode: text' to read it as text", resp.Header.Get("Content-Type"))
+	case err != nil:
 		return nil, fmt.Errorf("the body is not valid JSON (%v; Content-Type %q); use 'decode: text' to read it as text", err, resp.Header.Get("Content-Type"))
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("the body holds data after its JSON value (Content-Type %q); use 'decode: text' to read it as text", resp.Header.Get("Content-Type"))
-	}
-	return numbers(v), nil
+	return v, nil
 }
 
 func isJSON(contentType string) bool {
@@ -369,28 +367,6 @@ func isJSON(contentType string) bool {
 		return false
 	}
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
-}
-
-// numbers turns json.Number into int64 when integral, float64 otherwise:
-// JSON-shaped step results.
-func numbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case []any:
-		for i, e := range x {
-			x[i] = numbers(e)
-		}
-	case map[string]any:
-		for k, e := range x {
-			x[k] = numbers(e)
-		}
-	}
-	return v
 }
 
 // redirectError stops a chain of redirects.

@@ -9,10 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"strconv"
 	"strings"
+
+	"github.com/flowrun/flow/steps"
 )
 
 // lineReader yields the lines of r without their "\n" or "\r\n". A line may
@@ -174,29 +174,6 @@ func decodeJSON(b []byte, v *any) error {
 	if off := dec.InputOffset(); len(bytes.TrimSpace(b[off:])) > 0 {
 		return &jsonError{col: off + 1 + int64(len(b[off:])-len(bytes.TrimLeft(b[off:], " \t\r"))), msg: "unexpected text after the value"}
 	}
-	*v = numbers(*v)
+	*v = steps.JSONNumbers(*v)
 	return nil
-}
-
-func numbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
-		}
-		f, err := strconv.ParseFloat(string(x), 64)
-		if err != nil || math.IsInf(f, 0) {
-			return string(x) // beyond float64: keep the digits rather than lose them
-		}
-		return f
-	case []any:
-		for i, e := range x {
-			x[i] = numbers(e)
-		}
-	case map[string]any:
-		for k, e := range x {
-			x[k] = numbers(e)
-		}
-	}
-	return v
 }

@@ -1,0 +1,56 @@
+package steps
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"strconv"
+)
+
+// ErrTrailingJSON is returned by DecodeJSON for data holding more than one
+// JSON value; callers say what to do about it in their own terms.
+var ErrTrailingJSON = errors.New("data after the JSON value")
+
+// DecodeJSON decodes exactly one JSON value into the JSON-shaped values steps
+// exchange (see JSONNumbers). Empty input is io.EOF.
+func DecodeJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, ErrTrailingJSON
+	}
+	return JSONNumbers(v), nil
+}
+
+// JSONNumbers replaces, in place, the json.Number values a decoder with
+// UseNumber produces: int64 when whole and in range (so ids stay exact),
+// float64 otherwise, and the digits as a string beyond float64 rather than
+// lose them.
+func JSONNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return i
+		}
+		f, err := strconv.ParseFloat(string(x), 64)
+		if err != nil || math.IsInf(f, 0) {
+			return string(x)
+		}
+		return f
+	case []any:
+		for i, e := range x {
+			x[i] = JSONNumbers(e)
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = JSONNumbers(e)
+		}
+	}
+	return v
+}

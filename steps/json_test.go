@@ -1,0 +1,29 @@
+package steps
+
+import (
+	"io"
+	"reflect"
+	"testing"
+)
+
+func TestDecodeJSON(t *testing.T) {
+	v, err := DecodeJSON([]byte(`{"id": 9007199254740993, "f": 1.5, "big": 1e400, "l": [1, 2.0]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ids beyond 2^53 stay exact, whole numbers written as floats stay
+	// floats, and numbers beyond float64 keep their digits.
+	want := map[string]any{"id": int64(9007199254740993), "f": 1.5, "big": "1e400", "l": []any{int64(1), 2.0}}
+	if !reflect.DeepEqual(v, want) {
+		t.Errorf("got %#v\nwant %#v", v, want)
+	}
+	if _, err := DecodeJSON([]byte(" ")); err != io.EOF {
+		t.Errorf("empty input: %v, want io.EOF", err)
+	}
+	if _, err := DecodeJSON([]byte(`{} {}`)); err != ErrTrailingJSON {
+		t.Errorf("two values: %v, want ErrTrailingJSON", err)
+	}
+	if _, err := DecodeJSON([]byte(`{"a":`)); err == nil {
+		t.Error("truncated JSON decoded without error")
+	}
+}
