@@ -168,6 +168,31 @@ func (s *sourceStage) account(f func()) bool {
 	return true
 }
 
+// admit counts a record into a sink or barrier stage and does what comes
+// before its work: a stopping stage cancels the item, a false `when:` filters
+// it. ok says whether the stage should handle the item; err is a `when:` that
+// could not be evaluated, which the caller fails by its own policy.
+func (s *stage) admit(rec steps.Record) (in steps.Input, ok bool, err error) {
+	s.rep.In++
+	in = steps.Input{Index: rec.Index, Item: rec.Item}
+	if s.ctx.Err() != nil {
+		s.cancelled(in)
+		return in, false, nil
+	}
+	if s.when != nil {
+		keep, err := s.filter(s.scope(in))
+		if err != nil {
+			return in, false, err
+		}
+		if !keep {
+			s.rep.Filtered++
+			s.event("filtered", in, nil, nil)
+			return in, false, nil
+		}
+	}
+	return in, true, nil
+}
+
 // sinkStage writes records, one at a time, in the order they arrive.
 type sinkStage struct {
 	*stage
@@ -180,25 +205,14 @@ func (s *sinkStage) exec() {
 	for b := range s.in {
 		s.begin()
 		for _, rec := range b.recs {
-			s.rep.In++
-			in := steps.Input{Index: rec.Index, Item: rec.Item}
-			if s.ctx.Err() != nil {
-				s.cancelled(in)
+			in, ok, err := s.admit(rec)
+			if err != nil {
+				s.fail(in, err)
 				continue
 			}
-			if s.when != nil {
-				keep, err := s.filter(s.scope(in))
-				if err == nil && !keep {
-					s.rep.Filtered++
-					s.event("filtered", in, nil, nil)
-					continue
-				}
-				if err != nil {
-					s.fail(in, err)
-					continue
-				}
+			if !ok {
+				continue
 			}
-			var err error
 			if s.rep.In%sampleEvery == 1 {
 				start := time.Now()
 				err = s.sink.Write(s.ctx, rec)
@@ -249,24 +263,14 @@ func (s *barrierStage) exec() {
 	for b := range s.in {
 		s.begin()
 		for _, rec := range b.recs {
-			s.rep.In++
-			in := steps.Input{Index: rec.Index, Item: rec.Item}
-			if s.ctx.Err() != nil {
-				s.cancelled(in)
+			in, ok, err := s.admit(rec)
+			if err != nil {
+				failed++
+				s.fail(in, err, failed, em)
 				continue
 			}
-			if s.when != nil {
-				keep, err := s.filter(s.scope(in))
-				if err == nil && !keep {
-					s.rep.Filtered++
-					s.event("filtered", in, nil, nil)
-					continue
-				}
-				if err != nil {
-					failed++
-					s.fail(in, err, failed, em)
-					continue
-				}
+			if !ok {
+				continue
 			}
 			if err := s.bar.Add(in); err != nil {
 				failed++
