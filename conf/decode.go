@@ -497,3 +497,10 @@ func Normalize(x any) any {
 	}
 	return x
 }
+
+// DecodesItself reports types that decode themselves from a node (and so are
+// one value in a file, whatever their Go fields) or describe their own schema.
+func DecodesItself(t reflect.Type) bool {
+	pt := reflect.PointerTo(t)
+	return pt.Implements(unmarshalerType) || pt.Implements(reflect.TypeFor[Schemaer]())
+}

@@ -6,13 +6,12 @@ import (
 	"reflect"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/internal/docgen"
 	"github.com/flowrun/flow/steps"
-	"github.com/flowrun/flow/tmpl"
 )
 
 func (a *app) stepsCmd() *cobra.Command {
@@ -127,12 +126,12 @@ func options(t reflect.Type, prefix string) []option {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == nil || t.Kind() != reflect.Struct || isLeaf(t) {
+	if t == nil || t.Kind() != reflect.Struct || conf.DecodesItself(t) {
 		return nil
 	}
 	var out []option
 	for _, f := range conf.Fields(t) {
-		o := option{key: prefix + f.Key, typ: typeName(f.Type), def: "-", desc: f.Desc}
+		o := option{key: prefix + f.Key, typ: docgen.TypeName(f.Type), def: "-", desc: f.Desc}
 		if len(f.Enum) > 0 {
 			o.typ = strings.Join(f.Enum, "|")
 		}
@@ -188,58 +187,8 @@ func valueForms(t reflect.Type) []option {
 }
 
 var (
-	templateType = reflect.TypeFor[tmpl.T]()
-	durationType = reflect.TypeFor[time.Duration]()
 	schemaerType = reflect.TypeFor[conf.Schemaer]()
-	unmarshType  = reflect.TypeFor[conf.Unmarshaler]()
 )
-
-// isLeaf reports types that decode themselves: they are one value in a file,
-// whatever their Go fields.
-func isLeaf(t reflect.Type) bool {
-	pt := reflect.PointerTo(t)
-	return t == templateType || pt.Implements(unmarshType) || pt.Implements(schemaerType)
-}
-
-func typeName(t reflect.Type) string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch {
-	case t == templateType:
-		return "template"
-	case t == durationType:
-		return "duration"
-	}
-	if reflect.PointerTo(t).Implements(schemaerType) {
-		if s, ok := reflect.New(t).Interface().(conf.Schemaer); ok {
-			if typ, ok := s.JSONSchema()["type"].(string); ok {
-				return typ
-			}
-		}
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return "string"
-	case reflect.Bool:
-		return "bool"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "integer"
-	case reflect.Float32, reflect.Float64:
-		return "number"
-	case reflect.Slice, reflect.Array:
-		return "list of " + typeName(t.Elem())
-	case reflect.Map:
-		return "map of " + typeName(t.Elem())
-	case reflect.Struct:
-		if isLeaf(t) {
-			return strings.ToLower(t.Name())
-		}
-		return "object"
-	}
-	return "any"
-}
 
 func indent(s, prefix string) string {
 	lines := strings.Split(s, "\n")

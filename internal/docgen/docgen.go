@@ -287,7 +287,6 @@ func rows(b *bytes.Buffer, t reflect.Type, prefix string) {
 var (
 	templateType = reflect.TypeFor[tmpl.T]()
 	durationType = reflect.TypeFor[time.Duration]()
-	unmarshType  = reflect.TypeFor[conf.Unmarshaler]()
 	schemaerType = reflect.TypeFor[conf.Schemaer]()
 )
 
@@ -295,10 +294,11 @@ var (
 // another table.
 func isRaw(t reflect.Type) bool { return t.String() == "yaml.Node" }
 
-func isLeaf(t reflect.Type) bool {
-	pt := reflect.PointerTo(t)
-	return t == templateType || pt.Implements(unmarshType) || pt.Implements(schemaerType)
-}
+func isLeaf(t reflect.Type) bool { return conf.DecodesItself(t) }
+
+// TypeName is how the docs (and `flow steps`) name the type of an option:
+// what a user writes, not the Go type.
+func TypeName(t reflect.Type) string { return typeName(t, nil) }
 
 // named types of the spec package, by what a user writes.
 var specTypes = map[reflect.Type]string{
