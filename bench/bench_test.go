@@ -66,6 +66,18 @@ func TestSumInts(t *testing.T) {
 	}
 }
 
+func TestCountSum(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "out")
+	os.WriteFile(p, []byte("2\n4\n6\n"), 0o644)
+	if n, sum, err := countSum(p); err != nil || n != 3 || sum != 12 {
+		t.Errorf("countSum = %d, %d, %v; want 3, 12", n, sum, err)
+	}
+	os.WriteFile(p, []byte("2\nawk: syntax error\n"), 0o644)
+	if _, _, err := countSum(p); err == nil {
+		t.Error("a line that is not an integer was accepted")
+	}
+}
+
 func TestThousands(t *testing.T) {
 	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 10_000_000: "10,000,000", 123456: "123,456"} {
 		if got := thousands(n); got != want {

@@ -146,11 +146,13 @@ func run() error {
 				var (
 					s      sample
 					stderr string
+					err    error // this run's: neither the error of the run before nor shadowed below
 				)
 				if c.inproc != nil {
 					s, err = c.inproc()
 				} else {
-					inv, err := c.prepare()
+					var inv invocation
+					inv, err = c.prepare()
 					if err != nil {
 						return fmt.Errorf("%s / %s: %v", w.id, c.name, err)
 					}
