@@ -201,3 +201,9 @@ func TestServerRate(t *testing.T) {
 		t.Error("a rate from no requests")
 	}
 }
+
+func TestSlug(t *testing.T) {
+	if got := slug("flow -tags libjpeg"); got != "flow-tags-libjpeg" {
+		t.Errorf("slug = %q", got)
+	}
+}

@@ -161,7 +161,13 @@ func run() error {
 						continue
 					}
 					if *profile && !c.peer {
-						inv.env = append(inv.env, "FLOW_CPUPROFILE="+filepath.Join(h.out, "profiles", w.id+".cpu"))
+						// The second flow contender (resize's libjpeg build)
+						// must not overwrite the first one's profile.
+						name := w.id
+						if c != w.flow() {
+							name += "-" + slug(c.name)
+						}
+						inv.env = append(inv.env, "FLOW_CPUPROFILE="+filepath.Join(h.out, "profiles", name+".cpu"))
 					}
 					s, stderr, err = runOnce(ctx, inv, timeout)
 				}
@@ -202,6 +208,12 @@ func (h *harness) build(out, pkg string, flags ...string) ([]byte, error) {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = h.root
 	return cmd.CombinedOutput()
+}
+
+// slug keeps the letters and digits of s, dashes for the rest.
+func slug(s string) string {
+	f := strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9') })
+	return strings.Join(f, "-")
 }
 
 func firstLine(s string) string {

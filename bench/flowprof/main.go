@@ -5,12 +5,15 @@
 //	go build -o bench/out/flowprof ./bench/flowprof
 //	FLOW_CPUPROFILE=cpu.out bench/out/flowprof run bench/pipelines/engine.yaml > /dev/null
 //	go tool pprof -top bench/out/flowprof cpu.out
+//
+// The worker processes of mode: process stages write cpu.out.worker-PID.
 package main
 
 import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strconv"
 
 	"github.com/flowrun/flow/internal/cli"
 	"github.com/flowrun/flow/procpool"
@@ -19,14 +22,17 @@ import (
 
 func main() {
 	if procpool.IsWorker() {
-		os.Exit(procpool.WorkerMain(all.Registry()))
+		// Each worker process of a mode: process stage profiles itself
+		// beside the parent's file, so both sides of the pipes show.
+		os.Exit(profiled(".worker-"+strconv.Itoa(os.Getpid()), func() int { return procpool.WorkerMain(all.Registry()) }))
 	}
-	os.Exit(run())
+	os.Exit(profiled("", func() int { return cli.Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }))
 }
 
-func run() int {
+// profiled runs fn under a CPU profile written to $FLOW_CPUPROFILE+suffix.
+func profiled(suffix string, fn func() int) int {
 	if path := os.Getenv("FLOW_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
+		f, err := os.Create(path + suffix)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flowprof:", err)
 			return 2
@@ -38,5 +44,5 @@ func run() int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return cli.Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	return fn()
 }
