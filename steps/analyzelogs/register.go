@@ -147,7 +147,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		return nil, steps.Permanent(fmt.Errorf("%s is a directory, not a log file", p))
 	}
-	c, err := s.scan.ScanFile(ctx, f)
+	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err

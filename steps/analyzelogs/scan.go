@@ -39,6 +39,8 @@ type Scanner struct {
 	sampleLen int
 	// Buffer sizes; tests shrink them to exercise block boundaries.
 	blockLen, maxLine int
+	// afterMap, set by tests, runs after each window of a file is mapped.
+	afterMap func()
 }
 
 type rule struct {
@@ -464,4 +466,39 @@ func Clip(line []byte, n int) string {
 		s += "…"
 	}
 	return s
+}
+
+// scanBytes counts the lines of data, which starts at a line start, in
+// blocks of blockLen, as Scan does for what it reads. It returns how many
+// bytes it consumed: up to the last line break, or everything when final
+// (the input ends with data). A line that does not end within data and is
+// not final is left for the caller, who must supply more of it.
+func (s *Scanner) scanBytes(ctx context.Context, c *Counts, st *state, data []byte, final bool) (int, error) {
+	p := 0
+	for p < len(data) {
+		if err := ctx.Err(); err != nil {
+			return p, err
+		}
+		end := min(p+s.blockLen, len(data))
+		if last := bytes.LastIndexByte(data[p:end], '\n'); last >= 0 {
+			end = p + last + 1
+		} else {
+			// One line longer than a block: take all of it, as far as
+			// the longest line allowed.
+			k := bytes.IndexByte(data[end:max(end, min(p+s.maxLine, len(data)))], '\n')
+			switch {
+			case k >= 0:
+				end += k + 1
+			case len(data)-p > s.maxLine || len(data)-p == s.maxLine && !final:
+				return p, fmt.Errorf("%w: line %d is longer than %d bytes; is this a text file?", ErrLineTooLong, c.Lines+1, s.maxLine)
+			case final:
+				end = len(data)
+			default:
+				return p, nil // the caller supplies the rest of the line
+			}
+		}
+		s.lines(c, data[p:end], st)
+		p = end
+	}
+	return p, nil
 }
