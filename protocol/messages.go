@@ -331,7 +331,7 @@ func parseItems(payload []byte) (*Items, error) {
 		if err := p.expect('['); err != nil {
 			return nil, err
 		}
-		id, err := p.int()
+		id, err := p.id()
 		if err != nil {
 			return nil, err
 		}
@@ -350,7 +350,7 @@ func parseItems(payload []byte) (*Items, error) {
 		if err := p.expect(']'); err != nil {
 			return nil, err
 		}
-		it.ID = uint64(id)
+		it.ID = id
 		items = append(items, it)
 		more, err := p.more(']')
 		if err != nil {
@@ -422,11 +422,11 @@ func (p *parser) resultList() ([]Result, error) {
 		if err := p.expect('['); err != nil {
 			return nil, err
 		}
-		id, err := p.int()
+		id, err := p.id()
 		if err != nil {
 			return nil, err
 		}
-		res.ID = uint64(id)
+		res.ID = id
 		if err := p.expect(','); err != nil {
 			return nil, err
 		}
@@ -470,11 +470,11 @@ func parseCancel(payload []byte) (*Cancel, error) {
 		return &c, p.end()
 	}
 	for {
-		id, err := p.int()
+		id, err := p.id()
 		if err != nil {
 			return nil, err
 		}
-		c = append(c, uint64(id))
+		c = append(c, id)
 		more, err := p.more(']')
 		if err != nil {
 			return nil, err
@@ -483,6 +483,19 @@ func parseCancel(payload []byte) (*Cancel, error) {
 			return &c, p.end()
 		}
 	}
+}
+
+// id parses an item ID: a whole number that is not negative (a negative one
+// would wrap around in a uint64 and name another item).
+func (p *parser) id() (uint64, error) {
+	n, err := p.int()
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return 0, p.errorf("want an item id (a whole number >= 0), got %d", n)
+	}
+	return uint64(n), nil
 }
 
 func (p *parser) end() error {
