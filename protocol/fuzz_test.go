@@ -2,10 +2,11 @@ package protocol
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"testing"
 	"time"
+
+	"github.com/flowrun/flow/internal/fuzzguard"
 )
 
 // frameSeeds are valid frames of every message type, so the fuzzer starts
@@ -50,7 +51,7 @@ func FuzzFrames(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 1, 'Z'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		guard(t, func(fatalf func(format string, args ...any)) {
+		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			r := NewReader(bytes.NewReader(data))
 			for i := 0; ; i++ {
 				if i > len(data) {
@@ -81,7 +82,7 @@ func FuzzBody(f *testing.F) {
 		f.Add(s[4:])
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		guard(t, func(fatalf func(format string, args ...any)) {
+		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			m, err := ParseBody(body)
 			if err != nil {
 				if m != nil {
@@ -116,24 +117,3 @@ func reencode(fatalf func(string, ...any), m Message) {
 		fatalf("encoding is not stable:\n%q\n%q", b1, b2)
 	}
 }
-
-// guard runs one fuzz input with a bound: the fuzzer notices panics but not
-// hangs, so an input still running after fuzzHang fails (and is saved as a
-// crasher). Inside body, fatalf panics, which the fuzzer also records with
-// the input.
-func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
-	}()
-	select {
-	case <-done:
-	case <-time.After(fuzzHang):
-		t.Fatalf("no result after %v: the input hangs", fuzzHang)
-	}
-}
-
-// fuzzHang is far beyond what any input needs, even on a loaded machine.
-const fuzzHang = 30 * time.Second

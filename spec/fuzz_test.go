@@ -2,12 +2,12 @@ package spec_test
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/flowrun/flow/internal/fuzzguard"
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/spec"
@@ -31,7 +31,7 @@ func FuzzParseReal(f *testing.F) {
 	reg := all.Registry()
 	opts := spec.Options{Set: map[string]string{}, Environ: []string{"FLOW_VAR_n=3"}}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		guard(t, func(fatalf func(format string, args ...any)) {
+		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			p, err := spec.Parse("f.yaml", data, opts, reg)
 			if err == nil {
 				if p == nil {
@@ -67,24 +67,3 @@ func TestParseRefusesRecursiveAlias(t *testing.T) {
 		t.Fatalf("want p.yaml:8:14: ... alias to itself, got %v", err)
 	}
 }
-
-// guard runs one fuzz input with a bound: the fuzzer notices panics but not
-// hangs, so an input still running after fuzzHang fails (and is saved as a
-// crasher). Inside body, fatalf panics, which the fuzzer also records with
-// the input.
-func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
-	}()
-	select {
-	case <-done:
-	case <-time.After(fuzzHang):
-		t.Fatalf("no result after %v: the input hangs", fuzzHang)
-	}
-}
-
-// fuzzHang is far beyond what any input needs, even on a loaded machine.
-const fuzzHang = 30 * time.Second

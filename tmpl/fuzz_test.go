@@ -2,10 +2,11 @@ package tmpl
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowrun/flow/internal/fuzzguard"
 
 	"gopkg.in/yaml.v3"
 
@@ -55,7 +56,7 @@ func FuzzTemplate(f *testing.F) {
 		map[string]any{"name": "n", "price": 1.5, "path": "a/b/c.jpg", "list": []any{int64(1), int64(2), int64(3)}, "a": map[string]any{"b": "x"}},
 	}
 	f.Fuzz(func(t *testing.T, src string) {
-		guard(t, func(fatalf func(format string, args ...any)) {
+		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			tt, err := Compile(src)
 			if err != nil {
 				oe, ok := err.(*OffsetError)
@@ -107,7 +108,7 @@ func FuzzFromNode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, src string) {
-		guard(t, func(fatalf func(format string, args ...any)) {
+		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			var doc yaml.Node
 			if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
 				return
@@ -129,24 +130,3 @@ func FuzzFromNode(f *testing.F) {
 		})
 	})
 }
-
-// guard runs one fuzz input with a bound: the fuzzer notices panics but not
-// hangs, so an input still running after fuzzHang fails (and is saved as a
-// crasher). Inside body, fatalf panics, which the fuzzer also records with
-// the input.
-func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
-	}()
-	select {
-	case <-done:
-	case <-time.After(fuzzHang):
-		t.Fatalf("no result after %v: the input hangs", fuzzHang)
-	}
-}
-
-// fuzzHang is far beyond what any input needs, even on a loaded machine.
-const fuzzHang = 30 * time.Second

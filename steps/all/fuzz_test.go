@@ -2,14 +2,14 @@ package all_test
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/flowrun/flow/internal/fuzzguard"
 
 	"gopkg.in/yaml.v3"
 
@@ -49,7 +49,7 @@ func FuzzOptions(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, which uint8, src string) {
-		guard(t, func(fatalf func(format string, args ...any)) {
+		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			k := kinds[int(which)%len(kinds)]
 			var doc yaml.Node
 			if yaml.Unmarshal([]byte(src), &doc) != nil || len(doc.Content) == 0 {
@@ -148,24 +148,3 @@ func exampleOptions(f *testing.F, k *steps.Kind) []string {
 	}
 	return out
 }
-
-// guard runs one fuzz input with a bound: the fuzzer notices panics but not
-// hangs, so an input still running after fuzzHang fails (and is saved as a
-// crasher). Inside body, fatalf panics, which the fuzzer also records with
-// the input.
-func guard(t *testing.T, body func(fatalf func(format string, args ...any))) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		body(func(format string, args ...any) { panic(fmt.Sprintf(format, args...)) })
-	}()
-	select {
-	case <-done:
-	case <-time.After(fuzzHang):
-		t.Fatalf("no result after %v: the input hangs", fuzzHang)
-	}
-}
-
-// fuzzHang is far beyond what any input needs, even on a loaded machine.
-const fuzzHang = 30 * time.Second
