@@ -3,7 +3,6 @@ module github.com/flowrun/flow
 go 1.26.0
 
 require (
-	github.com/disintegration/imaging v1.6.2
 	github.com/expr-lang/expr v1.17.8
 	github.com/hashicorp/go-retryablehttp v0.7.8
 	github.com/rogpeppe/go-internal v1.16.0
