@@ -10,24 +10,15 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/steptest"
 )
 
 func build(t *testing.T, with string, env *steps.Env) (steps.Step, error) {
 	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(with), &doc); err != nil {
-		t.Fatal(err)
-	}
-	r := steps.NewRegistry()
-	Register(r)
-	k, ok := r.Lookup("compute")
-	if !ok {
-		t.Fatal("compute not registered")
-	}
 	if env == nil {
 		env = &steps.Env{Workers: 1}
 	}
-	v, err := k.Build(doc.Content[0], nil, env)
+	v, err := steptest.Build(t, Register, "compute", steptest.Node(t, with), env)
 	if err != nil {
 		return nil, err
 	}

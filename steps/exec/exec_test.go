@@ -16,21 +16,15 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/steptest"
 )
 
 func build(t *testing.T, with string, env *steps.Env) (steps.Step, error) {
 	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(with), &doc); err != nil {
-		t.Fatal(err)
-	}
-	r := steps.NewRegistry()
-	Register(r)
-	k, _ := r.Lookup("exec")
 	if env == nil {
 		env = &steps.Env{Dir: t.TempDir(), Workers: 1}
 	}
-	v, err := k.Build(doc.Content[0], nil, env)
+	v, err := steptest.Build(t, Register, "exec", steptest.Node(t, with), env)
 	if err != nil {
 		return nil, err
 	}

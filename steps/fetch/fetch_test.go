@@ -20,18 +20,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/steptest"
 )
 
 func build(t *testing.T, with string) (steps.Step, error) {
 	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(with), &doc); err != nil {
-		t.Fatal(err)
-	}
-	r := steps.NewRegistry()
-	Register(r)
-	k, _ := r.Lookup("fetch")
-	v, err := k.Build(doc.Content[0], nil, &steps.Env{Workers: 4, Env: map[string]string{"API_TOKEN": "s3cr3t-token-value"}})
+	env := &steps.Env{Workers: 4, Env: map[string]string{"API_TOKEN": "s3cr3t-token-value"}}
+	v, err := steptest.Build(t, Register, "fetch", steptest.Node(t, with), env)
 	if err != nil {
 		return nil, err
 	}

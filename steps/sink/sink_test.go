@@ -7,24 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/steptest"
 )
-
-func parse(t *testing.T, src string) (string, *yaml.Node) {
-	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
-		t.Fatalf("bad test YAML %q: %v", src, err)
-	}
-	n := doc.Content[0]
-	if n.Kind == yaml.ScalarNode {
-		return n.Value, nil
-	}
-	return n.Content[0].Value, n.Content[1]
-}
 
 func kind(t *testing.T, name string) *steps.Kind {
 	t.Helper()
@@ -39,7 +25,7 @@ func kind(t *testing.T, name string) *steps.Kind {
 
 func build(t *testing.T, src string, env *steps.Env) (steps.Sink, error) {
 	t.Helper()
-	name, opts := parse(t, src)
+	name, opts := steptest.Ref(t, src)
 	v, err := kind(t, name).Build(opts, &conf.Context{Vars: env.Vars}, env)
 	if err != nil {
 		return nil, err
@@ -49,7 +35,7 @@ func build(t *testing.T, src string, env *steps.Env) (steps.Sink, error) {
 
 func check(t *testing.T, src string) conf.Diags {
 	t.Helper()
-	name, opts := parse(t, src)
+	name, opts := steptest.Ref(t, src)
 	return kind(t, name).Check(opts, &conf.Context{})
 }
 

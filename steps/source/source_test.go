@@ -13,26 +13,10 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/steptest"
 )
-
-// parse reads a source written as in a pipeline file ("range: {...}" or a
-// bare kind name) and returns the kind and its options node.
-func parse(t *testing.T, src string) (string, *yaml.Node) {
-	t.Helper()
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
-		t.Fatalf("bad test YAML %q: %v", src, err)
-	}
-	n := doc.Content[0]
-	if n.Kind == yaml.ScalarNode {
-		return n.Value, nil
-	}
-	return n.Content[0].Value, n.Content[1]
-}
 
 func registry() *steps.Registry {
 	r := steps.NewRegistry()
@@ -42,7 +26,7 @@ func registry() *steps.Registry {
 
 func build(t *testing.T, src string, env *steps.Env) (steps.Source, error) {
 	t.Helper()
-	name, opts := parse(t, src)
+	name, opts := steptest.Ref(t, src)
 	k, ok := registry().Lookup(name)
 	if !ok {
 		t.Fatalf("kind %q not registered", name)
@@ -69,7 +53,7 @@ func mustBuild(t *testing.T, src string, env *steps.Env) steps.Source {
 // check validates options the way 'flow validate' does.
 func check(t *testing.T, src string) conf.Diags {
 	t.Helper()
-	name, opts := parse(t, src)
+	name, opts := steptest.Ref(t, src)
 	k, _ := registry().Lookup(name)
 	return k.Check(opts, &conf.Context{Vars: map[string]any{"count": int64(3)}})
 }
