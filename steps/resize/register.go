@@ -58,6 +58,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	_ "golang.org/x/image/webp" // decoders register themselves with image.Decode
@@ -565,7 +566,11 @@ func writeAtomic(dir, name string, data []byte) error {
 	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".tmp-"+hex.EncodeToString(rnd[:]))
+	// The pid in the name says which run a leftover belongs to (a run killed
+	// with SIGKILL cannot remove it), as for the 'write' sink. Unlike the
+	// sink, resize does not sweep leftovers: that would mean reading out_dir
+	// once per image.
+	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".tmp-"+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)

@@ -310,7 +310,7 @@ func newWrite(c *WriteConfig, env *steps.Env) (any, error) {
 	// any work is done, rather than after all of it. The real temporary
 	// file is created on the first write, so a sink that is built but never
 	// used leaves nothing behind.
-	probe, err := os.CreateTemp(parent, "."+filepath.Base(dest)+".tmp-*")
+	probe, err := os.CreateTemp(parent, tempPattern(dest))
 	if err != nil {
 		return nil, fmt.Errorf("cannot write %s: %v", dest, unwrapPath(err))
 	}
@@ -412,11 +412,15 @@ func (s *fileSink) open() error {
 	if s.tmp != nil {
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(s.path), "."+filepath.Base(s.path)+".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(s.path), tempPattern(s.path))
 	if err != nil {
 		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
 	}
 	s.tmp = f
+	// Only a sink that writes cleans up, and only after it could create its
+	// own file: the directory is known writable, and a sink that is built
+	// but never used touches nothing.
+	removeLeftovers(s.path)
 	return nil
 }
 
