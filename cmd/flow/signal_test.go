@@ -33,26 +33,11 @@ func flowCommand(t *testing.T, args ...string) *exec.Cmd {
 
 func waitExit(t *testing.T, cmd *exec.Cmd) int {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			return 0
-		}
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("wait: %v", err)
-		}
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			t.Fatalf("flow was killed by %v instead of exiting: no handler", ws.Signal())
-		}
-		return ee.ExitCode()
-	case <-time.After(hangGuard):
-		_ = cmd.Process.Kill()
-		t.Fatalf("flow did not exit within %v of the signal", hangGuard)
-		return -1
+	code := relWait(t, cmd)
+	if code < 0 {
+		t.Fatalf("flow was killed by %v instead of exiting: no handler", syscall.Signal(-code))
 	}
+	return code
 }
 
 func writeFile(t *testing.T, dir, name, body string) string {

@@ -15,17 +15,12 @@ import (
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/steps/steptest"
 )
 
 func kind(t *testing.T, name string) *steps.Kind {
 	t.Helper()
-	r := steps.NewRegistry()
-	Register(r)
-	k, ok := r.Lookup(name)
-	if !ok {
-		t.Fatalf("kind %q not registered", name)
-	}
-	return k
+	return steptest.Kind(t, Register, name)
 }
 
 // options parses a 'with:' block; "" means no 'with:' at all.

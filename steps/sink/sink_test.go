@@ -14,13 +14,7 @@ import (
 
 func kind(t *testing.T, name string) *steps.Kind {
 	t.Helper()
-	r := steps.NewRegistry()
-	Register(r)
-	k, ok := r.Lookup(name)
-	if !ok {
-		t.Fatalf("kind %q not registered", name)
-	}
-	return k
+	return steptest.Kind(t, Register, name)
 }
 
 func build(t *testing.T, src string, env *steps.Env) (steps.Sink, error) {

@@ -43,11 +43,17 @@ func Ref(t testing.TB, src string) (string, *yaml.Node) {
 // the engine would, with env's variables in scope.
 func Build(t testing.TB, register func(*steps.Registry), kind string, options *yaml.Node, env *steps.Env) (any, error) {
 	t.Helper()
+	return Kind(t, register, kind).Build(options, &conf.Context{Vars: env.Vars}, env)
+}
+
+// Kind registers kinds with register and returns the one called name.
+func Kind(t testing.TB, register func(*steps.Registry), name string) *steps.Kind {
+	t.Helper()
 	r := steps.NewRegistry()
 	register(r)
-	k, ok := r.Lookup(kind)
+	k, ok := r.Lookup(name)
 	if !ok {
-		t.Fatalf("kind %q not registered", kind)
+		t.Fatalf("kind %q not registered", name)
 	}
-	return k.Build(options, &conf.Context{Vars: env.Vars}, env)
+	return k
 }
