@@ -108,7 +108,7 @@ func (s *Scanner) scanWindow(ctx context.Context, c *Counts, st *state, data []b
 		if len(data) >= 2 && bytes.Equal(data[:2], gzipMagic) {
 			return 0, true, nil
 		}
-		st.plan(s.rules, data)
+		st.plan(s, data)
 	}
 	used, err = s.scanBytes(ctx, c, st, data, final)
 	return used, false, err

@@ -49,6 +49,7 @@ func TestScanMappedMatchesReference(t *testing.T) {
 				samples := r.IntN(3)
 				s := mustScanner(t, rules, samples, 8+r.IntN(40))
 				s.blockLen = 1 + r.IntN(3000)
+				s.noFused = iter%2 == 1
 				window := page * (1 + r.IntN(3))
 				want := reference(t, data, rules, samples, s.sampleLen)
 				got, ok, err := s.scanMapped(context.Background(), tempFile(t, data), int64(len(data)), window)

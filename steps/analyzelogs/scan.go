@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -41,6 +42,8 @@ type Scanner struct {
 	blockLen, maxLine int
 	// afterMap, set by tests, runs after each window of a file is mapped.
 	afterMap func()
+	// noFused, set by tests, keeps the scan off the one-pass kernel.
+	noFused bool
 }
 
 type rule struct {
@@ -265,7 +268,7 @@ func (s *Scanner) Scan(ctx context.Context, r io.Reader) (Counts, error) {
 			return c, rerr
 		}
 		if !planned {
-			st.plan(s.rules, buf[:have])
+			st.plan(s, buf[:have])
 			planned = true
 		}
 		last := bytes.LastIndexByte(buf[:have], '\n')
@@ -314,10 +317,14 @@ func readFull(r io.Reader, p []byte) (int, error) {
 // lines processes whole lines: b ends with a line feed, except for the last
 // line of an input that has none.
 func (s *Scanner) lines(c *Counts, b []byte, st *state) {
-	c.Lines += int64(bytes.Count(b, []byte{'\n'}))
 	if b[len(b)-1] != '\n' {
 		c.Lines++
 	}
+	if st.fused {
+		s.linesFused(c, b, st)
+		return
+	}
+	c.Lines += int64(bytes.Count(b, []byte{'\n'}))
 	if len(s.rules) == 0 {
 		return
 	}
@@ -369,6 +376,10 @@ type state struct {
 	next []int    // per rule: the next candidate offset
 	lits [][]int  // per rule and literal: the next occurrence, -1 if unknown
 	by   [][]pick // per rule and literal: how it is searched, nil until planned
+	// fused says lines go through the one-pass kernel, stopping at the
+	// bytes packed in set (see linesFused).
+	fused bool
+	set   uint32
 }
 
 func newState(rules []rule) *state {
@@ -381,7 +392,8 @@ func newState(rules []rule) *state {
 
 // plan picks how each literal is searched from the bytes of the first block,
 // which are taken to be typical of the input.
-func (st *state) plan(rules []rule, first []byte) {
+func (st *state) plan(s *Scanner, first []byte) {
+	rules := s.rules
 	var h *[256]uint32
 	for i, r := range rules {
 		if len(r.lits) == 0 {
@@ -394,6 +406,82 @@ func (st *state) plan(rules []rule, first []byte) {
 		for j, lit := range r.lits {
 			st.by[i][j] = choose(lit, h)
 		}
+	}
+	st.fused, st.set = fusedSet(s, st.by)
+}
+
+// fusedSet says whether the one-pass kernel can serve these rules, and with
+// which bytes: every rule must have literals (a line can only match if it
+// holds one), and their picked bytes must number four at most.
+func fusedSet(s *Scanner, by [][]pick) (bool, uint32) {
+	if !haveFused || s.noFused || len(s.rules) == 0 {
+		return false, 0
+	}
+	var set []byte
+	for i, r := range s.rules {
+		if len(r.lits) == 0 {
+			return false, 0
+		}
+		for j, lit := range r.lits {
+			if c := lit[by[i][j].rare]; !slices.Contains(set, c) {
+				set = append(set, c)
+			}
+		}
+	}
+	if len(set) > 4 {
+		return false, 0
+	}
+	var packed uint32
+	for k := range 4 {
+		packed |= uint32(set[min(k, len(set)-1)]) << (8 * k)
+	}
+	return true, packed
+}
+
+// linesFused is lines in one pass over b: the kernel counts line feeds until
+// a byte that some literal holds, and the line around that byte is checked
+// against every rule in turn. Every line that matches holds one of those
+// bytes, so no match is missed; a line is checked at most once, since the
+// scan resumes after it. Where those bytes are rare (the search picks the
+// rarest byte of each literal from the input itself), b is read once
+// instead of once for line feeds and once per literal.
+func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
+	p := 0
+	for p < len(b) {
+		nl, at := nextCand(b[p:], st.set)
+		c.Lines += int64(nl)
+		if at < 0 {
+			return
+		}
+		m := p + at
+		ls := p + bytes.LastIndexByte(b[p:m], '\n') + 1
+		le := bytes.IndexByte(b[m:], '\n')
+		if le < 0 {
+			le = len(b)
+		} else {
+			le += m
+			c.Lines++
+		}
+		line := b[ls:le]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		for i := range s.rules {
+			r := &s.rules[i]
+			if r.re != nil {
+				if !r.re.Match(line) {
+					continue
+				}
+			} else if !bytes.Contains(line, r.lits[0]) {
+				continue
+			}
+			c.Counts[i]++
+			if s.samples > 0 && len(c.Samples[i]) < s.samples {
+				c.Samples[i] = append(c.Samples[i], Clip(line, s.sampleLen))
+			}
+			break
+		}
+		p = le + 1
 	}
 }
 

@@ -170,8 +170,15 @@ func TestScanMatchesReference(t *testing.T) {
 				samples := r.IntN(3)
 				s := mustScanner(t, rules, samples, 8+r.IntN(40))
 				// Small blocks put many lines across block boundaries and
-				// force the buffer to grow for long lines.
+				// force the buffer to grow for long lines; large ones give
+				// the one-pass kernel whole 64-byte chunks. Every other
+				// iteration stays off the kernel, so that both paths are
+				// held to the reference.
 				s.blockLen = 1 + r.IntN(300)
+				if iter%3 == 0 {
+					s.blockLen = 1 + r.IntN(8192)
+				}
+				s.noFused = iter%2 == 1
 				want := reference(t, data, rules, samples, s.sampleLen)
 				// A reader returning one byte at a time checks that partial
 				// reads are stitched correctly.

@@ -1,0 +1,32 @@
+package analyzelogs
+
+import "golang.org/x/sys/cpu"
+
+// haveFused says the CPU can run the one-pass kernel.
+var haveFused = cpu.X86.HasAVX2 && cpu.X86.HasPOPCNT
+
+//go:noescape
+func candAVX2(b []byte, set uint32) (nl int, at int)
+
+// nextCand counts the line feeds of b up to the first byte that is one of
+// the four packed in set, and returns that byte's offset, or -1 after
+// counting every line feed of b.
+func nextCand(b []byte, set uint32) (nl int, at int) {
+	n := len(b) &^ 63
+	if n > 0 {
+		nl, at = candAVX2(b[:n], set)
+		if at >= 0 {
+			return nl, at
+		}
+	}
+	c0, c1, c2, c3 := byte(set), byte(set>>8), byte(set>>16), byte(set>>24)
+	for i := n; i < len(b); i++ {
+		switch b[i] {
+		case c0, c1, c2, c3:
+			return nl, i
+		case '\n':
+			nl++
+		}
+	}
+	return nl, -1
+}

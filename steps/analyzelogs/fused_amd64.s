@@ -1,0 +1,107 @@
+#include "textflag.h"
+
+// func candAVX2(b []byte, set uint32) (nl int, at int)
+//
+// b's length is a multiple of 64. Counts line feeds up to the first byte of
+// b that equals one of the four bytes packed in set, and returns that byte's
+// offset, or -1 after counting every line feed of b. One pass: each 64-byte
+// chunk is loaded once and compared with all five bytes.
+TEXT ·candAVX2(SB), NOSPLIT, $0-48
+	MOVQ b_base+0(FP), SI
+	MOVQ b_len+8(FP), DX
+	MOVL set+24(FP), AX
+	MOVQ SI, DI
+	XORQ R8, R8
+
+	MOVL $0x0a, BX
+	MOVQ BX, X0
+	VPBROADCASTB X0, Y0
+	MOVL AX, BX
+	ANDL $0xff, BX
+	MOVQ BX, X1
+	VPBROADCASTB X1, Y1
+	SHRL $8, AX
+	MOVL AX, BX
+	ANDL $0xff, BX
+	MOVQ BX, X2
+	VPBROADCASTB X2, Y2
+	SHRL $8, AX
+	MOVL AX, BX
+	ANDL $0xff, BX
+	MOVQ BX, X3
+	VPBROADCASTB X3, Y3
+	SHRL $8, AX
+	MOVQ AX, X4
+	VPBROADCASTB X4, Y4
+
+	TESTQ DX, DX
+	JZ    none
+
+loop:
+	VMOVDQU (SI), Y5
+	VMOVDQU 32(SI), Y6
+
+	VPCMPEQB Y5, Y1, Y7
+	VPCMPEQB Y5, Y2, Y8
+	VPOR     Y7, Y8, Y7
+	VPCMPEQB Y5, Y3, Y8
+	VPOR     Y7, Y8, Y7
+	VPCMPEQB Y5, Y4, Y8
+	VPOR     Y7, Y8, Y7
+
+	VPCMPEQB Y6, Y1, Y9
+	VPCMPEQB Y6, Y2, Y10
+	VPOR     Y9, Y10, Y9
+	VPCMPEQB Y6, Y3, Y10
+	VPOR     Y9, Y10, Y9
+	VPCMPEQB Y6, Y4, Y10
+	VPOR     Y9, Y10, Y9
+
+	VPCMPEQB Y5, Y0, Y11
+	VPCMPEQB Y6, Y0, Y12
+
+	VPOR      Y7, Y9, Y13
+	VPTEST    Y13, Y13
+	JNZ       found
+
+	VPMOVMSKB Y11, AX
+	VPMOVMSKB Y12, BX
+	POPCNTL   AX, AX
+	POPCNTL   BX, BX
+	ADDQ      AX, R8
+	ADDQ      BX, R8
+
+	ADDQ $64, SI
+	SUBQ $64, DX
+	JNZ  loop
+
+none:
+	MOVQ R8, nl+32(FP)
+	MOVQ $-1, at+40(FP)
+	VZEROUPPER
+	RET
+
+found:
+	// 64-bit masks: candidates in AX, line feeds in BX.
+	VPMOVMSKB Y7, AX
+	VPMOVMSKB Y9, CX
+	SHLQ      $32, CX
+	ORQ       CX, AX
+	VPMOVMSKB Y11, BX
+	VPMOVMSKB Y12, CX
+	SHLQ      $32, CX
+	ORQ       CX, BX
+	BSFQ      AX, CX
+	// Line feeds before the candidate: BX & (1<<CX - 1).
+	MOVQ      $1, AX
+	SHLQ      CX, AX
+	DECQ      AX
+	ANDQ      AX, BX
+	POPCNTQ   BX, BX
+	ADDQ      BX, R8
+	SUBQ      DI, SI
+	ADDQ      CX, SI
+	MOVQ      R8, nl+32(FP)
+	MOVQ      SI, at+40(FP)
+	VZEROUPPER
+	RET

@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package analyzelogs
+
+// haveFused is false where there is no one-pass kernel: the scanner then
+// makes one vectorised pass for line feeds and one per searched byte.
+const haveFused = false
+
+func nextCand(b []byte, set uint32) (nl int, at int) { panic("analyzelogs: no one-pass kernel on this platform") }
