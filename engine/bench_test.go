@@ -4,8 +4,14 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/tmpl"
 )
 
 // BenchmarkThreeStages measures items per second through a lazy source,
@@ -99,5 +105,88 @@ func TestMemoryFlat(t *testing.T) {
 	t.Logf("peak heap: %.1f MiB for 250k items, %.1f MiB for 4M items", float64(small)/(1<<20), float64(large)/(1<<20))
 	if large > 2*small+8<<20 {
 		t.Errorf("peak heap grew from %d to %d bytes with 16 times the items", small, large)
+	}
+}
+
+// BenchmarkLimiter measures what a limit costs per attempt when it does not
+// make anyone wait (the rate is far above what the loop reaches): taking
+// and giving back a rate token, a concurrency slot, a keyed bucket. Run
+// with -cpu 1,2 to see contention on the shared limit.
+func BenchmarkLimiter(b *testing.B) {
+	fast := &spec.Rate{N: 1e12, Per: time.Second}
+	for _, bc := range []struct {
+		name string
+		lim  func() *limit
+		keys int
+	}{
+		{"rate", func() *limit { return newLimit("r", fast, 1, 0, nil, 0, realClock{}) }, 0},
+		{"concurrency", func() *limit { return newLimit("c", nil, 0, 1<<20, nil, 0, realClock{}) }, 0},
+		{"rate+concurrency", func() *limit { return newLimit("rc", fast, 1, 1<<20, nil, 0, realClock{}) }, 0},
+		{"keyed-rate-1000-keys", func() *limit {
+			key, err := tmpl.Compile("${ item }")
+			if err != nil {
+				b.Fatal(err)
+			}
+			return newLimit("k", fast, 1, 0, key, 0, realClock{})
+		}, 1000},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			lm := &limiter{limits: []*limit{bc.lim()}}
+			keys := make([][]string, max(bc.keys, 1))
+			for i := range keys {
+				if bc.keys > 0 {
+					keys[i] = []string{strconv.Itoa(i)}
+				}
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var h held
+				i := 0
+				for pb.Next() {
+					if err := lm.acquire(context.Background(), keys[i%len(keys)], &h); err != nil {
+						b.Error(err)
+						return
+					}
+					lm.done(&h)
+					i++
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkRateAccuracy runs items through a stage limited to 2,000/s and
+// reports the rate achieved, measured as the bench harness does at its
+// server: (n - 1) / (last start - first start). It should read 2000.
+func BenchmarkRateAccuracy(b *testing.B) {
+	const n = 1000
+	for range b.N {
+		var mu sync.Mutex
+		var first, last time.Time
+		stamp := steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
+			now := time.Now()
+			mu.Lock()
+			if first.IsZero() || now.Before(first) {
+				first = now
+			}
+			if now.After(last) {
+				last = now
+			}
+			mu.Unlock()
+			return in.Item, nil
+		})
+		col := &collector{}
+		p := parse(b, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {nums: %d}}
+  - {name: a, step: fn, with: {fn: %s}, workers: 8, rate: 2000/s}
+  - {name: out, sink: {collect: %s}}
+`, n, fn(stamp), fn(col)))
+		rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
+		if err != nil || rep.Status != "succeeded" || col.count.Load() != n {
+			b.Fatalf("err %v, sink got %d of %d", err, col.count.Load(), n)
+		}
+		b.ReportMetric(float64(n-1)/last.Sub(first).Seconds(), "items/s")
 	}
 }
