@@ -6,4 +6,6 @@ package analyzelogs
 // makes one vectorised pass for line feeds and one per searched byte.
 const haveFused = false
 
-func nextCand(b []byte, set uint32) (nl int, at int) { panic("analyzelogs: no one-pass kernel on this platform") }
+func nextCand(b []byte, set uint32) (nl int, at int) {
+	panic("analyzelogs: no one-pass kernel on this platform")
+}
