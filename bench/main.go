@@ -388,7 +388,10 @@ func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
 			}
 			cpu, rss := fmt.Sprintf("%.3fs", c.medianCPU().Seconds()), fmt.Sprintf("%.1f MB", c.peakRSSMB())
 			if c.inproc != nil {
-				cpu, rss = "-", "-" // shared with the harness itself
+				rss = "-" // the harness's own
+				if c.medianCPU() == 0 {
+					cpu = "-"
+				}
 			}
 			fmt.Fprintf(w, "| %s | %s | %.3fs | %s | %s %s/s | %s | %s |\n", wl.title, c.name, c.medianWall().Seconds(), cpu, human(c.rate()), wl.unit, rss, ratio)
 			if c.note != "" {
