@@ -380,6 +380,9 @@ type state struct {
 	// bytes packed in set (see linesFused).
 	fused bool
 	set   uint32
+	// back is the longest literal's length less one when every rule is a
+	// literal, else -1.
+	back int
 }
 
 func newState(rules []rule) *state {
@@ -408,6 +411,14 @@ func (st *state) plan(s *Scanner, first []byte) {
 		}
 	}
 	st.fused, st.set = fusedSet(s, st.by)
+	st.back = 0
+	for _, r := range rules {
+		if r.re != nil {
+			st.back = -1
+			break
+		}
+		st.back = max(st.back, len(r.lits[0])-1)
+	}
 }
 
 // fusedSet says whether the one-pass kernel can serve these rules, and with
@@ -454,7 +465,15 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 			return
 		}
 		m := p + at
-		ls := p + bytes.LastIndexByte(b[p:m], '\n') + 1
+		// The kernel saw every byte from p to m and stopped at none, so an
+		// occurrence of a literal that starts more than back bytes before
+		// m would have stopped it: checking literals needs only the end of
+		// the line from there. Regular expressions need the whole line.
+		from := p
+		if st.back >= 0 {
+			from = max(p, m-st.back)
+		}
+		ls := from + bytes.LastIndexByte(b[from:m], '\n') + 1
 		le := bytes.IndexByte(b[m:], '\n')
 		if le < 0 {
 			le = len(b)
@@ -477,7 +496,8 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 			}
 			c.Counts[i]++
 			if s.samples > 0 && len(c.Samples[i]) < s.samples {
-				c.Samples[i] = append(c.Samples[i], Clip(line, s.sampleLen))
+				whole := b[p+bytes.LastIndexByte(b[p:m], '\n')+1 : ls+len(line)]
+				c.Samples[i] = append(c.Samples[i], Clip(whole, s.sampleLen))
 			}
 			break
 		}
