@@ -168,3 +168,23 @@ func TestWithoutCatalogStillChecksStructure(t *testing.T) {
 		t.Errorf("got %v", ds)
 	}
 }
+
+func TestLockForms(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want spec.Lock
+	}{
+		{"lock: run.lock", spec.Lock{File: "run.lock"}},
+		{"lock: {file: /var/lock/x, mode: skip}", spec.Lock{File: "/var/lock/x", Mode: "skip"}},
+		{"lock: {file: x, mode: wait, timeout: 90s}", spec.Lock{File: "x", Mode: "wait", Timeout: 90 * time.Second}},
+	} {
+		p, err := spec.Parse("p.yaml", []byte("version: 1\n"+tc.src+"\nstages:\n  - {name: s, source: {items: [1]}}\n"), spec.Options{}, spectest.Registry())
+		if err != nil {
+			t.Errorf("%s: %v", tc.src, err)
+			continue
+		}
+		if p.Lock == nil || p.Lock.File != tc.want.File || p.Lock.Mode != tc.want.Mode || p.Lock.Timeout != tc.want.Timeout {
+			t.Errorf("%s: got %+v, want %+v", tc.src, p.Lock, tc.want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ type Pipeline struct {
 	Vars        Vars              `yaml:"vars" desc:"Variables with their default values, used in expressions as 'vars.NAME'. Override with '--set NAME=VALUE' or the environment variable 'FLOW_VAR_NAME'. A variable written as a mapping with 'default' and 'secret: true' is never printed in logs or reports."`
 	Limits      map[string]*Limit `yaml:"limits" desc:"Named limits (rate and concurrency) shared by every stage that names them in 'limit:'."`
 	Timeout     time.Duration     `yaml:"timeout" desc:"Bound on the whole run, as a Go duration (\"30s\", \"5m\"). When it passes, running work is cancelled and the run fails." example:"10m"`
+	Lock        *Lock             `yaml:"lock" desc:"Hold an exclusive lock on a file for the whole run, so that overlapping runs (from cron, say) never run at once: a path, or a mapping such as '{file: run.lock, mode: skip}'. The flags '--lock', '--lock-mode' and '--lock-timeout' override it." example:"/var/lock/nightly.lock"`
 	Stages      []*Stage          `yaml:"stages" required:"true" desc:"The stages, in order: a source first, then steps, then optionally a sink. Each stage streams its results into the next."`
 
 	// File is the path the pipeline was read from; Dir its directory.
@@ -27,6 +28,17 @@ type Pipeline struct {
 	Dir  string     `yaml:"-"`
 	Node *yaml.Node `yaml:"-" conf:"node"`
 }
+
+// Lock is the file lock a run holds, so that runs do not overlap.
+type Lock struct {
+	File    string        `yaml:"file" required:"true" desc:"The lock file, relative to the pipeline file unless absolute; created when missing. The lock (flock) goes with the process, so a run killed in any way never leaves a stale lock." example:"run.lock"`
+	Mode    string        `yaml:"mode" enum:"fail,skip,wait" default:"fail" desc:"When another run holds the lock: 'fail' (exit 1 without running), 'skip' (exit 75 without running: not an error for cron wrappers) or 'wait' (until it is free, or 'timeout')."`
+	Timeout time.Duration `yaml:"timeout" desc:"With 'mode: wait': give up (exit 1) after this long, as a Go duration. Without it a run waits as long as it takes." example:"10m"`
+
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+func (*Lock) Shorthand() string { return "file" }
 
 // Limit is a named rate and/or concurrency limit.
 type Limit struct {

@@ -1122,6 +1122,54 @@ func TestLockOverlappingRuns(t *testing.T) {
 	}
 }
 
+// lock: in the file: the path is relative to the file (not to the working
+// directory), the mode comes from the file, and the flags override it.
+func TestLockFromFile(t *testing.T) {
+	dir := t.TempDir()
+	withLock := strings.Replace(relLong, "version: 1\n", "version: 1\nlock: {file: run.lock, mode: skip}\n", 1)
+	first, _ := relStartLong(t, dir, withLock)
+	if _, err := os.Stat(filepath.Join(dir, "run.lock")); err != nil {
+		t.Fatalf("the holder made no run.lock beside its pipeline: %v", err)
+	}
+	pipeline := filepath.Join(dir, "p.yaml")
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		// Another working directory: a path relative to it would miss
+		// the holder's lock and run.
+		cmd := exec.Command(os.Args[0], append([]string{"run", pipeline, "--progress", "none"}, args...)...)
+		cmd.Dir = t.TempDir()
+		cmd.Env = append(os.Environ(), cliEnv+"=1")
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return relWait(t, cmd), stderr.String()
+	}
+	holder := fmt.Sprintf("locked by pid %d since ", first.Process.Pid)
+	if code, stderr := run(); code != 75 || !strings.Contains(stderr, holder) {
+		t.Errorf("mode skip from the file: exit %d, want 75 naming the holder\n%s", code, stderr)
+	}
+	if code, stderr := run("--lock-mode", "fail"); code != 1 || !strings.Contains(stderr, holder) {
+		t.Errorf("--lock-mode fail over the file: exit %d, want 1\n%s", code, stderr)
+	}
+	if code, stderr := run("--lock-timeout", "1s"); code != 2 || !strings.Contains(stderr, "add --lock-mode wait") {
+		t.Errorf("a timeout with mode skip: exit %d, want 2 saying what to add\n%s", code, stderr)
+	}
+	// --lock names another file: nothing holds it, the run goes ahead.
+	short := strings.Replace(withLock, "to: 100000", "to: 3", 1)
+	if err := os.WriteFile(filepath.Join(dir, "short.yaml"), []byte(short), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pipeline = filepath.Join(dir, "short.yaml")
+	if code, stderr := run("--lock", filepath.Join(t.TempDir(), "other.lock")); code != 0 {
+		t.Errorf("--lock over the file's lock: exit %d, want 0\n%s", code, stderr)
+	}
+	if code, _ := run(); code != 75 {
+		t.Errorf("short.yaml shares run.lock with the holder: exit %d, want 75", code)
+	}
+}
+
 // A waiting run starts as soon as the holder finishes.
 func TestLockWaitRunsAfterTheHolder(t *testing.T) {
 	dir := t.TempDir()

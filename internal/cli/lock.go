@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/flowrun/flow/lock"
 	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/spec"
 )
 
 // ExitLocked is the exit code of a run skipped because another run holds
@@ -25,6 +27,8 @@ type lockFlags struct {
 	file    string
 	mode    string
 	timeout time.Duration
+	// changed tells which flags the command line set; nil means none.
+	changed func(name string) bool
 }
 
 func addLockFlags(cmd *cobra.Command, f *lockFlags) {
@@ -40,13 +44,39 @@ func checkLockFlags(f lockFlags) error {
 	if _, err := lock.ParseMode(f.mode); err != nil {
 		return &exitError{code: ExitInvalid, msg: "--lock-mode: " + err.Error()}
 	}
-	if f.file == "" && (f.mode != "fail" || f.timeout != 0) {
-		return &exitError{code: ExitInvalid, msg: "--lock-mode and --lock-timeout need --lock FILE"}
-	}
 	if f.timeout < 0 {
 		return &exitError{code: ExitInvalid, msg: "--lock-timeout must not be negative"}
 	}
 	return nil
+}
+
+// effectiveLock merges the pipeline's lock: with the flags, each flag the
+// command line set winning over the file. A relative path in the file is
+// relative to the file, as every path in it is; one given as a flag is
+// relative to the working directory, as every flag is.
+func effectiveLock(f lockFlags, p *spec.Pipeline) (lockFlags, error) {
+	set := func(name string) bool { return f.changed != nil && f.changed(name) }
+	if l := p.Lock; l != nil {
+		if !set("lock") {
+			f.file = l.File
+			if !filepath.IsAbs(f.file) {
+				f.file = filepath.Join(p.Dir, f.file)
+			}
+		}
+		if !set("lock-mode") && l.Mode != "" {
+			f.mode = l.Mode
+		}
+		if !set("lock-timeout") {
+			f.timeout = l.Timeout
+		}
+	}
+	if f.file == "" && (set("lock-mode") || set("lock-timeout")) {
+		return f, &exitError{code: ExitInvalid, msg: "--lock-mode and --lock-timeout need a lock file: --lock FILE, or lock: in the pipeline file"}
+	}
+	if f.timeout > 0 && f.mode != "wait" {
+		return f, &exitError{code: ExitInvalid, msg: fmt.Sprintf("a lock timeout only applies in mode wait, and the lock mode is %s; add --lock-mode wait", f.mode)}
+	}
+	return f, nil
 }
 
 // takeLock acquires the --lock file, if any. On failure it calls stop (the
@@ -79,13 +109,13 @@ func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func()
 		err = fmt.Errorf("stopped by %s while waiting for the lock %s", signalName(sig), f.lock.file)
 	case errors.As(err, &held) && held.Mode == lock.Skip:
 		code, status = ExitLocked, "skipped"
-		err = fmt.Errorf("skipped: %v: another run is in progress (exit %d; --lock-mode wait waits for it)", err, ExitLocked)
+		err = fmt.Errorf("skipped: %v: another run is in progress (exit %d; lock mode wait waits for it)", err, ExitLocked)
 	case errors.As(err, &held) && held.Mode == lock.Fail:
-		err = fmt.Errorf("%v: another run is in progress; not running (--lock-mode skip exits %d instead, --lock-mode wait waits)", err, ExitLocked)
+		err = fmt.Errorf("%v: another run is in progress; not running (lock mode skip exits %d instead, wait waits)", err, ExitLocked)
 	case errors.As(err, &held):
 		err = fmt.Errorf("%v; not running", err)
 	default:
-		err = fmt.Errorf("--lock %s: %v", f.lock.file, err)
+		err = fmt.Errorf("lock file %s: %v", f.lock.file, err)
 	}
 	fmt.Fprintf(a.stderr, "flow: %v\n", err)
 	if f.report != "" {

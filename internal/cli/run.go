@@ -53,15 +53,19 @@ Exit codes: 0 every item succeeded (or failures stayed within max_errors);
 --lock FILE keeps runs from cron from overlapping: the run holds an exclusive
 lock (flock) on FILE until it ends, however it ends, so a killed run never
 leaves a stale lock. A run that finds it held waits, skips or fails as
---lock-mode says.`,
+--lock-mode says. A pipeline can declare its lock in the file instead
+(lock: run.lock, or lock: {file: run.lock, mode: skip}); the flags override
+it.`,
 		Example: `  flow run pipeline.yaml
   flow run pipeline.yaml --set count=100 --report report.json
   FLOW_VAR_base_url=http://localhost:8080 flow run api.yaml
   flow run pipeline.yaml --progress plain 2> progress.log
-  flow run pipeline.yaml > results.jsonl`,
+  flow run pipeline.yaml > results.jsonl
+  flow run nightly.yaml --lock /tmp/nightly.lock --lock-mode skip   # from cron`,
 		Args:              oneFile,
 		ValidArgsFunction: yamlFiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.lock.changed = cmd.Flags().Changed
 			return a.runPipeline(args[0], f)
 		},
 	}
@@ -95,6 +99,9 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		printDiags(a.stderr, file, err)
 		fmt.Fprintf(a.stderr, "flow: %s is not valid; nothing was run. Fix the problems above (flow validate %s checks again).\n", file, file)
 		return exitCode(ExitInvalid)
+	}
+	if f.lock, err = effectiveLock(f.lock, p); err != nil {
+		return err
 	}
 	mode := f.progress
 	if a.quiet {

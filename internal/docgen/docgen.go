@@ -70,6 +70,13 @@ func Reference(reg *steps.Registry) []byte {
 	b.WriteString("count across all those stages together.\n\n")
 	fieldTable(&b, reflect.TypeFor[spec.Limit](), "")
 
+	b.WriteString("## `lock`\n\n")
+	b.WriteString("The lock a run holds, so that runs of the pipeline never overlap (from cron, say): `lock: run.lock` ")
+	b.WriteString("is `{file: run.lock, mode: fail}`. A run that finds the lock held by another run fails, skips (exit 75) ")
+	b.WriteString("or waits, as `mode` says. `flow run --lock FILE`, `--lock-mode` and `--lock-timeout` override the ")
+	b.WriteString("parts they name. See [Operations](operations.md#overlapping-runs).\n\n")
+	fieldTable(&b, reflect.TypeFor[spec.Lock](), "lock.")
+
 	b.WriteString("## `stages[]`\n\n")
 	b.WriteString("Each stage has a `name` and exactly one of `source:`, `step:` (with its options in `with:`) or `sink:`. ")
 	b.WriteString("The first stage is the source; a sink, if any, is the last. The policy keys (`mode` to `when`) apply to ")

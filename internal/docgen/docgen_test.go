@@ -46,7 +46,7 @@ func TestReferenceCoversEveryKey(t *testing.T) {
 	ref := string(docgen.Reference(reg))
 	for _, key := range []string{"version", "vars", "limits", "stages", "mode", "workers", "rate", "burst", "limit",
 		"timeout", "deadline", "retry.attempts", "retry.on", "order", "key", "complete", "on_error", "max_errors", "when",
-		"max_tasks_per_child", "memory", "concurrency"} {
+		"max_tasks_per_child", "memory", "concurrency", "lock", "lock.file", "lock.mode", "lock.timeout"} {
 		if !strings.Contains(ref, "| `"+key+"` |") {
 			t.Errorf("reference.md has no row for %q", key)
 		}
