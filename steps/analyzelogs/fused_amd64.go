@@ -8,6 +8,17 @@ var haveFused = cpu.X86.HasAVX2 && cpu.X86.HasPOPCNT
 //go:noescape
 func candAVX2(b []byte, set uint32) (nl int, at int)
 
+//go:noescape
+func chunkAVX2(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
+
+// nextChunk counts the line feeds of b's 64-byte chunks up to the first
+// chunk holding one of the four bytes packed in set, and returns its offset
+// and its masks (bit i for byte i): those bytes, and the line feeds. off is
+// -1 when there is none. len(b) must be a multiple of 64.
+func nextChunk(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
+	return chunkAVX2(b, set)
+}
+
 // nextCand counts the line feeds of b up to the first byte that is one of
 // the four packed in set, and returns that byte's offset, or -1 after
 // counting every line feed of b.

@@ -105,3 +105,104 @@ found:
 	MOVQ      SI, at+40(FP)
 	VZEROUPPER
 	RET
+
+// func chunkAVX2(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
+//
+// b's length is a multiple of 64. Counts the line feeds of the 64-byte
+// chunks of b up to the first chunk holding one of the four bytes packed in
+// set, and returns that chunk's offset with two masks of it, bit i for byte
+// i: the bytes of set, and the line feeds. off is -1 when no chunk holds
+// one, nl then counting every line feed of b.
+TEXT ·chunkAVX2(SB), NOSPLIT, $0-64
+	MOVQ b_base+0(FP), SI
+	MOVQ b_len+8(FP), DX
+	MOVL set+24(FP), AX
+	MOVQ SI, DI
+	XORQ R8, R8
+
+	MOVL $0x0a, BX
+	MOVQ BX, X0
+	VPBROADCASTB X0, Y0
+	MOVL AX, BX
+	ANDL $0xff, BX
+	MOVQ BX, X1
+	VPBROADCASTB X1, Y1
+	SHRL $8, AX
+	MOVL AX, BX
+	ANDL $0xff, BX
+	MOVQ BX, X2
+	VPBROADCASTB X2, Y2
+	SHRL $8, AX
+	MOVL AX, BX
+	ANDL $0xff, BX
+	MOVQ BX, X3
+	VPBROADCASTB X3, Y3
+	SHRL $8, AX
+	MOVQ AX, X4
+	VPBROADCASTB X4, Y4
+
+	TESTQ DX, DX
+	JZ    cnone
+
+cloop:
+	VMOVDQU (SI), Y5
+	VMOVDQU 32(SI), Y6
+
+	VPCMPEQB Y5, Y1, Y7
+	VPCMPEQB Y5, Y2, Y8
+	VPOR     Y7, Y8, Y7
+	VPCMPEQB Y5, Y3, Y8
+	VPOR     Y7, Y8, Y7
+	VPCMPEQB Y5, Y4, Y8
+	VPOR     Y7, Y8, Y7
+
+	VPCMPEQB Y6, Y1, Y9
+	VPCMPEQB Y6, Y2, Y10
+	VPOR     Y9, Y10, Y9
+	VPCMPEQB Y6, Y3, Y10
+	VPOR     Y9, Y10, Y9
+	VPCMPEQB Y6, Y4, Y10
+	VPOR     Y9, Y10, Y9
+
+	VPCMPEQB Y5, Y0, Y11
+	VPCMPEQB Y6, Y0, Y12
+
+	VPOR      Y7, Y9, Y13
+	VPTEST    Y13, Y13
+	JNZ       cfound
+
+	VPMOVMSKB Y11, AX
+	VPMOVMSKB Y12, BX
+	POPCNTL   AX, AX
+	POPCNTL   BX, BX
+	ADDQ      AX, R8
+	ADDQ      BX, R8
+
+	ADDQ $64, SI
+	SUBQ $64, DX
+	JNZ  cloop
+
+cnone:
+	MOVQ R8, nl+32(FP)
+	MOVQ $-1, off+40(FP)
+	MOVQ $0, cand+48(FP)
+	MOVQ $0, lf+56(FP)
+	VZEROUPPER
+	RET
+
+cfound:
+	VPMOVMSKB Y7, AX
+	VPMOVMSKB Y9, CX
+	SHLQ      $32, CX
+	ORQ       CX, AX
+	VPMOVMSKB Y11, BX
+	VPMOVMSKB Y12, CX
+	SHLQ      $32, CX
+	ORQ       CX, BX
+	SUBQ      DI, SI
+	MOVQ      R8, nl+32(FP)
+	MOVQ      SI, off+40(FP)
+	MOVQ      AX, cand+48(FP)
+	MOVQ      BX, lf+56(FP)
+	VZEROUPPER
+	RET

@@ -9,3 +9,7 @@ const haveFused = false
 func nextCand(b []byte, set uint32) (nl int, at int) {
 	panic("analyzelogs: no one-pass kernel on this platform")
 }
+
+func nextChunk(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
+	panic("analyzelogs: no one-pass kernel on this platform")
+}

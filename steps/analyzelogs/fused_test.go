@@ -136,3 +136,36 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// Picked bytes that turn out frequent (a sample that misled) send the next
+// blocks line by line; sparse ones keep the stop-at-each-byte path. Both
+// give the reference's counts.
+func TestDirectAndDense(t *testing.T) {
+	if !haveFused {
+		t.Skip("no one-pass kernel on this CPU")
+	}
+	sparse := strings.Repeat("2024-05-01 INFO request served in 3ms\n", 300) + "x ERROR y\nWARN then ERROR\n"
+	dense := strings.Repeat("2024-05-01 INFO request served in 3ms\n", 300) + strings.Repeat("ERROR WARN ERROR WARN\n", 2000) + "WARN\n"
+	for _, tc := range []struct {
+		name, data string
+		dense      bool
+	}{{"sparse", sparse, false}, {"dense", dense, true}} {
+		s := mustScanner(t, defaultRules, 2, 40)
+		s.blockLen = 4096
+		st := newState(s.rules)
+		st.plan(s, []byte(tc.data))
+		if st.direct == nil {
+			t.Fatalf("%s: literal rules did not take the direct path", tc.name)
+		}
+		c := Counts{Counts: make([]int64, len(s.rules)), Samples: make([][]string, len(s.rules))}
+		if _, err := s.scanBytes(context.Background(), &c, st, []byte(tc.data), true); err != nil {
+			t.Fatal(err)
+		}
+		if st.dense != tc.dense {
+			t.Errorf("%s: dense %v, want %v", tc.name, st.dense, tc.dense)
+		}
+		if want := reference(t, tc.data, defaultRules, 2, 40); !equalCounts(c, want) {
+			t.Errorf("%s: got %+v, want %+v", tc.name, c, want)
+		}
+	}
+}

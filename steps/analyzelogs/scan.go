@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -321,7 +322,11 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 		c.Lines++
 	}
 	if st.fused {
-		s.linesFused(c, b, st)
+		if st.direct != nil && !st.dense {
+			s.linesDirect(c, b, st)
+		} else {
+			s.linesFused(c, b, st)
+		}
 		return
 	}
 	c.Lines += int64(bytes.Count(b, []byte{'\n'}))
@@ -383,6 +388,17 @@ type state struct {
 	// back is the longest literal's length less one when every rule is a
 	// literal, else -1.
 	back int
+	// direct, when every rule is a literal, says per rule where its
+	// picked byte sits, for linesDirect. dense is set after a block where
+	// the picked bytes were too frequent for it.
+	direct []direct
+	dense  bool
+}
+
+type direct struct {
+	lit []byte
+	off int  // offset of the picked byte in lit
+	c   byte // the picked byte
 }
 
 func newState(rules []rule) *state {
@@ -412,12 +428,17 @@ func (st *state) plan(s *Scanner, first []byte) {
 	}
 	st.fused, st.set = fusedSet(s, st.by)
 	st.back = 0
-	for _, r := range rules {
+	st.direct = nil
+	for i, r := range rules {
 		if r.re != nil {
-			st.back = -1
+			st.back, st.direct = -1, nil
 			break
 		}
 		st.back = max(st.back, len(r.lits[0])-1)
+		if st.fused {
+			off := st.by[i][0].rare
+			st.direct = append(st.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
+		}
 	}
 }
 
@@ -502,6 +523,102 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 			break
 		}
 		p = le + 1
+	}
+}
+
+// linesDirect is linesFused for rules that are all literals, without
+// looking for line boundaries: the kernel hands over each 64-byte chunk that
+// holds a picked byte, with a mask of those bytes and one of the line feeds,
+// and at each picked byte the literals picked by it are compared in place.
+// Every occurrence of a literal has its picked byte somewhere, so each one
+// is seen; a line's rule is the first (in rule order) of those seen in it,
+// and a line ends at a line feed of the masks. Lines with no picked byte
+// cost nothing beyond the kernel's pass.
+func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
+	var (
+		best  = -1 // the pending line's rule so far
+		at    int  // where it was seen
+		stops int
+	)
+	// feeds accounts for line feeds at the bits of lf (of the chunk at
+	// base): the first ends the pending line.
+	feeds := func(lf uint64) {
+		if lf != 0 {
+			if best >= 0 {
+				s.count(c, b, best, at)
+				best = -1
+			}
+			c.Lines += int64(bits.OnesCount64(lf))
+		}
+	}
+	stop := func(m int) {
+		stops++
+		for i := range st.direct {
+			if best >= 0 && i >= best {
+				return
+			}
+			d := &st.direct[i]
+			if start := m - d.off; d.c == b[m] && start >= 0 && start+len(d.lit) <= len(b) && bytes.Equal(b[start:start+len(d.lit)], d.lit) {
+				best, at = i, m
+			}
+		}
+	}
+	whole := len(b) &^ 63
+	for p := 0; p < whole; {
+		nl, off, cand, lf := nextChunk(b[p:whole], st.set)
+		if nl > 0 {
+			feeds(1) // any line feed before the chunk ends the pending line
+			c.Lines += int64(nl - 1)
+		}
+		if off < 0 {
+			break
+		}
+		base := p + off
+		done := uint64(0) // bits of the chunk already accounted for
+		for cand != 0 {
+			q := bits.TrailingZeros64(cand)
+			below := uint64(1)<<q - 1
+			feeds(lf & below &^ done)
+			stop(base + q)
+			done = below | uint64(1)<<q
+			cand &= cand - 1
+		}
+		feeds(lf &^ done)
+		p = base + 64
+	}
+	for i := whole; i < len(b); i++ {
+		switch b[i] {
+		case '\n':
+			feeds(1)
+		case byte(st.set), byte(st.set >> 8), byte(st.set >> 16), byte(st.set >> 24):
+			stop(i)
+		}
+	}
+	feeds(0)
+	if best >= 0 {
+		s.count(c, b, best, at)
+	}
+	// A stop every 16 bytes costs more than finding each line's bounds:
+	// the next blocks go line by line (see linesFused).
+	st.dense = stops > 64+len(b)/16
+}
+
+// count records rule i for the line holding b[at].
+func (s *Scanner) count(c *Counts, b []byte, i, at int) {
+	c.Counts[i]++
+	if s.samples > 0 && len(c.Samples[i]) < s.samples {
+		ls := bytes.LastIndexByte(b[:at], '\n') + 1
+		le := bytes.IndexByte(b[at:], '\n')
+		if le < 0 {
+			le = len(b)
+		} else {
+			le += at
+		}
+		line := b[ls:le]
+		if len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		c.Samples[i] = append(c.Samples[i], Clip(line, s.sampleLen))
 	}
 }
 
