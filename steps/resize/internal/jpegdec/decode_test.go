@@ -363,10 +363,10 @@ func TestLUTMatchesSlowPath(t *testing.T) {
 				size &= 0x0f
 			}
 			if v := e >> 16; v != 0 {
-				if int(e&0xff) != l+size || v != extend(acc<<uint(l), uint(size)) {
+				if int(e&0xff) != int(l)+size || v != extend(acc<<uint(l), uint(size)) {
 					t.Fatalf("trial %d: index %x: entry %x, code %d bits, size %d", trial, idx, e, l, size)
 				}
-			} else if int(e&0xff) != l {
+			} else if uint(e&0xff) != l {
 				t.Fatalf("trial %d: index %x: length %d, slow path %d", trial, idx, e&0xff, l)
 			}
 		}

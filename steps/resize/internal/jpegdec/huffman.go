@@ -4,7 +4,7 @@
 
 package jpegdec
 
-import "encoding/binary"
+import "bytes"
 
 // maxCodeLength is the maximum (inclusive) number of bits in a Huffman code.
 const maxCodeLength = 16
@@ -154,9 +154,9 @@ func (h *huffman) buildLUT(ac bool) {
 // decodeSlow decodes a code from the top 16 bits of acc as image/jpeg's
 // slow path does, returning its symbol and length, or a length of 0 for a
 // bad code.
-func (h *huffman) decodeSlow(acc uint64) (uint8, int) {
+func (h *huffman) decodeSlow(acc uint64) (uint8, uint) {
 	code := int32(0)
-	for i := 0; i < maxCodeLength; i++ {
+	for i := uint(0); i < maxCodeLength; i++ {
 		code |= int32(acc>>(63-i)) & 1
 		if code <= h.maxCodes[i] {
 			return h.vals[(h.valsIndices[i]+code-h.minCodes[i])&0xff], i + 1
@@ -176,27 +176,37 @@ func extend(acc uint64, s uint) int32 {
 	return v
 }
 
-// bitReader holds the unread bits of the entropy-coded data at the top of
-// acc. The bits below the first n may hold the next bits of the data or
-// zeros: refills OR the same bits into the same places.
+// bitReader reads the bits of one entropy-coded segment (the data
+// between two markers), which loadSegment has copied into seg without its
+// byte stuffing (0xFF 0x00 stands for 0xFF) and followed with zero bytes.
+// The hot loop then refills acc with one 8-byte load, no test for 0xFF and
+// no test for the end: the padding is longer than one block can consume,
+// and decodeBlock stops the decoding at the end of any block that went
+// past the data. image/jpeg errs at the first bit it cannot read; this
+// reader errs at the end of that block: the same inputs fail.
 //
-// At a marker (0xFF not followed by 0x00) or the end of the data, the
-// reader stops taking bytes and appends zero bits instead, counting them in
-// pad: the decoding has overrun the data when fewer than pad bits remain,
-// which decodeBlock checks after every block. image/jpeg errs at the first
-// bit it cannot read; this reader errs at the end of that block: the same
-// inputs fail.
+// acc holds the next unread bits at its top; n of them are valid, and the
+// bits below them are the next bits of seg, or zeros: refills OR the same
+// bits into the same places. p is the next byte of seg not yet in acc.
 type bitReader struct {
+	seg  []byte
+	p    int
 	acc  uint64
-	n    int // valid bits in acc, padding included
-	pad  int // zero bits appended past the end of the data
+	n    uint
+	bits int // bits of data in seg, padding excluded
 	stop uint8
 }
 
+// segPad is the zero padding after a segment: more than the bytes one
+// block can consume (63 AC codes of at most 16+15 bits and a DC code of
+// at most 16+16 bits: 252 bytes) plus the 8 bytes a refill loads.
+const segPad = 512
+
+var zeros [segPad]byte
+
 const (
-	stopNone   = iota
-	stopMarker // a marker ends the entropy-coded segment
-	stopEOF    // the data ends inside the segment
+	stopMarker = iota // a marker ends the entropy-coded segment
+	stopEOF           // the data ends inside the segment
 )
 
 // errShortHuffmanData and errMissingFF00 are image/jpeg's errors for
@@ -206,65 +216,48 @@ var (
 	errMissingFF00      = FormatError("missing 0xff00 sequence")
 )
 
-func (d *decoder) overrun() error {
-	if d.bits.stop == stopEOF {
+func (br *bitReader) overrun() error {
+	if br.stop == stopEOF {
 		return errShortHuffmanData
 	}
 	return errMissingFF00
 }
 
-// hasFF tells whether any byte of w is 0xFF.
-func hasFF(w uint64) bool {
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	return (^w-lo)&w&hi != 0
-}
-
-// refill brings n to at least 57 bits: eight bytes at once when they hold
-// no 0xFF (the common case), else byte by byte through refillSlow.
-func refill(data []byte, pos int, acc uint64, n int) (int, uint64, int, bool) {
-	if pos >= 0 && pos+8 <= len(data) {
-		w := binary.BigEndian.Uint64(data[pos:])
-		if !hasFF(w) {
-			acc |= w >> uint(n)
-			pos += (63 - n) >> 3
-			n |= 56
-			return pos, acc, n, true
-		}
+// loadSegment copies the entropy-coded segment that starts at d.pos into
+// d.bits.seg and moves d.pos to the marker (or the end of the data) that
+// ends it, where image/jpeg's reading stops too.
+func (d *decoder) loadSegment() {
+	br := &d.bits
+	data := d.data[d.pos:]
+	seg := br.seg[:0]
+	if cap(seg) == 0 {
+		// One allocation for all the segments of the file.
+		seg = make([]byte, 0, len(data)+segPad)
 	}
-	return pos, acc, n, false
-}
-
-// refillSlow takes bytes one at a time, unstuffing 0xFF 0x00, and stops at
-// a marker or the end of the data, from where on it appends zero bits.
-func (d *decoder) refillSlow(pos int, acc uint64, n int) (int, uint64, int) {
-	data := d.data
-	for n <= 56 {
-		if d.bits.stop != stopNone {
-			// acc is already zero past the data: see bitReader.
-			d.bits.pad += 8
-			n += 8
-			continue
-		}
-		if pos < 0 || pos >= len(data) {
-			d.bits.stop = stopEOF
-			continue
-		}
-		c := data[pos]
-		if c == 0xff {
-			if pos+1 >= len(data) {
-				d.bits.stop = stopEOF
-				continue
+	br.stop = stopEOF
+	for {
+		i := bytes.IndexByte(data, 0xff)
+		if i < 0 || i+1 >= len(data) {
+			// No marker: the segment runs to the end of the data (a final
+			// 0xFF is a marker cut off: image/jpeg reports short data).
+			if i < 0 {
+				i = len(data)
 			}
-			if data[pos+1] != 0 {
-				d.bits.stop = stopMarker
-				continue
-			}
-			pos += 2
-		} else {
-			pos++
+			seg = append(seg, data[:i]...)
+			d.pos += i
+			break
 		}
-		acc |= uint64(c) << uint(56-n)
-		n += 8
+		seg = append(seg, data[:i+1]...)
+		if data[i+1] != 0 {
+			seg = seg[:len(seg)-1]
+			d.pos += i
+			br.stop = stopMarker
+			break
+		}
+		data = data[i+2:]
+		d.pos += i + 2
 	}
-	return pos, acc, n
+	br.bits = 8 * len(seg)
+	seg = append(seg, zeros[:]...)
+	br.seg, br.p, br.acc, br.n = seg, 0, 0, 0
 }

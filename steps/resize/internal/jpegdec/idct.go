@@ -76,18 +76,23 @@ func idct(b *block, nz uint64, dst []byte, stride int) {
 	}
 	for y := range 8 {
 		row := uint8(nz >> (8 * y))
-		if row == 0 {
-			continue
-		}
 		x := b[8*y : 8*y+8 : 8*y+8]
-		if row&0xfe == 0 {
+		switch {
+		case row == 0:
+		case row&0xfe == 0:
 			v := x[0] << 17
 			x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = v, v, v, v, v, v, v, v
-			continue
+		case row&0xf8 == 0:
+			idctRow3(x)
+		default:
+			idctRow(x)
 		}
-		idctRow(x)
 	}
-	idctCols(b, dst, stride)
+	if nz>>24 == 0 {
+		idctCols3(b, dst, stride)
+	} else {
+		idctCols(b, dst, stride)
+	}
 }
 
 // idctRow applies the 1D IDCT to one row (image/jpeg's idctRows body).
@@ -102,6 +107,48 @@ func idctRow(x []int32) {
 	x6 := x[5]
 	x3 := x[6]
 	x4 := x[7]
+
+	x0 <<= 17
+	x1 <<= 17
+	x0, x1 = x0+x1, x0-x1
+	x2, x3 = dctBox(x2, x3, c(sqrt2inv_cos6, 18), -c(sqrt2inv_sin6, 18))
+	x1, x2 = x1+x2, x1-x2
+	x0, x3 = x0+x3, x0-x3
+
+	x4 <<= 7
+	x7 <<= 7
+	x7, x4 = x7+x4, x7-x4
+	x6 = x6 * c(sqrt2inv, 8)
+	x5 = x5 * c(sqrt2inv, 8)
+	x7, x5 = x7+x5, x7-x5
+	x4, x6 = x4+x6, x4-x6
+	x4, x7 = dctBox(x4>>2, x7>>2, c(cos3, 12), -c(sin3, 12))
+	x5, x6 = dctBox(x5>>2, x6>>2, c(cos1, 12), -c(sin1, 12))
+
+	x0, x7 = x0+x7, x0-x7
+	x1, x6 = x1+x6, x1-x6
+	x2, x5 = x2+x5, x2-x5
+	x3, x4 = x3+x4, x3-x4
+
+	x[0] = x0
+	x[1] = x1
+	x[2] = x2
+	x[3] = x3
+	x[4] = x4
+	x[5] = x5
+	x[6] = x6
+	x[7] = x7
+}
+
+// idctRow3 is idctRow for a row whose last five coefficients are zero:
+// the same statements, which the compiler simplifies with x[3:] known to be
+// zero (x+0, x*0 and 0>>k are exact in int32 arithmetic too).
+func idctRow3(x []int32) {
+	x = x[:8:8]
+	x0 := x[0]
+	x7 := x[1]
+	x2 := x[2]
+	var x5, x1, x6, x3, x4 int32
 
 	x0 <<= 17
 	x1 <<= 17
@@ -155,6 +202,54 @@ func idctCols(b *block, dst []byte, stride int) {
 		x6 := b[5*8+i]
 		x3 := b[6*8+i]
 		x4 := b[7*8+i]
+
+		x0 += 1 << 19
+
+		x0, x1 = (x0+x1)>>2, (x0-x1)>>2
+		x2, x3 = dctBox(x2>>13, x3>>13, c(sqrt2inv_cos6, 12), -c(sqrt2inv_sin6, 12))
+		x1, x2 = x1+x2, x1-x2
+		x0, x3 = x0+x3, x0-x3
+
+		x7, x4 = x7+x4, x7-x4
+		x5 = (x5 >> 13) * c(sqrt2inv, 14)
+		x6 = (x6 >> 13) * c(sqrt2inv, 14)
+		x7, x5 = x7+x5, x7-x5
+		x4, x6 = x4+x6, x4-x6
+		x4, x7 = dctBox(x4>>14, x7>>14, c(cos3, 12), -c(sin3, 12))
+		x5, x6 = dctBox(x5>>14, x6>>14, c(cos1, 12), -c(sin1, 12))
+
+		x0, x7 = x0+x7, x0-x7
+		x1, x6 = x1+x6, x1-x6
+		x2, x5 = x2+x5, x2-x5
+		x3, x4 = x3+x4, x3-x4
+
+		d0[i] = clamp(x0 >> 18)
+		d1[i] = clamp(x1 >> 18)
+		d2[i] = clamp(x2 >> 18)
+		d3[i] = clamp(x3 >> 18)
+		d4[i] = clamp(x4 >> 18)
+		d5[i] = clamp(x5 >> 18)
+		d6[i] = clamp(x6 >> 18)
+		d7[i] = clamp(x7 >> 18)
+	}
+}
+
+// idctCols3 is idctCols for a block whose rows 3 to 7 are zero, simplified
+// by the compiler as idctRow3 is.
+func idctCols3(b *block, dst []byte, stride int) {
+	d0 := (*[8]byte)(dst[0*stride:])
+	d1 := (*[8]byte)(dst[1*stride:])
+	d2 := (*[8]byte)(dst[2*stride:])
+	d3 := (*[8]byte)(dst[3*stride:])
+	d4 := (*[8]byte)(dst[4*stride:])
+	d5 := (*[8]byte)(dst[5*stride:])
+	d6 := (*[8]byte)(dst[6*stride:])
+	d7 := (*[8]byte)(dst[7*stride:])
+	for i := range 8 {
+		x0 := b[0*8+i]
+		x7 := b[1*8+i]
+		x2 := b[2*8+i]
+		var x5, x1, x6, x3, x4 int32
 
 		x0 += 1 << 19
 

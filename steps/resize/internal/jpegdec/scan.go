@@ -4,7 +4,10 @@
 
 package jpegdec
 
-import "image"
+import (
+	"encoding/binary"
+	"image"
+)
 
 // makeImg allocates the destination image as image/jpeg does: planes
 // rounded up to whole MCUs, then cut to the image size, so that blocks on
@@ -137,8 +140,7 @@ func (d *decoder) processSOS(n int) error {
 		}
 	}
 
-	d.bits = bitReader{}
-	pos := d.pos
+	d.loadSegment()
 	mcu, expectedRST := 0, uint8(rst0Marker)
 	var (
 		b          block
@@ -172,9 +174,7 @@ func (d *decoder) processSOS(n int) error {
 					}
 
 					b = block{}
-					var nz uint64
-					var err error
-					pos, nz, err = d.decodeBlock(pos, &b, s, &dc[s.compIndex])
+					nz, err := d.decodeBlock(&b, s, &dc[s.compIndex])
 					if err != nil {
 						return err
 					}
@@ -189,7 +189,6 @@ func (d *decoder) processSOS(n int) error {
 			if d.ri > 0 && mcu%d.ri == 0 && mcu < mxx*myy {
 				// The RST marker should follow at once; for corrupt
 				// input, findRST resynchronizes as image/jpeg does.
-				d.pos = pos
 				if err := d.readFull(d.tmp[:2]); err != nil {
 					return err
 				} else if d.tmp[0] != 0xff || d.tmp[1] != expectedRST {
@@ -197,65 +196,67 @@ func (d *decoder) processSOS(n int) error {
 						return err
 					}
 				}
-				pos = d.pos
 				expectedRST++
 				if expectedRST == rst7Marker+1 {
 					expectedRST = rst0Marker
 				}
-				d.bits = bitReader{}
+				d.loadSegment()
 				dc = [maxComponents]int32{}
 				d.eobRun = 0
 			}
 		}
 	}
-	// pos is at most the marker that ends the segment, and between the two
-	// lie only data bytes and stuffed 0xFF 0x00 pairs, which the marker loop
-	// skips as image/jpeg's does from wherever its own reading stopped.
-	d.pos = pos
+	// d.pos is at the marker that ends the segment. image/jpeg's reading
+	// stops at most there, and between the two lie only data bytes and
+	// stuffed 0xFF 0x00 pairs, which its marker loop skips.
 	return nil
 }
 
 // decodeBlock decodes the next block of s into b (zeroed), dequantized, in
-// natural order, and returns the new read position and a mask of the
-// coefficients that may be nonzero (bit i for b[i]).
-func (d *decoder) decodeBlock(pos int, b *block, s *scanComp, dcPred *int32) (int, uint64, error) {
-	data := d.data
-	acc, n := d.bits.acc, d.bits.n
+// natural order, and returns a mask of the coefficients that may be
+// nonzero (bit i for b[i]).
+func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, error) {
+	seg, p, acc, n := d.bits.seg, d.bits.p, d.bits.acc, d.bits.n
+	if p > len(seg)-segPad/2 {
+		// Cannot happen: p is at most 8 bytes past the data at the start
+		// of a block (see the end of this function), and a block reads at
+		// most 252 bytes. Checked so that the loads below cannot panic.
+		return 0, d.bits.overrun()
+	}
 	q := s.q
 
-	if n < 32 {
-		var ok bool
-		if pos, acc, n, ok = refill(data, pos, acc, n); !ok {
-			pos, acc, n = d.refillSlow(pos, acc, n)
-		}
-	}
-
 	// DC coefficient, section F.2.2.1.
+	acc |= binary.BigEndian.Uint64(seg[p:]) >> (n & 63)
+	p += int(63-n) >> 3
+	n |= 56
+	// next holds the 8 bytes from p on, loaded one refill ahead so that
+	// the load is off the dependency chain from one code to the next.
+	next := binary.BigEndian.Uint64(seg[p:])
 	h := s.dc
 	e := h.lut[acc>>(64-lutBits)]
 	var delta int32
 	if l := uint(e & 0xff); l != 0 && (e>>8&0xff == 0 || e>>16 != 0) {
 		delta = e >> 16
-		acc <<= l
-		n -= int(l)
+		acc <<= l & 63
+		n -= l
 	} else {
 		var sym uint8
-		var l int
-		if l = int(e & 0xff); l != 0 {
+		var l uint
+		if l = uint(e & 0xff); l != 0 {
 			sym = uint8(e >> 8)
 		} else if sym, l = h.decodeSlow(acc); l == 0 {
-			return pos, 0, FormatError("bad Huffman code")
+			return 0, FormatError("bad Huffman code")
 		}
-		acc <<= uint(l)
+		acc <<= l & 63
 		n -= l
 		if sym > 16 {
 			// image/jpeg: UnsupportedError("excessive DC component").
-			return pos, 0, ErrUnsupported
+			return 0, ErrUnsupported
 		}
 		if sym != 0 {
 			delta = extend(acc, uint(sym))
 			acc <<= sym
-			n -= int(sym)
+			n -= uint(sym)
 		}
 	}
 	*dcPred += delta
@@ -266,41 +267,40 @@ func (d *decoder) decodeBlock(pos int, b *block, s *scanComp, dcPred *int32) (in
 		d.eobRun--
 	} else {
 		// AC coefficients, section F.2.2.2.
-		h = s.ac
-		for k := 1; k < blockSize; k++ {
-			if n < 32 {
-				var ok bool
-				if pos, acc, n, ok = refill(data, pos, acc, n); !ok {
-					pos, acc, n = d.refillSlow(pos, acc, n)
-				}
-			}
-			e := h.lut[acc>>(64-lutBits)]
+		lut := &s.ac.lut
+		for k := uint(1); k < blockSize; k++ {
+			// At most 31 bits are consumed below, and n >= 56 after this.
+			acc |= next >> (n & 63)
+			p += int(63-n) >> 3
+			n |= 56
+			next = binary.BigEndian.Uint64(seg[p:])
+			e := lut[acc>>(64-lutBits)]
 			if v := e >> 16; v != 0 {
 				// Code and value in one probe.
-				k += int(e>>12) & 0x0f
+				k += uint(e>>12) & 0x0f
 				if k >= blockSize {
 					// image/jpeg ends the block without reading the value.
 					l := uint(e&0xff) - uint(e>>8&0x0f)
-					acc <<= l
-					n -= int(l)
+					acc <<= l & 63
+					n -= l
 					break
 				}
 				l := uint(e & 0xff)
-				acc <<= l
-				n -= int(l)
+				acc <<= l & 63
+				n -= l
 				z := unzig[k]
 				b[z&63] = v * q[k]
 				nz |= 1 << (z & 63)
 				continue
 			}
 			var sym uint8
-			var l int
-			if l = int(e & 0xff); l != 0 {
+			var l uint
+			if l = uint(e & 0xff); l != 0 {
 				sym = uint8(e >> 8)
-			} else if sym, l = h.decodeSlow(acc); l == 0 {
-				return pos, 0, FormatError("bad Huffman code")
+			} else if sym, l = s.ac.decodeSlow(acc); l == 0 {
+				return 0, FormatError("bad Huffman code")
 			}
-			acc <<= uint(l)
+			acc <<= l & 63
 			n -= l
 			val0, val1 := sym>>4, sym&0x0f
 			if val1 == 0 {
@@ -315,29 +315,29 @@ func (d *decoder) decodeBlock(pos int, b *block, s *scanComp, dcPred *int32) (in
 				if val0 != 0 {
 					d.eobRun |= uint16(acc >> (64 - uint(val0)))
 					acc <<= val0
-					n -= int(val0)
+					n -= uint(val0)
 				}
 				d.eobRun--
 				break
 			}
-			k += int(val0)
+			k += uint(val0)
 			if k >= blockSize {
 				break
 			}
 			v := extend(acc, uint(val1))
 			acc <<= val1
-			n -= int(val1)
+			n -= uint(val1)
 			z := unzig[k]
 			b[z&63] = v * q[k]
 			nz |= 1 << (z & 63)
 		}
 	}
 
-	d.bits.acc, d.bits.n = acc, n
-	if n < d.bits.pad {
-		return pos, 0, d.overrun()
+	d.bits.p, d.bits.acc, d.bits.n = p, acc, n
+	if 8*p-int(n) > d.bits.bits {
+		return 0, d.bits.overrun()
 	}
-	return pos, nz, nil
+	return nz, nil
 }
 
 // findRST advances past the next RST restart marker that matches
