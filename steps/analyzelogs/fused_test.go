@@ -3,6 +3,7 @@ package analyzelogs
 import (
 	"bytes"
 	"context"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -166,6 +167,56 @@ func TestDirectAndDense(t *testing.T) {
 		}
 		if want := reference(t, tc.data, defaultRules, 2, 40); !equalCounts(c, want) {
 			t.Errorf("%s: got %+v, want %+v", tc.name, c, want)
+		}
+	}
+}
+
+// nextChunkRef is nextChunk one byte at a time.
+func nextChunkRef(b []byte, set [4]byte) (nl, off int, cand, lf uint64) {
+	for base := 0; base+64 <= len(b); base += 64 {
+		cand, lf = 0, 0
+		for i, c := range b[base : base+64] {
+			if slices.Contains(set[:], c) {
+				cand |= 1 << i
+			}
+			if c == '\n' {
+				lf |= 1 << i
+			}
+		}
+		if cand != 0 {
+			return nl, base, cand, lf
+		}
+		nl += bits.OnesCount64(lf)
+	}
+	return nl, -1, 0, 0
+}
+
+// Both kernels, the four-byte one and the two-byte one that fusedSet's
+// cyclic packing selects for one or two bytes, against the reference.
+func TestNextChunk(t *testing.T) {
+	if !haveFused {
+		t.Skip("no one-pass kernel on this CPU")
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	alpha := []byte{'\n', 'a', 'b', 0xff, 0x80, 0, 'E', 'R', 'W'}
+	for iter := 0; iter < 20000; iter++ {
+		b := make([]byte, 64*r.IntN(12))
+		for i := range b {
+			if r.IntN(60) == 0 {
+				b[i] = alpha[r.IntN(len(alpha))]
+			} else {
+				b[i] = 'x'
+			}
+		}
+		distinct := 1 + r.IntN(4)
+		var set [4]byte
+		for k := range set {
+			set[k] = alpha[1+(k%distinct)*2%(len(alpha)-1)]
+		}
+		gotNL, gotOff, gotCand, gotLF := nextChunk(b, pack(set))
+		wantNL, wantOff, wantCand, wantLF := nextChunkRef(b, set)
+		if gotNL != wantNL || gotOff != wantOff || gotCand != wantCand || gotLF != wantLF {
+			t.Fatalf("iteration %d, set %q: got (%d, %d, %x, %x), want (%d, %d, %x, %x)", iter, set[:], gotNL, gotOff, gotCand, gotLF, wantNL, wantOff, wantCand, wantLF)
 		}
 	}
 }

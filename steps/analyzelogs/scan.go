@@ -465,7 +465,7 @@ func fusedSet(s *Scanner, by [][]pick) (bool, uint32) {
 	}
 	var packed uint32
 	for k := range 4 {
-		packed |= uint32(set[min(k, len(set)-1)]) << (8 * k)
+		packed |= uint32(set[k%len(set)]) << (8 * k)
 	}
 	return true, packed
 }
