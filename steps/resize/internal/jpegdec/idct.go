@@ -74,6 +74,11 @@ func idct(b *block, nz uint64, dst []byte, stride int) {
 		}
 		return
 	}
+	if useAVX2 {
+		_ = dst[7*stride+7]
+		idctAVX2(b, &dst[0], stride)
+		return
+	}
 	for y := range 8 {
 		row := uint8(nz >> (8 * y))
 		x := b[8*y : 8*y+8 : 8*y+8]

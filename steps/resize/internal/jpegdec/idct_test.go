@@ -88,6 +88,18 @@ func refIDCT(b *block, dst []byte, stride int) {
 // tell apart, with the magnitudes of real coefficients and with any int32
 // (corrupt files: the arithmetic must wrap as image/jpeg's does).
 func TestIDCT(t *testing.T) {
+	defer func(v bool) { useAVX2 = v }(useAVX2)
+	for _, vector := range []bool{false, true} {
+		if vector && !useAVX2 {
+			t.Log("no AVX2 here: the vector code is not tested")
+			continue
+		}
+		useAVX2 = vector
+		testIDCT(t)
+	}
+}
+
+func testIDCT(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	const stride = 13
 	for trial := range 200000 {
@@ -139,7 +151,7 @@ func TestIDCT(t *testing.T) {
 		for y := range 8 {
 			for x := range 8 {
 				if got[y*stride+x] != want[y*stride+x] {
-					t.Fatalf("trial %d: block %v (nz %x): pixel (%d,%d) = %d, want %d", trial, b, nz, x, y, got[y*stride+x], want[y*stride+x])
+					t.Fatalf("AVX2 %v, trial %d: block %v (nz %x): pixel (%d,%d) = %d, want %d", useAVX2, trial, b, nz, x, y, got[y*stride+x], want[y*stride+x])
 				}
 			}
 		}

@@ -1,0 +1,7 @@
+//go:build !amd64 || purego
+
+package jpegdec
+
+var useAVX2 = false
+
+func idctAVX2(b *block, dst *byte, stride int) { panic("unreachable") }
