@@ -120,6 +120,7 @@ type decoder struct {
 	comp  [maxComponents]component
 	huff  [maxTc + 1][maxTh + 1]huffman
 	quant [maxTq + 1]block // Quantization tables, in zig-zag order.
+	scan  [maxComponents]scanComp
 	tmp   [2 * blockSize]byte
 }
 

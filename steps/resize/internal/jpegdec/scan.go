@@ -44,12 +44,18 @@ func (d *decoder) makeImg(mxx, myy int) {
 	d.img3 = m.SubImage(image.Rect(0, 0, d.width, d.height)).(*image.YCbCr)
 }
 
-// scanComp is what the block loop needs of one component of a scan.
+// scanComp is what the block loop needs of one component of a scan. The
+// AC look-up table and the quantization table are copied in next to the
+// block being decoded, so that the hot loop reaches all three from one
+// pointer: fewer live registers, fewer spills.
 type scanComp struct {
+	b      block // the block being decoded
+	q      block // quantization table, zig-zag order
+	aclut  [1 << lutBits]lutEntry
+	ac, dc *huffman
+
 	compIndex uint8
 	hi, vi    int
-	dc, ac    *huffman
-	q         *block
 	pix       []byte // the whole plane, from its first row
 	stride    int
 }
@@ -69,7 +75,7 @@ func (d *decoder) processSOS(n int) error {
 	if n != 4+2*nComp {
 		return FormatError("SOS length inconsistent with number of components")
 	}
-	var scan [maxComponents]scanComp
+	scan := &d.scan
 	totalHV := 0
 	for i := 0; i < nComp; i++ {
 		cs := d.tmp[1+2*i] // Component selector.
@@ -125,7 +131,8 @@ func (d *decoder) processSOS(n int) error {
 		s := &scan[i]
 		ci := s.compIndex
 		s.hi, s.vi = d.comp[ci].h, d.comp[ci].v
-		s.q = &d.quant[d.comp[ci].tq]
+		s.q = d.quant[d.comp[ci].tq]
+		s.aclut = s.ac.lut
 		if d.nComp == 1 {
 			s.pix, s.stride = d.img1.Pix, d.img1.Stride
 		} else {
@@ -143,7 +150,6 @@ func (d *decoder) processSOS(n int) error {
 	d.loadSegment()
 	mcu, expectedRST := 0, uint8(rst0Marker)
 	var (
-		b          block
 		dc         [maxComponents]int32
 		bx, by     int
 		blockCount int
@@ -173,8 +179,8 @@ func (d *decoder) processSOS(n int) error {
 						}
 					}
 
-					b = block{}
-					nz, err := d.decodeBlock(&b, s, &dc[s.compIndex])
+					s.b = block{}
+					nz, err := d.decodeBlock(s, &dc[s.compIndex])
 					if err != nil {
 						return err
 					}
@@ -182,7 +188,7 @@ func (d *decoder) processSOS(n int) error {
 					if off < 0 || off+7*s.stride+8 > len(s.pix) {
 						return FormatError("block outside the image")
 					}
-					idct(&b, nz, s.pix[off:], s.stride)
+					idct(&s.b, nz, s.pix[off:], s.stride)
 				}
 			}
 			mcu++
@@ -212,10 +218,10 @@ func (d *decoder) processSOS(n int) error {
 	return nil
 }
 
-// decodeBlock decodes the next block of s into b (zeroed), dequantized, in
-// natural order, and returns a mask of the coefficients that may be
+// decodeBlock decodes the next block of s into s.b (zeroed), dequantized,
+// in natural order, and returns a mask of the coefficients that may be
 // nonzero (bit i for b[i]).
-func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, error) {
+func (d *decoder) decodeBlock(s *scanComp, dcPred *int32) (uint64, error) {
 	seg, p, acc, n := d.bits.seg, d.bits.p, d.bits.acc, d.bits.n
 	if p > len(seg)-segPad/2 {
 		// Cannot happen: p is at most 8 bytes past the data at the start
@@ -223,8 +229,6 @@ func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, err
 		// most 252 bytes. Checked so that the loads below cannot panic.
 		return 0, d.bits.overrun()
 	}
-	q := s.q
-
 	// DC coefficient, section F.2.2.1.
 	acc |= binary.BigEndian.Uint64(seg[p:]) >> (n & 63)
 	p += int(63-n) >> 3
@@ -260,24 +264,24 @@ func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, err
 		}
 	}
 	*dcPred += delta
-	b[0] = *dcPred * q[0]
-	nz := uint64(1)
+	s.b[0] = *dcPred * s.q[0]
+	// last is the zig-zag index of the last coefficient stored.
+	last := uint(0)
 
 	if d.eobRun > 0 {
 		d.eobRun--
 	} else {
 		// AC coefficients, section F.2.2.2.
-		lut := &s.ac.lut
 		for k := uint(1); k < blockSize; k++ {
 			// At most 31 bits are consumed below, and n >= 56 after this.
 			acc |= next >> (n & 63)
 			p += int(63-n) >> 3
 			n |= 56
 			next = binary.BigEndian.Uint64(seg[p:])
-			e := lut[acc>>(64-lutBits)]
+			e := s.aclut[acc>>(64-lutBits)]
 			if v := e >> 16; v != 0 {
 				// Code and value in one probe.
-				k += uint(e>>12) & 0x0f
+				k += uint(uint32(e)>>12) & 0x0f
 				if k >= blockSize {
 					// image/jpeg ends the block without reading the value.
 					l := uint(e&0xff) - uint(e>>8&0x0f)
@@ -288,9 +292,8 @@ func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, err
 				l := uint(e & 0xff)
 				acc <<= l & 63
 				n -= l
-				z := unzig[k]
-				b[z&63] = v * q[k]
-				nz |= 1 << (z & 63)
+				s.b[unzig[k]&63] = v * s.q[k]
+				last = k
 				continue
 			}
 			var sym uint8
@@ -327,9 +330,8 @@ func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, err
 			v := extend(acc, uint(val1))
 			acc <<= val1
 			n -= uint(val1)
-			z := unzig[k]
-			b[z&63] = v * q[k]
-			nz |= 1 << (z & 63)
+			s.b[unzig[k]&63] = v * s.q[k]
+			last = k
 		}
 	}
 
@@ -337,8 +339,19 @@ func (d *decoder) decodeBlock(b *block, s *scanComp, dcPred *int32) (uint64, err
 	if 8*p-int(n) > d.bits.bits {
 		return 0, d.bits.overrun()
 	}
-	return nz, nil
+	return zigMask[last], nil
 }
+
+// zigMask[k] has a bit for the natural-order index of each of the first
+// k+1 coefficients in zig-zag order.
+var zigMask = func() (m [blockSize]uint64) {
+	var acc uint64
+	for k, z := range unzig {
+		acc |= 1 << z
+		m[k] = acc
+	}
+	return m
+}()
 
 // findRST advances past the next RST restart marker that matches
 // expectedRST, as image/jpeg does: other than the end of the data, it is
