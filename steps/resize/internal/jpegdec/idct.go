@@ -51,19 +51,26 @@ func clamp(x int32) uint8 {
 	return uint8(x)
 }
 
-// idct transforms b, whose nonzero coefficients are among those nz has a
-// bit for, and writes the 8x8 pixels at dst, rows stride bytes apart.
-// len(dst) >= 7*stride+8.
-func idct(b *block, nz uint64, dst []byte, stride int) {
+// idct dequantizes b with q (both in natural order), transforms it and
+// writes the 8x8 pixels at dst, rows stride bytes apart. The nonzero
+// coefficients of b are among those nz has a bit for. len(dst) >=
+// 7*stride+8.
+//
+// image/jpeg multiplies every coefficient by its quantizer before the
+// transform, as here; only the place differs.
+func idct(b *block, q *block, nz uint64, dst []byte, stride int) {
 	if nz>>8 == 0 {
 		// Only the first row has coefficients: after the row pass every
 		// column is (x, 0, 0, 0, 0, 0, 0, 0), which the column pass turns
 		// into eight copies of (x + 1<<19) >> 20.
 		var out [8]uint8
 		if nz&0xfe == 0 {
-			v := clamp((b[0]<<17 + 1<<19) >> 20)
+			v := clamp((b[0]*q[0]<<17 + 1<<19) >> 20)
 			out = [8]uint8{v, v, v, v, v, v, v, v}
 		} else {
+			for i := range 8 {
+				b[i] *= q[i]
+			}
 			idctRow(b[0:8:8])
 			for i := range 8 {
 				out[i] = clamp((b[i] + 1<<19) >> 20)
@@ -76,8 +83,11 @@ func idct(b *block, nz uint64, dst []byte, stride int) {
 	}
 	if useAVX2 {
 		_ = dst[7*stride+7]
-		idctAVX2(b, &dst[0], stride)
+		idctAVX2(b, q, &dst[0], stride)
 		return
+	}
+	for i := range b {
+		b[i] *= q[i]
 	}
 	for y := range 8 {
 		row := uint8(nz >> (8 * y))

@@ -8,14 +8,14 @@ import "golang.org/x/sys/cpu"
 // idctAVX2. A variable so that the tests can run the Go code too.
 var useAVX2 = cpu.X86.HasAVX2
 
-// idctAVX2 is idctRows, idctCols and the clamped store of idct for a whole
-// block, eight rows or columns at a time in the lanes of AVX2 registers:
+// idctAVX2 is the dequantization, idctRows, idctCols and the clamped store
+// of idct for a whole block, eight rows or columns at a time in the lanes of AVX2 registers:
 // the same int32 operations (VPMULLD keeps the low 32 bits of products,
 // as Go's int32 multiplication does), so the same pixels (TestIDCT).
 // dst must hold 7*stride+8 bytes.
 //
 //go:noescape
-func idctAVX2(b *block, dst *byte, stride int)
+func idctAVX2(b, q *block, dst *byte, stride int)
 
 // idctK holds the constants of idctAVX2, each repeated in 8 lanes. The
 // dctBox rotations y0 = k*(x0+x1) + (s-k)*x1, y1 = k*(x0+x1) - (k+s)*x0

@@ -49,12 +49,14 @@
 	VPERM2I128 $0x20, i7, i3, t3 \
 	VPERM2I128 $0x31, i7, i3, t7
 
-// func idctAVX2(b *block, dst *byte, stride int)
-TEXT ·idctAVX2(SB), NOSPLIT, $0-24
+// func idctAVX2(b, q *block, dst *byte, stride int)
+TEXT ·idctAVX2(SB), NOSPLIT, $0-32
 	MOVQ b+0(FP), AX
-	MOVQ dst+8(FP), DI
-	MOVQ stride+16(FP), DX
+	MOVQ q+8(FP), BX
+	MOVQ dst+16(FP), DI
+	MOVQ stride+24(FP), DX
 
+	// Load and dequantize the rows.
 	VMOVDQU 0(AX), Y0
 	VMOVDQU 32(AX), Y1
 	VMOVDQU 64(AX), Y2
@@ -63,6 +65,14 @@ TEXT ·idctAVX2(SB), NOSPLIT, $0-24
 	VMOVDQU 160(AX), Y5
 	VMOVDQU 192(AX), Y6
 	VMOVDQU 224(AX), Y7
+	VPMULLD 0(BX), Y0, Y0
+	VPMULLD 32(BX), Y1, Y1
+	VPMULLD 64(BX), Y2, Y2
+	VPMULLD 96(BX), Y3, Y3
+	VPMULLD 128(BX), Y4, Y4
+	VPMULLD 160(BX), Y5, Y5
+	VPMULLD 192(BX), Y6, Y6
+	VPMULLD 224(BX), Y7, Y7
 
 	// Register j now holds coefficient j of every row, so that the row
 	// pass below runs on the 8 rows at once, one per lane.

@@ -4,4 +4,4 @@ package jpegdec
 
 var useAVX2 = false
 
-func idctAVX2(b *block, dst *byte, stride int) { panic("unreachable") }
+func idctAVX2(b, q *block, dst *byte, stride int) { panic("unreachable") }

@@ -5,10 +5,14 @@ import (
 	"testing"
 )
 
-// refIDCT is image/jpeg's idct (idctRows then idctCols) and the level
-// shift and clamp of its reconstructBlock, copied verbatim: the reference
-// the shortcuts and the vector code are held to.
-func refIDCT(b *block, dst []byte, stride int) {
+// refIDCT is image/jpeg's reconstructBlock (dequantization, idctRows then
+// idctCols, level shift and clamp), copied verbatim but for q being in
+// natural order: the reference the shortcuts and the vector code are held
+// to.
+func refIDCT(b, q *block, dst []byte, stride int) {
+	for i := range b {
+		b[i] *= q[i]
+	}
 	for i := range 8 {
 		x := b[8*i : 8*i+8 : 8*i+8]
 		x0 := x[0]
@@ -140,14 +144,25 @@ func testIDCT(t *testing.T) {
 			}
 		}
 		nz |= 1 // the DC bit is always set by decodeBlock
+		var q block
+		for i := range q {
+			switch trial % 3 {
+			case 0:
+				q[i] = int32(r.IntN(256))
+			case 1:
+				q[i] = 1 + int32(r.IntN(32))
+			default:
+				q[i] = int32(r.IntN(1 << 16)) // 16-bit tables
+			}
+		}
 		if r.IntN(8) == 0 {
 			nz |= r.Uint64() // a mask may claim zeros to be nonzero
 		}
 		want := make([]byte, 7*stride+8)
 		got := make([]byte, 7*stride+8)
 		wb, gb := b, b
-		refIDCT(&wb, want, stride)
-		idct(&gb, nz, got, stride)
+		refIDCT(&wb, &q, want, stride)
+		idct(&gb, &q, nz, got, stride)
 		for y := range 8 {
 			for x := range 8 {
 				if got[y*stride+x] != want[y*stride+x] {

@@ -46,11 +46,11 @@ func (d *decoder) makeImg(mxx, myy int) {
 
 // scanComp is what the block loop needs of one component of a scan. The
 // AC look-up table and the quantization table are copied in next to the
-// block being decoded, so that the hot loop reaches all three from one
-// pointer: fewer live registers, fewer spills.
+// block being decoded, so that the hot loop reaches them from one pointer:
+// fewer live registers, fewer spills.
 type scanComp struct {
-	b      block // the block being decoded
-	q      block // quantization table, zig-zag order
+	b      block // the block being decoded, not dequantized yet
+	q      block // quantization table, natural order
 	aclut  [1 << lutBits]lutEntry
 	ac, dc *huffman
 
@@ -131,7 +131,9 @@ func (d *decoder) processSOS(n int) error {
 		s := &scan[i]
 		ci := s.compIndex
 		s.hi, s.vi = d.comp[ci].h, d.comp[ci].v
-		s.q = d.quant[d.comp[ci].tq]
+		for k, z := range unzig {
+			s.q[z] = d.quant[d.comp[ci].tq][k]
+		}
 		s.aclut = s.ac.lut
 		if d.nComp == 1 {
 			s.pix, s.stride = d.img1.Pix, d.img1.Stride
@@ -188,7 +190,7 @@ func (d *decoder) processSOS(n int) error {
 					if off < 0 || off+7*s.stride+8 > len(s.pix) {
 						return FormatError("block outside the image")
 					}
-					idct(&s.b, nz, s.pix[off:], s.stride)
+					idct(&s.b, &s.q, nz, s.pix[off:], s.stride)
 				}
 			}
 			mcu++
@@ -218,8 +220,8 @@ func (d *decoder) processSOS(n int) error {
 	return nil
 }
 
-// decodeBlock decodes the next block of s into s.b (zeroed), dequantized,
-// in natural order, and returns a mask of the coefficients that may be
+// decodeBlock decodes the next block of s into s.b (zeroed), in natural
+// order (idct dequantizes it), and returns a mask of the coefficients that may be
 // nonzero (bit i for b[i]).
 func (d *decoder) decodeBlock(s *scanComp, dcPred *int32) (uint64, error) {
 	seg, p, acc, n := d.bits.seg, d.bits.p, d.bits.acc, d.bits.n
@@ -264,21 +266,26 @@ func (d *decoder) decodeBlock(s *scanComp, dcPred *int32) (uint64, error) {
 		}
 	}
 	*dcPred += delta
-	s.b[0] = *dcPred * s.q[0]
-	// last is the zig-zag index of the last coefficient stored.
+	s.b[0] = *dcPred
+	// last bounds the zig-zag index of the last coefficient stored.
 	last := uint(0)
 
 	if d.eobRun > 0 {
 		d.eobRun--
 	} else {
 		// AC coefficients, section F.2.2.2.
-		for k := uint(1); k < blockSize; k++ {
+		k := uint(1)
+		for ; k < blockSize; k++ {
+			// n >= 24 here (a refill leaves at least 56 bits, a code and
+			// its value take at most 32), so the table index can be taken
+			// before the refill, which leaves its top bits as they are:
+			// the load of e does not wait for the refill.
+			e := s.aclut[acc>>(64-lutBits)]
 			// At most 31 bits are consumed below, and n >= 56 after this.
 			acc |= next >> (n & 63)
 			p += int(63-n) >> 3
 			n |= 56
 			next = binary.BigEndian.Uint64(seg[p:])
-			e := s.aclut[acc>>(64-lutBits)]
 			if v := e >> 16; v != 0 {
 				// Code and value in one probe.
 				k += uint(uint32(e)>>12) & 0x0f
@@ -292,8 +299,7 @@ func (d *decoder) decodeBlock(s *scanComp, dcPred *int32) (uint64, error) {
 				l := uint(e & 0xff)
 				acc <<= l & 63
 				n -= l
-				s.b[unzig[k]&63] = v * s.q[k]
-				last = k
+				s.b[unzig[k]&63] = v
 				continue
 			}
 			var sym uint8
@@ -330,9 +336,11 @@ func (d *decoder) decodeBlock(s *scanComp, dcPred *int32) (uint64, error) {
 			v := extend(acc, uint(val1))
 			acc <<= val1
 			n -= uint(val1)
-			s.b[unzig[k]&63] = v * s.q[k]
-			last = k
+			s.b[unzig[k]&63] = v
 		}
+		// The loop ends at an end of block that follows the last
+		// coefficient, or past the block.
+		last = min(k-1, blockSize-1)
 	}
 
 	d.bits.p, d.bits.acc, d.bits.n = p, acc, n
