@@ -152,45 +152,45 @@ func (d *decoder) processSOS(n int) error {
 	d.loadSegment()
 	mcu, expectedRST := 0, uint8(rst0Marker)
 	var (
-		dc         [maxComponents]int32
-		bx, by     int
-		blockCount int
+		dc [maxComponents]int32
+		// bx and by count the blocks of single-component scans, in
+		// raster order (blockCount in image/jpeg).
+		bx, by int
 	)
 	for my := 0; my < myy; my++ {
 		for mx := 0; mx < mxx; mx++ {
 			for i := 0; i < nComp; i++ {
 				s := &scan[i]
 				hi, vi := s.hi, s.vi
-				for j := 0; j < hi*vi; j++ {
-					// Interleaved scans visit the blocks of an MCU in
-					// raster order within the MCU; single-component scans
-					// visit the image's blocks in raster order, skipping
-					// those wholly outside the image (section A.2), with
-					// image/jpeg's reading of "outside" and of which blocks
-					// a restart interval counts.
-					if nComp != 1 {
-						bx = hi*mx + j%hi
-						by = vi*my + j/hi
-					} else {
-						q := mxx * hi
-						bx = blockCount % q
-						by = blockCount / q
-						blockCount++
-						if bx*8 >= d.width || by*8 >= d.height {
-							continue
+				// Interleaved scans visit the blocks of an MCU in raster
+				// order within the MCU; single-component scans visit the
+				// image's blocks in raster order, hi*vi of them per "MCU",
+				// skipping those wholly outside the image (section A.2),
+				// with image/jpeg's reading of "outside" and of which
+				// blocks a restart interval counts.
+				for jy := 0; jy < vi; jy++ {
+					for jx := 0; jx < hi; jx++ {
+						x, y := hi*mx+jx, vi*my+jy
+						if nComp == 1 {
+							x, y = bx, by
+							if bx++; bx == mxx*hi {
+								bx, by = 0, by+1
+							}
+							if x*8 >= d.width || y*8 >= d.height {
+								continue
+							}
 						}
+						s.b = block{}
+						nz, err := d.decodeBlock(s, &dc[s.compIndex])
+						if err != nil {
+							return err
+						}
+						off := 8 * (y*s.stride + x)
+						if off < 0 || off+7*s.stride+8 > len(s.pix) {
+							return FormatError("block outside the image")
+						}
+						idct(&s.b, &s.q, nz, s.pix[off:], s.stride)
 					}
-
-					s.b = block{}
-					nz, err := d.decodeBlock(s, &dc[s.compIndex])
-					if err != nil {
-						return err
-					}
-					off := 8 * (by*s.stride + bx)
-					if off < 0 || off+7*s.stride+8 > len(s.pix) {
-						return FormatError("block outside the image")
-					}
-					idct(&s.b, &s.q, nz, s.pix[off:], s.stride)
 				}
 			}
 			mcu++
