@@ -235,7 +235,7 @@ func TestLayouts(t *testing.T) {
 // as it does with image/jpeg (which needs the End Of Image marker).
 func TestTruncated(t *testing.T) {
 	for name, data := range corpus(t) {
-		step := max(1, len(data)/300)
+		step := max(1, len(data)/120)
 		for n := 0; n < len(data); n += step {
 			if err := compare(data[:n]); err != nil {
 				t.Fatalf("%s cut to %d bytes: %v", name, n, err)
@@ -302,6 +302,38 @@ func TestCorrupt(t *testing.T) {
 				t.Fatalf("%s, damaged (trial %d): %v", name, n, err)
 			}
 			n++
+		}
+	}
+}
+
+// TestRestartMarkers damages the restart markers of a file that has them:
+// a wrong marker number fails as in image/jpeg, and data between the end
+// of an interval and its marker is skipped as image/jpeg does.
+func TestRestartMarkers(t *testing.T) {
+	data, err := os.ReadFile("testdata/cjpeg-420-restart.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sos := bytes.Index(data, []byte{0xff, sosMarker})
+	rst := sos + bytes.Index(data[sos:], []byte{0xff, rst0Marker})
+	if sos < 0 || rst <= sos {
+		t.Fatal("no restart marker after the SOS")
+	}
+	for name, bad := range map[string][]byte{
+		"wrong number":   slices.Concat(data[:rst], []byte{0xff, rst0Marker + 3}, data[rst+2:]),
+		"bytes before":   slices.Concat(data[:rst], []byte{1, 2, 3}, data[rst:]),
+		"stuffed before": slices.Concat(data[:rst], []byte{0xff, 0x00, 0x42}, data[rst:]),
+		"fill bytes":     slices.Concat(data[:rst], []byte{0xff, 0xff}, data[rst:]),
+		"no marker":      slices.Concat(data[:rst], data[rst+2:]),
+		"end instead":    slices.Concat(data[:rst], []byte{0xff, eoiMarker}, data[rst+2:]),
+	} {
+		if err := compare(bad); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		_, wantErr := jpeg.Decode(bytes.NewReader(bad))
+		_, err := Decode(bad)
+		if (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() {
+			t.Errorf("%s: err = %v, image/jpeg's %v", name, err, wantErr)
 		}
 	}
 }
