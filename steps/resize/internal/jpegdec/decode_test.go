@@ -114,8 +114,9 @@ func photo(w, h int, seed uint64, gray bool) image.Image {
 func clamp8(v float64) uint8 { return uint8(max(0, min(255, math.Round(v)))) }
 
 // corpus is image/jpeg-encoded images of many sizes (odd ones, not
-// multiples of 8 or 16) and qualities, in color (4:2:0) and gray, and the
-// files of testdata/ (other layouts, restart intervals, other encoders).
+// multiples of 8 or 16) and qualities, in color (4:2:0) and gray, white
+// noise, and the files of testdata/ (other layouts, restart intervals,
+// other encoders).
 func corpus(t testing.TB) map[string][]byte {
 	files := map[string][]byte{}
 	sizes := [][2]int{{1, 1}, {2, 3}, {7, 5}, {8, 8}, {9, 17}, {16, 16}, {17, 9}, {33, 47}, {64, 48}, {101, 3}, {3, 101}, {161, 121}}
@@ -128,6 +129,28 @@ func corpus(t testing.TB) map[string][]byte {
 				}
 				files[fmt.Sprintf("go-%dx%d-q%d-gray=%v", s[0], s[1], q, gray)] = buf.Bytes()
 			}
+		}
+	}
+	// White noise at high quality: the longest codes and the largest
+	// values, which is where the bit budget of a refill is spent.
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, q := range []int{95, 100} {
+		for _, gray := range []bool{false, true} {
+			m := image.NewRGBA(image.Rect(0, 0, 128, 96))
+			for i := range m.Pix {
+				m.Pix[i] = uint8(r.IntN(256))
+			}
+			var img image.Image = m
+			if gray {
+				g := image.NewGray(m.Rect)
+				copy(g.Pix, m.Pix)
+				img = g
+			}
+			var buf bytes.Buffer
+			if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: q}); err != nil {
+				t.Fatal(err)
+			}
+			files[fmt.Sprintf("go-noise-q%d-gray=%v", q, gray)] = buf.Bytes()
 		}
 	}
 	paths, err := filepath.Glob("testdata/*.jpg")
