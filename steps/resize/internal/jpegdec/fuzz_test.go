@@ -3,6 +3,7 @@ package jpegdec
 import (
 	"bytes"
 	"image/jpeg"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,7 +12,8 @@ import (
 // FuzzDecode: wherever image/jpeg decodes the input, Decode returns the
 // same image or ErrUnsupported; wherever image/jpeg fails, Decode fails;
 // it never panics. The seeds are the testdata files (every layout, restart
-// intervals, progressive, CMYK, arithmetic) and small image/jpeg outputs.
+// intervals, progressive, CMYK, arithmetic), small image/jpeg outputs and
+// synthetic streams (synthJPEG).
 //
 //	go test -fuzz FuzzDecode ./steps/resize/internal/jpegdec
 func FuzzDecode(f *testing.F) {
@@ -31,6 +33,10 @@ func FuzzDecode(f *testing.F) {
 			}
 			f.Add(buf.Bytes())
 		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 4 {
+		f.Add(synthJPEG(r))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Huge canvases cost time and memory in both decoders and say
