@@ -409,8 +409,9 @@ func decode(data []byte, maxPixels int64, shrink func(w, h, o int) int) (decoded
 				return decoded{}, describeDecodeError(err, format)
 			}
 		}
-		// jpegdec returns image/jpeg's image, about twice as fast; what it
-		// leaves (progressive, CMYK...) goes on to image/jpeg below.
+		// jpegdec returns image/jpeg's image, pixel for pixel, in about a
+		// fifth of the time; what it leaves (progressive, CMYK...) goes on
+		// to image/jpeg below.
 		img, err := jpegdec.Decode(data)
 		if err == nil {
 			return decoded{img: img, format: format, orientation: o, w: cfg.Width, h: cfg.Height}, nil

@@ -4,25 +4,32 @@
 
 // Package jpegdec is the standard library's image/jpeg decoder cut down to
 // baseline and extended sequential Huffman JPEGs (grayscale and YCbCr, every
-// sampling layout image/jpeg reads) and specialised for speed:
+// sampling layout image/jpeg reads) and specialised for speed. On the bench
+// harness's 1920x1080 quality 90 photos it decodes in about 7 ms what
+// image/jpeg decodes in about 33 (BenchmarkDecode):
 //
-//   - it decodes from a byte slice, with a 64-bit bit accumulator refilled
-//     eight bytes at a time when they hold no 0xFF, instead of one
-//     byte-stuffed byte per call through an io.Reader;
+//   - it decodes from a byte slice. Each entropy-coded segment is first
+//     copied without its byte stuffing into a zero-padded buffer, so that
+//     the 64-bit bit accumulator refills with one 8-byte load, with no test
+//     for 0xFF or for the end of the data in the loop (image/jpeg: one
+//     byte-stuffed byte per call, through an io.Reader);
 //   - one 10-bit table probe yields the code length, the run, the size and
-//     the sign-extended coefficient for most AC codes (image/jpeg: an 8-bit
+//     the sign-extended coefficient of most AC codes (image/jpeg: an 8-bit
 //     probe for the symbol, then a separate call for the value);
-//   - coefficients are dequantized as they are decoded, and the inverse DCT
-//     (image/jpeg's own integer algorithm) skips the rows that are all zero
-//     and the columns of blocks whose only nonzero coefficients are in the
-//     first row, then writes straight into the image planes.
+//   - the inverse DCT is image/jpeg's integer algorithm, operation for
+//     operation: on amd64 with AVX2 on eight rows or columns at once
+//     (idct_amd64.s, with the dequantization and the clamped store), else
+//     in Go, skipping rows and columns known to be zero; blocks with only
+//     a DC coefficient are one value. Pixels go straight into the planes.
 //
 // The decoded image is the one image/jpeg.Decode returns, pixel for pixel
-// (same type, same planes, same strides; tested, and fuzzed). Everything
+// (same type, same planes, same strides; tested on generated and foreign
+// files, synthetic streams, damaged and cut data, and fuzzed). Everything
 // else — progressive and arithmetic coding, CMYK and YCCK, RGB-coded
 // JPEGs, 12-bit samples, Huffman tables with more codes than a prefix code
 // can hold — makes Decode return ErrUnsupported, and the caller hands the
 // data to image/jpeg, so nothing that image/jpeg decodes stops decoding.
+// Build with -tags purego to leave out the assembly.
 package jpegdec
 
 import (
