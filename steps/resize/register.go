@@ -3,9 +3,12 @@
 // default), and write it atomically into an output directory it can never
 // leave.
 //
-// # JPEG through libjpeg-turbo
+// # JPEG decoding and encoding
 //
-// A default build is pure Go: image/jpeg decodes and jpegenc (a faster fork
+// A default build is cgo-free: jpegdec (internal/jpegdec, image/jpeg's
+// decoder forked for baseline JPEGs: the same pixels, about 4x faster, with
+// an AVX2 inverse DCT where the CPU has one) decodes, image/jpeg takes the
+// JPEGs jpegdec leaves (progressive, CMYK...), and jpegenc (a faster fork
 // of image/jpeg's encoder) encodes, so `go build` and `go run ./cmd/flow`
 // work anywhere, cross-compiled or with CGO_ENABLED=0. Built with
 //
@@ -24,16 +27,17 @@
 // through setjmp/longjmp inside the C functions, never across Go frames.
 //
 // CPU time per 1920x1080 JPEG to 800x600 (Lanczos, quality 85), measured
-// on the bench harness's generated photos, two workers on two cores:
+// on the bench harness's generated photos (`go test -bench 'Resize|Phases'
+// -cpu 1`, load about 1.5):
 //
 //	                 decode  resample  encode  whole step (BenchmarkResize)
-//	default build    24 ms   13 ms     6.5 ms  52 ms
-//	-tags libjpeg     6 ms   13 ms     0.8 ms  23 ms
+//	default build    6-8 ms  14-17 ms  7 ms    28 ms
+//	-tags libjpeg    7 ms    14-15 ms  0.9 ms  21-23 ms
 //	Pillow 9.4       ~9 ms   ~26 ms    ~2.7 ms 37 ms (ProcessPoolExecutor(2))
 //
-// So with libjpeg the step needs about 0.6 times Pillow's CPU per image;
-// the default build about 1.4 times, the difference being image/jpeg's
-// decoder (Huffman decoding and IDCT in plain Go) and encoder.
+// So the default build needs about 0.75 times Pillow's CPU per image, and
+// the libjpeg build about 0.6 times, the difference being the encoder. The
+// resampler is now the largest part of either.
 //
 // With libjpeg, 'fast_decode' (on by default) decodes large JPEGs at 1/2,
 // 1/4 or 1/8 scale in the DCT domain when the output is small enough; the
@@ -211,9 +215,10 @@ func Register(r *steps.Registry) {
 			"point (the scheme Pillow uses), run on the JPEG's own YCbCr planes, which spares the color " +
 			"conversions; it is single-threaded per image, as the stage's `workers` run images side by side. " +
 			"JPEG output has 4:2:0 chroma subsampling, whatever the source's, as most encoders write by default. " +
-			"JPEG decoding and encoding are Go's own by default; a `flow` built with `-tags libjpeg` " +
-			"uses libjpeg-turbo instead (about 4x faster to decode, 8x to encode: half the CPU time per " +
-			"photo) and can then decode large JPEGs at a reduced scale (`fast_decode`). " +
+			"JPEG decoding and encoding are Go's own by default (a decoder that gives image/jpeg's pixels " +
+			"about 4x faster); a `flow` built with `-tags libjpeg` uses libjpeg-turbo instead (about 8x " +
+			"faster to encode: a quarter less CPU time per photo) and can then decode large JPEGs at a " +
+			"reduced scale (`fast_decode`). " +
 			"A corrupt or truncated image fails its item with an error naming the file. Metadata (EXIF, ICC " +
 			"profiles) is not copied; 16-bit PNGs are written with 8 bits per channel.",
 		Result:  "`{src: /abs/photos/a.jpg, dest: /abs/resized/a.jpg, width: 800, height: 600, bytes: 91234}`: the resolved source and destination paths, the output size in pixels and in bytes.",
