@@ -1,3 +1,5 @@
+//go:build amd64 && !purego
+
 #include "textflag.h"
 
 // func candAVX2(b []byte, set uint32) (nl int, at int)
