@@ -64,9 +64,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	_ "golang.org/x/image/webp" // decoders register themselves with image.Decode
 
+	"github.com/flowrun/flow/internal/leftover"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/resize/internal/jpegdec"
 	"github.com/flowrun/flow/steps/resize/internal/jpegenc"
@@ -230,6 +232,9 @@ type step struct {
 	o      *Options
 	env    *steps.Env
 	filter Filter
+	// swept holds the output directories already cleared of leftovers in
+	// this run: each is read once, when the first image goes there.
+	swept sync.Map
 }
 
 func build(o *Options, env *steps.Env) (any, error) {
@@ -343,7 +348,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(outDir, name, buf.Bytes()); err != nil {
+	if err := writeAtomic(outDir, name, buf.Bytes(), &s.swept); err != nil {
 		return nil, &steps.Error{Err: err, Class: "io", Permanent: errors.Is(err, fs.ErrPermission)}
 	}
 	return map[string]any{
@@ -566,7 +571,7 @@ func flatten(m *image.RGBA) {
 // directory, then a rename over the destination. All file operations go
 // through an os.Root, so neither '..' nor a symbolic link can lead outside
 // dir.
-func writeAtomic(dir, name string, data []byte) error {
+func writeAtomic(dir, name string, data []byte, swept *sync.Map) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating 'out_dir': %w", err)
 	}
@@ -575,18 +580,21 @@ func writeAtomic(dir, name string, data []byte) error {
 		return err
 	}
 	defer root.Close()
-	if sub := filepath.Dir(name); sub != "." {
+	sub := filepath.Dir(name)
+	if sub != "." {
 		if err := root.MkdirAll(sub, 0o755); err != nil {
 			return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
 		}
 	}
-	var rnd [6]byte
+	// The pid in the name says which run a leftover belongs to: a run
+	// killed with SIGKILL cannot remove its temporary files, so the next
+	// run removes those of dead pids, once per directory it writes to.
+	if _, seen := swept.LoadOrStore(filepath.Join(dir, sub), true); !seen {
+		leftover.Sweep(root, sub, tempOwner)
+	}
+	var rnd [tempRandom / 2]byte
 	_, _ = rand.Read(rnd[:])
-	// The pid in the name says which run a leftover belongs to (a run killed
-	// with SIGKILL cannot remove it), as for the 'write' sink. Unlike the
-	// sink, resize does not sweep leftovers: that would mean reading out_dir
-	// once per image.
-	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".tmp-"+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
+	tmp := filepath.Join(sub, "."+filepath.Base(name)+".tmp-"+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
@@ -603,4 +611,23 @@ func writeAtomic(dir, name string, data []byte) error {
 		return fmt.Errorf("writing %s: %w", filepath.Join(dir, name), err)
 	}
 	return nil
+}
+
+// tempRandom is the length of the random hex part of a temporary name.
+const tempRandom = 12
+
+// tempOwner recognises the temporary files writeAtomic names
+// ".NAME.tmp-PID-RANDOM", RANDOM being tempRandom lower-case hex digits,
+// and returns their writer's pid.
+func tempOwner(name string) (int, bool) {
+	i := strings.LastIndex(name, ".tmp-")
+	if !strings.HasPrefix(name, ".") || i < 2 {
+		return 0, false
+	}
+	pid, rnd, ok := strings.Cut(name[i+len(".tmp-"):], "-")
+	if !ok || !leftover.AllDigits(pid) || len(rnd) != tempRandom || strings.Trim(rnd, "0123456789abcdef") != "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(pid)
+	return n, err == nil
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/flowrun/flow/internal/leftover"
 )
 
 // A write sink names its temporary file ".NAME.tmp-PID-RANDOM". The pid is
@@ -29,7 +31,7 @@ func leftoverPID(base, name string) (int, bool) {
 		return 0, false
 	}
 	pidStr, rnd, ok := strings.Cut(rest, "-")
-	if !ok || !allDigits(pidStr) || !allDigits(rnd) {
+	if !ok || !leftover.AllDigits(pidStr) || !leftover.AllDigits(rnd) {
 		return 0, false
 	}
 	pid, err := strconv.Atoi(pidStr)
@@ -39,34 +41,14 @@ func leftoverPID(base, name string) (int, bool) {
 	return pid, true
 }
 
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // removeLeftovers deletes the temporary files of dest left by writers that
-// no longer exist. It is best effort: the run does not depend on it, so
-// errors (an unreadable directory, a file removed meanwhile) are ignored.
+// no longer exist (see package leftover).
 func removeLeftovers(dest string) {
-	dir, base := filepath.Dir(dest), filepath.Base(dest)
-	entries, err := os.ReadDir(dir)
+	root, err := os.OpenRoot(filepath.Dir(dest))
 	if err != nil {
 		return
 	}
-	for _, e := range entries {
-		pid, ok := leftoverPID(base, e.Name())
-		// Only regular files: a directory or symbolic link with this name
-		// was not made by a sink.
-		if !ok || !e.Type().IsRegular() || pid == os.Getpid() || !processGone(pid) {
-			continue
-		}
-		_ = os.Remove(filepath.Join(dir, e.Name()))
-	}
+	defer root.Close()
+	base := filepath.Base(dest)
+	leftover.Sweep(root, ".", func(name string) (int, bool) { return leftoverPID(base, name) })
 }

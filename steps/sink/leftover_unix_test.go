@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/flowrun/flow/internal/leftover"
 	"github.com/flowrun/flow/steps"
 )
 
@@ -22,7 +23,7 @@ func deadPID(t *testing.T) int {
 		t.Skipf("cannot run 'true' to get a dead pid: %v", err)
 	}
 	pid := cmd.Process.Pid
-	if !processGone(pid) {
+	if !leftover.Gone(pid) {
 		t.Skipf("pid %d was reused already", pid)
 	}
 	return pid
