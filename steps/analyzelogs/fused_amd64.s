@@ -2,6 +2,31 @@
 
 #include "textflag.h"
 
+// BROADCAST fills Y0 with line feeds and Y1-Y4 with the four bytes packed
+// in AX, one in every lane; it uses BX.
+#define BROADCAST \
+	MOVL $0x0a, BX \
+	MOVQ BX, X0 \
+	VPBROADCASTB X0, Y0 \
+	MOVL AX, BX \
+	ANDL $0xff, BX \
+	MOVQ BX, X1 \
+	VPBROADCASTB X1, Y1 \
+	SHRL $8, AX \
+	MOVL AX, BX \
+	ANDL $0xff, BX \
+	MOVQ BX, X2 \
+	VPBROADCASTB X2, Y2 \
+	SHRL $8, AX \
+	MOVL AX, BX \
+	ANDL $0xff, BX \
+	MOVQ BX, X3 \
+	VPBROADCASTB X3, Y3 \
+	SHRL $8, AX \
+	MOVQ AX, X4 \
+	VPBROADCASTB X4, Y4
+
+
 // func candAVX2(b []byte, set uint32) (nl int, at int)
 //
 // b's length is a multiple of 64. Counts line feeds up to the first byte of
@@ -15,26 +40,7 @@ TEXT ·candAVX2(SB), NOSPLIT, $0-48
 	MOVQ SI, DI
 	XORQ R8, R8
 
-	MOVL $0x0a, BX
-	MOVQ BX, X0
-	VPBROADCASTB X0, Y0
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X1
-	VPBROADCASTB X1, Y1
-	SHRL $8, AX
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X2
-	VPBROADCASTB X2, Y2
-	SHRL $8, AX
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X3
-	VPBROADCASTB X3, Y3
-	SHRL $8, AX
-	MOVQ AX, X4
-	VPBROADCASTB X4, Y4
+	BROADCAST
 
 	TESTQ DX, DX
 	JZ    none
@@ -122,26 +128,7 @@ TEXT ·chunkAVX2(SB), NOSPLIT, $0-64
 	MOVQ SI, DI
 	XORQ R8, R8
 
-	MOVL $0x0a, BX
-	MOVQ BX, X0
-	VPBROADCASTB X0, Y0
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X1
-	VPBROADCASTB X1, Y1
-	SHRL $8, AX
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X2
-	VPBROADCASTB X2, Y2
-	SHRL $8, AX
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X3
-	VPBROADCASTB X3, Y3
-	SHRL $8, AX
-	MOVQ AX, X4
-	VPBROADCASTB X4, Y4
+	BROADCAST
 
 	TESTQ DX, DX
 	JZ    cnone
@@ -220,26 +207,7 @@ TEXT ·chunk2AVX2(SB), NOSPLIT, $0-64
 	MOVQ SI, DI
 	XORQ R8, R8
 
-	MOVL $0x0a, BX
-	MOVQ BX, X0
-	VPBROADCASTB X0, Y0
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X1
-	VPBROADCASTB X1, Y1
-	SHRL $8, AX
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X2
-	VPBROADCASTB X2, Y2
-	SHRL $8, AX
-	MOVL AX, BX
-	ANDL $0xff, BX
-	MOVQ BX, X3
-	VPBROADCASTB X3, Y3
-	SHRL $8, AX
-	MOVQ AX, X4
-	VPBROADCASTB X4, Y4
+	BROADCAST
 
 	TESTQ DX, DX
 	JZ    c2none
