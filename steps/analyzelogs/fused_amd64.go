@@ -11,21 +11,16 @@ var haveFused = cpu.X86.HasAVX2 && cpu.X86.HasPOPCNT
 func candAVX2(b []byte, set uint32) (nl int, at int)
 
 //go:noescape
-func chunkAVX2(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
-
-//go:noescape
-func chunk2AVX2(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
+func chunkAVX2(b []byte, set uint32, two bool) (nl int, off int, cand uint64, lf uint64)
 
 // nextChunk counts the line feeds of b's 64-byte chunks up to the first
 // chunk holding one of the four bytes packed in set, and returns its offset
 // and its masks (bit i for byte i): those bytes, and the line feeds. off is
 // -1 when there is none. len(b) must be a multiple of 64.
 func nextChunk(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
-	if set>>16 == set&0xffff {
-		// Bytes 2 and 3 repeat bytes 0 and 1 (see fusedSet).
-		return chunk2AVX2(b, set)
-	}
-	return chunkAVX2(b, set)
+	// Bytes 2 and 3 repeat bytes 0 and 1 when there are one or two (see
+	// fusedSet).
+	return chunkAVX2(b, set, set>>16 == set&0xffff)
 }
 
 // nextCand counts the line feeds of b up to the first byte that is one of

@@ -27,6 +27,16 @@
 	VPBROADCASTB X4, Y4
 
 
+// LFCOUNT adds to R8 the line feeds of the chunk whose comparisons with Y0
+// are in Y11 and Y12; it uses AX and BX.
+#define LFCOUNT \
+	VPMOVMSKB Y11, AX \
+	VPMOVMSKB Y12, BX \
+	POPCNTL   AX, AX \
+	POPCNTL   BX, BX \
+	ADDQ      AX, R8 \
+	ADDQ      BX, R8
+
 // func candAVX2(b []byte, set uint32) (nl int, at int)
 //
 // b's length is a multiple of 64. Counts line feeds up to the first byte of
@@ -72,12 +82,7 @@ loop:
 	VPTEST    Y13, Y13
 	JNZ       found
 
-	VPMOVMSKB Y11, AX
-	VPMOVMSKB Y12, BX
-	POPCNTL   AX, AX
-	POPCNTL   BX, BX
-	ADDQ      AX, R8
-	ADDQ      BX, R8
+	LFCOUNT
 
 	ADDQ $64, SI
 	SUBQ $64, DX
@@ -114,26 +119,31 @@ found:
 	VZEROUPPER
 	RET
 
-// func chunkAVX2(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
+// func chunkAVX2(b []byte, set uint32, two bool) (nl int, off int, cand uint64, lf uint64)
 //
 // b's length is a multiple of 64. Counts the line feeds of the 64-byte
 // chunks of b up to the first chunk holding one of the four bytes packed in
 // set, and returns that chunk's offset with two masks of it, bit i for byte
 // i: the bytes of set, and the line feeds. off is -1 when no chunk holds
-// one, nl then counting every line feed of b.
+// one, nl then counting every line feed of b. With two, only the first two
+// bytes of set are compared (the other two repeat them): two comparisons
+// fewer per 32 bytes, for the usual case of one or two picked bytes.
 TEXT ·chunkAVX2(SB), NOSPLIT, $0-64
 	MOVQ b_base+0(FP), SI
 	MOVQ b_len+8(FP), DX
 	MOVL set+24(FP), AX
+	MOVBLZX two+28(FP), R9
 	MOVQ SI, DI
 	XORQ R8, R8
 
 	BROADCAST
 
 	TESTQ DX, DX
-	JZ    cnone
+	JZ    none
+	TESTQ R9, R9
+	JNZ   loop2
 
-cloop:
+loop4:
 	VMOVDQU (SI), Y5
 	VMOVDQU 32(SI), Y6
 
@@ -156,63 +166,18 @@ cloop:
 	VPCMPEQB Y5, Y0, Y11
 	VPCMPEQB Y6, Y0, Y12
 
-	VPOR      Y7, Y9, Y13
-	VPTEST    Y13, Y13
-	JNZ       cfound
+	VPOR   Y7, Y9, Y13
+	VPTEST Y13, Y13
+	JNZ    found
 
-	VPMOVMSKB Y11, AX
-	VPMOVMSKB Y12, BX
-	POPCNTL   AX, AX
-	POPCNTL   BX, BX
-	ADDQ      AX, R8
-	ADDQ      BX, R8
+	LFCOUNT
 
 	ADDQ $64, SI
 	SUBQ $64, DX
-	JNZ  cloop
+	JNZ  loop4
+	JMP  none
 
-cnone:
-	MOVQ R8, nl+32(FP)
-	MOVQ $-1, off+40(FP)
-	MOVQ $0, cand+48(FP)
-	MOVQ $0, lf+56(FP)
-	VZEROUPPER
-	RET
-
-cfound:
-	VPMOVMSKB Y7, AX
-	VPMOVMSKB Y9, CX
-	SHLQ      $32, CX
-	ORQ       CX, AX
-	VPMOVMSKB Y11, BX
-	VPMOVMSKB Y12, CX
-	SHLQ      $32, CX
-	ORQ       CX, BX
-	SUBQ      DI, SI
-	MOVQ      R8, nl+32(FP)
-	MOVQ      SI, off+40(FP)
-	MOVQ      AX, cand+48(FP)
-	MOVQ      BX, lf+56(FP)
-	VZEROUPPER
-	RET
-
-// func chunk2AVX2(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
-//
-// chunkAVX2 for the first two bytes of set only: two comparisons fewer per
-// 32 bytes, for the usual case of one or two picked bytes.
-TEXT ·chunk2AVX2(SB), NOSPLIT, $0-64
-	MOVQ b_base+0(FP), SI
-	MOVQ b_len+8(FP), DX
-	MOVL set+24(FP), AX
-	MOVQ SI, DI
-	XORQ R8, R8
-
-	BROADCAST
-
-	TESTQ DX, DX
-	JZ    c2none
-
-c2loop:
+loop2:
 	VMOVDQU (SI), Y5
 	VMOVDQU 32(SI), Y6
 
@@ -227,22 +192,17 @@ c2loop:
 	VPCMPEQB Y5, Y0, Y11
 	VPCMPEQB Y6, Y0, Y12
 
-	VPOR      Y7, Y9, Y13
-	VPTEST    Y13, Y13
-	JNZ       c2found
+	VPOR   Y7, Y9, Y13
+	VPTEST Y13, Y13
+	JNZ    found
 
-	VPMOVMSKB Y11, AX
-	VPMOVMSKB Y12, BX
-	POPCNTL   AX, AX
-	POPCNTL   BX, BX
-	ADDQ      AX, R8
-	ADDQ      BX, R8
+	LFCOUNT
 
 	ADDQ $64, SI
 	SUBQ $64, DX
-	JNZ  c2loop
+	JNZ  loop2
 
-c2none:
+none:
 	MOVQ R8, nl+32(FP)
 	MOVQ $-1, off+40(FP)
 	MOVQ $0, cand+48(FP)
@@ -250,7 +210,7 @@ c2none:
 	VZEROUPPER
 	RET
 
-c2found:
+found:
 	VPMOVMSKB Y7, AX
 	VPMOVMSKB Y9, CX
 	SHLQ      $32, CX
