@@ -345,18 +345,7 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 		if m >= len(b) {
 			return
 		}
-		// The line holding the earliest candidate: b[ls:le], le at its '\n'.
-		ls := bytes.LastIndexByte(b[:m], '\n') + 1
-		le := bytes.IndexByte(b[m:], '\n')
-		if le < 0 {
-			le = len(b)
-		} else {
-			le += m
-		}
-		line := b[ls:le]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
-		}
+		line, le := lineAround(b, 0, m) // the line of the earliest candidate
 		winner := -1
 		for i := range s.rules {
 			if st.next[i] > le {
@@ -494,17 +483,9 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 		if st.back >= 0 {
 			from = max(p, m-st.back)
 		}
-		ls := from + bytes.LastIndexByte(b[from:m], '\n') + 1
-		le := bytes.IndexByte(b[m:], '\n')
-		if le < 0 {
-			le = len(b)
-		} else {
-			le += m
+		line, le := lineAround(b, from, m)
+		if le < len(b) {
 			c.Lines++
-		}
-		line := b[ls:le]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
 		}
 		for i := range s.rules {
 			r := &s.rules[i]
@@ -517,7 +498,7 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 			}
 			c.Counts[i]++
 			if s.samples > 0 && len(c.Samples[i]) < s.samples {
-				whole := b[p+bytes.LastIndexByte(b[p:m], '\n')+1 : ls+len(line)]
+				whole, _ := lineAround(b, p, m)
 				c.Samples[i] = append(c.Samples[i], Clip(whole, s.sampleLen))
 			}
 			break
@@ -603,21 +584,31 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 	st.dense = stops > 64+len(b)/16
 }
 
+// lineAround returns the line of b holding b[at], without its line break,
+// and the offset of its line feed (len(b) when the line has none). The line
+// is taken to start after the last line feed of b[from:at], or at from if
+// there is none: callers pass a line start, or a later point when only the
+// end of the line matters.
+func lineAround(b []byte, from, at int) (line []byte, le int) {
+	ls := from + bytes.LastIndexByte(b[from:at], '\n') + 1
+	le = bytes.IndexByte(b[at:], '\n')
+	if le < 0 {
+		le = len(b)
+	} else {
+		le += at
+	}
+	line = b[ls:le]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, le
+}
+
 // count records rule i for the line holding b[at].
 func (s *Scanner) count(c *Counts, b []byte, i, at int) {
 	c.Counts[i]++
 	if s.samples > 0 && len(c.Samples[i]) < s.samples {
-		ls := bytes.LastIndexByte(b[:at], '\n') + 1
-		le := bytes.IndexByte(b[at:], '\n')
-		if le < 0 {
-			le = len(b)
-		} else {
-			le += at
-		}
-		line := b[ls:le]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
-		}
+		line, _ := lineAround(b, 0, at)
 		c.Samples[i] = append(c.Samples[i], Clip(line, s.sampleLen))
 	}
 }
