@@ -379,7 +379,8 @@ type state struct {
 	back int
 	// direct, when every rule is a literal, says per rule where its
 	// picked byte sits, for linesDirect. dense is set after a block where
-	// the picked bytes were too frequent for it.
+	// the picked bytes were too frequent for it; the rest of the input then
+	// goes line by line.
 	direct []direct
 	dense  bool
 }
@@ -521,8 +522,8 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 		at    int  // where it was seen
 		stops int
 	)
-	// feeds accounts for line feeds at the bits of lf (of the chunk at
-	// base): the first ends the pending line.
+	// feeds accounts for the line feeds marked in lf; the first one ends
+	// the pending line.
 	feeds := func(lf uint64) {
 		if lf != 0 {
 			if best >= 0 {
@@ -575,7 +576,6 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 			stop(i)
 		}
 	}
-	feeds(0)
 	if best >= 0 {
 		s.count(c, b, best, at)
 	}
