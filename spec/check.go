@@ -22,12 +22,9 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 		}
 		return ds
 	}
-	if l := p.Lock; l != nil && l.Node != nil {
-		if l.Timeout < 0 {
-			ds.Add(conf.ValuePos(l.Node, "timeout"), "lock timeout must not be negative")
-		} else if l.Timeout > 0 && l.Mode != "wait" {
-			ds.Add(conf.ValuePos(l.Node, "timeout"), "lock timeout only applies with mode: wait; add mode: wait or remove the timeout")
-		}
+	// A negative timeout is already refused by the duration decoder.
+	if l := p.Lock; l != nil && l.Node != nil && l.Timeout > 0 && l.Mode != "wait" {
+		ds.Add(conf.ValuePos(l.Node, "timeout"), "lock timeout only applies with mode: wait; add mode: wait or remove the timeout")
 	}
 	names := map[string]int{}
 	for i, s := range p.Stages {
