@@ -55,7 +55,8 @@ type Options struct {
 // called once per item and stage, when its outcome is final: "succeeded"
 // once its result was handed on, "cancelled" for items stopped before or
 // while running (or whose result could not be handed on). Items a barrier
-// holds back are reported with Index -1 and no item. Errors are redacted.
+// holds back are reported with their Index (-1 past 134 million items) and
+// no item. Errors are redacted.
 type EventSink interface {
 	// StageStarted announces a stage with its resolved worker count and the
 	// number of items expected (-1 when unknown).

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -259,6 +260,9 @@ func (s *barrierStage) exec() {
 	em := newEmitter(s.stage)
 	defer closeValue(s.bar)
 	var added int64
+	// held is the indices of the items the barrier took, so that the
+	// events of those it does not emit name them.
+	var held indexSet
 	failed := 0
 	for b := range s.in {
 		s.begin()
@@ -278,15 +282,14 @@ func (s *barrierStage) exec() {
 				continue
 			}
 			added++
+			held.add(in.Index)
 		}
 		freeBatch(b)
 	}
 	if s.ctx.Err() != nil {
 		// Stopped before the barrier saw all its input: nothing it holds
 		// is a result.
-		for ; added > 0; added-- {
-			s.cancelled(steps.Input{Index: -1})
-		}
+		held.take(added, func(i int64) { s.cancelled(steps.Input{Index: i}) })
 		em.close()
 		return
 	}
@@ -298,6 +301,7 @@ func (s *barrierStage) exec() {
 		}
 		emitted++
 		if emitted <= added {
+			held.remove(in.Index)
 			em.add(steps.Record{Index: in.Index, Item: in.Item}, in, true)
 		} else {
 			// More out than in (an aggregate): pass it on, without
@@ -318,14 +322,10 @@ func (s *barrierStage) exec() {
 		s.failure(steps.Input{Index: -1}, err, 1, "failed")
 		s.r.stopRun(&runStop{status: "failed", msg: fmt.Sprintf("stage %q: %v", s.name, err)})
 	case s.ctx.Err() != nil:
-		for ; rest > 0; rest-- {
-			s.cancelled(steps.Input{Index: -1})
-		}
+		held.take(rest, func(i int64) { s.cancelled(steps.Input{Index: i}) })
 	default:
 		s.rep.Filtered += rest
-		for ; rest > 0; rest-- {
-			s.event("filtered", steps.Input{Index: -1}, nil, nil)
-		}
+		held.take(rest, func(i int64) { s.event("filtered", steps.Input{Index: i}, nil, nil) })
 	}
 	em.close()
 }
@@ -352,5 +352,48 @@ func (s *barrierStage) fail(in steps.Input, err error, n int, em *emitter) {
 	}
 	if mx := s.spec.MaxErrors; mx > 0 && n == mx+1 {
 		s.r.stopRun(&runStop{status: "failed", msg: fmt.Sprintf("stage %q: %d items failed, more than max_errors: %d", s.name, n, mx)})
+	}
+}
+
+// indexSet is a set of item indices, one bit each: a barrier that keeps few
+// items (top) still sees every index, and a bit per index keeps that at an
+// eighth of a byte per item, up to maxIndexed.
+type indexSet struct{ words []uint64 }
+
+// maxIndexed bounds an indexSet at 16 MiB: past 134 million items, the
+// events of a barrier's held-back items carry -1 rather than let a top-N
+// over billions of items grow with them.
+const maxIndexed = 1 << 27
+
+func (s *indexSet) add(i int64) {
+	if i < 0 || i >= maxIndexed {
+		return // not an input's index, or past the bound: nothing to name
+	}
+	w := int(i >> 6)
+	if w >= len(s.words) {
+		s.words = append(s.words, make([]uint64, w+1-len(s.words))...)
+	}
+	s.words[w] |= 1 << (i & 63)
+}
+
+func (s *indexSet) remove(i int64) {
+	if i < 0 || int(i>>6) >= len(s.words) {
+		return
+	}
+	s.words[i>>6] &^= 1 << (i & 63)
+}
+
+// take calls f for n indices, the smallest of the set first, and with -1
+// for those the set cannot name (an aggregate's output, an index seen
+// twice).
+func (s *indexSet) take(n int64, f func(int64)) {
+	for w := 0; w < len(s.words) && n > 0; w++ {
+		for x := s.words[w]; x != 0 && n > 0; x &= x - 1 {
+			f(int64(w)<<6 | int64(bits.TrailingZeros64(x)))
+			n--
+		}
+	}
+	for ; n > 0; n-- {
+		f(-1)
 	}
 }

@@ -989,3 +989,71 @@ func (c *cancelOn) ItemDone(stage, outcome string, in steps.Input, res any, err 
 		c.cancel()
 	}
 }
+
+// indexEvents records the indices of one stage's events per outcome.
+type indexEvents struct {
+	stage string
+	mu    sync.Mutex
+	idx   map[string][]int64
+}
+
+func (e *indexEvents) StageStarted(string, int, int64) {}
+func (e *indexEvents) StageDone(string)                {}
+func (e *indexEvents) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+	if stage != e.stage {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.idx == nil {
+		e.idx = map[string][]int64{}
+	}
+	e.idx[outcome] = append(e.idx[outcome], in.Index)
+}
+
+// The items a barrier does not emit are named in their events: the indices
+// it took less those it emitted.
+func TestBarrierEventsNameHeldItems(t *testing.T) {
+	ev := &indexEvents{stage: "top"}
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 200}}
+  - {name: top, step: topn, with: {n: 5}}
+`)
+	rep := runT(t, context.Background(), p, config{}, ev)
+	if w := stageOf(t, rep, "top"); w.Filtered != 195 || w.Succeeded != 5 {
+		t.Fatalf("top %+v", *w)
+	}
+	var want []int64
+	for i := int64(5); i < 200; i++ {
+		want = append(want, i)
+	}
+	got := ev.idx["filtered"]
+	if !slices.Equal(got, want) {
+		t.Errorf("filtered events name %v, want 5..199", got)
+	}
+	if ok := ev.idx["succeeded"]; !slices.Equal(ok, []int64{0, 1, 2, 3, 4}) {
+		t.Errorf("succeeded events name %v, want 0..4", ok)
+	}
+}
+
+func TestIndexSet(t *testing.T) {
+	var s indexSet
+	for _, i := range []int64{3, 64, 0, 200, 3, -1, maxIndexed} {
+		s.add(i)
+	}
+	s.remove(64)
+	s.remove(1000) // never added: no effect
+	var got []int64
+	s.take(6, func(i int64) { got = append(got, i) })
+	// 0, 3, 200 are held; the rest of the six cannot be named.
+	if want := []int64{0, 3, 200, -1, -1, -1}; !slices.Equal(got, want) {
+		t.Errorf("take gave %v, want %v", got, want)
+	}
+	got = nil
+	s.take(2, func(i int64) { got = append(got, i) })
+	if want := []int64{0, 3}; !slices.Equal(got, want) {
+		t.Errorf("take(2) gave %v, want %v", got, want)
+	}
+}
