@@ -158,6 +158,10 @@ description: Squares the numbers from 1 to 10.
 vars:
   count: 10
 
+# Run from cron? A lock keeps two runs from overlapping: with mode skip a run
+# that finds the previous one still going exits 75 without running.
+# lock: {file: {{NAME}}.lock, mode: skip}
+
 # Stages run in order, each streaming its results into the next one.
 stages:
   # The first stage is the source of the items: here the numbers 1 to count
