@@ -2,13 +2,14 @@
 
 package analyzelogs
 
-import "golang.org/x/sys/cpu"
+import (
+	"math/bits"
+
+	"golang.org/x/sys/cpu"
+)
 
 // haveFused says the CPU can run the one-pass kernel.
 var haveFused = cpu.X86.HasAVX2 && cpu.X86.HasPOPCNT
-
-//go:noescape
-func candAVX2(b []byte, set uint32) (nl int, at int)
 
 //go:noescape
 func chunkAVX2(b []byte, set uint32, two bool) (nl int, off int, cand uint64, lf uint64)
@@ -29,9 +30,12 @@ func nextChunk(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
 func nextCand(b []byte, set uint32) (nl int, at int) {
 	n := len(b) &^ 63
 	if n > 0 {
-		nl, at = candAVX2(b[:n], set)
-		if at >= 0 {
-			return nl, at
+		var off int
+		var cand, lf uint64
+		nl, off, cand, lf = nextChunk(b[:n], set)
+		if off >= 0 {
+			q := bits.TrailingZeros64(cand)
+			return nl + bits.OnesCount64(lf&(1<<q-1)), off + q
 		}
 	}
 	c0, c1, c2, c3 := byte(set), byte(set>>8), byte(set>>16), byte(set>>24)
