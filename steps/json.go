@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"reflect"
 	"strconv"
 )
 
@@ -53,4 +54,28 @@ func JSONNumbers(v any) any {
 		}
 	}
 	return v
+}
+
+// Scalar returns the JSON-shaped value of a number, string or bool of any Go
+// type (a named int, a uint8, a float32...): int64, or float64 for an
+// unsigned value past the int64 range and for floats; string; bool. ok is
+// false for every other kind, which callers shape in their own terms.
+func Scalar(rv reflect.Value) (v any, ok bool) {
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return rv.Int(), true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		u := rv.Uint()
+		if u > math.MaxInt64 {
+			return float64(u), true
+		}
+		return int64(u), true
+	case reflect.Float32, reflect.Float64:
+		return rv.Float(), true
+	case reflect.String:
+		return rv.String(), true
+	case reflect.Bool:
+		return rv.Bool(), true
+	}
+	return nil, false
 }

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"io"
+	"math"
 	"reflect"
 	"testing"
 )
@@ -25,5 +26,28 @@ func TestDecodeJSON(t *testing.T) {
 	}
 	if _, err := DecodeJSON([]byte(`{"a":`)); err == nil {
 		t.Error("truncated JSON decoded without error")
+	}
+}
+
+func TestScalar(t *testing.T) {
+	type named int16
+	for _, tc := range []struct {
+		in   any
+		want any
+		ok   bool
+	}{
+		{named(-7), int64(-7), true},
+		{uint8(200), int64(200), true},
+		{uint64(math.MaxUint64), float64(math.MaxUint64), true},
+		{float32(1.5), float64(1.5), true},
+		{"x", "x", true},
+		{true, true, true},
+		{[]int{1}, nil, false},
+		{struct{}{}, nil, false},
+	} {
+		got, ok := Scalar(reflect.ValueOf(tc.in))
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("Scalar(%#v) = %#v, %v; want %#v, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 	"strings"
 	"time"
@@ -118,21 +117,10 @@ func JSONValue(v any) any {
 		return x.String()
 	}
 	rv := reflect.ValueOf(v)
+	if s, ok := steps.Scalar(rv); ok {
+		return s
+	}
 	switch rv.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return rv.Int()
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		u := rv.Uint()
-		if u > math.MaxInt64 {
-			return float64(u)
-		}
-		return int64(u)
-	case reflect.Float32, reflect.Float64:
-		return rv.Float()
-	case reflect.String:
-		return rv.String()
-	case reflect.Bool:
-		return rv.Bool()
 	case reflect.Slice, reflect.Array:
 		out := make([]any, rv.Len())
 		for i := range out {
