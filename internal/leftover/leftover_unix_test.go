@@ -1,35 +1,24 @@
 //go:build unix
 
-package leftover
+package leftover_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-)
 
-// DeadPID returns the pid of a child that has exited and been reaped.
-func deadPID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Skipf("cannot run 'true' to get a dead pid: %v", err)
-	}
-	if !Gone(cmd.Process.Pid) {
-		t.Skipf("pid %d was reused already", cmd.Process.Pid)
-	}
-	return cmd.Process.Pid
-}
+	"github.com/flowrun/flow/internal/leftover"
+	"github.com/flowrun/flow/internal/leftover/leftovertest"
+)
 
 func TestSweep(t *testing.T) {
 	dir := t.TempDir()
-	dead := strconv.Itoa(deadPID(t))
+	dead := strconv.Itoa(leftovertest.DeadPID(t))
 	owner := func(name string) (int, bool) {
 		pid, ok := strings.CutPrefix(name, ".tmp-")
-		if !ok || !AllDigits(pid) {
+		if !ok || !leftover.AllDigits(pid) {
 			return 0, false
 		}
 		n, err := strconv.Atoi(pid)
@@ -59,7 +48,7 @@ func TestSweep(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, ".tmp-1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	link := ".tmp-" + strconv.Itoa(deadPID(t))
+	link := ".tmp-" + strconv.Itoa(leftovertest.DeadPID(t))
 	if err := os.Symlink(outside, filepath.Join(dir, link)); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +59,7 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	Sweep(root, ".", owner)
+	leftover.Sweep(root, ".", owner)
 	for name, keep := range files {
 		_, err := os.Lstat(filepath.Join(dir, name))
 		if exists := err == nil; exists != keep {
@@ -81,5 +70,5 @@ func TestSweep(t *testing.T) {
 		t.Errorf("the file a link pointed to is gone: %v", err)
 	}
 	// A directory that does not exist is no error.
-	Sweep(root, "missing", owner)
+	leftover.Sweep(root, "missing", owner)
 }

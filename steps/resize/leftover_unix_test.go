@@ -4,13 +4,12 @@ package resize
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/flowrun/flow/internal/leftover"
+	"github.com/flowrun/flow/internal/leftover/leftovertest"
 )
 
 func TestTempOwner(t *testing.T) {
@@ -36,14 +35,7 @@ func TestTempOwner(t *testing.T) {
 // removes those whose process is gone, in every directory it writes to,
 // and keeps those of live processes (a concurrent run).
 func TestLeftoversOfDeadRunsRemoved(t *testing.T) {
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Skip(err)
-	}
-	dead := cmd.Process.Pid
-	if !leftover.Gone(dead) {
-		t.Skipf("pid %d was reused already", dead)
-	}
+	dead := leftovertest.DeadPID(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "pic.png"), encodePNG(t, quadrants(40, 20)))
 	out := filepath.Join(dir, "resized")

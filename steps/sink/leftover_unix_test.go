@@ -5,33 +5,18 @@ package sink
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"testing"
 
-	"github.com/flowrun/flow/internal/leftover"
+	"github.com/flowrun/flow/internal/leftover/leftovertest"
 	"github.com/flowrun/flow/steps"
 )
 
-// deadPID returns the pid of a child that has exited and been reaped.
-func deadPID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Skipf("cannot run 'true' to get a dead pid: %v", err)
-	}
-	pid := cmd.Process.Pid
-	if !leftover.Gone(pid) {
-		t.Skipf("pid %d was reused already", pid)
-	}
-	return pid
-}
-
 func TestWriteRemovesDeadLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	dead := strconv.Itoa(deadPID(t))
+	dead := strconv.Itoa(leftovertest.DeadPID(t))
 	live := strconv.Itoa(os.Getpid())
 	// The runner of this test is alive and not us: a concurrent run.
 	parent := strconv.Itoa(os.Getppid())
@@ -98,7 +83,7 @@ func TestWriteRemovesDeadLeftovers(t *testing.T) {
 // the job of a run that actually replaces the file.
 func TestUnusedWriteLeavesLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	name := ".r.jsonl.tmp-" + strconv.Itoa(deadPID(t)) + "-1"
+	name := ".r.jsonl.tmp-" + strconv.Itoa(leftovertest.DeadPID(t)) + "-1"
 	if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
