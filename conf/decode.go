@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -325,6 +326,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 				}
 			}
 			d.value(n, fieldByKey(v, key), fieldInfo{key: key, enum: enum})
+			applyDefaults(v, map[string]bool{key: true})
 			d.validate(n, v)
 			return
 		}
@@ -369,6 +371,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 			d.errf(n, "missing required key %q", f.Key)
 		}
 	}
+	applyDefaults(v, seen)
 	if len(d.diags) == before {
 		d.validate(n, v)
 	}
@@ -503,4 +506,48 @@ func Normalize(x any) any {
 func DecodesItself(t reflect.Type) bool {
 	pt := reflect.PointerTo(t)
 	return pt.Implements(unmarshalerType) || pt.Implements(reflect.TypeFor[Schemaer]())
+}
+
+// applyDefaults sets every field of struct v that the file left out (not
+// in seen) to the value of its `default:` tag. The tag is therefore the
+// behaviour, not only its documentation: docs, schema and decoding read
+// the same text, and no package writes the value a second time.
+func applyDefaults(v reflect.Value, seen map[string]bool) {
+	for _, f := range Fields(v.Type()) {
+		if f.Default == "" || seen[f.Key] {
+			continue
+		}
+		fv := fieldByKey(v, f.Key)
+		if !fv.IsZero() {
+			continue // set by a shorthand or an unmarshaler already
+		}
+		d := &decoder{ctx: &Context{}}
+		d.value(defaultNode(f.Default, f.Type), fv, fieldInfo{key: f.Key, enum: f.Enum})
+		if len(d.diags) > 0 {
+			// A wiring bug, caught the first time the type decodes.
+			panic(fmt.Sprintf("conf: the default %q of %s.%s does not decode: %v", f.Default, v.Type(), f.Key, d.diags))
+		}
+	}
+}
+
+var defaultNodes sync.Map // default text + type -> *yaml.Node
+
+// defaultNode reads a default tag as YAML ("[0]" is a list, "true" a
+// boolean), except where the text is not a YAML scalar of its own ("{stem}.{ext}"),
+// which stays a string.
+func defaultNode(text string, t reflect.Type) *yaml.Node {
+	key := text + "\x00" + t.String()
+	if n, ok := defaultNodes.Load(key); ok {
+		return n.(*yaml.Node)
+	}
+	n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: text}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &doc); err == nil && len(doc.Content) == 1 {
+		c := doc.Content[0]
+		if c.Kind == yaml.SequenceNode || c.Kind == yaml.ScalarNode {
+			n = c
+		}
+	}
+	defaultNodes.Store(key, n)
+	return n
 }

@@ -1,22 +1,27 @@
 // Package engine runs a validated pipeline: one executor per stage, stages
 // connected by bounded channels so results stream with backpressure. It knows
-// steps only through the steps interfaces and imports no step kind.
+// steps only through the steps interfaces and imports no step kind; it runs
+// a step stage's items through the Runner of the stage's mode.
 package engine
 
 import (
 	"context"
 	"io"
+	"time"
 
+	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
 
-// Runner runs one attempt of one item of a stage. In thread mode it is the
-// step itself; in process mode it forwards the item to a worker process.
-// Do is called concurrently by up to the stage's worker count goroutines and
-// must return promptly once ctx is done.
+// Runner runs one attempt of one item of a stage: in this process (thread
+// mode), in a worker process (process mode), or wherever its mode sends it.
+// Do is called concurrently by up to the stage's worker count goroutines
+// (InFlight, when the runner has it) and must return promptly once ctx is
+// done. at describes the attempt: the engine fills in what it knows, and a
+// runner that moves the item elsewhere names the worker that ran it.
 type Runner interface {
-	Do(ctx context.Context, in steps.Input) (any, error)
+	Do(ctx context.Context, in steps.Input, at *Attempt) (any, error)
 	Close() error
 }
 
@@ -30,10 +35,26 @@ type InFlighter interface {
 	InFlight() int
 }
 
-// RunnerFactory builds the Runner of a `mode: process` stage. It is given the
-// pipeline (for the worker processes to load the same file and variables),
-// the stage and its resolved worker count.
-type RunnerFactory func(p *spec.Pipeline, s *spec.Stage, workers int) (Runner, error)
+// StageRun is what a RunnerFactory gets to build the runner of one stage.
+type StageRun struct {
+	Pipeline *spec.Pipeline // validated; Pipeline.Source is the text to send
+	Stage    *spec.Stage
+	Workers  int // resolved worker count
+	Registry *steps.Registry
+	// Env is the environment a step built in this process gets; a runner
+	// that builds the step elsewhere rebuilds its own from the pipeline.
+	Env *steps.Env
+	// Stderr receives what the runner has to say (workers' output, restarts).
+	Stderr io.Writer
+}
+
+// RunnerFactory builds the Runner of a stage of its mode.
+type RunnerFactory func(sr StageRun) (Runner, error)
+
+// Runners maps each mode to its factory. Thread mode is built in (Run adds
+// ThreadRunner when the map has no entry for it); every other mode is given
+// by the program: procpool.Factory for process mode.
+type Runners map[spec.Mode]RunnerFactory
 
 // Options configure a run.
 type Options struct {
@@ -41,28 +62,60 @@ type Options struct {
 	Stdin    io.Reader
 	Stdout   io.Writer
 	Stderr   io.Writer
-	// Process builds runners for `mode: process` stages. Nil makes such
-	// stages fail to start with a clear error.
-	Process RunnerFactory
-	// Events, if set, receives progress events (for bars and plain lines).
+	// Runners builds the runners of step stages by mode. A stage whose mode
+	// has no factory fails to start with a clear error.
+	Runners Runners
+	// Events, if set, receives every item's outcome (progress bars, a
+	// timeline, a journal). Without it the engine builds no events and
+	// times only a sample of items, for the report's latency percentiles.
 	Events EventSink
 }
 
 // EventSink receives progress as it happens. Calls come from many goroutines
 // (at most one at a time per stage for ItemDone). StageStarted is called for
-// every stage, in pipeline order, before any item moves; the engine appends
-// the default sink (named "print") when the pipeline has none. ItemDone is
-// called once per item and stage, when its outcome is final: "succeeded"
-// once its result was handed on, "cancelled" for items stopped before or
-// while running (or whose result could not be handed on). Items a barrier
-// holds back are reported with their Index (-1 past 134 million items) and
-// no item. Errors are redacted.
+// every stage, in pipeline order, before any item moves, the default sink
+// included (spec.Pipeline.RunStages). ItemDone is called once per item and
+// stage, when its outcome is final. The event and what it points to are
+// valid only during the call: a consumer copies what it keeps.
 type EventSink interface {
 	// StageStarted announces a stage with its resolved worker count and the
 	// number of items expected (-1 when unknown).
 	StageStarted(stage string, workers int, total int64)
-	// ItemDone reports one item leaving a stage: its outcome ("succeeded",
-	// "failed", "skipped", "cancelled", "filtered"), its input and result.
-	ItemDone(stage string, outcome string, in steps.Input, result any, err error)
+	ItemDone(ev *ItemEvent)
 	StageDone(stage string)
+}
+
+// ItemEvent is one item leaving one stage, with what a timeline, a journal
+// for resume or a progress bar needs. Item, Result and Err are redacted.
+type ItemEvent struct {
+	Stage string
+	// Index is the item's stable index from the source (-1 for an item a
+	// barrier held back past the 134 million it can name).
+	Index   int64
+	Outcome report.Outcome // succeeded, failed, skipped, cancelled or filtered
+	Item    any            // the stage's input (nil for held-back barrier items)
+	Result  any            // the result handed on, on success
+	Err     error          // the failure, for failed and skipped items
+	// Attempts are the item's attempts in this stage, in order; empty for
+	// items that never ran (filtered, cancelled while queued) and for the
+	// stages that do not attempt (sources, barriers).
+	Attempts []Attempt
+	// Wait is the time the item spent waiting on rate and concurrency
+	// limits in this stage, over all its attempts.
+	Wait time.Duration
+}
+
+// Attempt is one try of one item.
+type Attempt struct {
+	// Worker names who ran it: "thread 3" (the stage's goroutine slot),
+	// "pid 4242" (a worker process), or a remote worker's name.
+	Worker string
+	// Start and End bound the attempt, limits waited on excluded.
+	Start, End time.Time
+	// Class is the error class of a failed attempt ("" when it succeeded).
+	Class string
+	// Redelivered counts deliveries of this attempt beyond the first: a
+	// worker that died holding the item is not the item's fault, and such
+	// a delivery does not count against the retry budget.
+	Redelivered int
 }

@@ -103,7 +103,9 @@ type finishOrder struct {
 
 func (f *finishOrder) StageStarted(string, int, int64) {}
 func (f *finishOrder) StageDone(string)                {}
-func (f *finishOrder) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+func (f *finishOrder) ItemDone(ev *ItemEvent) {
+	stage, outcome, in := ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}
+	_, _, _ = stage, outcome, in
 	if stage == f.stage && outcome == "succeeded" && in.Index > 0 {
 		close(f.g[in.Index-1])
 	}
@@ -875,7 +877,7 @@ type fakeRunner struct {
 	closed atomic.Int64
 }
 
-func (f *fakeRunner) Do(ctx context.Context, in steps.Input) (any, error) {
+func (f *fakeRunner) Do(ctx context.Context, in steps.Input, _ *Attempt) (any, error) {
 	f.calls.Add(1)
 	return in.Item, nil
 }
@@ -891,10 +893,10 @@ stages:
   - {name: heavy, step: pass, mode: process, workers: 3}
 `)
 	var out strings.Builder
-	rep, err := Run(context.Background(), p, Options{Registry: reg, Stdout: &out, Process: func(p *spec.Pipeline, s *spec.Stage, workers int) (Runner, error) {
-		gotWorkers = workers
+	rep, err := Run(context.Background(), p, Options{Registry: reg, Stdout: &out, Runners: Runners{spec.ModeProcess: func(sr StageRun) (Runner, error) {
+		gotWorkers = sr.Workers
 		return fr, nil
-	}})
+	}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -984,7 +986,9 @@ type cancelOn struct {
 
 func (c *cancelOn) StageStarted(string, int, int64) {}
 func (c *cancelOn) StageDone(string)                {}
-func (c *cancelOn) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+func (c *cancelOn) ItemDone(ev *ItemEvent) {
+	stage, outcome, in := ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}
+	_, _, _ = stage, outcome, in
 	if stage == c.stage {
 		c.cancel()
 	}
@@ -999,7 +1003,9 @@ type indexEvents struct {
 
 func (e *indexEvents) StageStarted(string, int, int64) {}
 func (e *indexEvents) StageDone(string)                {}
-func (e *indexEvents) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+func (e *indexEvents) ItemDone(ev *ItemEvent) {
+	stage, outcome, in := ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}
+	_, _, _ = stage, outcome, in
 	if stage != e.stage {
 		return
 	}

@@ -141,7 +141,6 @@ type topN struct {
 	kept []steps.Input
 }
 
-func (t *topN) Do(ctx context.Context, in steps.Input) (any, error) { return in.Item, nil }
 func (t *topN) Add(in steps.Input) error {
 	if len(t.kept) < t.n {
 		t.kept = append(t.kept, in)
@@ -178,10 +177,10 @@ func (*printConf) Shorthand() string { return "format" }
 
 func testRegistry() *steps.Registry {
 	r := steps.NewRegistry()
-	steps.Register(r, steps.Kind{Name: "nums", Role: steps.RoleSource}, func(c *rangeConf, env *steps.Env) (any, error) {
+	steps.RegisterSource(r, steps.Kind{Name: "nums"}, func(c *rangeConf, env *steps.Env) (steps.Source, error) {
 		return lazyRange{c.N}, nil
 	})
-	steps.Register(r, steps.Kind{Name: "src", Role: steps.RoleSource}, func(c *fnConf, env *steps.Env) (any, error) {
+	steps.RegisterSource(r, steps.Kind{Name: "src"}, func(c *fnConf, env *steps.Env) (steps.Source, error) {
 		switch f := lookupFn(c.Fn).(type) {
 		case sourceFunc:
 			return funcSource{f: f, n: -1}, nil
@@ -190,30 +189,30 @@ func testRegistry() *steps.Registry {
 		}
 		return nil, fmt.Errorf("no source function %q", c.Fn)
 	})
-	steps.Register(r, steps.Kind{Name: "pass", Role: steps.RoleStep}, func(c *struct{}, env *steps.Env) (any, error) {
+	steps.RegisterStep(r, steps.Kind{Name: "pass"}, func(c *struct{}, env *steps.Env) (steps.Step, error) {
 		return steps.Func(func(ctx context.Context, in steps.Input) (any, error) { return in.Item, nil }), nil
 	})
-	steps.Register(r, steps.Kind{Name: "fn", Role: steps.RoleStep}, func(c *fnConf, env *steps.Env) (any, error) {
+	steps.RegisterStep(r, steps.Kind{Name: "fn"}, func(c *fnConf, env *steps.Env) (steps.Step, error) {
 		f, ok := lookupFn(c.Fn).(steps.Func)
 		if !ok {
 			return nil, fmt.Errorf("no step function %q", c.Fn)
 		}
 		return f, nil
 	})
-	steps.Register(r, steps.Kind{Name: "broken", Role: steps.RoleStep}, func(c *struct{}, env *steps.Env) (any, error) {
+	steps.RegisterStep(r, steps.Kind{Name: "broken"}, func(c *struct{}, env *steps.Env) (steps.Step, error) {
 		return nil, fmt.Errorf("cannot build: the model file is missing")
 	})
-	steps.Register(r, steps.Kind{Name: "topn", Role: steps.RoleStep}, func(c *rangeConf, env *steps.Env) (any, error) {
+	steps.RegisterBarrier(r, steps.Kind{Name: "topn"}, func(c *rangeConf, env *steps.Env) (steps.Barrier, error) {
 		return &topN{n: int(c.N)}, nil
 	})
-	steps.Register(r, steps.Kind{Name: "collect", Role: steps.RoleSink}, func(c *fnConf, env *steps.Env) (any, error) {
+	steps.RegisterSink(r, steps.Kind{Name: "collect"}, func(c *fnConf, env *steps.Env) (steps.Sink, error) {
 		col, ok := lookupFn(c.Fn).(*collector)
 		if !ok {
 			return nil, fmt.Errorf("no collector %q", c.Fn)
 		}
 		return col, nil
 	})
-	steps.Register(r, steps.Kind{Name: "print", Role: steps.RoleSink}, func(c *printConf, env *steps.Env) (any, error) {
+	steps.RegisterSink(r, steps.Kind{Name: "print"}, func(c *printConf, env *steps.Env) (steps.Sink, error) {
 		if c.Format != "jsonl" {
 			return nil, fmt.Errorf("fake print supports jsonl only, got %q", c.Format)
 		}
@@ -345,7 +344,9 @@ func (e *countingEvents) StageStarted(stage string, workers int, total int64) {
 	e.mu.Unlock()
 }
 
-func (e *countingEvents) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+func (e *countingEvents) ItemDone(ev *ItemEvent) {
+	stage, outcome, in := ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}
+	_, _, _ = stage, outcome, in
 	e.mu.Lock()
 	if e.items[stage] == nil {
 		e.items[stage] = map[string]int64{}

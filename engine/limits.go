@@ -32,7 +32,6 @@ type limit struct {
 	buckets map[string]*list.Element
 	lru     *list.List // front: most recently used
 
-	reservations int64 // for tests: rate tokens taken
 }
 
 type bucket struct {
@@ -47,9 +46,6 @@ func newLimit(name string, r *spec.Rate, burst, conc int, key *tmpl.T, maxKeys i
 	if r != nil && r.N > 0 {
 		l.rate = rate.Limit(r.PerSecond())
 		l.burst = max(burst, 1)
-	}
-	if l.maxKeys <= 0 {
-		l.maxKeys = 10000
 	}
 	if key == nil {
 		l.single = l.newBucket("")
@@ -122,9 +118,6 @@ func (l *limit) wait(ctx context.Context, b *bucket) error {
 	}
 	now := l.clk.Now()
 	r := b.rl.ReserveN(now, 1)
-	l.mu.Lock()
-	l.reservations++
-	l.mu.Unlock()
 	if d := r.DelayFrom(now); d > 0 {
 		if err := l.clk.SleepUntil(ctx, now.Add(d)); err != nil {
 			r.CancelAt(l.clk.Now())

@@ -180,7 +180,7 @@ func TestRandomPipelines(t *testing.T) {
 				}
 			}
 		}
-		statuses[rep.Status]++
+		statuses[string(rep.Status)]++
 		if rep.Status == "succeeded" && rep.ExitCode != 0 {
 			t.Fatalf("seed %d: succeeded with exit %d", seed, rep.ExitCode)
 		}

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
@@ -49,7 +47,7 @@ func (e *SetupError) Unwrap() error { return e.Err }
 // Run runs a validated pipeline and returns its report.
 //
 // The error is only for setup failures (a stage that cannot be built, a
-// process-mode stage without Options.Process): then nothing ran and the
+// stage whose mode has no runner in Options.Runners): then nothing ran and the
 // report is nil. Otherwise the report is complete, whatever happened, with
 // ExitCode 0 when every item succeeded or failures stayed within the
 // policies, 1 when items failed, a policy or a timeout stopped the run, and
@@ -81,6 +79,7 @@ type run struct {
 	vars   map[string]any
 	env    map[string]string
 	limits map[string]*limit
+	stderr *lockedWriter
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -93,7 +92,7 @@ type run struct {
 
 // runStop is why a run stopped early; it is the cause of the run context.
 type runStop struct {
-	status string // failed, timed_out, interrupted
+	status report.Status
 	msg    string
 	// timeout marks stops by the pipeline timeout (stage == "") or by the
 	// deadline of stage: the items they cancel are counted as timed out.
@@ -124,6 +123,13 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 		r.clk = realClock{}
 	}
 	r.vars = p.Vars.Map()
+	// One lock on stderr for the run: steps and runners (worker processes'
+	// forwarded lines) of different stages write whole lines through it, so
+	// lines never interleave.
+	r.stderr = &lockedWriter{w: io.Discard}
+	if opts.Stderr != nil {
+		r.stderr.w = opts.Stderr
+	}
 	r.env = environ()
 	r.limits = buildLimits(p, r.clk)
 
@@ -137,7 +143,7 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 	if p.Timeout > 0 {
 		var cancelT context.CancelFunc
 		base, cancelT = context.WithTimeoutCause(parent, p.Timeout, &runStop{
-			status: "timed_out", timeout: true, limit: p.Timeout,
+			status: report.StatusTimedOut, timeout: true, limit: p.Timeout,
 			msg: fmt.Sprintf("the pipeline timeout of %s passed; running work was cancelled (raise timeout: to allow more time)", p.Timeout),
 		})
 		defer cancelT()
@@ -228,7 +234,7 @@ func (r *run) stopReason() *runStop {
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		msg = "interrupted: " + cause.Error()
 	}
-	return &runStop{status: "interrupted", msg: msg}
+	return &runStop{status: report.StatusInterrupted, msg: msg}
 }
 
 // runErr is the error handed to sinks' Close: nil when the run succeeded.
@@ -243,9 +249,9 @@ func (r *run) finalize(rep *report.Report, stages []stageExec) {
 	stop := r.stopReason()
 	switch {
 	case stop == nil:
-		rep.Status, rep.ExitCode = "succeeded", 0
-	case stop.status == "interrupted":
-		rep.Status, rep.ExitCode, rep.Reason = "interrupted", 130, stop.msg
+		rep.Status, rep.ExitCode = report.StatusSucceeded, 0
+	case stop.status == report.StatusInterrupted:
+		rep.Status, rep.ExitCode, rep.Reason = report.StatusInterrupted, 130, stop.msg
 	default:
 		rep.Status, rep.ExitCode, rep.Reason = stop.status, 1, stop.msg
 		if stop.timeout && stop.stage != "" {
@@ -309,7 +315,7 @@ func (r *run) totals(stages []stageExec) []int64 {
 		case *barrierStage:
 			n = -1
 		case *stepStage:
-			if x.onError == "skip" || x.first > 0 {
+			if x.policy.onError == spec.OnErrorSkip || x.done.first > 0 {
 				n = -1
 			}
 		}
@@ -332,13 +338,14 @@ func workersOf(s *spec.Stage) int {
 	if s.Workers.N > 0 && !s.Workers.Auto {
 		return s.Workers.N
 	}
-	if s.Mode == "process" {
+	if s.Mode == spec.ModeProcess {
 		return runtime.NumCPU()
 	}
 	return min(32, 4*runtime.NumCPU())
 }
 
-// build constructs every stage; on failure, what was built is closed again.
+// build constructs every stage, the default sink included; on failure,
+// what was built is closed again.
 func (r *run) build() (_ []stageExec, err error) {
 	var out []stageExec
 	defer func() {
@@ -348,26 +355,13 @@ func (r *run) build() (_ []stageExec, err error) {
 			}
 		}
 	}()
-	last := r.p.Stages[len(r.p.Stages)-1]
-	for i, s := range r.p.Stages {
+	for i, s := range r.p.RunStages() {
 		st, err := r.buildStage(i, s)
 		if err != nil {
-			return out, &SetupError{Stage: s.Name, Err: err}
-		}
-		out = append(out, st)
-	}
-	if last.Role != spec.RoleSink {
-		name := "print"
-		for _, s := range r.p.Stages {
-			if s.Name == name {
-				name = "output"
+			if i >= len(r.p.Stages) {
+				err = fmt.Errorf("the default sink (%s): %w", spec.DefaultSink, err)
 			}
-		}
-		s := &spec.Stage{Name: name, Role: spec.RoleSink, Kind: "print", Mode: "thread", Order: "input", OnError: "fail",
-			Options: &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "jsonl"}}
-		st, err := r.buildStage(len(r.p.Stages), s)
-		if err != nil {
-			return out, &SetupError{Stage: name, Err: fmt.Errorf("the default sink (print: jsonl): %w", err)}
+			return out, &SetupError{Stage: s.Name, Err: err}
 		}
 		out = append(out, st)
 	}
@@ -379,100 +373,106 @@ func (r *run) buildStage(i int, s *spec.Stage) (stageExec, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown %s kind %q", s.Role, s.Kind)
 	}
-	if string(k.Role) != string(s.Role) {
+	if k.Role != s.Role {
 		return nil, fmt.Errorf("%q is a %s kind, not a %s", s.Kind, k.Role, s.Role)
 	}
-	mode := s.Mode
-	if mode == "" {
-		mode = "thread"
-	}
 	workers := 1
-	if s.Role == spec.RoleStep {
+	if s.Role == steps.RoleStep && !k.Barrier {
 		workers = workersOf(s)
 	}
-	stdin, stdout, stderr := r.opts.Stdin, r.opts.Stdout, r.opts.Stderr
+	env := r.stepEnv(s, workers)
+	b := &stage{r: r, spec: s, name: s.Name, when: s.When,
+		rep: &report.Stage{Name: s.Name, Kind: s.Kind, Role: string(s.Role), Mode: string(spec.ModeThread), Workers: workers}}
+	if s.Role == steps.RoleStep && !k.Barrier {
+		return r.buildStepStage(b, s, k, env, workers)
+	}
+	// Sources, barriers and sinks run in this process whatever the mode: a
+	// barrier sees every item in one place, the ends are the run's own.
+	built, err := k.Build(s.Options, &conf.Context{Vars: r.vars}, env)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case built.Source != nil:
+		b.lim = stageLimiter(s, r.limits, r.clk)
+		return &sourceStage{stage: b, src: built.Source}, nil
+	case built.Barrier != nil:
+		return &barrierStage{stage: b, bar: built.Barrier, policy: newErrorPolicy(s)}, nil
+	default:
+		return &sinkStage{stage: b, sink: built.Sink}, nil
+	}
+}
+
+// buildStepStage gives a step stage the runner of its mode.
+func (r *run) buildStepStage(b *stage, s *spec.Stage, k *steps.Kind, env *steps.Env, workers int) (stageExec, error) {
+	factory := r.opts.Runners[s.Mode]
+	if factory == nil && s.Mode == spec.ModeThread {
+		factory = ThreadRunner
+	}
+	if factory == nil {
+		return nil, fmt.Errorf("mode: %s needs a runner that this program did not give the engine (Options.Runners has no %q); use mode: thread", s.Mode, s.Mode)
+	}
+	runner, err := factory(StageRun{Pipeline: r.p, Stage: s, Workers: workers, Registry: r.opts.Registry, Env: env, Stderr: env.Stderr})
+	if err != nil {
+		if s.Mode == spec.ModeThread {
+			return nil, err
+		}
+		return nil, fmt.Errorf("starting the %s runner: %w", s.Mode, err)
+	}
+	b.rep.Mode = string(s.Mode)
+	st := &stepStage{stage: b, runner: runner, workers: workers}
+	// A runner that queues items ahead (the process pool batches them
+	// over its pipes) needs more callers than workers.
+	if f, ok := runner.(InFlighter); ok && f.InFlight() > workers {
+		st.workers = f.InFlight()
+	}
+	st.configure(r.limits)
+	return st, nil
+}
+
+// stepEnv is the environment of a kind built in this process.
+func (r *run) stepEnv(s *spec.Stage, workers int) *steps.Env {
+	stdin, stdout := r.opts.Stdin, r.opts.Stdout
 	if stdin == nil {
 		stdin = os.Stdin
 	}
 	if stdout == nil {
 		stdout = os.Stdout
 	}
-	if stderr == nil {
-		stderr = io.Discard
+	return &steps.Env{Dir: r.p.Dir, Stage: s.Name, Vars: r.vars, Env: r.env, Workers: workers,
+		Stdin: stdin, Stdout: stdout, Stderr: r.stderr}
+}
+
+// ThreadRunner is the runner of `mode: thread`: the step built in this
+// process, called from the stage's goroutines.
+func ThreadRunner(sr StageRun) (Runner, error) {
+	k, ok := sr.Registry.Lookup(sr.Stage.Kind)
+	if !ok {
+		return nil, fmt.Errorf("unknown step kind %q", sr.Stage.Kind)
 	}
-	env := &steps.Env{Dir: r.p.Dir, Stage: s.Name, Vars: r.vars, Env: r.env, Workers: workers,
-		Stdin: stdin, Stdout: stdout, Stderr: stderr}
-	v, err := k.Build(s.Options, &conf.Context{Vars: r.vars}, env)
+	built, err := k.Build(sr.Stage.Options, &conf.Context{Vars: sr.Env.Vars}, sr.Env)
 	if err != nil {
 		return nil, err
 	}
-	b := &stage{r: r, spec: s, idx: i, name: s.Name, when: s.When,
-		rep: &report.Stage{Name: s.Name, Kind: s.Kind, Role: string(s.Role), Mode: mode, Workers: workers}}
-	switch s.Role {
-	case spec.RoleSource:
-		src, ok := v.(steps.Source)
-		if !ok {
-			return nil, fmt.Errorf("kind %q built %T, not a source", s.Kind, v)
-		}
-		b.rep.Mode = "thread"
-		b.lim = stageLimiter(s, r.limits, r.clk)
-		return &sourceStage{stage: b, src: src}, nil
-	case spec.RoleSink:
-		sink, ok := v.(steps.Sink)
-		if !ok {
-			return nil, fmt.Errorf("kind %q built %T, not a sink", s.Kind, v)
-		}
-		b.rep.Mode = "thread"
-		return &sinkStage{stage: b, sink: sink}, nil
-	}
-	if bar, ok := v.(steps.Barrier); ok {
-		// A barrier sees every item in one place; it runs in this process
-		// whatever the mode.
-		b.rep.Mode, b.rep.Workers = "thread", 1
-		return &barrierStage{stage: b, bar: bar, onError: s.OnError}, nil
-	}
-	st := &stepStage{stage: b, workers: workers}
-	if mode == "process" {
-		closeValue(v)
-		if r.opts.Process == nil {
-			return nil, fmt.Errorf("mode: process needs the worker process pool, which this program did not provide to the engine (Options.Process is nil); use mode: thread")
-		}
-		runner, err := r.opts.Process(r.p, s, workers)
-		if err != nil {
-			return nil, fmt.Errorf("starting worker processes: %w", err)
-		}
-		st.runner = runner
-		// The pool queues items in its workers ahead of time so that they
-		// cross the pipes in batches: it needs more callers than processes.
-		if f, ok := runner.(InFlighter); ok && f.InFlight() > workers {
-			st.workers = f.InFlight()
-		}
-	} else {
-		step, ok := v.(steps.Step)
-		if !ok {
-			return nil, fmt.Errorf("kind %q built %T, not a step", s.Kind, v)
-		}
-		st.runner = stepRunner{step}
-	}
-	st.configure(r.limits)
-	return st, nil
+	return stepRunner{built}, nil
 }
 
-// closeValue closes a built value that holds resources and will not be used.
-func closeValue(v any) {
-	if c, ok := v.(io.Closer); ok {
-		c.Close()
-	}
+// stepRunner runs a step in this process.
+type stepRunner struct{ b steps.Built }
+
+func (r stepRunner) Do(ctx context.Context, in steps.Input, _ *Attempt) (any, error) {
+	return r.b.Step.Do(ctx, in)
 }
 
-// stepRunner runs a step in this process (mode: thread).
-type stepRunner struct{ s steps.Step }
+func (r stepRunner) Close() error { return r.b.Close() }
 
-func (r stepRunner) Do(ctx context.Context, in steps.Input) (any, error) { return r.s.Do(ctx, in) }
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
 
-func (r stepRunner) Close() error {
-	if c, ok := r.s.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -28,7 +28,6 @@ type stageExec interface {
 type stage struct {
 	r    *run
 	spec *spec.Stage
-	idx  int
 	name string
 	rep  *report.Stage
 	when *tmpl.T
@@ -52,6 +51,11 @@ type stage struct {
 
 	toOnce sync.Once
 	toCanc bool // items cancelled here count as timed out
+
+	// The event being published, reused: ItemDone gets a pointer valid
+	// for the call (see EventSink).
+	evBuf  ItemEvent
+	attBuf [1]Attempt
 }
 
 func (s *stage) base() *stage { return s }
@@ -68,7 +72,7 @@ func (s *stage) begin() {
 			if s.finished.Load() {
 				return
 			}
-			s.r.stopRun(&runStop{status: "timed_out", timeout: true, stage: s.name, limit: d,
+			s.r.stopRun(&runStop{status: report.StatusTimedOut, timeout: true, stage: s.name, limit: d,
 				msg: fmt.Sprintf("stage %q did not finish within its deadline of %s", s.name, d)})
 		})
 	}
@@ -106,25 +110,55 @@ func (s *stage) cancelCountsAsTimeout() bool {
 }
 
 // cancelled accounts for one item cancelled before or while running.
-func (s *stage) cancelled(in steps.Input) {
+func (s *stage) cancelled(in steps.Input, tries *tries) {
 	s.rep.Cancelled++
 	if s.ctx.Err() != nil && s.cancelCountsAsTimeout() {
 		s.rep.TimedOut++
 	}
-	s.event("cancelled", in, nil, nil)
+	s.event(report.Cancelled, in, nil, nil, tries)
 }
 
-func (s *stage) event(outcome string, in steps.Input, res any, err error) {
-	if ev := s.r.ev; ev != nil {
-		if err != nil {
-			err = redactedError{err, s.r.red.String(err.Error())}
-		}
+// tries is what the engine knows of an item's attempts in a stage: the
+// last attempt inline (most items have one), earlier ones only on retry,
+// so that a stage without retries allocates nothing for them.
+type tries struct {
+	last    Attempt
+	earlier []Attempt
+	n       int32         // attempts made
+	wait    time.Duration // on limits, all attempts
+}
+
+func (t *tries) list(scratch *[1]Attempt) []Attempt {
+	if t == nil || t.n == 0 || t.last.Start.IsZero() {
+		return nil
+	}
+	if len(t.earlier) == 0 {
+		scratch[0] = t.last
+		return scratch[:]
+	}
+	return append(t.earlier, t.last)
+}
+
+// event publishes one item's outcome, redacted. Calls for a stage come
+// from one goroutine at a time, which the scratch space relies on.
+func (s *stage) event(outcome report.Outcome, in steps.Input, res any, err error, t *tries) {
+	ev := s.r.ev
+	if ev == nil {
+		return
+	}
+	if err != nil {
+		err = redactedError{err, s.r.red.String(err.Error())}
+	}
+	e := &s.evBuf
+	*e = ItemEvent{Stage: s.name, Index: in.Index, Outcome: outcome, Err: err,
 		// Progress prints items and results: an item built from a secret
 		// variable must not show it there either.
-		in.Item = s.r.red.Value(in.Item)
-		res = s.r.red.Value(res)
-		ev.ItemDone(s.name, outcome, in, res, err)
+		Item: s.r.red.Value(in.Item), Result: s.r.red.Value(res)}
+	if t != nil {
+		e.Attempts, e.Wait = t.list(&s.attBuf), t.wait
 	}
+	ev.ItemDone(e)
+	*e = ItemEvent{}
 }
 
 // redactedError keeps the chain of an error (for errors.As) while printing
@@ -151,7 +185,7 @@ func (s *stage) filter(sc *tmpl.Scope) (keep bool, err error) {
 	return ok, nil
 }
 
-func (s *stage) failure(in steps.Input, err error, attempts int, outcome string) {
+func (s *stage) failure(in steps.Input, err error, attempts int, outcome report.Outcome) {
 	s.r.addFailure(report.Failure{Stage: s.name, Index: in.Index, Item: in.Item, Error: err.Error(),
 		Class: steps.ClassOf(err), Attempts: attempts, Outcome: outcome})
 }
@@ -181,17 +215,19 @@ type emitter struct {
 }
 
 type pending struct {
-	in  steps.Input
-	ok  bool // a success (not an item kept with its error)
-	res any
+	in    steps.Input
+	ok    bool // a success (not an item kept with its error)
+	res   any
+	tries tries
 }
 
 func newEmitter(s *stage) *emitter {
 	return &emitter{s: s, pend: make([]pending, 0, batchSize)}
 }
 
-// add queues one outgoing record; ok says it is a success to account.
-func (e *emitter) add(rec steps.Record, in steps.Input, ok bool) {
+// add queues one outgoing record; ok says it is a success to account,
+// t (may be nil) how the item's attempts went, for its event.
+func (e *emitter) add(rec steps.Record, in steps.Input, ok bool, t *tries) {
 	if e.b == nil {
 		e.b = newBatch()
 	}
@@ -199,6 +235,9 @@ func (e *emitter) add(rec steps.Record, in steps.Input, ok bool) {
 	p := pending{ok: ok}
 	if e.s.r.ev != nil {
 		p.in, p.res = in, rec.Item
+		if t != nil {
+			p.tries = *t
+		}
 	}
 	e.pend = append(e.pend, p)
 	if len(e.b.recs) == batchSize {
@@ -223,13 +262,14 @@ func (e *emitter) flush() {
 		}
 	}
 	rep := e.s.rep
-	for _, p := range e.pend {
+	for i := range e.pend {
+		p := &e.pend[i]
 		switch {
 		case !sent && p.ok:
-			e.s.cancelled(p.in)
+			e.s.cancelled(p.in, &p.tries)
 		case sent && p.ok:
 			rep.Succeeded++
-			e.s.event("succeeded", p.in, p.res, nil)
+			e.s.event(report.Succeeded, p.in, p.res, nil, &p.tries)
 		}
 	}
 	if sent {
@@ -246,21 +286,5 @@ func (e *emitter) close() {
 	e.flush()
 	if e.s.out != nil {
 		close(e.s.out)
-	}
-}
-
-// drain accounts as cancelled every item still arriving on the input of a
-// stage that stopped, until the stage upstream closes it. Upstream stops too
-// (its context is a child of this one), so this ends promptly.
-func (s *stage) drain() {
-	if s.in == nil {
-		return
-	}
-	for b := range s.in {
-		for _, rec := range b.recs {
-			s.rep.In++
-			s.cancelled(steps.Input{Index: rec.Index, Item: rec.Item})
-		}
-		freeBatch(b)
 	}
 }

@@ -28,7 +28,7 @@ func BenchmarkTrivialItems(b *testing.B) {
 			ctx := context.Background()
 			// Start the workers and let the pool measure the items.
 			for i := range 1000 {
-				if _, err := pool.Do(ctx, steps.Input{Index: int64(i), Item: int64(i)}); err != nil {
+				if _, err := pool.Do(ctx, steps.Input{Index: int64(i), Item: int64(i)}, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -43,7 +43,7 @@ func BenchmarkTrivialItems(b *testing.B) {
 						if i >= n {
 							return
 						}
-						v, err := pool.Do(ctx, steps.Input{Index: i, Item: i})
+						v, err := pool.Do(ctx, steps.Input{Index: i, Item: i}, nil)
 						if err != nil || v != i {
 							b.Errorf("item %d: got %v, %v", i, v, err)
 							return
@@ -74,7 +74,7 @@ func BenchmarkTrivialItemsOnePerWorker(b *testing.B) {
 				if i >= n {
 					return
 				}
-				if v, err := pool.Do(ctx, steps.Input{Index: i, Item: i}); err != nil || v != i {
+				if v, err := pool.Do(ctx, steps.Input{Index: i, Item: i}, nil); err != nil || v != i {
 					b.Errorf("item %d: got %v, %v", i, v, err)
 					return
 				}
@@ -111,7 +111,7 @@ stages:
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Process: testFactory, Stdout: io.Discard, Stderr: io.Discard})
+	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Runners: engine.Runners{spec.ModeProcess: testFactory}, Stdout: io.Discard, Stderr: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}

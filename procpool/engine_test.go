@@ -3,6 +3,7 @@ package procpool
 import (
 	"bytes"
 	"context"
+	"github.com/flowrun/flow/stagehost"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,12 +17,12 @@ import (
 )
 
 // testFactory is Factory with the orphan mark in the workers' environment.
-func testFactory(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error) {
-	hello, err := HelloFor(p, s, workers)
+func testFactory(sr engine.StageRun) (engine.Runner, error) {
+	hello, err := stagehost.HelloFor(sr.Pipeline, sr.Stage, sr.Workers)
 	if err != nil {
 		return nil, err
 	}
-	cfg := ConfigFor(s, workers)
+	cfg := ConfigFor(sr.Stage, sr.Workers)
 	cfg.Env = []string{testMark}
 	cfg.Stderr = &bytes.Buffer{}
 	return New(hello, cfg)
@@ -46,7 +47,7 @@ func runPipelineWith(t *testing.T, text string, factory engine.RunnerFactory, st
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Process: factory, Stdout: &out, Stderr: stderr})
+	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Runners: engine.Runners{spec.ModeProcess: factory}, Stdout: &out, Stderr: stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +136,8 @@ stages:
 	}
 }
 
-func TestFactoryWithSendsWorkerOutputToTheRunsStderr(t *testing.T) {
-	// FactoryWith takes no environment: the workers inherit the mark.
+func TestFactorySendsWorkerOutputToTheRunsStderr(t *testing.T) {
+	// Factory takes no environment: the workers inherit the mark.
 	k, v, _ := strings.Cut(testMark, "=")
 	t.Setenv(k, v)
 	stderr := &syncBuffer{}
@@ -148,7 +149,7 @@ stages:
     step: test
     mode: process
     workers: 2
-`, FactoryWith(stderr), stderr)
+`, Factory, stderr)
 	if st := stageNamed(rep, "work"); st.Succeeded != 2 {
 		t.Fatalf("work: %+v", *st)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowrun/flow/stagehost"
 	"math"
 	"os"
 	"os/exec"
@@ -52,7 +53,7 @@ func testRegistry() *steps.Registry {
 	source.Register(r)
 	compute.Register(r)
 	sink.Register(r)
-	steps.Register(r, steps.Kind{Name: "test", Role: steps.RoleStep, Summary: "test behaviours"}, newTestStep)
+	steps.RegisterStep(r, steps.Kind{Name: "test", Summary: "test behaviours"}, newTestStep)
 	return r
 }
 
@@ -62,7 +63,7 @@ type testConfig struct {
 	Plain     bool    `yaml:"plain"`
 }
 
-func newTestStep(cfg *testConfig, env *steps.Env) (any, error) {
+func newTestStep(cfg *testConfig, env *steps.Env) (steps.Step, error) {
 	if cfg.FailBuild {
 		return nil, errors.New("fail_build is set")
 	}
@@ -187,7 +188,7 @@ func parentMain() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	hello, err := HelloFor(p, p.Stages[1], 1)
+	hello, err := stagehost.HelloFor(p, p.Stages[1], 1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -197,7 +198,7 @@ func parentMain() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	_, err = pool.Do(context.Background(), steps.Input{Item: "pidfile:" + os.Getenv("FLOW_PROCPOOL_TEST_PIDFILE")})
+	_, err = pool.Do(context.Background(), steps.Input{Item: "pidfile:" + os.Getenv("FLOW_PROCPOOL_TEST_PIDFILE")}, nil)
 	fmt.Fprintln(os.Stderr, "the blocking item returned:", err)
 	return 1
 }

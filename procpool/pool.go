@@ -10,12 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/protocol"
 	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/stagehost"
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/taskq"
 )
 
 // Config tunes a Pool. Zero fields take the defaults given with them.
@@ -108,55 +108,21 @@ func (c *Config) defaults() error {
 // timeout: enough to batch cheap items over the pipes.
 const inFlightPerWorker = 128
 
-// Factory builds the Runner of a `mode: process` stage; it is an
-// engine.RunnerFactory. The workers re-execute this program, which must
-// start with
+// Factory is the engine's RunnerFactory for `mode: process`: a Pool for
+// the stage, its workers' output going to the run's stderr. The workers
+// re-execute this program, which must start with
 //
 //	if procpool.IsWorker() { os.Exit(procpool.WorkerMain(registry)) }
 //
 // with a registry holding the same kinds as the parent's.
-func Factory(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error) {
-	return NewRunner(p, s, workers)
-}
-
-// FactoryWith is Factory with the workers' output (prefixed lines) going to
-// stderr, the run's (engine Options.Stderr), instead of os.Stderr. The
-// pools it builds share one lock on stderr, so that lines of different
-// stages do not interleave; other writers must be safe alongside.
-func FactoryWith(stderr io.Writer) engine.RunnerFactory {
-	if stderr == nil {
-		return Factory
-	}
-	lw := &lockedWriter{w: stderr}
-	return func(p *spec.Pipeline, s *spec.Stage, workers int) (engine.Runner, error) {
-		hello, err := HelloFor(p, s, workers)
-		if err != nil {
-			return nil, err
-		}
-		cfg := ConfigFor(s, workers)
-		cfg.Stderr = lw
-		return New(hello, cfg)
-	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
-
-// NewRunner is Factory returning the concrete *Pool.
-func NewRunner(p *spec.Pipeline, s *spec.Stage, workers int) (*Pool, error) {
-	hello, err := HelloFor(p, s, workers)
+func Factory(sr engine.StageRun) (engine.Runner, error) {
+	hello, err := stagehost.HelloFor(sr.Pipeline, sr.Stage, sr.Workers)
 	if err != nil {
 		return nil, err
 	}
-	return New(hello, ConfigFor(s, workers))
+	cfg := ConfigFor(sr.Stage, sr.Workers)
+	cfg.Stderr = sr.Stderr
+	return New(hello, cfg)
 }
 
 // ConfigFor is the pool configuration of a stage.
@@ -176,32 +142,6 @@ var (
 	_ engine.InFlighter = (*Pool)(nil)
 )
 
-// HelloFor builds the Hello that lets a worker rebuild stage s of p: the
-// pipeline text, its effective variables and the stage name.
-func HelloFor(p *spec.Pipeline, s *spec.Stage, workers int) (protocol.Hello, error) {
-	// The text as read from the file keeps line numbers in messages; a
-	// pipeline that came from elsewhere is written back from its tree.
-	src, err := os.ReadFile(p.File)
-	if err != nil {
-		if p.Node == nil {
-			return protocol.Hello{}, fmt.Errorf("stage %q: cannot give the pipeline to worker processes: %w", s.Name, err)
-		}
-		if src, err = yaml.Marshal(p.Node); err != nil {
-			return protocol.Hello{}, fmt.Errorf("stage %q: cannot give the pipeline to worker processes: %w", s.Name, err)
-		}
-	}
-	return protocol.Hello{
-		Version: protocol.Version,
-		File:    p.File,
-		Dir:     p.Dir,
-		Source:  string(src),
-		Vars:    p.Vars.Map(),
-		Stage:   s.Name,
-		Workers: workers,
-		Memory:  int64(s.Memory),
-	}, nil
-}
-
 // Pool runs items in worker processes; it implements engine.Runner.
 //
 // Each worker runs one item at a time. Cheap items are queued in a worker
@@ -214,7 +154,7 @@ type Pool struct {
 	hello protocol.Hello
 
 	nextID atomic.Uint64
-	queue  taskQueue
+	queue  *taskq.Queue[*proc]
 	avgNS  atomic.Int64 // time per item in the workers, smoothed
 
 	closing   chan struct{}
@@ -243,7 +183,7 @@ func New(hello protocol.Hello, cfg Config) (*Pool, error) {
 	hello.Heartbeat = cfg.Heartbeat
 	hello.Memory = cfg.Memory
 	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{}}
-	p.queue.notify = make(chan struct{}, 1)
+	p.queue = taskq.New[*proc]()
 	p.wg.Add(cfg.Workers)
 	for i := range cfg.Workers {
 		go p.slot(i)
@@ -265,45 +205,14 @@ func (p *Pool) Started() int64 {
 // errClosed fails items still waiting when the pool closes.
 var errClosed = errors.New("the process pool was closed before a worker took this item")
 
-const (
-	stQueued int32 = iota
-	stSent
-	stDone
-	stAbandoned
-)
-
-type task struct {
-	id    uint64
-	in    steps.Input
-	raw   []byte
-	state atomic.Int32
-	w     *proc // set before the move to stSent
-	done  chan outcome
-	// crashes counts the workers that died between items after running
-	// this one; only the holder touches it.
-	crashes int
-	// abandonedAt is when the caller gave up on the item (guarded by w.mu).
-	abandonedAt time.Time
-}
-
-type outcome struct {
-	v   any
-	err error
-}
-
-// finish delivers the outcome of a task that is still wanted; from is the
-// state the caller believes it is in.
-func (t *task) finish(from int32, v any, err error) {
-	if t.state.CompareAndSwap(from, stDone) {
-		t.done <- outcome{v, err}
-	}
-}
+// task is an item in the pool, held by the worker process it was sent to.
+type task = taskq.Task[*proc]
 
 // Do runs one item in a worker process. When ctx ends first, Do returns at
 // once with an error wrapping ctx.Err(); if a worker was running the item,
 // its process group is stopped (SIGTERM, then SIGKILL after KillGrace) and
 // a replacement starts when there is work.
-func (p *Pool) Do(ctx context.Context, in steps.Input) (any, error) {
+func (p *Pool) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -311,13 +220,17 @@ func (p *Pool) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err != nil {
 		return nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker process: %w", err))
 	}
-	t := &task{id: p.nextID.Add(1), in: in, raw: raw, done: make(chan outcome, 1)}
-	if err := p.queue.push(t); err != nil {
+	t := taskq.NewTask[*proc](p.nextID.Add(1), in, raw)
+	if err := p.queue.Push(t); err != nil {
 		return nil, err
 	}
 	select {
-	case o := <-t.done:
-		return o.v, o.err
+	case o := <-t.Done():
+		// Done was sent after the last Holder was set: this read is safe.
+		if at != nil && t.Holder != nil {
+			at.Worker, at.Redelivered = t.Holder.name, int(t.Redelivered.Load())
+		}
+		return o.V, o.Err
 	case <-ctx.Done():
 		return p.abandon(t, ctx)
 	}
@@ -325,21 +238,21 @@ func (p *Pool) Do(ctx context.Context, in steps.Input) (any, error) {
 
 func (p *Pool) abandon(t *task, ctx context.Context) (any, error) {
 	for {
-		switch t.state.Load() {
-		case stQueued:
-			if t.state.CompareAndSwap(stQueued, stAbandoned) {
+		switch t.State.Load() {
+		case taskq.Queued:
+			if t.State.CompareAndSwap(taskq.Queued, taskq.Abandoned) {
 				return nil, fmt.Errorf("stopped while waiting for a worker process: %w", ctx.Err())
 			}
-		case stSent:
-			if t.state.CompareAndSwap(stSent, stAbandoned) {
-				if pid, stopped := t.w.abandon(t); stopped {
+		case taskq.Sent:
+			if t.State.CompareAndSwap(taskq.Sent, taskq.Abandoned) {
+				if pid, stopped := t.Holder.abandon(t); stopped {
 					return nil, fmt.Errorf("stopped worker process %d, which was running this item: %w", pid, ctx.Err())
 				}
-				return nil, fmt.Errorf("withdrawn from worker process %d before it started: %w", t.w.pid, ctx.Err())
+				return nil, fmt.Errorf("withdrawn from worker process %d before it started: %w", t.Holder.pid, ctx.Err())
 			}
 		default: // done: the outcome is in the channel or about to be
-			o := <-t.done
-			return o.v, o.err
+			o := <-t.Done()
+			return o.V, o.Err
 		}
 	}
 }
@@ -350,8 +263,8 @@ func (p *Pool) abandon(t *task, ctx context.Context) (any, error) {
 func (p *Pool) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.closing)
-		for _, t := range p.queue.close(errClosed) {
-			t.finish(stQueued, nil, errClosed)
+		for _, t := range p.queue.Close(errClosed) {
+			t.Finish(taskq.Queued, nil, errClosed)
 		}
 		p.mu.Lock()
 		procs := make([]*proc, 0, len(p.procs))
@@ -407,13 +320,13 @@ func (p *Pool) waitWork() bool {
 		if broken {
 			return false
 		}
-		if p.queue.len() > 0 {
+		if p.queue.Len() > 0 {
 			// Pass the wake-up on: other idle slots start their workers too.
-			p.queue.signal()
+			p.queue.Signal()
 			return true
 		}
 		select {
-		case <-p.queue.notify:
+		case <-p.queue.Notify():
 		case <-p.closing:
 			return false
 		}
@@ -438,8 +351,8 @@ func (p *Pool) startFailed(err error) {
 		}
 		broken := p.broken
 		p.mu.Unlock()
-		for _, t := range p.queue.close(broken) {
-			t.finish(stQueued, nil, broken)
+		for _, t := range p.queue.Close(broken) {
+			t.Finish(taskq.Queued, nil, broken)
 		}
 		return
 	}
@@ -497,12 +410,12 @@ func (p *Pool) feed(w *proc) {
 		// frame, a system call and a wake-up each.
 		lowWater := max(1, min(win, p.cfg.InFlight/p.cfg.Workers)/4)
 		var batch []*task
-		if n < win && (n < lowWater || p.queue.len() >= p.cfg.MaxBatch) {
+		if n < win && (n < lowWater || p.queue.Len() >= p.cfg.MaxBatch) {
 			k := min(win-n, p.cfg.MaxBatch)
 			if limit := p.cfg.MaxTasksPerChild; limit > 0 {
 				k = min(k, limit-w.sent)
 			}
-			batch = p.queue.pop(k, p.cfg.Workers, w)
+			batch = p.queue.Pop(k, p.cfg.Workers, w)
 			w.outstanding = append(w.outstanding, batch...)
 			w.sent += len(batch)
 		}
@@ -513,7 +426,7 @@ func (p *Pool) feed(w *proc) {
 		}
 		var more <-chan struct{}
 		if n < lowWater {
-			more = p.queue.notify
+			more = p.queue.Notify()
 		}
 		select {
 		case <-more:
@@ -523,102 +436,4 @@ func (p *Pool) feed(w *proc) {
 			return
 		}
 	}
-}
-
-// taskQueue holds the items no worker has taken yet.
-type taskQueue struct {
-	mu     sync.Mutex
-	items  []*task
-	closed error
-	notify chan struct{} // one token: "there may be items"
-}
-
-func (q *taskQueue) signal() {
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (q *taskQueue) push(t *task) error {
-	q.mu.Lock()
-	if q.closed != nil {
-		q.mu.Unlock()
-		return q.closed
-	}
-	q.items = append(q.items, t)
-	q.mu.Unlock()
-	q.signal()
-	return nil
-}
-
-// requeue puts back items a worker will not answer, ahead of the rest: they
-// have waited longest. It returns how many went back (not those given up
-// on by their callers, nor those failed because the queue is closed).
-func (q *taskQueue) requeue(ts []*task) int {
-	var back []*task
-	for _, t := range ts {
-		if t.state.CompareAndSwap(stSent, stQueued) {
-			back = append(back, t)
-		}
-	}
-	if len(back) == 0 {
-		return 0
-	}
-	q.mu.Lock()
-	if q.closed != nil {
-		err := q.closed
-		q.mu.Unlock()
-		for _, t := range back {
-			t.finish(stQueued, nil, err)
-		}
-		return 0
-	}
-	q.items = append(back, q.items...)
-	q.mu.Unlock()
-	q.signal()
-	return len(back)
-}
-
-// pop takes up to k wanted items for w, at most a fair share of the queue
-// among the slots so that one worker does not hoard a burst.
-func (q *taskQueue) pop(k, slots int, w *proc) []*task {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	k = min(k, max(1, (len(q.items)+slots-1)/slots))
-	var out []*task
-	i := 0
-	for ; i < len(q.items) && len(out) < k; i++ {
-		t := q.items[i]
-		q.items[i] = nil
-		t.w = w
-		if t.state.CompareAndSwap(stQueued, stSent) {
-			out = append(out, t)
-		}
-	}
-	q.items = q.items[i:]
-	if len(q.items) == 0 {
-		q.items = nil
-	} else {
-		q.signal()
-	}
-	return out
-}
-
-func (q *taskQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
-// close refuses further items and returns those waiting.
-func (q *taskQueue) close(err error) []*task {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed == nil {
-		q.closed = err
-	}
-	out := q.items
-	q.items = nil
-	return out
 }

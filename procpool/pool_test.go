@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowrun/flow/stagehost"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,7 +80,7 @@ func newTestPool(t testing.TB, text string, set map[string]string, cfg Config) (
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
 	}
-	hello, err := HelloFor(p, st, cfg.Workers)
+	hello, err := stagehost.HelloFor(p, st, cfg.Workers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func doAll(ctx context.Context, p *Pool, items []any) []outcomeAt {
 	var wg sync.WaitGroup
 	for i, it := range items {
 		wg.Go(func() {
-			v, err := p.Do(ctx, steps.Input{Index: int64(i), Item: it})
+			v, err := p.Do(ctx, steps.Input{Index: int64(i), Item: it}, nil)
 			out[i] = outcomeAt{v, err}
 		})
 	}
@@ -180,7 +181,7 @@ func pidOf(t *testing.T, v any) int64 {
 func TestItemsRoundTripWithVarsAndTypes(t *testing.T) {
 	pool, _ := newTestPool(t, "", map[string]string{"tag": "overridden"}, Config{Workers: 2})
 	ctx := context.Background()
-	v, err := pool.Do(ctx, steps.Input{Index: 41, Item: "echo:x"})
+	v, err := pool.Do(ctx, steps.Input{Index: 41, Item: "echo:x"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestItemsRoundTripWithVarsAndTypes(t *testing.T) {
 	if m["pid"] == int64(os.Getpid()) {
 		t.Errorf("the item ran in the test process, not in a worker")
 	}
-	v, err = pool.Do(ctx, steps.Input{Index: 1, Item: "types"})
+	v, err = pool.Do(ctx, steps.Input{Index: 1, Item: "types"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,16 +227,16 @@ func TestManyItemsAllAccounted(t *testing.T) {
 func TestErrorsKeepClassPermanenceAndRetryAfter(t *testing.T) {
 	pool, _ := newTestPool(t, "", nil, Config{Workers: 1})
 	ctx := context.Background()
-	_, err := pool.Do(ctx, steps.Input{Item: "fail"})
+	_, err := pool.Do(ctx, steps.Input{Item: "fail"}, nil)
 	var se *steps.Error
 	if !errors.As(err, &se) || se.Class != "http_429" || se.Permanent || se.RetryAfter != 1500*time.Millisecond || se.Error() != "rate limited" {
 		t.Errorf("got %#v, want the step's *steps.Error rebuilt", err)
 	}
-	_, err = pool.Do(ctx, steps.Input{Item: "permanent:x"})
+	_, err = pool.Do(ctx, steps.Input{Item: "permanent:x"}, nil)
 	if !errors.As(err, &se) || se.Class != "decode" || !se.Permanent {
 		t.Errorf("got %#v, want a permanent decode error", err)
 	}
-	_, err = pool.Do(ctx, steps.Input{Item: "nan"})
+	_, err = pool.Do(ctx, steps.Input{Item: "nan"}, nil)
 	if !errors.As(err, &se) || !se.Permanent || !strings.Contains(err.Error(), "cannot be sent back") {
 		t.Errorf("NaN result: got %v, want a permanent error saying it cannot cross", err)
 	}
@@ -247,11 +248,11 @@ func TestErrorsKeepClassPermanenceAndRetryAfter(t *testing.T) {
 func TestPanicFailsOnlyItsItem(t *testing.T) {
 	pool, stderr := newTestPool(t, "", nil, Config{Workers: 1})
 	ctx := context.Background()
-	_, err := pool.Do(ctx, steps.Input{Index: 7, Item: "panic"})
+	_, err := pool.Do(ctx, steps.Input{Index: 7, Item: "panic"}, nil)
 	if steps.ClassOf(err) != "crash" || !strings.Contains(err.Error(), "panicked: boom") {
 		t.Fatalf("got %v (class %s), want a crash error saying the step panicked", err, steps.ClassOf(err))
 	}
-	if _, err := pool.Do(ctx, steps.Input{Item: "echo"}); err != nil {
+	if _, err := pool.Do(ctx, steps.Input{Item: "echo"}, nil); err != nil {
 		t.Fatalf("after a panic: %v", err)
 	}
 	if pool.Started() != 1 {
@@ -285,7 +286,7 @@ func TestWorkerDeathFailsOnlyItsItem(t *testing.T) {
 					t.Errorf("item %v failed with the crash of another: %v", items[i+1], o.err)
 				}
 			}
-			if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}); err != nil {
+			if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil); err != nil {
 				t.Errorf("the pool did not recover: %v", err)
 			}
 		})
@@ -298,7 +299,7 @@ func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
 	// Warm up so that the pool measures cheap items and queues many of them
 	// in the worker behind the one that will be killed.
 	for i := range 50 {
-		if _, err := pool.Do(ctx, steps.Input{Index: int64(i), Item: "echo"}); err != nil {
+		if _, err := pool.Do(ctx, steps.Input{Index: int64(i), Item: "echo"}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -308,7 +309,7 @@ func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	blocked := make(chan error, 1)
 	go func() {
-		_, err := pool.Do(ctx, steps.Input{Item: "pidfile:" + pidFile})
+		_, err := pool.Do(ctx, steps.Input{Item: "pidfile:" + pidFile}, nil)
 		blocked <- err
 	}()
 	var pid int
@@ -363,7 +364,7 @@ func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
 // heldItems is how many items the pool holds: queued, or sent to a worker
 // and not answered.
 func heldItems(p *Pool) int {
-	n := p.queue.len()
+	n := p.queue.Len()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for w := range p.procs {
@@ -383,7 +384,7 @@ func doInOrder(ctx context.Context, t *testing.T, p *Pool, items []any) func() [
 	base := heldItems(p)
 	for i, it := range items {
 		wg.Go(func() {
-			v, err := p.Do(ctx, steps.Input{Index: int64(i), Item: it})
+			v, err := p.Do(ctx, steps.Input{Index: int64(i), Item: it}, nil)
 			out[i] = outcomeAt{v, err}
 		})
 		for deadline := time.Now().Add(30 * time.Second); heldItems(p) < base+i+1; {
@@ -409,7 +410,7 @@ func TestWorkerDeathBlamesOnlyTheRunningItem(t *testing.T) {
 	ctx := context.Background()
 	// Once an item's time is measured, the window is as wide as it goes:
 	// every item below crosses to each worker in one frame.
-	if _, err := pool.Do(ctx, steps.Input{Item: "echo"}); err != nil {
+	if _, err := pool.Do(ctx, steps.Input{Item: "echo"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if pool.window() != pool.cfg.MaxWindow {
@@ -460,18 +461,18 @@ func TestWorkerDeathBlamesOnlyTheRunningItem(t *testing.T) {
 
 func TestTimeoutStopsSpinningItem(t *testing.T) {
 	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, KillGrace: 200 * time.Millisecond})
-	first, err := pool.Do(context.Background(), steps.Input{Item: "echo"})
+	first, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = pool.Do(ctx, steps.Input{Item: "spin"})
+	_, err = pool.Do(ctx, steps.Input{Item: "spin"}, nil)
 	if !errors.Is(err, context.DeadlineExceeded) || steps.ClassOf(err) != "timeout" || !strings.Contains(err.Error(), "stopped worker process") {
 		t.Fatalf("got %v, want a timeout that stopped the worker", err)
 	}
 	waitGone(t, int(pidOf(t, first)))
-	v, err := pool.Do(context.Background(), steps.Input{Item: "echo"})
+	v, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +487,7 @@ func TestTimeoutKillsGrandchildren(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := pool.Do(ctx, steps.Input{Item: "spawn:" + pidFile})
+		_, err := pool.Do(ctx, steps.Input{Item: "spawn:" + pidFile}, nil)
 		done <- err
 	}()
 	var child int
@@ -508,11 +509,11 @@ func TestMemoryLimit(t *testing.T) {
 	for _, item := range []string{"hog", "childhog"} {
 		t.Run(item, func(t *testing.T) {
 			pool, _ := newTestPool(t, "", nil, Config{Workers: 1, Memory: 100 << 20, MemoryPoll: 20 * time.Millisecond})
-			_, err := pool.Do(context.Background(), steps.Input{Item: item})
+			_, err := pool.Do(context.Background(), steps.Input{Item: item}, nil)
 			if steps.ClassOf(err) != "memory" || !strings.Contains(err.Error(), "exceeded the memory limit of 100MiB") {
 				t.Fatalf("got %v (class %s), want a memory error naming the 100MiB limit", err, steps.ClassOf(err))
 			}
-			if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}); err != nil {
+			if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil); err != nil {
 				t.Errorf("after the kill: %v", err)
 			}
 		})
@@ -554,7 +555,7 @@ func TestMaxTasksPerChildRecycles(t *testing.T) {
 	count := map[int64]int{}
 	var order []int64
 	for i := range 10 {
-		v, err := pool.Do(context.Background(), steps.Input{Index: int64(i), Item: "echo"})
+		v, err := pool.Do(context.Background(), steps.Input{Index: int64(i), Item: "echo"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -585,14 +586,14 @@ func TestBuildErrorFailsEveryItem(t *testing.T) {
 			t.Errorf("got %v, want a permanent error with the build failure", o.err)
 		}
 	}
-	if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}); err == nil {
+	if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil); err == nil {
 		t.Errorf("a broken pool accepted an item")
 	}
 }
 
 func TestProgramWithoutWorkerRole(t *testing.T) {
 	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, Command: []string{"/bin/sh", "-c", "echo usage: flow run FILE >&2; exit 2"}})
-	_, err := pool.Do(context.Background(), steps.Input{Item: "echo"})
+	_, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "procpool.IsWorker") || !strings.Contains(err.Error(), "usage: flow run FILE") || !strings.Contains(err.Error(), "status 2") {
 		t.Fatalf("got %v, want an error explaining the worker role, with the program's output", err)
 	}
@@ -600,7 +601,7 @@ func TestProgramWithoutWorkerRole(t *testing.T) {
 
 func TestWorkerOutputIsForwarded(t *testing.T) {
 	pool, stderr := newTestPool(t, "", nil, Config{Workers: 1})
-	if _, err := pool.Do(context.Background(), steps.Input{Item: "print:hello"}); err != nil {
+	if _, err := pool.Do(context.Background(), steps.Input{Item: "print:hello"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	pool.Close()
@@ -613,14 +614,14 @@ func TestWorkerOutputIsForwarded(t *testing.T) {
 
 func TestHungWorkerIsKilled(t *testing.T) {
 	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, Heartbeat: 50 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond})
-	first, err := pool.Do(context.Background(), steps.Input{Item: "echo"})
+	first, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := int(pidOf(t, first))
 	done := make(chan error, 1)
 	go func() {
-		_, err := pool.Do(context.Background(), steps.Input{Item: "sleep:1h"})
+		_, err := pool.Do(context.Background(), steps.Input{Item: "sleep:1h"}, nil)
 		done <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -646,7 +647,7 @@ func TestCloseFailsWaitingItems(t *testing.T) {
 			t.Errorf("item %d succeeded after Close", i)
 		}
 	}
-	if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}); err == nil {
+	if _, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil); err == nil {
 		t.Errorf("Do after Close succeeded")
 	}
 }

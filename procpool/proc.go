@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/flowrun/flow/protocol"
 	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/taskq"
 )
 
 // proc is one worker process as the parent sees it.
@@ -24,6 +26,7 @@ type proc struct {
 	slot int
 	cmd  *exec.Cmd
 	pid  int
+	name string   // "pid N", in attempts and timelines
 	in   *os.File // our end of the worker's input pipe
 	out  *os.File // our end of the worker's output pipe
 	w    *protocol.Writer
@@ -103,7 +106,7 @@ func (p *Pool) start(slot int) (*proc, error) {
 		return nil, fmt.Errorf("cannot start a worker process: %w", err)
 	}
 	w := &proc{
-		pool: p, slot: slot, cmd: cmd, pid: cmd.Process.Pid,
+		pool: p, slot: slot, cmd: cmd, pid: cmd.Process.Pid, name: "pid " + strconv.Itoa(cmd.Process.Pid),
 		in: toChildW, out: fromChildR, w: protocol.NewWriter(toChildW), r: protocol.NewReader(fromChildR),
 		wake: make(chan struct{}, 1), exited: make(chan struct{}), stderrDone: make(chan struct{}),
 		page: page, stderr: errR,
@@ -196,7 +199,7 @@ func (w *proc) handshake(h *protocol.Hello) error {
 func (w *proc) send(batch []*task) {
 	items := make(protocol.Items, len(batch))
 	for i, t := range batch {
-		items[i] = protocol.Item{ID: t.id, Index: t.in.Index, Raw: t.raw}
+		items[i] = protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw}
 	}
 	if err := w.w.Write(&items); err == nil {
 		return
@@ -217,7 +220,7 @@ func (w *proc) send(batch []*task) {
 	w.outstanding = keep
 	w.stopping = true
 	w.mu.Unlock()
-	w.pool.queue.requeue(back)
+	w.pool.queue.Requeue(back)
 }
 
 func containsTask(ts []*task, t *task) bool {
@@ -272,14 +275,14 @@ func (w *proc) results(m *protocol.Results) {
 		res := &m.Results[i]
 		// Answers come in the order sent, so the match is at the front
 		// unless the worker skipped a withdrawn item.
-		if len(w.outstanding) > 0 && w.outstanding[0].id == res.ID {
+		if len(w.outstanding) > 0 && w.outstanding[0].ID == res.ID {
 			answers = append(answers, answer{w.outstanding[0], res})
 			w.outstanding[0] = nil
 			w.outstanding = w.outstanding[1:]
 			continue
 		}
 		for j, t := range w.outstanding {
-			if t.id == res.ID {
+			if t.ID == res.ID {
 				w.outstanding = slices.Delete(w.outstanding, j, j+1)
 				answers = append(answers, answer{t, res})
 				break
@@ -291,9 +294,9 @@ func (w *proc) results(m *protocol.Results) {
 	for _, a := range answers {
 		if a.res.Err != nil {
 			e := a.res.Err
-			a.t.finish(stSent, nil, &steps.Error{Err: errors.New(e.Message), Class: e.Class, Permanent: e.Permanent, RetryAfter: e.RetryAfter})
+			a.t.Finish(taskq.Sent, nil, &steps.Error{Err: errors.New(e.Message), Class: e.Class, Permanent: e.Permanent, RetryAfter: e.RetryAfter})
 		} else {
-			a.t.finish(stSent, a.res.Value, nil)
+			a.t.Finish(taskq.Sent, a.res.Value, nil)
 		}
 	}
 }
@@ -306,7 +309,7 @@ func (w *proc) signal() {
 }
 
 // abandon is called once the caller of Do gave up on t (state already
-// stAbandoned). If the worker is running t, it is stopped; otherwise t is
+// taskq.Abandoned). If the worker is running t, it is stopped; otherwise t is
 // withdrawn with a Cancel, and should the worker start it all the same (the
 // Cancel crossed it on the way), it is stopped KillGrace later.
 func (w *proc) abandon(t *task) (pid int, stopped bool) {
@@ -315,16 +318,16 @@ func (w *proc) abandon(t *task) (pid int, stopped bool) {
 	if !slices.Contains(w.outstanding, t) {
 		return w.pid, w.killing
 	}
-	if w.runningLocked() == t.id {
+	if w.runningLocked() == t.ID {
 		w.stopLocked(nil, true)
 		return w.pid, true
 	}
-	w.cancels = append(w.cancels, t.id)
+	w.cancels = append(w.cancels, t.ID)
 	if !w.cancelling {
 		w.cancelling = true
 		go w.flushCancels()
 	}
-	t.abandonedAt = time.Now()
+	t.AbandonedAt = time.Now()
 	if !w.timerArmed {
 		w.timerArmed = true
 		if w.timer == nil {
@@ -349,11 +352,11 @@ func (w *proc) checkAbandoned() {
 	running := w.runningLocked()
 	next := time.Duration(-1)
 	for _, t := range w.outstanding {
-		if t.state.Load() != stAbandoned {
+		if t.State.Load() != taskq.Abandoned {
 			continue
 		}
-		age := time.Since(t.abandonedAt)
-		if t.id == running && age >= grace {
+		age := time.Since(t.AbandonedAt)
+		if t.ID == running && age >= grace {
 			w.stopLocked(nil, true)
 			return
 		}
@@ -378,7 +381,7 @@ func (w *proc) runningLocked() uint64 {
 		return w.page.load()
 	}
 	if len(w.outstanding) > 0 {
-		return w.outstanding[0].id
+		return w.outstanding[0].ID
 	}
 	return 0
 }
@@ -504,11 +507,6 @@ func (w *proc) reap() *os.ProcessState {
 	return w.cmd.ProcessState
 }
 
-// maxCrashes: an item that had run in this many workers that then died,
-// none of them while running an item, is failed (it may be what kills them
-// after it has returned, from a goroutine or a process it left behind).
-const maxCrashes = 3
-
 // finish runs once the worker's output has ended: reap it, fail the item
 // it was running, and send every other item it held elsewhere, with no
 // error: those after the running one never started, and those before it
@@ -553,40 +551,12 @@ func (w *proc) finish() {
 		reason = &steps.Error{Class: "crash", Err: fmt.Errorf("worker process %d %s while running this item%s",
 			w.pid, how, w.tail.summary())}
 	}
-	ci, ran := -1, -1
-	for i, t := range held {
-		if culprit != 0 && t.id == culprit {
-			ci = i
-		}
-		if t.id == lastStarted {
-			ran = i
-		}
-	}
-	if ci >= 0 || !exact {
-		// Nobody else is suspect. (Without the page nothing tells which
-		// items ran: the culprit was taken to be the oldest.)
-		ran = -1
-	}
-	var again []*task
-	for i, t := range held {
-		switch {
-		case i == ci:
-			t.finish(stSent, nil, reason)
-		case i <= ran:
-			// It died between items, so one that ran may have left behind
-			// what killed it: each ran again, but not forever.
-			t.crashes++
-			if t.crashes >= maxCrashes {
-				t.finish(stSent, nil, &steps.Error{Class: "crash", Err: fmt.Errorf("%d worker processes died, each between items, after running this item; the last %s%s",
-					t.crashes, how, w.tail.summary())})
-				continue
-			}
-			again = append(again, t)
-		default:
-			again = append(again, t)
-		}
-	}
-	if n := p.queue.requeue(again); n > 0 {
+	n := taskq.Settle(p.queue, held, taskq.Lost{Culprit: culprit, LastStarted: lastStarted, Exact: exact, Reason: reason,
+		Repeated: func(crashes int) error {
+			return &steps.Error{Class: "crash", Err: fmt.Errorf("%d worker processes died, each between items, after running this item; the last %s%s",
+				crashes, how, w.tail.summary())}
+		}})
+	if n > 0 {
 		p.stderrMu.Lock()
 		fmt.Fprintf(p.cfg.Stderr, "flow: stage %s: worker process %d %s; %d items it held (queued, or done but not yet reported) run again in another worker\n",
 			p.cfg.Label, w.pid, how, n)

@@ -1,7 +1,6 @@
 package procpool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,14 +8,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/protocol"
-	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/stagehost"
 	"github.com/flowrun/flow/steps"
 )
 
@@ -59,9 +56,10 @@ func WorkerMain(reg *steps.Registry) int {
 }
 
 type worker struct {
-	out  *protocol.Writer
-	step steps.Step
-	page runningPage
+	out    *protocol.Writer
+	step   steps.Step
+	closer interface{ Close() error }
+	page   runningPage
 
 	mu            sync.Mutex
 	cond          *sync.Cond
@@ -89,7 +87,9 @@ func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
 	if hello.Version != protocol.Version {
 		err = fmt.Errorf("the parent speaks protocol version %d, this worker %d: the flow binary changed during the run", hello.Version, protocol.Version)
 	} else {
-		w.step, err = build(hello, reg)
+		var b steps.Built
+		b, err = stagehost.Build(hello, reg, os.Stderr)
+		w.step, w.closer = b.Step, b
 	}
 	if err != nil {
 		ready.Err = &protocol.ErrorInfo{Message: err.Error(), Class: "error", Permanent: true}
@@ -105,62 +105,13 @@ func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
 		go w.heartbeat(hello.Heartbeat)
 	}
 	go w.read(r)
-	return w.run()
-}
-
-// build constructs the stage's step exactly as the parent would: same file,
-// same effective variables, same environment (inherited).
-func build(h *protocol.Hello, reg *steps.Registry) (steps.Step, error) {
-	p, err := spec.Parse(h.File, []byte(h.Source), spec.Options{}, reg)
-	if err != nil {
-		return nil, fmt.Errorf("worker cannot load the pipeline: %w", err)
+	code := w.run()
+	// The lifecycle's close: what the step holds (connections, files) is
+	// released before the worker exits.
+	if w.closer != nil {
+		_ = w.closer.Close()
 	}
-	p.Dir = h.Dir
-	for _, v := range p.Vars.List {
-		if val, ok := h.Vars[v.Name]; ok {
-			v.Value = val
-		}
-	}
-	var st *spec.Stage
-	for _, s := range p.Stages {
-		if s.Name == h.Stage {
-			st = s
-		}
-	}
-	if st == nil {
-		return nil, fmt.Errorf("the pipeline has no stage %q", h.Stage)
-	}
-	k, ok := reg.Lookup(st.Kind)
-	if !ok || k.Role != steps.RoleStep {
-		return nil, fmt.Errorf("stage %q: %q is not a step kind of this flow binary", st.Name, st.Kind)
-	}
-	vars := p.Vars.Map()
-	env := &steps.Env{Dir: p.Dir, Stage: st.Name, Vars: vars, Env: environ(), Workers: h.Workers,
-		Stdin: bytes.NewReader(nil), Stdout: os.Stderr, Stderr: os.Stderr}
-	v, err := k.Build(st.Options, &conf.Context{Vars: vars}, env)
-	if err != nil {
-		return nil, fmt.Errorf("stage %q: %w", st.Name, err)
-	}
-	step, ok := v.(steps.Step)
-	if !ok {
-		return nil, fmt.Errorf("stage %q: kind %q does not handle items one at a time (a barrier such as sort or top runs in the parent; remove mode: process)", st.Name, st.Kind)
-	}
-	if h.Memory > 0 {
-		// A soft limit a little under the hard one makes the Go heap
-		// collect harder before the parent has to kill this worker.
-		debug.SetMemoryLimit(h.Memory / 10 * 9)
-	}
-	return step, nil
-}
-
-func environ() map[string]string {
-	m := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
+	return code
 }
 
 // read moves frames from the parent into the queue. Reading never waits

@@ -77,10 +77,10 @@ func IsTerminal(w io.Writer) bool {
 // None shows nothing.
 type None struct{}
 
-func (None) StageStarted(string, int, int64)                  {}
-func (None) ItemDone(string, string, steps.Input, any, error) {}
-func (None) StageDone(string)                                 {}
-func (None) Close()                                           {}
+func (None) StageStarted(string, int, int64) {}
+func (None) ItemDone(*engine.ItemEvent)      {}
+func (None) StageDone(string)                {}
+func (None) Close()                          {}
 
 // Plain prints one line per finished item of one stage.
 type Plain struct {
@@ -99,7 +99,7 @@ func NewPlain(w io.Writer, p *spec.Pipeline, reg *steps.Registry) *Plain {
 	if p != nil && len(p.Stages) > 0 {
 		pl.follow = p.Stages[0].Name
 		for _, s := range p.Stages {
-			if s.Role == spec.RoleStep && !isBarrier(reg, s.Kind) {
+			if s.Role == steps.RoleStep && !isBarrier(reg, s.Kind) {
 				pl.follow = s.Name
 			}
 		}
@@ -123,7 +123,11 @@ func (p *Plain) StageStarted(stage string, workers int, total int64) {
 	}
 }
 
-func (p *Plain) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+func (p *Plain) ItemDone(ev *engine.ItemEvent) {
+	p.itemDone(ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}, ev.Result, ev.Err)
+}
+
+func (p *Plain) itemDone(stage, outcome string, in steps.Input, res any, err error) {
 	switch outcome {
 	case "succeeded", "failed", "skipped":
 	default:
@@ -258,7 +262,11 @@ func (b *Bar) stage(name string) *stageBar {
 	return b.byName[name]
 }
 
-func (b *Bar) ItemDone(stage, outcome string, in steps.Input, res any, err error) {
+func (b *Bar) ItemDone(ev *engine.ItemEvent) {
+	b.itemDone(ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}, ev.Result, ev.Err)
+}
+
+func (b *Bar) itemDone(stage, outcome string, in steps.Input, res any, err error) {
 	s := b.stage(stage)
 	if s == nil {
 		return

@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
@@ -17,10 +19,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func pipeline() *spec.Pipeline {
 	return &spec.Pipeline{Stages: []*spec.Stage{
-		{Name: "photos", Role: spec.RoleSource},
-		{Name: "resize", Role: spec.RoleStep},
-		{Name: "thumbs", Role: spec.RoleStep},
-		{Name: "out", Role: spec.RoleSink},
+		{Name: "photos", Role: steps.RoleSource},
+		{Name: "resize", Role: steps.RoleStep},
+		{Name: "thumbs", Role: steps.RoleStep},
+		{Name: "out", Role: steps.RoleSink},
 	}}
 }
 
@@ -30,11 +32,11 @@ func TestPlainFollowsTheLastStep(t *testing.T) {
 	p.StageStarted("photos", 1, 3)
 	p.StageStarted("resize", 4, 3)
 	p.StageStarted("thumbs", 4, 3)
-	p.ItemDone("photos", "succeeded", steps.Input{Index: 0, Item: "a.jpg"}, "a.jpg", nil)
-	p.ItemDone("resize", "failed", steps.Input{Index: 1, Item: "b.jpg"}, nil, errors.New("not an image:\nbad header"))
-	p.ItemDone("thumbs", "succeeded", steps.Input{Index: 0, Item: "a.jpg"}, "resized/a.jpg", nil)
-	p.ItemDone("thumbs", "cancelled", steps.Input{Index: 2, Item: "c.jpg"}, nil, nil)
-	p.ItemDone("thumbs", "skipped", steps.Input{Index: 2, Item: "c.jpg"}, nil, errors.New("timeout"))
+	p.ItemDone(itemEvent("photos", "succeeded", steps.Input{Index: 0, Item: "a.jpg"}, "a.jpg", nil))
+	p.ItemDone(itemEvent("resize", "failed", steps.Input{Index: 1, Item: "b.jpg"}, nil, errors.New("not an image:\nbad header")))
+	p.ItemDone(itemEvent("thumbs", "succeeded", steps.Input{Index: 0, Item: "a.jpg"}, "resized/a.jpg", nil))
+	p.ItemDone(itemEvent("thumbs", "cancelled", steps.Input{Index: 2, Item: "c.jpg"}, nil, nil))
+	p.ItemDone(itemEvent("thumbs", "skipped", steps.Input{Index: 2, Item: "c.jpg"}, nil, errors.New("timeout")))
 	p.Close()
 	want := "resize: b.jpg -> error: not an image: bad header\n" +
 		"[1/3] a.jpg -> resized/a.jpg\n" +
@@ -46,9 +48,9 @@ func TestPlainFollowsTheLastStep(t *testing.T) {
 
 func TestPlainUnknownTotalAndLongValues(t *testing.T) {
 	var buf bytes.Buffer
-	p := NewPlain(&buf, &spec.Pipeline{Stages: []*spec.Stage{{Name: "lines", Role: spec.RoleSource}}}, nil)
+	p := NewPlain(&buf, &spec.Pipeline{Stages: []*spec.Stage{{Name: "lines", Role: steps.RoleSource}}}, nil)
 	p.StageStarted("lines", 1, -1)
-	p.ItemDone("lines", "succeeded", steps.Input{Item: "/data/" + strings.Repeat("x", 200) + "/name.log"}, map[string]any{"n": 1}, nil)
+	p.ItemDone(itemEvent("lines", "succeeded", steps.Input{Item: "/data/" + strings.Repeat("x", 200) + "/name.log"}, map[string]any{"n": 1}, nil))
 	got := buf.String()
 	// Long inputs are cut in the middle so that the file name stays.
 	want := "[1] /data/" + strings.Repeat("x", 14) + "…" + strings.Repeat("x", 30) + "/name.log -> {\"n\":1}\n"
@@ -68,9 +70,9 @@ func TestBarDraws(t *testing.T) {
 	b.StageStarted("ids", 1, 100)
 	b.StageStarted("fetch-posts", 20, -1)
 	for i := range 50 {
-		b.ItemDone("ids", "succeeded", steps.Input{Index: int64(i)}, nil, nil)
+		b.ItemDone(itemEvent("ids", "succeeded", steps.Input{Index: int64(i)}, nil, nil))
 	}
-	b.ItemDone("fetch-posts", "failed", steps.Input{}, nil, errors.New("x"))
+	b.ItemDone(itemEvent("fetch-posts", "failed", steps.Input{}, nil, errors.New("x")))
 	now = now.Add(5 * time.Second)
 	buf.Reset()
 	b.draw()
@@ -110,4 +112,8 @@ func TestNew(t *testing.T) {
 	if _, err := New("fancy", &buf, pipeline(), nil); err == nil || !strings.Contains(err.Error(), "auto, bar, plain, none") {
 		t.Errorf("err %v", err)
 	}
+}
+
+func itemEvent(stage, outcome string, in steps.Input, res any, err error) *engine.ItemEvent {
+	return &engine.ItemEvent{Stage: stage, Outcome: report.Outcome(outcome), Index: in.Index, Item: in.Item, Result: res, Err: err}
 }

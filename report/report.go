@@ -19,7 +19,8 @@ type Report struct {
 	End      time.Time `json:"end"`
 	Duration Duration  `json:"duration"`
 	ExitCode int       `json:"exit_code"`
-	Status   string    `json:"status"`           // succeeded, failed, interrupted, timed_out
+	Status   Status    `json:"status"`
+
 	Reason   string    `json:"reason,omitempty"` // why the run did not succeed
 	Stages   []*Stage  `json:"stages"`
 	Failures []Failure `json:"failures"`
@@ -62,14 +63,39 @@ func (s *Stage) Balanced() bool {
 
 // Failure is one item that failed (or was skipped or kept with its error).
 type Failure struct {
-	Stage    string `json:"stage"`
-	Index    int64  `json:"index"`
-	Item     any    `json:"item"`
-	Error    string `json:"error"`
-	Class    string `json:"class,omitempty"`
-	Attempts int    `json:"attempts"`
-	Outcome  string `json:"outcome"` // failed, skipped, kept, timed_out
+	Stage    string  `json:"stage"`
+	Index    int64   `json:"index"`
+	Item     any     `json:"item"`
+	Error    string  `json:"error"`
+	Class    string  `json:"class,omitempty"`
+	Attempts int     `json:"attempts"`
+	Outcome  Outcome `json:"outcome"` // failed, skipped, kept, timed_out
 }
+
+// Status is how a run ended.
+type Status string
+
+const (
+	StatusSucceeded   Status = "succeeded"
+	StatusFailed      Status = "failed"      // items failed past the policies, or setup failed
+	StatusTimedOut    Status = "timed_out"   // the pipeline timeout or a stage deadline passed
+	StatusInterrupted Status = "interrupted" // a signal, or the caller's context
+)
+
+// Outcome is what became of one item in one stage. The first five are the
+// accounting's (Stage.Balanced); Kept and TimedOut refine a failure in the
+// report's failure list.
+type Outcome string
+
+const (
+	Succeeded Outcome = "succeeded"
+	Failed    Outcome = "failed"
+	Skipped   Outcome = "skipped"
+	Cancelled Outcome = "cancelled"
+	Filtered  Outcome = "filtered"
+	Kept      Outcome = "kept"
+	TimedOut  Outcome = "timed_out"
+)
 
 // Duration marshals as seconds (float) for tools, and reads back the same.
 type Duration time.Duration

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/steps"
 )
 
 // check validates what a struct decode cannot: roles, names, references and
@@ -32,7 +32,6 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 			continue // not a mapping: already reported
 		}
 		s.Index = i
-		applyDefaults(s)
 		if s.Name != "" {
 			if j, dup := names[s.Name]; dup {
 				ds.Add(conf.ValuePos(s.Node, "name"), "duplicate stage name %q (stage %d is also called that); stage names must be unique", s.Name, j+1)
@@ -63,22 +62,22 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 		}
 		switch set[0] {
 		case "source":
-			s.Role, s.Kind, s.Options = RoleSource, s.Source.Kind, s.Source.Options
+			s.Role, s.Kind, s.Options = steps.RoleSource, s.Source.Kind, s.Source.Options
 			if i != 0 {
 				ds.Add(conf.KeyPos(s.Node, "source"), "%s is a source but is not the first stage; only the first stage may be a source", stageLabel(s))
 			}
 		case "sink":
-			s.Role, s.Kind, s.Options = RoleSink, s.Sink.Kind, s.Sink.Options
+			s.Role, s.Kind, s.Options = steps.RoleSink, s.Sink.Kind, s.Sink.Options
 			if i != len(p.Stages)-1 {
 				ds.Add(conf.KeyPos(s.Node, "sink"), "%s is a sink but is not the last stage; only the last stage may be a sink", stageLabel(s))
 			}
 		case "step":
-			s.Role, s.Kind, s.Options = RoleStep, s.Step, s.With
+			s.Role, s.Kind, s.Options = steps.RoleStep, s.Step, s.With
 		}
-		if i == 0 && s.Role != RoleSource {
+		if i == 0 && s.Role != steps.RoleSource {
 			ds.Add(conf.KeyPos(s.Node, string(s.Role)), "the first stage must be a source (items, range, glob, lines, jsonl, stdin); %s is a %s", stageLabel(s), s.Role)
 		}
-		if s.With != nil && s.Role != RoleStep {
+		if s.With != nil && s.Role != steps.RoleStep {
 			ds.Add(conf.KeyPos(s.Node, "with"), "with: holds the options of a step:; for a %s, put the options under the kind, e.g. %s: {%s: {...}}", s.Role, s.Role, s.Kind)
 		}
 		if cat != nil && s.Kind != "" {
@@ -90,14 +89,14 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 				opts = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: at.Line, Column: at.Column}
 			}
 			kctx := ctx
-			if s.Role == RoleSource {
+			if s.Role == steps.RoleSource {
 				c := *ctx
 				c.NoItem = true
 				kctx = &c
 			}
-			kd, known := cat.CheckKind(string(s.Role), s.Kind, opts, kctx)
+			kd, known := cat.CheckKind(s.Role, s.Kind, opts, kctx)
 			if !known {
-				names := cat.KindNames(string(s.Role))
+				names := cat.KindNames(s.Role)
 				pos := conf.ValuePos(s.Node, string(s.Role))
 				if kn := conf.Lookup(s.Node, string(s.Role)); kn != nil && kn.Kind == yaml.MappingNode && len(kn.Content) > 0 {
 					pos = conf.NodePos(kn.Content[0]) // the kind's name, not the brace before it
@@ -141,19 +140,19 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 	if s.MaxErrors < 0 {
 		ds.Add(conf.ValuePos(s.Node, "max_errors"), "max_errors must not be negative")
 	}
-	if s.MaxErrors > 0 && s.OnError != "skip" && s.OnError != "keep" {
+	if s.MaxErrors > 0 && s.OnError != OnErrorSkip && s.OnError != OnErrorKeep {
 		ds.Add(conf.KeyPos(s.Node, "max_errors"), "max_errors applies with on_error: skip or keep; with on_error: fail the first failure stops the run")
 	}
-	if s.Mode != "process" {
+	if s.Mode != ModeProcess {
 		for _, k := range []string{"max_tasks_per_child", "memory"} {
 			if conf.Lookup(s.Node, k) != nil {
 				ds.Add(conf.KeyPos(s.Node, k), "%s applies only with mode: process", k)
 			}
 		}
 	}
-	if s.Role != RoleStep {
+	if s.Role != steps.RoleStep {
 		for _, k := range []string{"mode", "workers", "rate", "burst", "limit", "timeout", "retry", "order", "key", "complete", "on_error", "max_errors"} {
-			if s.Role == RoleSource && (k == "rate" || k == "burst" || k == "limit") {
+			if s.Role == steps.RoleSource && (k == "rate" || k == "burst" || k == "limit") {
 				continue
 			}
 			if conf.Lookup(s.Node, k) != nil {
@@ -179,35 +178,6 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 	}
 
 	return ds
-}
-
-// applyDefaults fills the documented defaults so that the engine never has to
-// interpret an empty value.
-func applyDefaults(s *Stage) {
-	if s.Mode == "" {
-		s.Mode = "thread"
-	}
-	if s.Order == "" {
-		s.Order = "input"
-	}
-	if s.OnError == "" {
-		s.OnError = "fail"
-	}
-	if r := s.Retry; r != nil {
-		if r.Attempts == 0 {
-			r.Attempts = 3
-		}
-		if r.Backoff == 0 {
-			r.Backoff = 100 * time.Millisecond
-		}
-		if r.MaxBackoff == 0 {
-			r.MaxBackoff = 30 * time.Second
-		}
-		if r.Jitter == nil {
-			j := 0.2
-			r.Jitter = &j
-		}
-	}
 }
 
 func typeWord(t reflect.Type) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/spec/spectest"
+	"github.com/flowrun/flow/steps"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/invalid/*.want from the current diagnostics (review the diff!)")
@@ -73,7 +74,7 @@ func TestValidCorpus(t *testing.T) {
 			t.Errorf("%s:\n%v", file, err)
 			continue
 		}
-		if len(p.Stages) == 0 || p.Stages[0].Role != spec.RoleSource {
+		if len(p.Stages) == 0 || p.Stages[0].Role != steps.RoleSource {
 			t.Errorf("%s: stages not resolved: %+v", file, p.Stages)
 		}
 	}

@@ -10,16 +10,17 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/steps"
 )
 
 // Catalog is what validation needs to know of step kinds. *steps.Registry
-// satisfies it; spec does not import steps.
+// satisfies it; spec uses only the steps vocabulary (Role), no kind.
 type Catalog interface {
-	// CheckKind validates the options of kind name in role ("source", "step"
-	// or "sink"). known is false when no such kind exists in that role.
-	CheckKind(role, name string, options *yaml.Node, c *conf.Context) (ds conf.Diags, known bool)
+	// CheckKind validates the options of kind name in role. known is false
+	// when no such kind exists in that role.
+	CheckKind(role steps.Role, name string, options *yaml.Node, c *conf.Context) (ds conf.Diags, known bool)
 	// KindNames lists the kinds of a role, for suggestions.
-	KindNames(role string) []string
+	KindNames(role steps.Role) []string
 }
 
 // Options are the run-time inputs to parsing.
@@ -56,7 +57,7 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 		ds.AddErr(conf.NodePos(root), err)
 		return nil, ds.WithFile(file)
 	}
-	p := &Pipeline{File: file, Dir: filepath.Dir(file)}
+	p := &Pipeline{File: file, Dir: filepath.Dir(file), Source: data}
 	var ds conf.Diags
 	// Variables first: expressions elsewhere are checked against them.
 	if vn := conf.Lookup(root, "vars"); vn != nil {
@@ -67,7 +68,7 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 	vars := p.Vars
 	ds = append(ds, conf.Decode(root, p, ctx)...)
 	p.Vars = vars // keep the overridden values, not the re-decoded defaults
-	p.File, p.Dir = file, filepath.Dir(file)
+	p.File, p.Dir, p.Source = file, filepath.Dir(file), data
 	if len(ds) == 0 || p.Stages != nil {
 		ds = append(ds, check(p, cat, ctx)...)
 	}
@@ -163,4 +164,33 @@ func scalar(s string) any {
 		return s
 	}
 	return conf.Normalize(v)
+}
+
+// DefaultSink is the sink a pipeline without one writes to: its results as
+// JSON Lines on standard output, like a shell pipeline's last command.
+const DefaultSink = "print: jsonl"
+
+// RunStages is the stages a run executes: the file's, followed by the
+// default sink (DefaultSink) when the last stage is not a sink. It is named
+// "print", or "output" when a stage of the file has that name.
+func (p *Pipeline) RunStages() []*Stage {
+	if n := len(p.Stages); n == 0 || p.Stages[n-1].Role == steps.RoleSink {
+		return p.Stages
+	}
+	name := "print"
+	for _, s := range p.Stages {
+		if s.Name == name {
+			name = "output"
+		}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte("{name: "+name+", sink: {"+DefaultSink+"}}"), &doc); err != nil {
+		panic(err)
+	}
+	s := &Stage{}
+	if ds := conf.Decode(doc.Content[0], s, nil); len(ds) > 0 {
+		panic(fmt.Sprintf("spec: the default sink does not decode: %v", ds))
+	}
+	s.Role, s.Kind, s.Options, s.Index = steps.RoleSink, s.Sink.Kind, s.Sink.Options, len(p.Stages)
+	return append(p.Stages[:len(p.Stages):len(p.Stages)], s)
 }

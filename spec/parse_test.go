@@ -10,6 +10,7 @@ import (
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/spec/spectest"
+	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
 
@@ -88,7 +89,7 @@ func TestSecrets(t *testing.T) {
 func TestOverridesReachExpressionChecks(t *testing.T) {
 	// vars.count is declared, so the expression compiles whatever its value.
 	p := mustParse(t, withVars, spec.Options{Set: map[string]string{"count": "3"}})
-	if p.Stages[0].Kind != "range" || p.Stages[0].Role != spec.RoleSource {
+	if p.Stages[0].Kind != "range" || p.Stages[0].Role != steps.RoleSource {
 		t.Fatalf("stage 0 = %s %s", p.Stages[0].Role, p.Stages[0].Kind)
 	}
 }
@@ -112,7 +113,7 @@ stages:
     sink: {print: table}
 `, spec.Options{})
 	w := p.Stages[1]
-	if w.Role != spec.RoleStep || w.Kind != "compute" || w.Options == nil {
+	if w.Role != steps.RoleStep || w.Kind != "compute" || w.Options == nil {
 		t.Errorf("role/kind/options = %s/%s/%v", w.Role, w.Kind, w.Options)
 	}
 	if !w.Workers.Auto || w.Rate.PerSecond() != 10 || w.Timeout != 90*time.Second || w.Complete.First != 2 || w.Memory != 1024 {
@@ -127,7 +128,7 @@ stages:
 	if src := p.Stages[0]; src.Kind != "stdin" || src.Options != nil {
 		t.Errorf("bare source: kind %q options %v", src.Kind, src.Options)
 	}
-	if out := p.Stages[2]; out.Role != spec.RoleSink || out.Kind != "print" || out.Options.Value != "table" {
+	if out := p.Stages[2]; out.Role != steps.RoleSink || out.Kind != "print" || out.Options.Value != "table" {
 		t.Errorf("sink: %+v", out)
 	}
 }
@@ -174,7 +175,7 @@ func TestLockForms(t *testing.T) {
 		src  string
 		want spec.Lock
 	}{
-		{"lock: run.lock", spec.Lock{File: "run.lock"}},
+		{"lock: run.lock", spec.Lock{File: "run.lock", Mode: "fail"}}, // the default of mode:
 		{"lock: {file: /var/lock/x, mode: skip}", spec.Lock{File: "/var/lock/x", Mode: "skip"}},
 		{"lock: {file: x, mode: wait, timeout: 90s}", spec.Lock{File: "x", Mode: "wait", Timeout: 90 * time.Second}},
 	} {

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
 
@@ -24,9 +25,13 @@ type Pipeline struct {
 	Stages      []*Stage          `yaml:"stages" required:"true" desc:"The stages, in order: a source first, then steps, then optionally a sink. Each stage streams its results into the next."`
 
 	// File is the path the pipeline was read from; Dir its directory.
-	File string     `yaml:"-"`
-	Dir  string     `yaml:"-"`
-	Node *yaml.Node `yaml:"-" conf:"node"`
+	File string `yaml:"-"`
+	Dir  string `yaml:"-"`
+	// Source is the text that was parsed and validated. Worker processes
+	// and remote workers get these bytes, never the file again: a file
+	// edited during a run must not run unvalidated.
+	Source []byte     `yaml:"-"`
+	Node   *yaml.Node `yaml:"-" conf:"node"`
 }
 
 // Lock is the file lock a run holds, so that runs do not overlap.
@@ -59,7 +64,7 @@ type Stage struct {
 	Sink   *KindRef   `yaml:"sink" desc:"Makes this stage the sink: where results go, e.g. '{print: table}' or '{write: {path: out.jsonl}}'. Only the last stage may be a sink. Without one, results are printed as JSON Lines."`
 	With   *yaml.Node `yaml:"with" desc:"Options of the step named in 'step:'. Strings may hold '${ expr }' expressions over 'item', 'index', 'vars' and 'env'."`
 
-	Mode    string   `yaml:"mode" enum:"thread,process" default:"thread" desc:"How items run: 'thread', a pool of goroutines in this process; 'process', a pool of worker processes (crash isolation, a hung item is killed)."`
+	Mode    Mode     `yaml:"mode" enum:"thread,process" default:"thread" desc:"How items run: 'thread', a pool of goroutines in this process; 'process', a pool of worker processes (crash isolation, a hung item is killed)."`
 	Workers Workers  `yaml:"workers" desc:"How many items run at once: a number, or 'auto' (thread: min(32, 4 x CPUs); process: number of CPUs)." example:"8"`
 	Rate    *Rate    `yaml:"rate" desc:"Most item starts per unit of time for this stage, as \"N/s\", \"N/m\" or \"N/h\"." example:"10/s"`
 	Burst   int      `yaml:"burst" desc:"Starts allowed at once above the steady 'rate'. Defaults to 1."`
@@ -69,10 +74,10 @@ type Stage struct {
 	Deadline time.Duration `yaml:"deadline" desc:"Bound on the whole stage from its start (like 'executor.map(timeout=)'): what is not done by then is cancelled and recorded as timed out." example:"1s"`
 	Retry    *Retry        `yaml:"retry" desc:"Retry failed attempts with exponential backoff and jitter."`
 
-	Order     string   `yaml:"order" enum:"input,completion,key" default:"input" desc:"Order in which results leave the stage: 'input' (like 'executor.map'), 'completion' (like 'as_completed'), or 'key' (items with the same 'key' one after another, in input order; different keys in parallel)."`
+	Order     Order    `yaml:"order" enum:"input,completion,key" default:"input" desc:"Order in which results leave the stage: 'input' (like 'executor.map'), 'completion' (like 'as_completed'), or 'key' (items with the same 'key' one after another, in input order; different keys in parallel)."`
 	Key       *tmpl.T  `yaml:"key" desc:"With 'order: key': expression giving an item's key." example:"${ item.user_id }"`
 	Complete  Complete `yaml:"complete" desc:"When the stage is done: 'all' (every item, the default), 'first' (the first success wins and the rest is cancelled), or '{first: N}' (the first N successes)."`
-	OnError   string   `yaml:"on_error" enum:"fail,skip,keep" default:"fail" desc:"What a failed item (after retries) does: 'fail' stops the run, 'skip' records it and drops it, 'keep' passes it on downstream carrying its error."`
+	OnError   OnError  `yaml:"on_error" enum:"fail,skip,keep" default:"fail" desc:"What a failed item (after retries) does: 'fail' stops the run, 'skip' records it and drops it, 'keep' passes it on downstream carrying its error."`
 	MaxErrors int      `yaml:"max_errors" desc:"With 'skip' or 'keep': the run fails once more than this many items of the stage have failed. 0 means no threshold."`
 	When      *tmpl.T  `yaml:"when" desc:"Expression; items for which it is false skip this stage's work and are counted as filtered." example:"${ item.size > 0 }"`
 
@@ -80,8 +85,8 @@ type Stage struct {
 	Memory           ByteSize `yaml:"memory" desc:"With 'mode: process': memory limit per worker process, e.g. \"512MiB\". An item that exceeds it fails and its worker is replaced." example:"512MiB"`
 
 	// Resolved after validation.
-	Role Role   `yaml:"-"` // source, step or sink
-	Kind string `yaml:"-"` // the kind's registered name
+	Role steps.Role `yaml:"-"` // source, step or sink
+	Kind string     `yaml:"-"` // the kind's registered name
 	// Options is the node holding the kind's options: `with:` for steps, the
 	// value under the kind's name for sources and sinks.
 	Options *yaml.Node `yaml:"-"`
@@ -89,13 +94,30 @@ type Stage struct {
 	Node    *yaml.Node `yaml:"-" conf:"node"`
 }
 
-// Role mirrors steps.Role without importing it.
-type Role string
+// Mode is how a stage's items run; each mode has its runner (engine.Runners).
+type Mode string
 
 const (
-	RoleSource Role = "source"
-	RoleStep   Role = "step"
-	RoleSink   Role = "sink"
+	ModeThread  Mode = "thread"  // goroutines in this process
+	ModeProcess Mode = "process" // worker processes (procpool)
+)
+
+// Order is the order in which results leave a stage.
+type Order string
+
+const (
+	OrderInput      Order = "input"      // executor.map
+	OrderCompletion Order = "completion" // as_completed
+	OrderKey        Order = "key"        // per key, in input order
+)
+
+// OnError is what a failed item does to the run.
+type OnError string
+
+const (
+	OnErrorFail OnError = "fail" // stop the run
+	OnErrorSkip OnError = "skip" // record it, drop it
+	OnErrorKeep OnError = "keep" // record it, pass it on with its error
 )
 
 // Retry is a stage's retry policy.

@@ -416,7 +416,7 @@ func cmdCheckReport(ts *testscript.TestScript, neg bool, args []string) {
 			}
 			continue
 		case key == "status":
-			if r.Status != want {
+			if string(r.Status) != want {
 				ts.Fatalf("report status is %q, want %q (reason: %s)", r.Status, want, r.Reason)
 			}
 			continue

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
 )
 
 var graphFormats = []string{"mermaid", "dot"}
@@ -55,7 +56,7 @@ DOT renders with Graphviz.`,
 // and every policy that is not the default.
 func nodeLines(p *spec.Pipeline, s *spec.Stage) []string {
 	lines := []string{s.Name, fmt.Sprintf("%s: %s", s.Role, s.Kind)}
-	if s.Role == spec.RoleStep {
+	if s.Role == steps.RoleStep {
 		// Unset is auto too; the count it resolves to depends on the
 		// machine that runs the pipeline, not the one that draws it.
 		workers := "auto"
@@ -90,13 +91,13 @@ func nodeLines(p *spec.Pipeline, s *spec.Stage) []string {
 		}
 		lines = append(lines, l)
 	}
-	if s.Role != spec.RoleStep {
+	if s.Role != steps.RoleStep {
 		if s.When != nil {
 			lines = append(lines, "when "+s.When.Source())
 		}
 		return lines
 	}
-	order := "order " + s.Order
+	order := "order " + string(s.Order)
 	if s.Order == "key" && s.Key != nil {
 		order += " by " + s.Key.Source()
 	}
@@ -107,7 +108,7 @@ func nodeLines(p *spec.Pipeline, s *spec.Stage) []string {
 	case s.Complete.First > 1:
 		lines = append(lines, fmt.Sprintf("complete first %d", s.Complete.First))
 	}
-	onErr := "on_error " + s.OnError
+	onErr := "on_error " + string(s.OnError)
 	if s.MaxErrors > 0 {
 		onErr += fmt.Sprintf(" (max %d)", s.MaxErrors)
 	}
@@ -158,9 +159,9 @@ func writeMermaid(w io.Writer, p *spec.Pipeline) {
 		lines[0] = "<b>" + lines[0] + "</b>"
 		open, close := "[", "]"
 		switch s.Role {
-		case spec.RoleSource:
+		case steps.RoleSource:
 			open, close = "([", "])"
-		case spec.RoleSink:
+		case steps.RoleSink:
 			open, close = "[(", ")]"
 		}
 		fmt.Fprintf(w, "  s%d%s\"%s\"%s\n", i, open, strings.Join(lines, "<br/>"), close)
@@ -191,9 +192,9 @@ func writeDOT(w io.Writer, p *spec.Pipeline) {
 		}
 		shape := "box"
 		switch s.Role {
-		case spec.RoleSource:
+		case steps.RoleSource:
 			shape = "invhouse"
-		case spec.RoleSink:
+		case steps.RoleSink:
 			shape = "cylinder"
 		}
 		fmt.Fprintf(w, "  s%d [shape=%s, label=\"%s\\l\"];\n", i, shape, strings.Join(lines, "\\l"))

@@ -122,7 +122,7 @@ func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func()
 		end := time.Now()
 		rep := &report.Report{
 			File: file, Start: start, End: end, Duration: report.Duration(end.Sub(start)),
-			ExitCode: code, Status: status, Reason: strings.TrimPrefix(err.Error(), "skipped: "),
+			ExitCode: code, Status: report.Status(status), Reason: strings.TrimPrefix(err.Error(), "skipped: "),
 			Stages: []*report.Stage{}, Failures: []report.Failure{},
 		}
 		if werr := rep.WriteFile(f.report); werr != nil {

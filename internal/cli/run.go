@@ -127,7 +127,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		Stdin:    a.stdin,
 		Stdout:   a.stdout,
 		Stderr:   a.stderr,
-		Process:  processFactory(a.stderr),
+		Runners:  runners,
 		Events:   events,
 	})
 	sig := stop()

@@ -31,8 +31,8 @@ func (nopSource) Items(ctx context.Context, emit func(any) error) error { return
 
 func testRegistry() *steps.Registry {
 	r := steps.NewRegistry()
-	steps.Register(r, steps.Kind{Name: "nums", Role: steps.RoleSource, Summary: "numbers"},
-		func(c *numsConfig, env *steps.Env) (any, error) { return nopSource{}, nil })
+	steps.RegisterSource(r, steps.Kind{Name: "nums", Summary: "numbers"},
+		func(c *numsConfig, env *steps.Env) (steps.Source, error) { return nopSource{}, nil })
 	return r
 }
 

@@ -17,10 +17,10 @@ import (
 // A variable so that the CLI's own tests can stand in for it.
 var runEngine = engine.Run
 
-// processFactory builds the runners of `mode: process` stages: pools of
-// worker processes re-executing this binary (see cmd/flow's main). What the
-// workers print goes to stderr, the run's.
-func processFactory(stderr io.Writer) engine.RunnerFactory { return procpool.FactoryWith(stderr) }
+// runners builds the runners of step stages by mode (thread mode is the
+// engine's own): `mode: process` stages get pools of worker processes
+// re-executing this binary (see cmd/flow's main).
+var runners = engine.Runners{spec.ModeProcess: procpool.Factory}
 
 // newProgress returns the progress sink for a --progress mode and a function
 // that finishes its output (before the closing summary is printed).
@@ -28,6 +28,11 @@ func newProgress(mode string, stderr io.Writer, p *spec.Pipeline, reg *steps.Reg
 	s, err := progress.New(mode, stderr, p, reg)
 	if err != nil {
 		return nil, nil, err
+	}
+	if _, none := s.(progress.None); none {
+		// No consumer: the engine then builds no events and reads the
+		// clock for a sample of items only.
+		return nil, s.Close, nil
 	}
 	return s, s.Close, nil
 }

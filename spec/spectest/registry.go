@@ -80,17 +80,18 @@ func (*Print) Shorthand() string { return "format" }
 // glob and stdin; steps fetch, compute and sort; sink print.
 func Registry() *steps.Registry {
 	r := steps.NewRegistry()
-	steps.Register(r, steps.Kind{Name: "items", Role: steps.RoleSource, Summary: "A list of values."}, build[Items])
-	steps.Register(r, steps.Kind{Name: "range", Role: steps.RoleSource, Summary: "Numbers from..to."}, build[Range])
-	steps.Register(r, steps.Kind{Name: "glob", Role: steps.RoleSource, Summary: "Files matching patterns."}, build[Glob])
-	steps.Register(r, steps.Kind{Name: "stdin", Role: steps.RoleSource, Summary: "Lines of standard input."}, build[Stdin])
-	steps.Register(r, steps.Kind{Name: "fetch", Role: steps.RoleStep, Summary: "HTTP request per item."}, build[Fetch])
-	steps.Register(r, steps.Kind{Name: "compute", Role: steps.RoleStep, Summary: "Evaluate a value per item."}, build[Compute])
-	steps.Register(r, steps.Kind{Name: "sort", Role: steps.RoleStep, Summary: "Sort all items."}, build[Sort])
-	steps.Register(r, steps.Kind{Name: "print", Role: steps.RoleSink, Summary: "Print results."}, build[Print])
+	steps.RegisterSource(r, steps.Kind{Name: "items", Summary: "A list of values."}, build[Items, steps.Source])
+	steps.RegisterSource(r, steps.Kind{Name: "range", Summary: "Numbers from..to."}, build[Range, steps.Source])
+	steps.RegisterSource(r, steps.Kind{Name: "glob", Summary: "Files matching patterns."}, build[Glob, steps.Source])
+	steps.RegisterSource(r, steps.Kind{Name: "stdin", Summary: "Lines of standard input."}, build[Stdin, steps.Source])
+	steps.RegisterStep(r, steps.Kind{Name: "fetch", Summary: "HTTP request per item."}, build[Fetch, steps.Step])
+	steps.RegisterStep(r, steps.Kind{Name: "compute", Summary: "Evaluate a value per item."}, build[Compute, steps.Step])
+	steps.RegisterBarrier(r, steps.Kind{Name: "sort", Summary: "Sort all items."}, build[Sort, steps.Barrier])
+	steps.RegisterSink(r, steps.Kind{Name: "print", Summary: "Print results."}, build[Print, steps.Sink])
 	return r
 }
 
-func build[C any](*C, *steps.Env) (any, error) {
-	return nil, fmt.Errorf("spectest kinds only validate; they cannot run")
+func build[C, T any](*C, *steps.Env) (T, error) {
+	var none T
+	return none, fmt.Errorf("spectest kinds only validate; they cannot run")
 }

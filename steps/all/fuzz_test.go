@@ -82,12 +82,10 @@ func FuzzOptions(f *testing.F) {
 				}
 				return
 			}
-			if v == nil {
+			if v.Value() == nil {
 				fatalf("%s: Build gave nil without an error for %q", k.Name, src)
 			}
-			if c, ok := v.(interface{ Close() error }); ok {
-				c.Close()
-			}
+			v.Close()
 		})
 	})
 }

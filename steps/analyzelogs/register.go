@@ -92,9 +92,8 @@ func (o *Options) scanner() (*Scanner, error) {
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterStep(r, steps.Kind{
 		Name:    "analyze-logs",
-		Role:    steps.RoleStep,
 		Summary: "Count the lines of a log file and the lines matching named patterns",
 		Doc: "Reads one file per item and counts its lines, and for each line the first of the named " +
 			"patterns that matches it (like `if \"ERROR\" in line: ... elif \"WARN\" in line: ...`). " +
@@ -116,7 +115,7 @@ type step struct {
 	scan *Scanner
 }
 
-func build(o *Options, env *steps.Env) (any, error) {
+func build(o *Options, env *steps.Env) (steps.Step, error) {
 	s, err := o.scanner()
 	if err != nil {
 		return nil, err

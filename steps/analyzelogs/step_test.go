@@ -35,7 +35,7 @@ func buildStep(t *testing.T, dir, opts string) (steps.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(steps.Step), nil
+	return v.Step, nil
 }
 
 func mustBuild(t *testing.T, dir, opts string) steps.Step {

@@ -43,7 +43,7 @@ func build(t *testing.T, name, with string) steps.Barrier {
 	if err != nil {
 		t.Fatalf("build %s %s: %v", name, with, err)
 	}
-	return v.(steps.Barrier)
+	return v.Barrier
 }
 
 func check(t *testing.T, name, with string) conf.Diags {

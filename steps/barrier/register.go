@@ -17,10 +17,8 @@ import (
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterBarrier(r, steps.Kind{
 		Name:    "sort",
-		Role:    steps.RoleStep,
-		Barrier: true,
 		Summary: "Sort all items by a key, ascending or descending.",
 		Doc: "Waits for every item of the previous stage, then emits them sorted by `by` (the item itself when " +
 			"omitted), like Python's `sorted(results, key=..., reverse=...)`. The sort is stable: items with equal " +
@@ -33,10 +31,8 @@ func Register(r *steps.Registry) {
 		Result:  "The items themselves, reordered.",
 		Example: "by: \"${ item.errors }\"\ndesc: true",
 	}, newSort)
-	steps.Register(r, steps.Kind{
+	steps.RegisterBarrier(r, steps.Kind{
 		Name:    "top",
-		Role:    steps.RoleStep,
-		Barrier: true,
 		Summary: "Keep the first n items, by a key when given, in bounded memory.",
 		Doc: "Waits for every item of the previous stage and emits the first `n`: the first `n` to arrive without " +
 			"`by`, otherwise the `n` smallest keys (largest with `desc: true`) in key order, like " +
@@ -132,7 +128,7 @@ type sorter struct {
 	entries []*entry
 }
 
-func newSort(c *SortConfig, env *steps.Env) (any, error) {
+func newSort(c *SortConfig, env *steps.Env) (steps.Barrier, error) {
 	return &sorter{keyer: keyer{by: c.By, env: env, desc: c.Desc}}, nil
 }
 
@@ -183,7 +179,7 @@ func (h *topHeap) Pop() any {
 	return e
 }
 
-func newTop(c *TopConfig, env *steps.Env) (any, error) {
+func newTop(c *TopConfig, env *steps.Env) (steps.Barrier, error) {
 	if c.N < 1 {
 		return nil, fmt.Errorf("top n must be at least 1, got %d", c.N)
 	}

@@ -189,7 +189,7 @@ func BenchmarkComputeSimple(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := v.(steps.Step)
+	s := v.Step
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

@@ -21,9 +21,8 @@ type Config struct {
 
 // Register adds the compute kind to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterStep(r, steps.Kind{
 		Name:    "compute",
-		Role:    steps.RoleStep,
 		Summary: "Compute a value per item with expressions (math, strings, hashing, count_primes, sleep, fail)",
 		Doc: markdown(`Evaluates 'value' once per item. The template is compiled and type-checked when the
 pipeline is validated; evaluation is bounded (an expression that builds a huge range,
@@ -52,7 +51,7 @@ only on the item, so it is permanent and never retried.`),
 }
 
 // New builds a compute step; the template was compiled when decoding.
-func New(cfg *Config, env *steps.Env) (any, error) {
+func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	if cfg.Value == nil {
 		return nil, errors.New("compute: 'value' is required")
 	}

@@ -307,7 +307,7 @@ func BenchmarkExecTrue(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := v.(steps.Step)
+	s := v.Step
 	for b.Loop() {
 		if _, err := s.Do(context.Background(), steps.Input{}); err != nil {
 			b.Fatal(err)

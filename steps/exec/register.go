@@ -73,9 +73,8 @@ func (c *Config) Validate() error {
 
 // Register adds the exec kind to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterStep(r, steps.Kind{
 		Name:    "exec",
-		Role:    steps.RoleStep,
 		Summary: "Run a program per item (argv, never a shell unless asked), capturing its output",
 		Doc: markdown(`Runs 'argv' once per item, directly, without a shell: each element is exactly one
 argument, so an item such as "; rm -rf ~" is passed as a harmless literal string. Set
@@ -101,7 +100,7 @@ type step struct {
 }
 
 // New builds an exec step.
-func New(cfg *Config, env *steps.Env) (any, error) {
+func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	s := &step{cfg: cfg, env: env, maxOutput: defaultMaxOutput, grace: defaultGrace, okCodes: map[int]bool{}}
 	if cfg.MaxOutput != nil {
 		s.maxOutput = int64(*cfg.MaxOutput)

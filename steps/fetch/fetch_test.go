@@ -564,7 +564,7 @@ func BenchmarkFetchJSON(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := v.(*step)
+	s := v.Step.(*step)
 	defer s.Close()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

@@ -76,9 +76,8 @@ func (c *Config) Validate() error {
 
 // Register adds the fetch kind to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterStep(r, steps.Kind{
 		Name:    "fetch",
-		Role:    steps.RoleStep,
 		Summary: "Make an HTTP request per item and decode the response",
 		Doc: markdown(`Sends one HTTP request per item. Connections are reused across the workers of the stage
 (one connection pool per stage), TLS certificates are verified unless 'insecure: true',
@@ -106,7 +105,7 @@ parameters and passwords in URLs.`),
 }
 
 // New builds a fetch step with a connection pool sized to the stage.
-func New(cfg *Config, env *steps.Env) (any, error) {
+func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	workers := max(env.Workers, 1)
 	s := &step{
 		cfg:      cfg,

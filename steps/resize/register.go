@@ -206,9 +206,8 @@ func localName(name string) error {
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterStep(r, steps.Kind{
 		Name:    "resize",
-		Role:    steps.RoleStep,
 		Summary: "Resize an image (JPEG, PNG, GIF, WebP) and write it to an output directory",
 		Doc: "Decodes one image per item, turns it upright according to its EXIF orientation, resizes it " +
 			"and writes it atomically into `out_dir` (a temporary file there, then a rename: readers never see " +
@@ -237,7 +236,7 @@ type step struct {
 	swept sync.Map
 }
 
-func build(o *Options, env *steps.Env) (any, error) {
+func build(o *Options, env *steps.Env) (steps.Step, error) {
 	if o.Quality == 0 {
 		o.Quality = 85
 	}

@@ -39,7 +39,7 @@ func buildStep(t testing.TB, dir, opts string) (steps.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(steps.Step), nil
+	return v.Step, nil
 }
 
 func mustStep(t testing.TB, dir, opts string) steps.Step {

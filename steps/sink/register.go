@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
@@ -23,9 +25,8 @@ import (
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterSink(r, steps.Kind{
 		Name:    "print",
-		Role:    steps.RoleSink,
 		Summary: "Print results on standard output as JSON Lines, JSON, CSV, a table or a text template.",
 		Doc: "Writes each result to standard output. `jsonl` (the default, and what a pipeline without a sink " +
 			"prints) writes one JSON value per line as results arrive. `json` writes one JSON array, streamed " +
@@ -39,9 +40,8 @@ func Register(r *steps.Registry) {
 			"Output is flushed at least every 100ms, and what arrived is printed even when the run fails.",
 		Example: "print: {format: table, columns: [file, lines, errors]}",
 	}, newPrint)
-	steps.Register(r, steps.Kind{
+	steps.RegisterSink(r, steps.Kind{
 		Name:    "write",
-		Role:    steps.RoleSink,
 		Summary: "Write results to a file as JSON Lines, JSON, CSV or a table, atomically.",
 		Doc: "Writes results to a temporary file next to `path`, then, when the run succeeds, flushes it to disk " +
 			"and renames it over `path`: readers see the old file or the whole new one, never half of one. When " +
@@ -62,12 +62,15 @@ type PrintConfig struct {
 	Format   string   `yaml:"format" enum:"jsonl,json,csv,table" default:"jsonl" desc:"Output format: 'jsonl' (one JSON value per line, streamed), 'json' (one array), 'csv', or 'table' (aligned columns, printed at the end)."`
 	Columns  []string `yaml:"columns" desc:"Columns of 'csv' and 'table', in order; with 'json' and 'jsonl', the keys kept. Default: every key, in the order first seen." example:"[file, lines, errors]"`
 	Template *tmpl.T  `yaml:"template" desc:"Print one line per result from this text, with '${ }' expressions over 'item', 'index', 'vars' and 'env'. Replaces 'format'." example:"${ item.symbol }: ${ item.price }"`
+
+	// Node tells the keys written from the defaults filled in.
+	Node *yaml.Node `yaml:"-" conf:"node"`
 }
 
 func (c *PrintConfig) Shorthand() string { return "format" }
 
 func (c *PrintConfig) Validate() error {
-	if c.Template != nil && (c.Format != "" || c.Columns != nil) {
+	if c.Template != nil && (conf.Lookup(c.Node, "format") != nil || c.Columns != nil) {
 		return fmt.Errorf("print takes either 'template' or 'format'/'columns', not both: a template writes the whole line")
 	}
 	return checkColumns(c.Columns)
@@ -100,7 +103,7 @@ type printSink struct {
 	closed bool
 }
 
-func newPrint(c *PrintConfig, env *steps.Env) (any, error) {
+func newPrint(c *PrintConfig, env *steps.Env) (steps.Sink, error) {
 	out := env.Stdout
 	if out == nil {
 		out = os.Stdout
@@ -272,7 +275,7 @@ type fileSink struct {
 	done bool
 }
 
-func newWrite(c *WriteConfig, env *steps.Env) (any, error) {
+func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
 	v, err := c.Path.Eval(&tmpl.Scope{Vars: env.Vars, Env: env.Env, Ctx: context.Background()})
 	if err != nil {
 		return nil, at(c.Path, "%v", err)

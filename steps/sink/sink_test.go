@@ -24,7 +24,7 @@ func build(t *testing.T, src string, env *steps.Env) (steps.Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(steps.Sink), nil
+	return v.Sink, nil
 }
 
 func check(t *testing.T, src string) conf.Diags {

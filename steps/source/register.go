@@ -20,27 +20,24 @@ import (
 
 // Register adds this package's kinds to r.
 func Register(r *steps.Registry) {
-	steps.Register(r, steps.Kind{
+	steps.RegisterSource(r, steps.Kind{
 		Name:    "items",
-		Role:    steps.RoleSource,
 		Summary: "A fixed list of items written in the pipeline.",
 		Doc: "Emits each value of a YAML list, in order. Values may be any YAML value (numbers, strings, " +
 			"mappings, lists); strings may hold `${ }` expressions over `vars` and `env`, evaluated once. " +
 			"A single expression that gives a list, such as `items: \"${ vars.hosts }\"`, emits its elements.",
 		Example: "items: [alpha, beta, gamma]",
 	}, newItems)
-	steps.Register(r, steps.Kind{
+	steps.RegisterSource(r, steps.Kind{
 		Name:    "range",
-		Role:    steps.RoleSource,
 		Summary: "Whole numbers from 'from' to 'to', both included.",
 		Doc: "Emits the integers `from`, `from+step`, ... up to and including `to`, generated one at a time: " +
 			"a range of ten million numbers costs no memory. A negative `step` counts down. When `from` is " +
 			"past `to` in the direction of `step`, the range is empty, like Python's `range`.",
 		Example: "range: {from: 1, to: \"${ vars.count }\"}",
 	}, newRange)
-	steps.Register(r, steps.Kind{
+	steps.RegisterSource(r, steps.Kind{
 		Name:    "glob",
-		Role:    steps.RoleSource,
 		Summary: "Paths of the files matching one or more glob patterns.",
 		Doc: "Emits the absolute path of each file matching any of the patterns, sorted and without duplicates. " +
 			"Relative patterns resolve against the directory of the pipeline file. `*`, `?` and `[a-z]` match " +
@@ -50,18 +47,16 @@ func Register(r *steps.Registry) {
 			"and sorted before the first one is emitted.",
 		Example: "glob: {patterns: [\"logs/**/*.log\", \"archive/*.log.gz\"]}",
 	}, newGlob)
-	steps.Register(r, steps.Kind{
+	steps.RegisterSource(r, steps.Kind{
 		Name:    "lines",
-		Role:    steps.RoleSource,
 		Summary: "Each line of a text file, as a string.",
 		Doc: "Emits each line of a file as a string, without its line ending (`\\n` or `\\r\\n`), streaming: lines " +
 			"of any length work. A relative path resolves against the directory of the pipeline file; a path " +
 			"ending in `.gz` is decompressed on the fly.",
 		Example: "lines: {path: urls.txt, skip_empty: true}",
 	}, newLines)
-	steps.Register(r, steps.Kind{
+	steps.RegisterSource(r, steps.Kind{
 		Name:    "jsonl",
-		Role:    steps.RoleSource,
 		Summary: "Each line of a JSON Lines file, as a JSON value.",
 		Doc: "Emits the JSON value on each line of a file, streaming. Blank lines are skipped. Integers are " +
 			"kept exact (64-bit). A line that is not valid JSON stops the source, and so the run, with " +
@@ -70,9 +65,8 @@ func Register(r *steps.Registry) {
 			"path ending in `.gz` is decompressed on the fly.",
 		Example: "jsonl: data/orders.jsonl",
 	}, newJSONL)
-	steps.Register(r, steps.Kind{
+	steps.RegisterSource(r, steps.Kind{
 		Name:    "stdin",
-		Role:    steps.RoleSource,
 		Summary: "Lines or JSON Lines read from standard input.",
 		Doc: "Emits what arrives on standard input as it arrives: each line as a string (`format: lines`, the " +
 			"default) or each line as a JSON value (`format: jsonl`, with the same rules as the `jsonl` source).",
@@ -136,7 +130,7 @@ func nodeKind(n *yaml.Node) string {
 
 type listSource struct{ items []any }
 
-func newItems(c *ItemsConfig, env *steps.Env) (any, error) {
+func newItems(c *ItemsConfig, env *steps.Env) (steps.Source, error) {
 	if c.list == nil {
 		return nil, fmt.Errorf("items takes a list, e.g. items: [a, b, c]")
 	}
@@ -205,7 +199,7 @@ func (c *RangeConfig) Validate() error {
 
 type rangeSource struct{ from, to, step int64 }
 
-func newRange(c *RangeConfig, env *steps.Env) (any, error) {
+func newRange(c *RangeConfig, env *steps.Env) (steps.Source, error) {
 	get := func(name string, t *tmpl.T, def int64) (int64, error) {
 		if t == nil {
 			return def, nil
@@ -314,7 +308,7 @@ type globSource struct {
 	err   error
 }
 
-func newGlob(c *GlobConfig, env *steps.Env) (any, error) {
+func newGlob(c *GlobConfig, env *steps.Env) (steps.Source, error) {
 	s := &globSource{dir: env.Dir}
 	for _, t := range c.Patterns {
 		v, err := evalOnce(t, env)
@@ -394,7 +388,7 @@ type fileSource struct {
 	skipEmpty bool
 }
 
-func newLines(c *LinesConfig, env *steps.Env) (any, error) {
+func newLines(c *LinesConfig, env *steps.Env) (steps.Source, error) {
 	p, err := evalString(c.Path, env, "lines path")
 	if err != nil {
 		return nil, err
@@ -402,7 +396,7 @@ func newLines(c *LinesConfig, env *steps.Env) (any, error) {
 	return &fileSource{path: resolve(env.Dir, p), skipEmpty: c.SkipEmpty}, nil
 }
 
-func newJSONL(c *JSONLConfig, env *steps.Env) (any, error) {
+func newJSONL(c *JSONLConfig, env *steps.Env) (steps.Source, error) {
 	p, err := evalString(c.Path, env, "jsonl path")
 	if err != nil {
 		return nil, err
@@ -437,7 +431,7 @@ type stdinSource struct {
 	cfg StdinConfig
 }
 
-func newStdin(c *StdinConfig, env *steps.Env) (any, error) {
+func newStdin(c *StdinConfig, env *steps.Env) (steps.Source, error) {
 	return &stdinSource{env: env, cfg: *c}, nil
 }
 

@@ -38,7 +38,7 @@ func build(t *testing.T, src string, env *steps.Env) (steps.Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(steps.Source), nil
+	return v.Source, nil
 }
 
 func mustBuild(t *testing.T, src string, env *steps.Env) steps.Source {

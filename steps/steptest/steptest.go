@@ -40,10 +40,15 @@ func Ref(t testing.TB, src string) (string, *yaml.Node) {
 }
 
 // Build registers kinds with register and builds kind from its options, as
-// the engine would, with env's variables in scope.
+// the engine would, with env's variables in scope. The value is the built
+// Source, Step, Barrier or Sink.
 func Build(t testing.TB, register func(*steps.Registry), kind string, options *yaml.Node, env *steps.Env) (any, error) {
 	t.Helper()
-	return Kind(t, register, kind).Build(options, &conf.Context{Vars: env.Vars}, env)
+	b, err := Kind(t, register, kind).Build(options, &conf.Context{Vars: env.Vars}, env)
+	if err != nil {
+		return nil, err
+	}
+	return b.Value(), nil
 }
 
 // Kind registers kinds with register and returns the one called name.

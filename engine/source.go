@@ -1,0 +1,169 @@
+package engine
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/steps"
+)
+
+// sourceStage runs a source. Items are batched as they are emitted; a
+// ticker hands on a partial batch that waited a tick, so a slow source (stdin
+// in a terminal) still streams item by item.
+type sourceStage struct {
+	*stage
+	src steps.Source
+
+	mu     sync.Mutex // guards em, rep, next and closed: emit and the ticker
+	em     *emitter
+	next   int64 // index of the next item
+	closed bool
+	fresh  bool // items were added since the last tick
+}
+
+const sourceTick = 2 * time.Millisecond
+
+func (s *sourceStage) abort(err error) { _ = steps.Built{Source: s.src}.Close() }
+
+func (s *sourceStage) exec() {
+	s.begin()
+	s.em = newEmitter(s.stage)
+	done := make(chan struct{})
+	var srcErr error
+	go func() {
+		defer close(done)
+		srcErr = s.runSource()
+	}()
+	tick := time.NewTicker(sourceTick)
+	defer tick.Stop()
+	stopped := s.ctx.Done()
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case <-tick.C:
+			s.mu.Lock()
+			if !s.fresh && !s.closed {
+				s.em.flush()
+			}
+			s.fresh = false
+			s.mu.Unlock()
+		case <-stopped:
+			// Close the output now rather than when the source returns:
+			// one blocked in a read may take its time.
+			s.shut()
+			stopped = nil
+			select {
+			case <-done:
+			case <-time.After(sourceGrace):
+				return
+			}
+			break loop
+		}
+	}
+	if srcErr != nil && s.ctx.Err() == nil {
+		s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: %v", s.name, srcErr)})
+	}
+	s.shut()
+}
+
+// shut flushes (or, once stopped, cancels) what is pending and closes the
+// output, once.
+func (s *sourceStage) shut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.em.close()
+}
+
+func (s *sourceStage) runSource() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return s.src.Items(s.ctx, s.emit)
+}
+
+func (s *sourceStage) emit(item any) error {
+	if s.ctx.Err() != nil {
+		return errStopped
+	}
+	s.mu.Lock()
+	if s.closed {
+		// The stage is shut: the item never entered the run.
+		s.mu.Unlock()
+		return errStopped
+	}
+	in := steps.Input{Index: s.next, Item: item}
+	s.next++
+	s.mu.Unlock()
+	if s.when != nil || s.lim != nil {
+		sc := s.scope(in)
+		if s.when != nil {
+			keep, err := s.filter(sc)
+			if err != nil {
+				if s.account(func() { s.rep.Failed++ }) {
+					s.failure(in, err, 1, report.Failed)
+					s.event(report.Failed, in, nil, err, nil)
+					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+				}
+				return errStopped
+			}
+			if !keep {
+				if s.account(func() { s.rep.Filtered++ }) {
+					s.event(report.Filtered, in, nil, nil, nil)
+				}
+				return nil
+			}
+		}
+		if s.lim != nil {
+			keys, err := s.lim.keysOf(sc)
+			if err == nil {
+				var h held
+				err = s.lim.acquire(s.ctx, keys, &h)
+				if err == nil {
+					s.lim.done(&h)
+				}
+			}
+			if err != nil {
+				if s.ctx.Err() == nil {
+					s.account(func() { s.rep.Failed++ })
+					s.failure(in, err, 1, report.Failed)
+					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+				} else {
+					s.account(func() { s.cancelled(in, nil) })
+				}
+				return errStopped
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errStopped
+	}
+	s.rep.In++
+	s.fresh = true
+	s.em.add(steps.Record{Index: in.Index, Item: item}, in, true, nil)
+	return nil
+}
+
+// account counts one item that does not go downstream, unless the stage
+// is already shut (then the report is final and the item is not counted).
+func (s *sourceStage) account(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.rep.In++
+	f()
+	return true
+}
