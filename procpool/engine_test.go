@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/flowrun/flow/engine"
@@ -238,5 +239,65 @@ stages:
 	}
 	if len(pids) != 3 {
 		t.Errorf("10 items at 4 per worker ran in %d workers (%v), want 3", len(pids), pids)
+	}
+}
+
+// workerEvents records the workers named in the attempts of one stage.
+type workerEvents struct {
+	mu      sync.Mutex
+	workers map[string]int
+	redeliv int
+}
+
+func (w *workerEvents) StageStarted(string, int, int64) {}
+func (w *workerEvents) StageDone(string)                {}
+func (w *workerEvents) ItemDone(ev *engine.ItemEvent) {
+	if ev.Stage != "work" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range ev.Attempts {
+		w.workers[a.Worker]++
+		w.redeliv += a.Redelivered
+	}
+}
+
+// Each attempt names the worker process that ran it: a timeline draws one
+// lane per process, not per calling goroutine.
+func TestAttemptsNameTheWorkerProcess(t *testing.T) {
+	text := `version: 1
+stages:
+  - {name: src, source: {items: [echo, echo, echo, echo, echo, echo]}}
+  - {name: work, step: test, mode: process, workers: 2}
+`
+	file := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := testRegistry()
+	p, err := spec.Parse(file, []byte(text), spec.Options{}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &workerEvents{workers: map[string]int{}}
+	rep, err := engine.Run(context.Background(), p, engine.Options{Registry: reg, Runners: engine.Runners{spec.ModeProcess: testFactory},
+		Stdout: io.Discard, Stderr: io.Discard, Events: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNoOrphans(t)
+	if st := stageNamed(rep, "work"); st.Succeeded != 6 {
+		t.Fatalf("work: %+v", *st)
+	}
+	n := 0
+	for w, c := range ev.workers {
+		if !strings.HasPrefix(w, "pid ") {
+			t.Errorf("attempt worker %q, want pid N", w)
+		}
+		n += c
+	}
+	if n != 6 || len(ev.workers) == 0 || len(ev.workers) > 2 || ev.redeliv != 0 {
+		t.Errorf("workers %v, redelivered %d: want 6 attempts over at most 2 processes, none redelivered", ev.workers, ev.redeliv)
 	}
 }

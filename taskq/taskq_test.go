@@ -1,0 +1,103 @@
+package taskq
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/flowrun/flow/steps"
+)
+
+type holder struct{ name string }
+
+func sent(q *Queue[*holder], n int, h *holder) []*Task[*holder] {
+	for i := range n {
+		if err := q.Push(NewTask[*holder](uint64(i+1), steps.Input{Index: int64(i)}, nil)); err != nil {
+			panic(err)
+		}
+	}
+	return q.Pop(n, 1, h)
+}
+
+// A lost worker's items go back to the front of the queue, counted as
+// redeliveries, and the running one fails with the reason.
+func TestSettleBlamesTheCulpritAndRedeliversTheRest(t *testing.T) {
+	q := New[*holder]()
+	w := &holder{"pid 1"}
+	held := sent(q, 4, w)
+	if len(held) != 4 || q.Len() != 0 || held[0].Holder != w {
+		t.Fatalf("popped %d, queue %d", len(held), q.Len())
+	}
+	if err := q.Push(NewTask[*holder](9, steps.Input{Index: 9}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("worker died")
+	n := Settle(q, held, Lost{Culprit: 2, Reason: crash, Repeated: func(int) error { return errors.New("repeated") }})
+	if n != 3 {
+		t.Fatalf("requeued %d, want 3", n)
+	}
+	o := <-held[1].Done()
+	if o.Err != crash {
+		t.Fatalf("culprit got %v", o.Err)
+	}
+	w2 := &holder{"pid 2"}
+	again := q.Pop(10, 1, w2)
+	var ids []uint64
+	for _, x := range again {
+		ids = append(ids, x.ID)
+	}
+	if len(ids) != 4 || ids[0] != 1 || ids[1] != 3 || ids[2] != 4 || ids[3] != 9 {
+		t.Fatalf("order after redelivery %v, want [1 3 4 9]: redelivered items first", ids)
+	}
+	for _, x := range again[:3] {
+		if x.Redelivered.Load() != 1 || x.Holder != w2 {
+			t.Errorf("task %d: redelivered %d, holder %v", x.ID, x.Redelivered.Load(), x.Holder)
+		}
+	}
+	if again[3].Redelivered.Load() != 0 {
+		t.Errorf("a task never sent counts a redelivery")
+	}
+}
+
+// With an exact report of what ran, items that ran before the death run
+// again, until MaxCrashes deaths follow the same item: then it fails.
+func TestSettleFailsAnItemAfterMaxCrashes(t *testing.T) {
+	q := New[*holder]()
+	var last error
+	for round := 1; round <= MaxCrashes; round++ {
+		held := q.Pop(10, 1, &holder{})
+		if round == 1 {
+			held = sent(q, 2, &holder{})
+		}
+		// Task 1 ran, task 2 was next; the worker died between them.
+		Settle(q, held, Lost{LastStarted: 1, Exact: true, Reason: errors.New("x"),
+			Repeated: func(c int) error { last = errors.New("after crashes"); return last }})
+	}
+	held := q.Pop(10, 1, &holder{})
+	if len(held) != 1 || held[0].ID != 2 {
+		t.Fatalf("left in the queue: %d tasks", len(held))
+	}
+	if last == nil {
+		t.Fatal("the item after which every worker died never failed")
+	}
+}
+
+// Settling is exactly once: an item abandoned by its caller is not requeued,
+// and a closed queue fails what would have gone back.
+func TestRequeueSkipsAbandonedAndFailsWhenClosed(t *testing.T) {
+	q := New[*holder]()
+	held := sent(q, 2, &holder{})
+	held[0].State.Store(Abandoned)
+	closed := errors.New("closed")
+	q.Close(closed)
+	if n := q.Requeue(held); n != 0 {
+		t.Fatalf("requeued %d into a closed queue", n)
+	}
+	if o := <-held[1].Done(); o.Err != closed {
+		t.Fatalf("got %v, want the close error", o.Err)
+	}
+	select {
+	case <-held[0].Done():
+		t.Fatal("an abandoned task was settled again")
+	default:
+	}
+}
