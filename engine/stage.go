@@ -212,13 +212,15 @@ type emitter struct {
 	s    *stage
 	b    *batch
 	pend []pending
+	// tries of the pending items, kept only for events (a run without an
+	// event consumer keeps pending small: this is the hot path).
+	tries []tries
 }
 
 type pending struct {
-	in    steps.Input
-	ok    bool // a success (not an item kept with its error)
-	res   any
-	tries tries
+	in  steps.Input
+	ok  bool // a success (not an item kept with its error)
+	res any
 }
 
 func newEmitter(s *stage) *emitter {
@@ -235,9 +237,11 @@ func (e *emitter) add(rec steps.Record, in steps.Input, ok bool, t *tries) {
 	p := pending{ok: ok}
 	if e.s.r.ev != nil {
 		p.in, p.res = in, rec.Item
+		var tr tries
 		if t != nil {
-			p.tries = *t
+			tr = *t
 		}
+		e.tries = append(e.tries, tr)
 	}
 	e.pend = append(e.pend, p)
 	if len(e.b.recs) == batchSize {
@@ -264,14 +268,20 @@ func (e *emitter) flush() {
 	rep := e.s.rep
 	for i := range e.pend {
 		p := &e.pend[i]
+		var t *tries
+		if i < len(e.tries) {
+			t = &e.tries[i]
+		}
 		switch {
 		case !sent && p.ok:
-			e.s.cancelled(p.in, &p.tries)
+			e.s.cancelled(p.in, t)
 		case sent && p.ok:
 			rep.Succeeded++
-			e.s.event(report.Succeeded, p.in, p.res, nil, &p.tries)
+			e.s.event(report.Succeeded, p.in, p.res, nil, t)
 		}
 	}
+	clear(e.tries)
+	e.tries = e.tries[:0]
 	if sent {
 		rep.Out += n
 	} else {

@@ -170,9 +170,11 @@ stages:
     step: test
     mode: process
     workers: 2
-    timeout: 300ms
+    timeout: 3s
     on_error: skip
 `)
+	// The timeout covers a worker's start too: 3s leaves a loaded machine
+	// (a race build, a busy CI) room to start one for the echo items.
 	st := stageNamed(rep, "work")
 	if st.Succeeded != 2 || st.Skipped != 1 || st.TimedOut != 1 {
 		t.Errorf("work: %+v; want the spinning item timed out and the others done", *st)
