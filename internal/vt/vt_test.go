@@ -54,6 +54,16 @@ func TestPendingWrapAndSplitSequences(t *testing.T) {
 	check(t, s, " z")
 }
 
+func TestONLCR(t *testing.T) {
+	s := New(10, 3)
+	s.ONLCR = true
+	s.Write([]byte("ab\ncd\n"))
+	check(t, s, "ab", "cd")
+	s = New(10, 3)
+	s.Write([]byte("ab\ncd"))
+	check(t, s, "ab", "  cd")
+}
+
 func TestUnknownSequencesAreReported(t *testing.T) {
 	s := New(10, 2)
 	s.Write([]byte("a\x1b[31mb\x1b7"))
