@@ -4,8 +4,11 @@
 //   - bar: one live line per stage, redrawn at most 10 times a second:
 //     done/total with a bar when the total is known (the source's count,
 //     carried down while stages pass every item on), the rate and the time
-//     left; failures and cancellations when there are any. It needs a
-//     terminal: it moves the cursor up to redraw.
+//     left; the outcomes in the closing summary's words ("5 ok, 3
+//     filtered") when not every item succeeded. It needs a terminal: it
+//     moves the cursor up to redraw, so whatever else the run writes to that
+//     terminal must go through Outputs' writers, which keep it above the
+//     bars instead of under the next frame.
 //   - plain: the guide's "[n/total] item -> result" lines, one per item
 //     finished by the last step stage that is not a barrier such as sort or
 //     top (the source's items when there is no such step), so a log file

@@ -33,7 +33,11 @@ func (a *app) runCmd() *cobra.Command {
 		Short: "Run a pipeline",
 		Long: `Run validates the pipeline file, then runs it: results go to stdout, progress
 and logs to stderr, and a one-line summary of every stage closes the run on
-stderr (unless --quiet).
+stderr (with --quiet, only when the run did not succeed: it says why).
+
+On a terminal the progress bars sit below the results: each result printed
+erases them and they are drawn again under it, so nothing a run prints is
+ever overwritten.
 
 Variables declared under vars: take their defaults from the file; --set
 NAME=VALUE and the environment variable FLOW_VAR_NAME override them (--set
@@ -284,7 +288,10 @@ func summary(r *report.Report) string {
 // keepsOldOnFailure tells whether a sink kind's output is thrown away when
 // the run does not succeed. By the steps.Sink contract a sink that writes a
 // file leaves the old file in place then; print writes to stdout as it goes
-// (partial results are still results).
+// (partial results are still results). The report still counts those items
+// as succeeded, as the engine does once Write returned; telling them apart
+// there needs the engine to learn from the sink's Close that it discarded
+// them.
 func keepsOldOnFailure(kind string) bool { return kind != "print" }
 
 func roundDuration(d time.Duration) string {
