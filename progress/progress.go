@@ -235,9 +235,12 @@ type Bar struct {
 	height func() int
 	now    func() time.Time
 
-	mu      sync.Mutex
-	stages  []*stageBar
-	byName  map[string]*stageBar
+	mu     sync.Mutex
+	stages []*stageBar
+	// byName is replaced, never changed, so that ItemDone finds its stage
+	// without the lock: a terminal that stops reading (Ctrl-S, a stalled
+	// ssh) holds up the frames and the writers, never the workers.
+	byName  atomic.Pointer[map[string]*stageBar]
 	lines   int  // bar lines on the screen, just above the cursor
 	midLine bool // a writer left the cursor inside a line: no frame until it ends
 	writers []*barWriter
@@ -268,7 +271,7 @@ const redrawEvery = 100 * time.Millisecond
 
 // NewBar draws on w, which should be a terminal.
 func NewBar(w io.Writer) *Bar {
-	b := &Bar{w: w, byName: map[string]*stageBar{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
+	b := &Bar{w: w, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
 	size := func() (int, int) {
 		if f, ok := w.(*os.File); ok {
 			if c, r, err := term.GetSize(int(f.Fd())); err == nil {
@@ -312,13 +315,20 @@ func (b *Bar) StageStarted(stage string, workers int, total int64) {
 	defer b.mu.Unlock()
 	s := &stageBar{name: stage, workers: workers, total: total, start: b.now()}
 	b.stages = append(b.stages, s)
-	b.byName[stage] = s
+	m := map[string]*stageBar{stage: s}
+	if old := b.byName.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	b.byName.Store(&m)
 }
 
 func (b *Bar) stage(name string) *stageBar {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.byName[name]
+	if m := b.byName.Load(); m != nil {
+		return (*m)[name]
+	}
+	return nil
 }
 
 func (b *Bar) ItemDone(ev *engine.ItemEvent) {

@@ -304,3 +304,48 @@ func isBarWriter(w io.Writer) bool {
 	_, ok := w.(*barWriter)
 	return ok
 }
+
+// stalledTerminal stops reading, as a terminal does after Ctrl-S or over a
+// stalled ssh connection, until release is closed.
+type stalledTerminal struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stalledTerminal) Write(p []byte) (int, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-s.release
+	return len(p), nil
+}
+
+// A terminal that stops reading holds up the frames, never the workers
+// reporting their items.
+func TestBarStalledTerminalDoesNotStallItems(t *testing.T) {
+	term := &stalledTerminal{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	b := NewBar(term)
+	b.StageStarted("s", 1, -1)
+	go b.draw()
+	<-term.entered // a frame is being written, under the lock
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			b.ItemDone("s", "succeeded", steps.Input{Index: int64(i)}, nil, nil)
+		}
+		b.StageDone("s")
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // a guard against a hang, not a speed check
+		t.Error("ItemDone waited for the terminal")
+	}
+	close(term.release)
+	<-done
+	b.Close()
+	if n := b.stage("s").ok.Load(); n != 1000 {
+		t.Errorf("%d items counted, want 1000", n)
+	}
+}
