@@ -192,7 +192,8 @@ stages:
 `,
 		},
 		{
-			// A table is printed at the end, just before the last frame.
+			// A table is printed at the end, after frames were drawn
+			// while the items ran, just before the last frame.
 			name: "table",
 			pipeline: `version: 1
 name: table
@@ -201,8 +202,9 @@ stages:
     source: {range: {from: 1, to: 8}}
   - name: square
     step: compute
+    workers: 1
     with:
-      value: "${ {'n': item, 'square': item * item} }"
+      value: "${ sleep('40ms') == nil ? {'n': item, 'square': item * item} : item }"
   - name: out
     sink: {print: {format: table, columns: [n, square]}}
 `,
