@@ -333,7 +333,7 @@ func TestBarStalledTerminalDoesNotStallItems(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 1000 {
-			b.ItemDone("s", "succeeded", steps.Input{Index: int64(i)}, nil, nil)
+			b.ItemDone(itemEvent("s", "succeeded", steps.Input{Index: int64(i)}, nil, nil))
 		}
 		b.StageDone("s")
 	}()
