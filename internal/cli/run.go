@@ -17,6 +17,7 @@ import (
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/steps"
 )
 
 type runFlags struct {
@@ -265,7 +266,7 @@ func summary(r *report.Report) string {
 				parts = append(parts, fmt.Sprintf("%d %s", n, what))
 			}
 		}
-		if s.Role == "sink" && r.Status != "succeeded" && keepsOldOnFailure(s.Kind) {
+		if s.Role == string(steps.RoleSink) && r.Status != report.StatusSucceeded && keepsOldOnFailure(s.Kind) {
 			// Written to a temporary file that the failed run removed.
 			add(s.Succeeded, "not written")
 		} else {
