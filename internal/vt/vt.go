@@ -10,7 +10,8 @@
 // sequences cursor up/down/forward/back (A B C D), cursor position (H),
 // erase in line (K) and erase in display (J). Any other escape sequence is
 // recorded in Unknown so a test can fail instead of trusting a screen that
-// was not interpreted.
+// was not interpreted. Every rune takes one column: wide (East Asian)
+// characters and combining marks are not measured.
 package vt
 
 import (
