@@ -156,7 +156,7 @@ func screenHasInOrder(t *testing.T, s *vt.Screen, want []string) {
 	t.Errorf("the results are not all on the screen, in order:\nwant\n%s\nscreen:\n%s", strings.Join(want, "\n"), s)
 }
 
-// lineWith returns the lines of the screen that start with prefix.
+// linesStarting returns the lines of the screen that start with prefix.
 func linesStarting(s *vt.Screen, prefix string) []string {
 	var out []string
 	for _, l := range s.All() {
