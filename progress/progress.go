@@ -4,8 +4,11 @@
 //   - bar: one live line per stage, redrawn at most 10 times a second:
 //     done/total with a bar when the total is known (the source's count,
 //     carried down while stages pass every item on), the rate and the time
-//     left; failures and cancellations when there are any. It needs a
-//     terminal: it moves the cursor up to redraw.
+//     left; the outcomes in the closing summary's words ("5 ok, 3
+//     filtered") when not every item succeeded. It needs a terminal: it
+//     moves the cursor up to redraw, so whatever else the run writes to that
+//     terminal must go through Outputs' writers, which keep it above the
+//     bars instead of under the next frame.
 //   - plain: the guide's "[n/total] item -> result" lines, one per item
 //     finished by the last step stage that is not a barrier such as sort or
 //     top (the source's items when there is no such step), so a log file
@@ -18,6 +21,7 @@
 package progress
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -29,6 +33,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
@@ -66,6 +71,35 @@ func Auto(w io.Writer, p *spec.Pipeline) Sink {
 		return NewBar(w)
 	}
 	return None{}
+}
+
+// Outputs returns the writers a run must use for its results (stdout) and
+// its messages (stderr) while s shows progress. Bars are redrawn over the
+// lines above the cursor, so with bars every write to their terminal goes
+// through Bar.Writer, which erases them first and draws them again below:
+// stderr always, stdout when it is the same file or a terminal too (the
+// interactive case, where results would otherwise be overwritten). Other
+// sinks never move the cursor; their writers are returned as they are.
+func Outputs(s Sink, stdout, stderr io.Writer) (io.Writer, io.Writer) {
+	b, ok := s.(*Bar)
+	if !ok {
+		return stdout, stderr
+	}
+	if sameFile(stdout, stderr) || (IsTerminal(stdout) && IsTerminal(stderr)) {
+		stdout = b.Writer(stdout)
+	}
+	return stdout, b.Writer(stderr)
+}
+
+func sameFile(a, b io.Writer) bool {
+	fa, ok1 := a.(*os.File)
+	fb, ok2 := b.(*os.File)
+	if !ok1 || !ok2 {
+		return false
+	}
+	sa, err1 := fa.Stat()
+	sb, err2 := fb.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // IsTerminal reports whether w is a terminal.
@@ -189,31 +223,47 @@ func shorten(s string, n int) string {
 }
 
 // Bar draws one live line per stage.
+//
+// The bars are redrawn by moving the cursor up over them, so anything else
+// written to the terminal between two frames would be overwritten. Writes
+// to the terminal therefore go through Writer: under the lock the renderer
+// holds, a write erases the bars, puts its complete lines where they were,
+// and draws the bars again below them. Results are never overwritten.
 type Bar struct {
-	w     io.Writer
-	width func() int
-	now   func() time.Time
+	w      io.Writer
+	width  func() int
+	height func() int
+	now    func() time.Time
 
 	mu     sync.Mutex
 	stages []*stageBar
-	byName map[string]*stageBar
-	lines  int // lines drawn last time, to move back up over
-	stop   chan struct{}
-	done   chan struct{}
-	closed bool
+	// byName is replaced, never changed, so that ItemDone finds its stage
+	// without the lock: a terminal that stops reading (Ctrl-S, a stalled
+	// ssh) holds up the frames and the writers, never the workers.
+	byName  atomic.Pointer[map[string]*stageBar]
+	lines   int  // bar lines on the screen, just above the cursor
+	midLine bool // a writer left the cursor inside a line: no frame until it ends
+	writers []*barWriter
+	stop    chan struct{}
+	done    chan struct{}
+	closing bool // Close was called
+	closed  bool // the final frame is drawn: writers pass through
 }
 
 type stageBar struct {
-	name    string
-	workers int
-	total   int64
-	start   time.Time
-	first   atomic.Int64 // unix nanos of the first finished item
-	n       atomic.Int64 // items finished, any outcome
-	failed  atomic.Int64 // failed or skipped
-	cancel  atomic.Int64
-	ended   atomic.Bool
-	endAt   atomic.Int64
+	name      string
+	workers   int
+	total     int64
+	start     time.Time
+	first     atomic.Int64 // unix nanos of the first finished item
+	n         atomic.Int64 // items finished, any outcome
+	ok        atomic.Int64
+	failed    atomic.Int64
+	skipped   atomic.Int64
+	cancelled atomic.Int64
+	filtered  atomic.Int64
+	ended     atomic.Bool
+	endAt     atomic.Int64
 }
 
 // redrawEvery bounds redraws to 10 a second: cheap, and readable.
@@ -221,14 +271,26 @@ const redrawEvery = 100 * time.Millisecond
 
 // NewBar draws on w, which should be a terminal.
 func NewBar(w io.Writer) *Bar {
-	b := &Bar{w: w, byName: map[string]*stageBar{}, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
-	b.width = func() int {
+	b := &Bar{w: w, stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
+	size := func() (int, int) {
 		if f, ok := w.(*os.File); ok {
-			if c, _, err := term.GetSize(int(f.Fd())); err == nil && c > 20 {
-				return c
+			if c, r, err := term.GetSize(int(f.Fd())); err == nil {
+				return c, r
 			}
 		}
+		return 0, 0
+	}
+	b.width = func() int {
+		if c, _ := size(); c > 20 {
+			return c
+		}
 		return 80
+	}
+	b.height = func() int {
+		if _, r := size(); r > 0 {
+			return r
+		}
+		return 1 << 20
 	}
 	go b.loop()
 	return b
@@ -253,32 +315,43 @@ func (b *Bar) StageStarted(stage string, workers int, total int64) {
 	defer b.mu.Unlock()
 	s := &stageBar{name: stage, workers: workers, total: total, start: b.now()}
 	b.stages = append(b.stages, s)
-	b.byName[stage] = s
+	m := map[string]*stageBar{stage: s}
+	if old := b.byName.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	b.byName.Store(&m)
 }
 
 func (b *Bar) stage(name string) *stageBar {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.byName[name]
+	if m := b.byName.Load(); m != nil {
+		return (*m)[name]
+	}
+	return nil
 }
 
 func (b *Bar) ItemDone(ev *engine.ItemEvent) {
-	b.itemDone(ev.Stage, string(ev.Outcome), steps.Input{Index: ev.Index, Item: ev.Item}, ev.Result, ev.Err)
-}
-
-func (b *Bar) itemDone(stage, outcome string, in steps.Input, res any, err error) {
-	s := b.stage(stage)
+	s := b.stage(ev.Stage)
 	if s == nil {
 		return
 	}
+	// The outcome's counter first, so that a frame never shows more items
+	// finished than it can break down.
+	switch ev.Outcome {
+	case report.Succeeded:
+		s.ok.Add(1)
+	case report.Failed:
+		s.failed.Add(1)
+	case report.Skipped:
+		s.skipped.Add(1)
+	case report.Cancelled:
+		s.cancelled.Add(1)
+	case report.Filtered:
+		s.filtered.Add(1)
+	}
 	if s.n.Add(1) == 1 {
 		s.first.Store(b.now().UnixNano())
-	}
-	switch outcome {
-	case "failed", "skipped":
-		s.failed.Add(1)
-	case "cancelled":
-		s.cancel.Add(1)
 	}
 }
 
@@ -289,24 +362,103 @@ func (b *Bar) StageDone(stage string) {
 	}
 }
 
-// Close stops redrawing and leaves the final state on screen.
+// Close stops redrawing and leaves the final state on screen, below what
+// was written through Writer; lines those writes left unfinished follow.
+// Writers pass everything straight through from then on.
 func (b *Bar) Close() {
 	b.mu.Lock()
-	if b.closed {
+	if b.closing {
 		b.mu.Unlock()
 		return
 	}
-	b.closed = true
+	b.closing = true
 	b.mu.Unlock()
 	close(b.stop)
 	<-b.done
-	b.draw()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.drawLocked()
+	b.closed = true
+	for _, w := range b.writers {
+		if len(w.tail) > 0 {
+			w.out.Write(w.tail)
+			w.tail = nil
+		}
+	}
+}
+
+// Writer returns a writer to out, a file on the bars' terminal (standard
+// output, or standard error itself), that keeps the bars from overwriting
+// what it writes: each write erases the bars, writes its complete lines in
+// their place and draws the bars again below. The unfinished end of a line
+// is held until its newline (or Close) comes, so that a frame never starts
+// in the middle of a result; past maxHeld bytes without a newline it is
+// written out and frames wait for the line to end.
+func (b *Bar) Writer(out io.Writer) io.Writer {
+	w := &barWriter{b: b, out: out}
+	b.mu.Lock()
+	b.writers = append(b.writers, w)
+	b.mu.Unlock()
+	return w
+}
+
+// maxHeld bounds the unfinished line a Writer holds back.
+const maxHeld = 64 << 10
+
+type barWriter struct {
+	b    *Bar
+	out  io.Writer
+	tail []byte // the unfinished last line, not written yet
+}
+
+func (w *barWriter) Write(p []byte) (int, error) {
+	b := w.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return w.out.Write(p)
+	}
+	end := bytes.LastIndexByte(p, '\n') + 1
+	if end == 0 && len(w.tail)+len(p) <= maxHeld {
+		w.tail = append(w.tail, p...)
+		return len(p), nil
+	}
+	if end == 0 {
+		end = len(p) // too long to hold: written, unfinished
+	}
+	b.clearLocked()
+	if len(w.tail) > 0 {
+		if _, err := w.out.Write(w.tail); err != nil {
+			return 0, err
+		}
+		w.tail = w.tail[:0]
+	}
+	n, err := w.out.Write(p[:end])
+	if err != nil {
+		return n, err
+	}
+	w.tail = append(w.tail, p[end:]...)
+	b.midLine = end > 0 && p[end-1] != '\n'
+	b.drawLocked()
+	return len(p), nil
+}
+
+// clearLocked erases the bars and leaves the cursor where the first was.
+func (b *Bar) clearLocked() {
+	if b.lines > 0 {
+		fmt.Fprintf(b.w, "\x1b[%dA\r\x1b[J", b.lines)
+		b.lines = 0
+	}
 }
 
 func (b *Bar) draw() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.stages) == 0 {
+	b.drawLocked()
+}
+
+func (b *Bar) drawLocked() {
+	if len(b.stages) == 0 || b.closed || b.midLine {
 		return
 	}
 	width := b.width() - 1 // never reach the last column: a wrap breaks the redraw
@@ -314,21 +466,58 @@ func (b *Bar) draw() {
 	for _, s := range b.stages {
 		nameW = max(nameW, len([]rune(s.name)))
 	}
+	// The cursor cannot move up past the top of the screen: more bars than
+	// rows would leave a copy of the first ones behind at every frame.
+	shown := b.stages
+	more := 0
+	if h := b.height() - 1; len(shown) > h {
+		shown, more = shown[:max(0, h-1)], len(shown)-max(0, h-1)
+	}
 	var out strings.Builder
 	if b.lines > 0 {
 		fmt.Fprintf(&out, "\x1b[%dA", b.lines)
 	}
 	now := b.now()
-	for _, s := range b.stages {
+	for _, s := range shown {
 		out.WriteString("\r\x1b[2K")
 		out.WriteString(shorten(s.line(now, nameW, width), width))
 		out.WriteString("\n")
 	}
-	b.lines = len(b.stages)
+	if more > 0 {
+		out.WriteString("\r\x1b[2K")
+		out.WriteString(shorten(fmt.Sprintf("(%d more stages: make the terminal taller to see them)", more), width))
+		out.WriteString("\n")
+	}
+	b.lines = len(shown)
+	if more > 0 {
+		b.lines++
+	}
 	io.WriteString(b.w, out.String())
 }
 
-// line renders one stage: name, bar, done/total, percent, rate, ETA.
+// counts breaks the finished items down in the words of the run's closing
+// summary ("5 ok, 3 filtered"), so that the bar and the summary never
+// disagree.
+func (s *stageBar) counts() string {
+	var parts []string
+	add := func(n int64, what string) {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, what))
+		}
+	}
+	add(s.ok.Load(), "ok")
+	add(s.failed.Load(), "failed")
+	add(s.skipped.Load(), "skipped")
+	add(s.cancelled.Load(), "cancelled")
+	add(s.filtered.Load(), "filtered")
+	if len(parts) == 0 {
+		return "0 items"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// line renders one stage: name, bar, done/total, percent, the outcomes
+// when not all succeeded, rate, ETA.
 func (s *stageBar) line(now time.Time, nameW, width int) string {
 	n := s.n.Load()
 	end := now
@@ -343,18 +532,15 @@ func (s *stageBar) line(now time.Time, nameW, width int) string {
 	}
 	name := s.name + strings.Repeat(" ", nameW-len([]rune(s.name)))
 	var tail []string
+	if s.total < 0 || s.ok.Load() != n {
+		tail = append(tail, s.counts())
+	}
 	if rate > 0 {
 		tail = append(tail, formatRate(rate))
 	}
-	if fl := s.failed.Load(); fl > 0 {
-		tail = append(tail, fmt.Sprintf("%d failed", fl))
-	}
-	if c := s.cancel.Load(); c > 0 {
-		tail = append(tail, fmt.Sprintf("%d cancelled", c))
-	}
 	state := ""
 	if s.ended.Load() {
-		state = "done " + end.Sub(s.start).Round(10*time.Millisecond).String()
+		state = "done in " + end.Sub(s.start).Round(10*time.Millisecond).String()
 	}
 	if s.total >= 0 {
 		pct := 100.0
@@ -378,7 +564,7 @@ func (s *stageBar) line(now time.Time, nameW, width int) string {
 		}
 		return strings.TrimRight(fmt.Sprintf("%s %s  %s", name, counts, rest), " ")
 	}
-	return strings.TrimRight(fmt.Sprintf("%s %d done  %s", name, n, strings.Join(append(tail, state), "  ")), " ")
+	return strings.TrimRight(fmt.Sprintf("%s %s", name, strings.Join(append(tail, state), "  ")), " ")
 }
 
 func formatRate(r float64) string {

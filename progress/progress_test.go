@@ -3,6 +3,9 @@ package progress
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/internal/vt"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -77,7 +81,7 @@ func TestBarDraws(t *testing.T) {
 	buf.Reset()
 	b.draw()
 	first := buf.String()
-	for _, want := range []string{"ids         [", "50/100  50%", "10/s", "ETA 5s", "fetch-posts 1 done", "1 failed"} {
+	for _, want := range []string{"ids         [", "50/100  50%", "10/s", "ETA 5s", "fetch-posts 1 failed"} {
 		if !strings.Contains(first, want) {
 			t.Errorf("frame %q lacks %q", first, want)
 		}
@@ -90,7 +94,7 @@ func TestBarDraws(t *testing.T) {
 	buf.Reset()
 	b.StageDone("ids")
 	b.draw()
-	if !strings.HasPrefix(buf.String(), "\x1b[2A") || !strings.Contains(buf.String(), "done 5s") {
+	if !strings.HasPrefix(buf.String(), "\x1b[2A") || !strings.Contains(buf.String(), "done in 5s") {
 		t.Errorf("redraw %q does not move up over the 2 lines or show the end", buf.String())
 	}
 	b.Close()
@@ -116,4 +120,232 @@ func TestNew(t *testing.T) {
 
 func itemEvent(stage, outcome string, in steps.Input, res any, err error) *engine.ItemEvent {
 	return &engine.ItemEvent{Stage: stage, Outcome: report.Outcome(outcome), Index: in.Index, Item: in.Item, Result: res, Err: err}
+}
+
+// screenBar is a Bar drawing on a terminal screen of cols x rows, with a
+// clock that does not move.
+func screenBar(t *testing.T, cols, rows int) (*Bar, *vt.Screen) {
+	t.Helper()
+	screen := vt.New(cols, rows)
+	screen.ONLCR = true
+	b := NewBar(screen)
+	now := time.Unix(1000, 0)
+	b.mu.Lock()
+	b.now = func() time.Time { return now }
+	b.width = func() int { return cols }
+	b.height = func() int { return rows }
+	b.mu.Unlock()
+	t.Cleanup(func() {
+		if len(screen.Unknown) > 0 {
+			t.Errorf("the bars wrote sequences the test terminal does not know: %v", screen.Unknown)
+		}
+	})
+	return b, screen
+}
+
+func linesWith(lines []string, prefix string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// Results written between frames stay on the screen, in order, above the
+// bars; nothing of a frame is left between them. Stdout and stderr are the
+// same terminal here, as in an interactive shell.
+func TestBarWriterKeepsResults(t *testing.T) {
+	b, screen := screenBar(t, 80, 100)
+	stdout, stderr := b.Writer(screen), b.Writer(screen)
+	b.StageStarted("numbers", 1, 20)
+	b.StageStarted("out", 1, 20)
+	var want []string
+	for i := range 20 {
+		b.ItemDone(itemEvent("numbers", "succeeded", steps.Input{Index: int64(i)}, nil, nil))
+		b.draw()
+		line := fmt.Sprintf(`{"n":%d}`, i)
+		want = append(want, line)
+		// A buffered sink hands over lines split anywhere.
+		half := len(line) / 2
+		io.WriteString(stdout, line[:half])
+		b.draw()
+		io.WriteString(stdout, line[half:]+"\n")
+		b.ItemDone(itemEvent("out", "succeeded", steps.Input{Index: int64(i)}, nil, nil))
+		if i == 10 {
+			io.WriteString(stderr, "flow: a message on stderr\n")
+			want = append(want, "flow: a message on stderr")
+		}
+	}
+	io.WriteString(stdout, "no newline at the end")
+	b.Close()
+	got := screen.All()
+	wantAll := append(want, "numbers [", "out     [", "no newline at the end")
+	if len(got) != len(wantAll) {
+		t.Fatalf("screen:\n%s\nwant %d lines", screen, len(wantAll))
+	}
+	for i, w := range wantAll {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("line %d is %q, want %q\n%s", i+1, got[i], w, screen)
+		}
+	}
+	// After Close, writes go straight through (the closing summary).
+	io.WriteString(stderr, "\nsummary\n")
+	if got := screen.All(); got[len(got)-1] != "summary" {
+		t.Errorf("after Close: %q", got)
+	}
+}
+
+// A line longer than the writer holds back is written as it comes; frames
+// wait until it ends instead of starting in its middle.
+func TestBarWriterLongLine(t *testing.T) {
+	b, screen := screenBar(t, 80, 50)
+	w := b.Writer(screen)
+	b.StageStarted("s", 1, -1)
+	b.draw()
+	long := strings.Repeat("x", maxHeld+1)
+	io.WriteString(w, long)
+	b.draw()
+	if got := screen.All(); linesWith(got, "s ") != 0 {
+		t.Errorf("a frame was drawn inside an unfinished line:\n%s", screen)
+	}
+	io.WriteString(w, "y\nnext\n")
+	b.Close()
+	got := screen.All()
+	if tail := got[len(got)-3:]; !strings.HasSuffix(tail[0], "xy") || tail[1] != "next" || tail[2] != "s 0 items" {
+		t.Errorf("the screen ends %q, want the long line, next, then the bar", tail)
+	}
+}
+
+// The bar breaks items down as the closing summary does: skipped items are
+// skipped (not failed), a barrier's dropped items are filtered, and an
+// unknown total shows the outcomes, never "n done".
+func TestBarCountsInTheSummaryWords(t *testing.T) {
+	b, screen := screenBar(t, 120, 20)
+	b.StageStarted("check", 2, 4)
+	b.StageStarted("top", 1, -1)
+	b.StageStarted("out", 1, -1)
+	for i, o := range []string{"succeeded", "skipped", "succeeded", "succeeded"} {
+		b.ItemDone(itemEvent("check", o, steps.Input{Index: int64(i)}, nil, nil))
+	}
+	for i, o := range []string{"filtered", "succeeded", "succeeded", "filtered", "cancelled"} {
+		b.ItemDone(itemEvent("top", o, steps.Input{Index: int64(i)}, nil, nil))
+	}
+	b.ItemDone(itemEvent("out", "failed", steps.Input{}, nil, errors.New("disk full")))
+	for _, s := range []string{"check", "top", "out"} {
+		b.StageDone(s)
+	}
+	b.Close()
+	got := screen.All()
+	for i, want := range []string{
+		"4/4 100%  3 ok, 1 skipped  done in 0s",
+		"top   2 ok, 1 cancelled, 2 filtered  done in 0s",
+		"out   1 failed  done in 0s",
+	} {
+		if !strings.HasSuffix(got[i], want) {
+			t.Errorf("bar %q, want it to end %q", got[i], want)
+		}
+	}
+}
+
+// More stages than the terminal has rows: the cursor cannot go up past the
+// top, so the bars are cut to fit rather than left behind at every frame.
+func TestBarFitsTheTerminal(t *testing.T) {
+	b, screen := screenBar(t, 80, 5)
+	for i := range 8 {
+		b.StageStarted(fmt.Sprintf("stage%d", i), 1, 1)
+	}
+	for range 3 {
+		b.draw()
+	}
+	b.Close()
+	got := screen.All()
+	want := []string{"stage0", "stage1", "stage2", "(5 more stages"}
+	if len(got) != len(want) {
+		t.Fatalf("screen:\n%s", screen)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("screen:\n%s", screen)
+		}
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	other, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	b := NewBar(w)
+	defer b.Close()
+	// Standard output on the bars' own file (2>&1) is coordinated with
+	// them; a file elsewhere is left alone: bars cannot overwrite it.
+	if out, errw := Outputs(b, w, w); !isBarWriter(out) || !isBarWriter(errw) {
+		t.Errorf("same file: got %T, %T", out, errw)
+	}
+	if out, errw := Outputs(b, other, w); out != io.Writer(other) || !isBarWriter(errw) {
+		t.Errorf("stdout to a file: got %T, %T", out, errw)
+	}
+	if out, errw := Outputs(None{}, w, w); out != io.Writer(w) || errw != io.Writer(w) {
+		t.Errorf("no bars: got %T, %T", out, errw)
+	}
+}
+
+func isBarWriter(w io.Writer) bool {
+	_, ok := w.(*barWriter)
+	return ok
+}
+
+// stalledTerminal stops reading, as a terminal does after Ctrl-S or over a
+// stalled ssh connection, until release is closed.
+type stalledTerminal struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stalledTerminal) Write(p []byte) (int, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-s.release
+	return len(p), nil
+}
+
+// A terminal that stops reading holds up the frames, never the workers
+// reporting their items.
+func TestBarStalledTerminalDoesNotStallItems(t *testing.T) {
+	term := &stalledTerminal{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	b := NewBar(term)
+	b.StageStarted("s", 1, -1)
+	go b.draw()
+	<-term.entered // a frame is being written, under the lock
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			b.ItemDone(itemEvent("s", "succeeded", steps.Input{Index: int64(i)}, nil, nil))
+		}
+		b.StageDone("s")
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // a guard against a hang, not a speed check
+		t.Error("ItemDone waited for the terminal")
+	}
+	close(term.release)
+	<-done
+	b.Close()
+	if n := b.stage("s").ok.Load(); n != 1000 {
+		t.Errorf("%d items counted, want 1000", n)
+	}
 }

@@ -120,7 +120,7 @@ Exit codes:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print only results and errors: no summary, no progress, no 'ok' lines")
+	root.PersistentFlags().BoolVarP(&a.quiet, "quiet", "q", false, "print only results and errors: no progress, no 'ok' lines, no summary of a run that succeeded (a failed run still says why)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return err // reported as a usage error by run
 	})

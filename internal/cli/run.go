@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/steps"
 )
 
 type runFlags struct {
@@ -32,7 +34,11 @@ func (a *app) runCmd() *cobra.Command {
 		Short: "Run a pipeline",
 		Long: `Run validates the pipeline file, then runs it: results go to stdout, progress
 and logs to stderr, and a one-line summary of every stage closes the run on
-stderr (unless --quiet).
+stderr (with --quiet, only when the run did not succeed: it says why).
+
+On a terminal the progress bars sit below the results: each result printed
+erases them and they are drawn again under it, so nothing a run prints is
+ever overwritten.
 
 Variables declared under vars: take their defaults from the file; --set
 NAME=VALUE and the environment variable FLOW_VAR_NAME override them (--set
@@ -107,17 +113,20 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	if a.quiet {
 		mode = "none"
 	}
-	events, closeEvents, err := newProgress(mode, a.stderr, p, a.reg)
+	out, err := newProgress(mode, a.stdout, a.stderr, p, a.reg)
 	if err != nil {
 		return &exitError{code: ExitInvalid, msg: "--progress: " + err.Error()}
 	}
+	// From here on everything goes through out's writers, so that bars
+	// never overwrite it; after out.close they write straight through.
+	stderr := out.stderr
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stop := a.handleSignals(cancel)
+	stop := a.handleSignals(cancel, stderr)
 	release, err := a.takeLock(ctx, file, f, stop)
 	if err != nil {
-		closeEvents()
+		out.close()
 		return err
 	}
 	defer release()
@@ -125,13 +134,13 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	rep, runErr := runEngine(ctx, p, engine.Options{
 		Registry: a.reg,
 		Stdin:    a.stdin,
-		Stdout:   a.stdout,
-		Stderr:   a.stderr,
+		Stdout:   out.stdout,
+		Stderr:   stderr,
 		Runners:  runners,
-		Events:   events,
+		Events:   out.events,
 	})
 	sig := stop()
-	closeEvents()
+	out.close()
 
 	code := ExitFailed
 	if rep != nil {
@@ -140,10 +149,10 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	var ds conf.Diags
 	if rep == nil && errors.As(runErr, &ds) {
 		// Options that only fail when built (a missing input file, say).
-		printDiags(a.stderr, file, runErr)
+		printDiags(stderr, file, runErr)
 		code = ExitInvalid
 	} else if runErr != nil && (sig == nil || !errors.Is(runErr, context.Canceled)) {
-		fmt.Fprintf(a.stderr, "flow: %v\n", runErr)
+		fmt.Fprintf(stderr, "flow: %v\n", runErr)
 	}
 	if rep != nil && code == ExitOK && runErr != nil {
 		code = ExitFailed
@@ -161,24 +170,25 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	}
 	if f.report != "" {
 		if rep == nil {
-			fmt.Fprintf(a.stderr, "flow: no report written to %s: the run did not start\n", f.report)
+			fmt.Fprintf(stderr, "flow: no report written to %s: the run did not start\n", f.report)
 		} else if err := rep.WriteFile(f.report); err != nil {
-			fmt.Fprintf(a.stderr, "flow: %v; check that the directory exists and is writable\n", err)
+			fmt.Fprintf(stderr, "flow: %v; check that the directory exists and is writable\n", err)
 			if code == ExitOK {
 				code = ExitFailed
 			}
 		}
 	}
-	if rep != nil && !a.quiet {
-		fmt.Fprintln(a.stderr, summary(rep))
+	// Quiet keeps a successful run silent; why a run failed is always said.
+	if rep != nil && (!a.quiet || code != ExitOK) {
+		fmt.Fprintln(stderr, summary(rep))
 	}
 	return exitCode(code)
 }
 
 // handleSignals cancels the run on the first SIGINT or SIGTERM and exits at
-// once on the second. The returned function unsubscribes and tells which
-// signal, if any, stopped the run.
-func (a *app) handleSignals(cancel context.CancelFunc) (stop func() os.Signal) {
+// once on the second, saying so on stderr. The returned function
+// unsubscribes and tells which signal, if any, stopped the run.
+func (a *app) handleSignals(cancel context.CancelFunc, stderr io.Writer) (stop func() os.Signal) {
 	ch := make(chan os.Signal, 2)
 	a.notify(ch, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -192,14 +202,14 @@ func (a *app) handleSignals(cancel context.CancelFunc) (stop func() os.Signal) {
 			mu.Lock()
 			first = s
 			mu.Unlock()
-			fmt.Fprintf(a.stderr, "\nflow: %s: stopping: cancelling running work and writing the report (send it again to exit at once)\n", signalName(s))
+			fmt.Fprintf(stderr, "\nflow: %s: stopping: cancelling running work and writing the report (send it again to exit at once)\n", signalName(s))
 			cancel()
 		case <-done:
 			return
 		}
 		select {
 		case s := <-ch:
-			fmt.Fprintf(a.stderr, "flow: second %s: exiting at once; the report was not written\n", signalName(s))
+			fmt.Fprintf(stderr, "flow: second %s: exiting at once; the report was not written\n", signalName(s))
 			a.exit(signalCode(s))
 		case <-done:
 		}
@@ -256,7 +266,12 @@ func summary(r *report.Report) string {
 				parts = append(parts, fmt.Sprintf("%d %s", n, what))
 			}
 		}
-		add(s.Succeeded, "ok")
+		if s.Role == string(steps.RoleSink) && r.Status != report.StatusSucceeded && keepsOldOnFailure(s.Kind) {
+			// Written to a temporary file that the failed run removed.
+			add(s.Succeeded, "not written")
+		} else {
+			add(s.Succeeded, "ok")
+		}
 		add(s.Failed, "failed")
 		add(s.Skipped, "skipped")
 		add(s.Cancelled, "cancelled")
@@ -270,6 +285,15 @@ func summary(r *report.Report) string {
 	}
 	return b.String()
 }
+
+// keepsOldOnFailure tells whether a sink kind's output is thrown away when
+// the run does not succeed. By the steps.Sink contract a sink that writes a
+// file leaves the old file in place then; print writes to stdout as it goes
+// (partial results are still results). The report still counts those items
+// as succeeded, as the engine does once Write returned; telling them apart
+// there needs the engine to learn from the sink's Close that it discarded
+// them.
+func keepsOldOnFailure(kind string) bool { return kind != "print" }
 
 func roundDuration(d time.Duration) string {
 	switch {

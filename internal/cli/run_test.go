@@ -229,3 +229,23 @@ func TestSummary(t *testing.T) {
 		t.Errorf("summary:\n got %s\nwant %s", got, want)
 	}
 }
+
+// A failed run's write: sink wrote nothing (it keeps the old file), so its
+// items are "not written"; print wrote them as they came, so they are "ok".
+func TestSummarySinksOfAFailedRun(t *testing.T) {
+	r := &report.Report{Pipeline: "demo", Status: "failed", Reason: "stage a: 1 item failed",
+		Duration: report.Duration(time.Second),
+		Stages: []*report.Stage{
+			{Name: "a", Role: "step", Kind: "compute", Succeeded: 3, Failed: 1},
+			{Name: "file", Role: "sink", Kind: "write", Succeeded: 3},
+			{Name: "screen", Role: "sink", Kind: "print", Succeeded: 3},
+		}}
+	want := "flow: demo failed in 1s (stage a: 1 item failed): a 3 ok, 1 failed | file 3 not written | screen 3 ok"
+	if got := summary(r); got != want {
+		t.Errorf("summary:\n got %s\nwant %s", got, want)
+	}
+	r.Status, r.Reason = "succeeded", ""
+	if got := summary(r); !strings.Contains(got, "file 3 ok") {
+		t.Errorf("a succeeded run's write sink: %s", got)
+	}
+}

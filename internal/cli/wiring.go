@@ -22,19 +22,32 @@ var runEngine = engine.Run
 // re-executing this binary (see cmd/flow's main).
 var runners = engine.Runners{spec.ModeProcess: procpool.Factory}
 
-// newProgress returns the progress sink for a --progress mode and a function
-// that finishes its output (before the closing summary is printed).
-func newProgress(mode string, stderr io.Writer, p *spec.Pipeline, reg *steps.Registry) (engine.EventSink, func(), error) {
+// runOutput is where a run's progress, results and messages go.
+type runOutput struct {
+	events engine.EventSink
+	// stdout and stderr are what everything of the run writes to, so that
+	// progress bars never overwrite it (progress.Outputs).
+	stdout, stderr io.Writer
+	// close finishes the progress output; after it, stdout and stderr
+	// write straight through (the closing summary comes after it).
+	close func()
+}
+
+// newProgress returns the progress sink for a --progress mode and the
+// writers the run must use beside it.
+func newProgress(mode string, stdout, stderr io.Writer, p *spec.Pipeline, reg *steps.Registry) (*runOutput, error) {
 	s, err := progress.New(mode, stderr, p, reg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	o := &runOutput{events: s, close: s.Close}
 	if _, none := s.(progress.None); none {
 		// No consumer: the engine then builds no events and reads the
 		// clock for a sample of items only.
-		return nil, s.Close, nil
+		o.events = nil
 	}
-	return s, s.Close, nil
+	o.stdout, o.stderr = progress.Outputs(s, stdout, stderr)
+	return o, nil
 }
 
 // generateSchema returns schema.json as generated from the registry.
