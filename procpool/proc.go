@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/flowrun/flow/protocol"
+	"github.com/flowrun/flow/stagehost"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/taskq"
 )
@@ -294,7 +295,7 @@ func (w *proc) results(m *protocol.Results) {
 	for _, a := range answers {
 		if a.res.Err != nil {
 			e := a.res.Err
-			a.t.Finish(taskq.Sent, nil, &steps.Error{Err: errors.New(e.Message), Class: e.Class, Permanent: e.Permanent, RetryAfter: e.RetryAfter})
+			a.t.Finish(taskq.Sent, nil, stagehost.ErrorOf(e))
 		} else {
 			a.t.Finish(taskq.Sent, a.res.Value, nil)
 		}

@@ -221,7 +221,7 @@ func (w *worker) run() int {
 			w.running, w.cancelRunning = 0, nil
 			w.done++
 			w.mu.Unlock()
-			res = result(it.ID, v, err)
+			res = stagehost.Result(it.ID, v, err)
 		}
 		if len(pending) == 0 {
 			first = time.Now()
@@ -246,28 +246,6 @@ func (w *worker) do(ctx context.Context, it protocol.Item) (v any, err error) {
 		}
 	}()
 	return w.step.Do(ctx, steps.Input{Index: it.Index, Item: it.Value})
-}
-
-func result(id uint64, v any, err error) protocol.Result {
-	if err == nil {
-		raw, encErr := protocol.AppendValue(nil, v)
-		if encErr == nil {
-			return protocol.Result{ID: id, Raw: raw}
-		}
-		err = steps.Permanent(fmt.Errorf("the result cannot be sent back from the worker process: %w", encErr))
-	}
-	info := &protocol.ErrorInfo{Message: err.Error(), Class: steps.ClassOf(err)}
-	var se *steps.Error
-	if errors.As(err, &se) {
-		info.Permanent, info.RetryAfter = se.Permanent, se.RetryAfter
-	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		info.Class = "cancelled"
-	case errors.Is(err, context.DeadlineExceeded):
-		info.Class = "timeout"
-	}
-	return protocol.Result{ID: id, Err: info}
 }
 
 func (w *worker) heartbeat(every time.Duration) {

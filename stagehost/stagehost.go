@@ -8,6 +8,8 @@ package stagehost
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -104,4 +106,34 @@ func Environ() map[string]string {
 		}
 	}
 	return m
+}
+
+// Result is the answer to one item as it crosses to the parent: the value
+// encoded, or the error with what the retry policy needs.
+func Result(id uint64, v any, err error) protocol.Result {
+	if err == nil {
+		raw, encErr := protocol.AppendValue(nil, v)
+		if encErr == nil {
+			return protocol.Result{ID: id, Raw: raw}
+		}
+		err = steps.Permanent(fmt.Errorf("the result cannot be sent back from the worker: %w", encErr))
+	}
+	info := &protocol.ErrorInfo{Message: err.Error(), Class: steps.ClassOf(err)}
+	var se *steps.Error
+	if errors.As(err, &se) {
+		info.Permanent, info.RetryAfter = se.Permanent, se.RetryAfter
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		info.Class = "cancelled"
+	case errors.Is(err, context.DeadlineExceeded):
+		info.Class = "timeout"
+	}
+	return protocol.Result{ID: id, Err: info}
+}
+
+// ErrorOf turns an answer's error back into the item's error on the
+// parent's side.
+func ErrorOf(e *protocol.ErrorInfo) error {
+	return &steps.Error{Err: errors.New(e.Message), Class: e.Class, Permanent: e.Permanent, RetryAfter: e.RetryAfter}
 }
