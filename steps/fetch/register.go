@@ -26,6 +26,7 @@ import (
 const (
 	defaultMaxBytes     = 10 << 20
 	defaultMaxRedirects = 10
+	defaultTimeout      = 30 * time.Second
 	userAgent           = "flow (+https://github.com/flowrun/flow)"
 )
 
@@ -42,6 +43,8 @@ type Config struct {
 	MaxBytes        *spec.ByteSize     `yaml:"max_bytes" default:"10MiB" desc:"Largest response body read; a larger body fails the item with class 'too_large'." example:"1MiB"`
 	FollowRedirects *bool              `yaml:"follow_redirects" default:"true" desc:"Follow redirects. With 'false' a 3xx response is the result."`
 	MaxRedirects    *int               `yaml:"max_redirects" default:"10" desc:"Most redirects followed for one request; more, or a redirect loop, fail the item with class 'redirects'."`
+	KeepCredentials bool               `yaml:"keep_credentials_on_redirect" default:"false" desc:"Send the secret headers ('Authorization', 'Cookie' and every header redacted as token-like) on redirects to another host or port, or from https to http. Off, they go only to the scheme, host and port of the URL requested, as with curl; turn it on only for servers you trust to redirect."`
+	Timeout         *time.Duration     `yaml:"timeout" default:"30s" desc:"Bound on one request, from connecting to the last byte of the body, redirects included; past it the item fails with class 'timeout'. The stage's 'timeout:' bounds each attempt too: the shorter of the two ends it." example:"2m"`
 	Insecure        bool               `yaml:"insecure" default:"false" desc:"Skip TLS certificate verification. Only for test servers with self-signed certificates."`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
@@ -55,6 +58,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBytes != nil && *c.MaxBytes <= 0 {
 		ds.Add(conf.ValuePos(c.Node, "max_bytes"), "'max_bytes' must be above zero")
+	}
+	if c.Timeout != nil && *c.Timeout <= 0 {
+		ds.Add(conf.ValuePos(c.Node, "timeout"), "'timeout' must be above zero; for a slow server or a long download give a longer one, such as 10m")
 	}
 	if c.MaxRedirects != nil && *c.MaxRedirects < 0 {
 		ds.Add(conf.ValuePos(c.Node, "max_redirects"), "'max_redirects' must not be negative")
@@ -108,14 +114,19 @@ parameters and passwords in URLs.`),
 func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	workers := max(env.Workers, 1)
 	s := &step{
-		cfg:      cfg,
-		env:      env,
-		method:   cfg.Method,
-		decode:   cfg.Decode,
-		raise:    cfg.RaiseForStatus == nil || *cfg.RaiseForStatus,
-		maxBytes: defaultMaxBytes,
-		follow:   cfg.FollowRedirects == nil || *cfg.FollowRedirects,
-		maxRedir: defaultMaxRedirects,
+		cfg:       cfg,
+		env:       env,
+		method:    cfg.Method,
+		decode:    cfg.Decode,
+		raise:     cfg.RaiseForStatus == nil || *cfg.RaiseForStatus,
+		maxBytes:  defaultMaxBytes,
+		follow:    cfg.FollowRedirects == nil || *cfg.FollowRedirects,
+		keepCreds: cfg.KeepCredentials,
+		maxRedir:  defaultMaxRedirects,
+		timeout:   defaultTimeout,
+	}
+	if cfg.Timeout != nil {
+		s.timeout = *cfg.Timeout
 	}
 	if s.method == "" {
 		s.method = http.MethodGet
