@@ -847,3 +847,27 @@ func TestEmptyJSONBody(t *testing.T) {
 		}
 	}
 }
+
+// Integers of any size keep every digit, and a number past float64 stays a
+// number: a JSON sink writes both back exactly as the server sent them.
+func TestJSONNumbersExact(t *testing.T) {
+	const doc = `{"id":123456789012345678901234567890,"u":18446744073709551615,"big":1e400,"n":-9223372036854775808,"f":0.5}`
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(doc))
+	})
+	m, err := get(t, mustBuild(t, fmt.Sprintf(`url: "%s"`, srv.URL)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := m["body"].(map[string]any)
+	want := map[string]any{"id": json.Number("123456789012345678901234567890"), "u": json.Number("18446744073709551615"),
+		"big": json.Number("1e400"), "n": int64(-9223372036854775808), "f": 0.5}
+	if !reflect.DeepEqual(body, want) {
+		t.Errorf("body = %#v", body)
+	}
+	out, err := json.Marshal(body)
+	if err != nil || string(out) != `{"big":1e400,"f":0.5,"id":123456789012345678901234567890,"n":-9223372036854775808,"u":18446744073709551615}` {
+		t.Errorf("written back: %s %v", out, err)
+	}
+}
