@@ -387,8 +387,10 @@ func (s *step) decodeBody(resp *http.Response, data []byte) (any, error) {
 		return strings.ToValidUTF8(string(data), "\uFFFD"), nil
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		// HTTP itself says there is no body: null, not an error.
-		if resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+		// HTTP itself says there is no body (HEAD, 204), or the status is
+		// kept as data (raise_for_status: false, a 304): null, not an
+		// error, so that a link checker records the status.
+		if resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode/100 != 2 {
 			return nil, nil
 		}
 		// As httpx's .json() raises: an empty answer where JSON was

@@ -830,6 +830,8 @@ func TestEmptyJSONBody(t *testing.T) {
 		switch r.URL.Path {
 		case "/204":
 			w.WriteHeader(http.StatusNoContent)
+		case "/503":
+			w.WriteHeader(http.StatusServiceUnavailable)
 		case "/head":
 			w.Write([]byte(`{"a": 1}`))
 		}
@@ -840,7 +842,7 @@ func TestEmptyJSONBody(t *testing.T) {
 			t.Errorf("%s: %#v %v", decode, se, err)
 		}
 	}
-	for _, with := range []string{`{url: "%s/204", decode: json}`, `{url: "%s/head", decode: json, method: HEAD}`} {
+	for _, with := range []string{`{url: "%s/204", decode: json}`, `{url: "%s/head", decode: json, method: HEAD}`, `{url: "%s/503", decode: json, raise_for_status: false}`} {
 		m, err := get(t, mustBuild(t, fmt.Sprintf(with, srv.URL)), nil)
 		if err != nil || m["body"] != nil {
 			t.Errorf("%s: %v %v", with, m, err)

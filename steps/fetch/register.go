@@ -110,8 +110,9 @@ With 'raise_for_status: false' every status is a result, so a link checker recor
 instead of failing on them; connection errors still fail the item (use 'on_error: keep' to
 keep them as data too).
 
-JSON bodies: an empty body where JSON is expected fails the item with class 'decode' (as
-'.json()' raises in httpx), except for HEAD, 204 and 304, whose body is null. Integers
+JSON bodies: an empty 2xx body where JSON is expected fails the item with class 'decode'
+(as '.json()' raises in httpx); the empty body of a HEAD request, a 204, or a status kept
+as a result (a 304, or any status under 'raise_for_status: false') is null. Integers
 keep every digit: one beyond 64 bits stays an exact number, as does a number too large for
 a float ('1e400'); both are written out as received and can be spliced into strings, but
 arithmetic on them fails the item.
