@@ -873,3 +873,51 @@ func TestJSONNumbersExact(t *testing.T) {
 		t.Errorf("written back: %s %v", out, err)
 	}
 }
+
+// net/http sends the previous URL as Referer, query and all: across origins
+// that would hand an api_key in the URL to the other host.
+func TestRedirectRefererStaysHome(t *testing.T) {
+	var mu sync.Mutex
+	referers := map[string]string{}
+	other := server(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		referers[r.URL.Path] = r.Header.Get("Referer")
+		mu.Unlock()
+	})
+	origin := server(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		referers[r.URL.Path] = r.Header.Get("Referer")
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/cross":
+			http.Redirect(w, r, other.URL+"/away", http.StatusFound)
+		case "/same":
+			http.Redirect(w, r, "/home", http.StatusFound)
+		}
+	})
+	s := mustBuild(t, fmt.Sprintf(`url: "%s/${ item }?api_key=${ env.API_TOKEN }"`, origin.URL))
+	for _, p := range []string{"cross", "same"} {
+		if _, err := get(t, s, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	referer := func(path string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return referers[path]
+	}
+	if r := referer("/away"); r != "" {
+		t.Errorf("the other host got Referer %q", r)
+	}
+	if r := referer("/home"); !strings.HasSuffix(r, "/same?api_key=s3cr3t-token-value") {
+		t.Errorf("within the origin, Referer %q", r)
+	}
+	// A Referer the pipeline sets is its own choice.
+	s = mustBuild(t, fmt.Sprintf(`{url: "%s/cross", headers: {Referer: "https://example.org/"}}`, origin.URL))
+	if _, err := get(t, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := referer("/away"); r != "https://example.org/" {
+		t.Errorf("explicit Referer became %q", r)
+	}
+}
