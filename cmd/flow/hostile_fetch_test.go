@@ -204,3 +204,34 @@ func TestHostileFetchLyingContentLength(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Issue 14's fidelity to httpx: a redirect that cannot be followed, and an
+// empty body where JSON is expected, fail their items (classed) instead of
+// passing as a success or as null.
+func TestHostileFetchUnfollowedRedirectAndEmptyJSON(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/nowhere":
+			w.WriteHeader(http.StatusFound)
+		case "/empty":
+			w.Header().Set("Content-Type", "application/json")
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"ok": true}`)
+		}
+	}))
+	defer srv.Close()
+	r := relRun(t, relFetch(srv.URL, "[nowhere, empty, fine]", "on_error: skip", ""))
+	lines := relLines(t, filepath.Join(r.dir, "out.jsonl"))
+	r.check(t, 0, 3, lines)
+	if len(lines) != 1 || !strings.Contains(lines[0], `"body":{"ok":true}`) {
+		t.Errorf("want the one good result, got %q", lines)
+	}
+	classes := map[string]string{}
+	for _, f := range r.rep.Failures {
+		classes[fmt.Sprint(f.Item)] = f.Class
+	}
+	if classes["nowhere"] != "redirects" || classes["empty"] != "decode" || len(classes) != 2 {
+		t.Errorf("failures by item %v, want nowhere: redirects, empty: decode\n%s", classes, r.raw)
+	}
+}
