@@ -17,6 +17,8 @@ func TestValueRoundTrip(t *testing.T) {
 		nil, true, false,
 		int64(0), int64(-7), int64(math.MaxInt64), int64(math.MinInt64),
 		3.0, -0.5, 1e300, 1.5e-10, float64(1 << 60),
+		// Numbers no int64 or float64 holds keep their digits.
+		json.Number("12345678901234567890"), json.Number("-123456789012345678901234567890"), json.Number("1e400"), json.Number("-2.5E+999"),
 		"", "plain", "quote\" back\\ slash", "tab\tnl\ncr\r\x00\x1f", "héllo, 世界 🎉", "\u2028\u2029",
 		[]any{}, []any{int64(1), "two", 3.5, nil, []any{true}},
 		map[string]any{}, map[string]any{"a": int64(1), "b": map[string]any{"c": []any{2.0}}},
@@ -72,7 +74,8 @@ func TestValueNormalizesOtherTypes(t *testing.T) {
 }
 
 func TestValueErrors(t *testing.T) {
-	for _, v := range []any{math.NaN(), math.Inf(1), map[string]any{"x": []any{math.Inf(-1)}}, make(chan int)} {
+	for _, v := range []any{math.NaN(), math.Inf(1), map[string]any{"x": []any{math.Inf(-1)}}, make(chan int),
+		json.Number("Inf"), json.Number("0x10"), json.Number("1_000"), json.Number("01"), json.Number("1."), json.Number("")} {
 		if _, err := AppendValue(nil, v); err == nil {
 			t.Errorf("encoding %#v: want an error", v)
 		}
@@ -87,7 +90,7 @@ func TestValueErrors(t *testing.T) {
 func TestParseValueMatchesEncodingJSON(t *testing.T) {
 	for _, s := range []string{
 		`"\u00e9\ud83c\udf89\/"`, `"\ud800"`, `  [ 1 , 2.5e3 , -0 , {"k" : [ ] } ]  `,
-		`12345678901234567890`, `-9223372036854775808`, `1E2`,
+		`-9223372036854775808`, `1E2`, `1e-400`,
 	} {
 		got, err := ParseValue([]byte(s))
 		if err != nil {

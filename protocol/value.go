@@ -56,7 +56,9 @@ func AppendValue(buf []byte, v any) ([]byte, error) {
 	case float32:
 		return appendFloat(buf, float64(x))
 	case json.Number:
-		if _, err := strconv.ParseFloat(string(x), 64); err != nil {
+		// Written as it is, whatever its size: a json.Number is a number
+		// no int64 or float64 holds exactly (see steps.JSONNumbers).
+		if !validNumber(x) {
 			return buf, fmt.Errorf("invalid number %q", string(x))
 		}
 		return append(buf, x...), nil
@@ -361,7 +363,10 @@ func (p *parser) literal(word string) error {
 }
 
 // number parses a JSON number: int64 when it has neither fraction nor
-// exponent and fits, float64 otherwise.
+// exponent and fits, float64 when it has and fits. Beyond them (an integer
+// past 64 bits, 1e400) it stays a json.Number with its digits, as
+// steps.JSONNumbers leaves it: a value crossing to a worker and back keeps
+// every digit.
 func (p *parser) number() (any, error) {
 	start := p.pos
 	isFloat := false
@@ -400,15 +405,59 @@ done:
 		if n, err := strconv.ParseInt(string(s), 10, 64); err == nil {
 			return n, nil
 		}
+		if validNumber(json.Number(s)) {
+			return json.Number(s), nil
+		}
 	}
 	f, err := strconv.ParseFloat(string(s), 64)
 	if errors.Is(err, strconv.ErrRange) && !math.IsInf(f, 0) {
 		err = nil // underflow to zero or a subnormal: keep it, as encoding/json does
 	}
 	if err != nil {
+		if math.IsInf(f, 0) && validNumber(json.Number(s)) {
+			return json.Number(s), nil
+		}
 		return nil, p.errorf("invalid number %q", s)
 	}
 	return f, nil
+}
+
+// validNumber reports whether n is a number in JSON's grammar: an optional
+// minus, an integer without leading zeros, an optional fraction and
+// exponent. (strconv accepts more: "Inf", "0x1p4", "1_000".)
+func validNumber(n json.Number) bool {
+	s, i := string(n), 0
+	digits := func() int {
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - start
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	if i < len(s) && s[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }
 
 // int parses a JSON integer into an int64 (frame fields: ids, indexes).

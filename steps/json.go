@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"strconv"
+	"strings"
 )
 
 // ErrTrailingJSON is returned by DecodeJSON for data holding more than one
@@ -31,19 +32,15 @@ func DecodeJSON(data []byte) (any, error) {
 
 // JSONNumbers replaces, in place, the json.Number values a decoder with
 // UseNumber produces: int64 when whole and in range (so ids stay exact),
-// float64 otherwise, and the digits as a string beyond float64 rather than
-// lose them.
+// float64 when it has a fraction or an exponent. A number neither holds
+// without loss (an integer beyond 64 bits, a float beyond float64 such as
+// 1e400) stays a json.Number, its digits as written: sinks write it out
+// unchanged, templates splice it into strings, and arithmetic on it fails
+// its item instead of computing with a rounded value.
 func JSONNumbers(v any) any {
 	switch x := v.(type) {
 	case json.Number:
-		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
-		}
-		f, err := strconv.ParseFloat(string(x), 64)
-		if err != nil || math.IsInf(f, 0) {
-			return string(x)
-		}
-		return f
+		return number(x)
 	case []any:
 		for i, e := range x {
 			x[i] = JSONNumbers(e)
@@ -54,6 +51,24 @@ func JSONNumbers(v any) any {
 		}
 	}
 	return v
+}
+
+func number(n json.Number) any {
+	s := string(n)
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i
+	}
+	if !strings.ContainsAny(s, ".eE") {
+		return n
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil && !(errors.Is(err, strconv.ErrRange) && !math.IsInf(f, 0)) {
+		// Past float64: infinity is no JSON value, and a string would
+		// change the type. (Underflow to zero is kept, as encoding/json and
+		// Python do.)
+		return n
+	}
+	return f
 }
 
 // Scalar returns the JSON-shaped value of a number, string or bool of any Go

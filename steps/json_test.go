@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"encoding/json"
 	"io"
 	"math"
 	"reflect"
@@ -8,13 +9,16 @@ import (
 )
 
 func TestDecodeJSON(t *testing.T) {
-	v, err := DecodeJSON([]byte(`{"id": 9007199254740993, "f": 1.5, "big": 1e400, "l": [1, 2.0]}`))
+	v, err := DecodeJSON([]byte(`{"id": 9007199254740993, "f": 1.5, "big": 1e400, "huge": 123456789012345678901234567890, "u": 18446744073709551615, "tiny": 1e-400, "l": [1, 2.0]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Ids beyond 2^53 stay exact, whole numbers written as floats stay
-	// floats, and numbers beyond float64 keep their digits.
-	want := map[string]any{"id": int64(9007199254740993), "f": 1.5, "big": "1e400", "l": []any{int64(1), 2.0}}
+	// floats, and numbers beyond int64 or float64 stay numbers with their
+	// digits.
+	want := map[string]any{"id": int64(9007199254740993), "f": 1.5, "big": json.Number("1e400"),
+		"huge": json.Number("123456789012345678901234567890"), "u": json.Number("18446744073709551615"), "tiny": 0.0,
+		"l": []any{int64(1), 2.0}}
 	if !reflect.DeepEqual(v, want) {
 		t.Errorf("got %#v\nwant %#v", v, want)
 	}

@@ -2,6 +2,7 @@ package compute
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -172,8 +173,9 @@ func TestComputeConstantCopies(t *testing.T) {
 
 func TestJSONValue(t *testing.T) {
 	type pt struct{ X int }
-	got := JSONValue(map[string]any{"ints": []int{1, 2}, "u": uint8(3), "f": float32(0.5), "p": &pt{X: 4}, "m": map[int]string{1: "a"}})
-	want := map[string]any{"ints": []any{int64(1), int64(2)}, "u": int64(3), "f": 0.5, "p": map[string]any{"X": int64(4)}, "m": map[string]any{"1": "a"}}
+	big := json.Number("123456789012345678901234567890") // from a JSON body, see steps.JSONNumbers
+	got := JSONValue(map[string]any{"ints": []int{1, 2}, "u": uint8(3), "f": float32(0.5), "p": &pt{X: 4}, "m": map[int]string{1: "a"}, "big": big})
+	want := map[string]any{"ints": []any{int64(1), int64(2)}, "u": int64(3), "f": 0.5, "p": map[string]any{"X": int64(4)}, "m": map[string]any{"1": "a"}, "big": big}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %#v", got)
 	}

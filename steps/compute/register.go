@@ -4,6 +4,7 @@ package compute
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -87,6 +88,10 @@ func classify(ctx context.Context, err error) error {
 func JSONValue(v any) any {
 	switch x := v.(type) {
 	case nil, bool, int64, float64, string:
+		return x
+	case json.Number:
+		// A number too large for int64 or float64 (see steps.JSONNumbers):
+		// a number still, not the string its Stringer gives.
 		return x
 	case int:
 		return int64(x)

@@ -30,7 +30,9 @@ type step struct {
 	raise     bool
 	maxBytes  int64
 	follow    bool
+	keepCreds bool
 	maxRedir  int
+	timeout   time.Duration
 	transport *http.Transport
 	client    *retryablehttp.Client
 }
@@ -71,12 +73,18 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	}
 	where := r.method + " " + redactURL(r.url.String())
 
+	// The request's own bound, so that a server that never answers cannot
+	// hold a worker for good when the stage sets no timeout. ctx keeps the
+	// engine's: its errors are told apart by which context ended.
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+
 	v := &verdict{}
 	var body any
 	if r.body != nil {
 		body = r.body
 	}
-	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, verdictKey{}, v), r.method, r.url.String(), body)
+	req, err := retryablehttp.NewRequestWithContext(context.WithValue(rctx, verdictKey{}, v), r.method, r.url.String(), body)
 	if err != nil {
 		return nil, steps.Permanent(fmt.Errorf("%s: %s", where, r.scrub(err.Error())))
 	}
@@ -88,10 +96,20 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	start := time.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if ctx.Err() == nil && rctx.Err() != nil {
+			return nil, s.timeoutError(where)
+		}
 		return nil, s.transportError(ctx, where, r, v, err)
 	}
 	defer resp.Body.Close()
 
+	if s.raise && s.follow && isUnfollowed(resp.StatusCode) {
+		what := "with no Location header to follow"
+		if loc := resp.Header.Get("Location"); loc != "" {
+			what = "to " + redactURL(loc) + ", a redirect that is not followed automatically"
+		}
+		return nil, &steps.Error{Err: fmt.Errorf("%s: HTTP %s %s; with 'follow_redirects: false' or 'raise_for_status: false' a 3xx response is the result", where, resp.Status, what), Class: "redirects", Permanent: true}
+	}
 	if s.raise && resp.StatusCode >= 400 {
 		// Only a snippet, for the message; a short body is read to its end
 		// so that the connection can be reused.
@@ -102,13 +120,15 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if rerr != nil {
 		switch {
 		case errors.Is(rerr, errTooLarge):
-			size := "more than " + fmt.Sprint(s.maxBytes)
-			if resp.ContentLength > 0 {
-				size = fmt.Sprint(resp.ContentLength)
+			size := "has more than " + fmt.Sprint(s.maxBytes)
+			if resp.ContentLength > s.maxBytes {
+				size = fmt.Sprintf("declares %d", resp.ContentLength)
 			}
-			return nil, &steps.Error{Err: fmt.Errorf("%s: the response body has %s bytes, above max_bytes (%d); raise max_bytes or use a narrower request", where, size, s.maxBytes), Class: "too_large", Permanent: true}
+			return nil, &steps.Error{Err: fmt.Errorf("%s: the response body %s bytes, above max_bytes (%d); raise max_bytes or use a narrower request", where, size, s.maxBytes), Class: "too_large", Permanent: true}
 		case ctx.Err() != nil:
 			return nil, &steps.Error{Err: fmt.Errorf("%s: stopped while reading the body: %w", where, context.Cause(ctx)), Class: steps.ClassOf(ctx.Err())}
+		case rctx.Err() != nil:
+			return nil, s.timeoutError(where)
 		default:
 			return nil, &steps.Error{Err: fmt.Errorf("%s: reading the body: %s", where, r.scrub(rerr.Error())), Class: "connection"}
 		}
@@ -229,6 +249,18 @@ func (r *request) scrub(text string) string {
 	return text
 }
 
+func (s *step) timeoutError(where string) error {
+	return &steps.Error{Err: fmt.Errorf("%s: no complete response within %s (the fetch 'timeout'); for a slow server or a large body give 'timeout' under 'with:' a longer value", where, s.timeout), Class: "timeout"}
+}
+
+// isUnfollowed reports whether a status left at the end of a followed chain
+// is a redirect that went nowhere: net/http returns a 3xx without a Location
+// as it came. 304 Not Modified answers a conditional request and is no
+// redirect.
+func isUnfollowed(code int) bool {
+	return code >= 300 && code < 400 && code != http.StatusNotModified
+}
+
 func (s *step) transportError(ctx context.Context, where string, r *request, v *verdict, err error) error {
 	var re *redirectError
 	if errors.As(err, &re) {
@@ -311,16 +343,22 @@ func snippetOf(b []byte) string {
 
 var errTooLarge = errors.New("body too large")
 
+// firstGrow is the most readBody reserves before data arrives: enough for
+// most API answers in one piece, and nothing a lying Content-Length can
+// multiply across workers.
+const firstGrow = 32 << 10
+
 // readBody reads at most limit bytes, and one more to tell a body of exactly
 // limit bytes from a larger one. A declared Content-Length above the limit
-// fails before reading anything.
+// fails before reading anything; one below it is only a hint, since the
+// server may send less: the buffer grows as data arrives.
 func readBody(resp *http.Response, limit int64) ([]byte, int64, error) {
 	if resp.ContentLength > limit {
 		return nil, resp.ContentLength, errTooLarge
 	}
 	var buf bytes.Buffer
 	if resp.ContentLength > 0 {
-		buf.Grow(int(resp.ContentLength))
+		buf.Grow(int(min(resp.ContentLength, firstGrow)))
 	}
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
@@ -349,7 +387,15 @@ func (s *step) decodeBody(resp *http.Response, data []byte) (any, error) {
 		return strings.ToValidUTF8(string(data), "\uFFFD"), nil
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, nil
+		// HTTP itself says there is no body (HEAD, 204), or the status is
+		// kept as data (raise_for_status: false, a 304): null, not an
+		// error, so that a link checker records the status.
+		if resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode/100 != 2 {
+			return nil, nil
+		}
+		// As httpx's .json() raises: an empty answer where JSON was
+		// expected is most often an error page or a proxy's, not null.
+		return nil, fmt.Errorf("HTTP %s with an empty body where JSON was expected (Content-Type %q); use 'decode: text' or 'decode: none' if the server may answer with nothing", resp.Status, resp.Header.Get("Content-Type"))
 	}
 	v, err := steps.DecodeJSON(data)
 	switch {
@@ -394,5 +440,65 @@ func (s *step) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > s.maxRedir {
 		return &redirectError{msg: fmt.Sprintf("stopped after %d redirects (max_redirects), last to %s", s.maxRedir, redactURL(next))}
 	}
+	s.guardCredentials(req, via)
 	return nil
+}
+
+// guardCredentials decides which credentials the next hop of a redirect
+// gets. net/http copies every header of the first request to each hop and
+// strips only Authorization and Cookie, and only for another domain (not
+// another port, a subdomain or a downgrade to http): an X-Api-Key or a
+// Private-Token would reach whatever host the server names. As curl does,
+// the headers 'sensitive' names go only to the origin (scheme, host, port)
+// of the first request, and once a chain has left it they stay off, so that
+// a host that got no credentials cannot send the client back for them.
+func (s *step) guardCredentials(req *http.Request, via []*http.Request) {
+	first := via[0]
+	if s.keepCreds {
+		// net/http has stripped its own list for another domain: put back
+		// what the person asked to keep.
+		for k, vs := range first.Header {
+			if sensitive(k) {
+				req.Header[k] = vs
+			}
+		}
+		return
+	}
+	left := !sameOrigin(first.URL, req.URL)
+	for _, hop := range via[1:] {
+		left = left || !sameOrigin(first.URL, hop.URL)
+	}
+	if !left {
+		return
+	}
+	for k := range req.Header {
+		if sensitive(k) {
+			delete(req.Header, k)
+		}
+	}
+	// The Referer net/http adds is the previous URL, query included, which
+	// may hold an api_key; a Referer the pipeline set itself stays.
+	if first.Header.Get("Referer") == "" {
+		req.Header.Del("Referer")
+	}
+}
+
+// sameOrigin reports whether b may receive a's credentials: the same host
+// and port, and not plain http after https. http to https on the same port
+// is an upgrade, not a leak.
+func sameOrigin(a, b *url.URL) bool {
+	if !strings.EqualFold(a.Hostname(), b.Hostname()) || port(a) != port(b) {
+		return false
+	}
+	return !(a.Scheme == "https" && b.Scheme != "https")
+}
+
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }

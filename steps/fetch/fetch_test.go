@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -571,5 +573,351 @@ func BenchmarkFetchJSON(b *testing.B) {
 		if _, err := s.Do(context.Background(), steps.Input{Item: i}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// credentialHeaders are the secret headers of TestRedirectCredentials: the
+// two net/http strips for another domain, and two it never strips.
+var credentialHeaders = []string{"Authorization", "Cookie", "X-Api-Key", "Private-Token"}
+
+// seen records, per path, the credential headers a server received.
+type seen struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+func (s *seen) record(r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string][]string{}
+	}
+	var got []string
+	for _, h := range append(credentialHeaders, "X-Trace") {
+		if v := r.Header.Get(h); v != "" {
+			got = append(got, h+"="+v)
+		}
+	}
+	s.m[r.URL.Path] = got
+}
+
+func (s *seen) get(path string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[path]
+}
+
+const credentialOpts = `
+headers:
+  Authorization: "Bearer ${ env.API_TOKEN }"
+  Cookie: "sid=c00kie"
+  X-Api-Key: "k-${ env.API_TOKEN }"
+  Private-Token: "p-${ env.API_TOKEN }"
+  X-Trace: visible
+`
+
+// Secret headers go only to the origin asked for: not to another port of
+// the same host (which net/http allows for Authorization and Cookie, and
+// for every other header), not over http after https, and not back to the
+// origin once a chain has left it.
+func TestRedirectCredentials(t *testing.T) {
+	var log seen
+	other := server(t, func(w http.ResponseWriter, r *http.Request) {
+		log.record(r)
+		if strings.HasPrefix(r.URL.Path, "/bounce") {
+			http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
+			return
+		}
+		w.Write([]byte("other"))
+	})
+	var origin *httptest.Server
+	origin = server(t, func(w http.ResponseWriter, r *http.Request) {
+		log.record(r)
+		switch r.URL.Path {
+		case "/same":
+			http.Redirect(w, r, "/landed", http.StatusFound)
+		case "/cross":
+			http.Redirect(w, r, other.URL+"/cross-landed", http.StatusFound)
+		case "/back":
+			http.Redirect(w, r, other.URL+"/bounce?to="+origin.URL+"/back-landed", http.StatusFound)
+		default:
+			w.Write([]byte("origin"))
+		}
+	})
+	all := []string{"Authorization=Bearer s3cr3t-token-value", "Cookie=sid=c00kie", "X-Api-Key=k-s3cr3t-token-value", "Private-Token=p-s3cr3t-token-value", "X-Trace=visible"}
+	s := mustBuild(t, fmt.Sprintf("url: \"%s/${ item }\"", origin.URL)+credentialOpts)
+	for _, path := range []string{"same", "cross", "back"} {
+		if _, err := get(t, s, path); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	for path, want := range map[string][]string{
+		"/same":         all,
+		"/landed":       all, // a redirect within the origin keeps them
+		"/cross-landed": {"X-Trace=visible"},
+		"/bounce":       {"X-Trace=visible"},
+		"/back-landed":  {"X-Trace=visible"},
+	} {
+		if got := log.get(path); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s received %q, want %q", path, got, want)
+		}
+	}
+
+	// The opt-in sends them everywhere, even to another host name (for
+	// which net/http strips Authorization and Cookie itself).
+	log = seen{}
+	host := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	trusted := server(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, host+"/trusted-landed", http.StatusFound)
+	})
+	s = mustBuild(t, fmt.Sprintf("url: \"%s\"\nkeep_credentials_on_redirect: true", trusted.URL)+credentialOpts)
+	if _, err := get(t, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.get("/trusted-landed"); !reflect.DeepEqual(got, all) {
+		t.Errorf("keep_credentials_on_redirect: received %q, want %q", got, all)
+	}
+}
+
+// An https server redirecting to http on the same host name: the secrets
+// would cross the network in clear text.
+func TestRedirectDowngradeDropsCredentials(t *testing.T) {
+	var log seen
+	plain := server(t, func(w http.ResponseWriter, r *http.Request) {
+		log.record(r)
+		w.Write([]byte("plain"))
+	})
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+"/clear", http.StatusFound)
+	}))
+	defer tlsSrv.Close()
+	s := mustBuild(t, fmt.Sprintf("url: \"%s\"\ninsecure: true", tlsSrv.URL)+credentialOpts)
+	m, err := get(t, s, nil)
+	if err != nil || m["body"] != "plain" {
+		t.Fatalf("%v %v", m, err)
+	}
+	if got := log.get("/clear"); !reflect.DeepEqual(got, []string{"X-Trace=visible"}) {
+		t.Errorf("http after https received %q", got)
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"https://h/x", "https://h/y", true},
+		{"https://h/x", "https://H:443/y", true},
+		{"http://h/x", "https://h:80/y", true}, // an upgrade on the same port
+		{"https://h/x", "http://h:443/y", false},
+		{"https://h/x", "http://h/y", false},
+		{"http://h/x", "https://h/y", false}, // 80 -> 443: another port
+		{"https://h/x", "https://h:8443/y", false},
+		{"https://h/x", "https://sub.h/y", false},
+		{"http://127.0.0.1:1/x", "http://localhost:1/y", false},
+	} {
+		a, _ := url.Parse(c.a)
+		b, _ := url.Parse(c.b)
+		if got := sameOrigin(a, b); got != c.want {
+			t.Errorf("sameOrigin(%s, %s) = %v", c.a, c.b, got)
+		}
+	}
+}
+
+// A declared Content-Length is a claim, not data: a server declaring 1 GiB
+// and sending a few bytes must not make the client reserve 1 GiB.
+func TestLyingContentLengthCostsNothing(t *testing.T) {
+	const declared = 1 << 30
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\npartial", declared)
+		buf.Flush()
+	})
+	s := mustBuild(t, fmt.Sprintf(`{url: "%s", max_bytes: 2GiB}`, srv.URL))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := get(t, s, nil)
+	runtime.ReadMemStats(&after)
+	if se := stepErr(t, err); se.Class != "connection" {
+		t.Errorf("a body cut short: %#v %v", se, err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("reading 7 bytes of a declared %d allocated %d MiB", declared, n>>20)
+	}
+	// Above max_bytes, the claim alone fails the item before any reading.
+	_, err = get(t, mustBuild(t, fmt.Sprintf(`{url: "%s", max_bytes: 1KiB}`, srv.URL)), nil)
+	if se := stepErr(t, err); se.Class != "too_large" || !strings.Contains(err.Error(), "declares 1073741824 bytes") {
+		t.Errorf("declared above max_bytes: %v", err)
+	}
+}
+
+// A server that never answers: the request's own timeout ends it, with a
+// class a stage's retry.on can name, whether or not the stage has one.
+func TestRequestTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	defer close(release)
+	if s := mustBuild(t, fmt.Sprintf(`url: "%s"`, srv.URL)).(*step); s.timeout != defaultTimeout || defaultTimeout <= 0 {
+		t.Errorf("default timeout %v", s.timeout)
+	}
+	_, err := get(t, mustBuild(t, fmt.Sprintf(`{url: "%s", timeout: 50ms}`, srv.URL)), nil)
+	se := stepErr(t, err)
+	if se.Class != "timeout" || se.Permanent || !strings.Contains(err.Error(), "within 50ms") || !strings.Contains(err.Error(), "'timeout'") {
+		t.Errorf("%#v %v", se, err)
+	}
+	// A stalled body is bounded too.
+	stall := server(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.Write([]byte("part"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	_, err = get(t, mustBuild(t, fmt.Sprintf(`{url: "%s", timeout: 50ms}`, stall.URL)), nil)
+	if se := stepErr(t, err); se.Class != "timeout" || !strings.Contains(err.Error(), "within 50ms") {
+		t.Errorf("stalled body: %v", err)
+	}
+	if _, err := build(t, `{url: "http://x", timeout: 0s}`); err == nil || !strings.Contains(err.Error(), "above zero") {
+		t.Errorf("timeout 0: %v", err)
+	}
+}
+
+// A redirect status that cannot be followed is no success (httpx's
+// raise_for_status raises on it), unless the person asked for statuses as
+// data.
+func TestRedirectWithoutLocation(t *testing.T) {
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.WriteHeader(http.StatusFound)
+			w.Write([]byte("nowhere"))
+		}
+	})
+	_, err := get(t, mustBuild(t, fmt.Sprintf(`url: "%s/302"`, srv.URL)), nil)
+	if se := stepErr(t, err); se.Class != "redirects" || !se.Permanent || !strings.Contains(err.Error(), "no Location") {
+		t.Errorf("302 without Location: %#v %v", se, err)
+	}
+	for _, with := range []string{"raise_for_status: false", "follow_redirects: false"} {
+		m, err := get(t, mustBuild(t, fmt.Sprintf("url: \"%s/302\"\n%s", srv.URL, with)), nil)
+		if err != nil || m["status"] != int64(302) {
+			t.Errorf("%s: %v %v", with, m, err)
+		}
+	}
+	m, err := get(t, mustBuild(t, fmt.Sprintf(`url: "%s/304"`, srv.URL)), nil)
+	if err != nil || m["status"] != int64(304) {
+		t.Errorf("304: %v %v", m, err)
+	}
+}
+
+// An empty body is not JSON (httpx's .json() raises), except where HTTP
+// says there is no body.
+func TestEmptyJSONBody(t *testing.T) {
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/503":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/head":
+			w.Write([]byte(`{"a": 1}`))
+		}
+	})
+	for _, decode := range []string{"json", "auto"} {
+		_, err := get(t, mustBuild(t, fmt.Sprintf(`{url: "%s/empty", decode: %s}`, srv.URL, decode)), nil)
+		if se := stepErr(t, err); se.Class != "decode" || !se.Permanent || !strings.Contains(err.Error(), "empty body") {
+			t.Errorf("%s: %#v %v", decode, se, err)
+		}
+	}
+	for _, with := range []string{`{url: "%s/204", decode: json}`, `{url: "%s/head", decode: json, method: HEAD}`, `{url: "%s/503", decode: json, raise_for_status: false}`} {
+		m, err := get(t, mustBuild(t, fmt.Sprintf(with, srv.URL)), nil)
+		if err != nil || m["body"] != nil {
+			t.Errorf("%s: %v %v", with, m, err)
+		}
+	}
+}
+
+// Integers of any size keep every digit, and a number past float64 stays a
+// number: a JSON sink writes both back exactly as the server sent them.
+func TestJSONNumbersExact(t *testing.T) {
+	const doc = `{"id":123456789012345678901234567890,"u":18446744073709551615,"big":1e400,"n":-9223372036854775808,"f":0.5}`
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(doc))
+	})
+	m, err := get(t, mustBuild(t, fmt.Sprintf(`url: "%s"`, srv.URL)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := m["body"].(map[string]any)
+	want := map[string]any{"id": json.Number("123456789012345678901234567890"), "u": json.Number("18446744073709551615"),
+		"big": json.Number("1e400"), "n": int64(-9223372036854775808), "f": 0.5}
+	if !reflect.DeepEqual(body, want) {
+		t.Errorf("body = %#v", body)
+	}
+	out, err := json.Marshal(body)
+	if err != nil || string(out) != `{"big":1e400,"f":0.5,"id":123456789012345678901234567890,"n":-9223372036854775808,"u":18446744073709551615}` {
+		t.Errorf("written back: %s %v", out, err)
+	}
+}
+
+// net/http sends the previous URL as Referer, query and all: across origins
+// that would hand an api_key in the URL to the other host.
+func TestRedirectRefererStaysHome(t *testing.T) {
+	var mu sync.Mutex
+	referers := map[string]string{}
+	other := server(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		referers[r.URL.Path] = r.Header.Get("Referer")
+		mu.Unlock()
+	})
+	origin := server(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		referers[r.URL.Path] = r.Header.Get("Referer")
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/cross":
+			http.Redirect(w, r, other.URL+"/away", http.StatusFound)
+		case "/same":
+			http.Redirect(w, r, "/home", http.StatusFound)
+		}
+	})
+	s := mustBuild(t, fmt.Sprintf(`url: "%s/${ item }?api_key=${ env.API_TOKEN }"`, origin.URL))
+	for _, p := range []string{"cross", "same"} {
+		if _, err := get(t, s, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	referer := func(path string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return referers[path]
+	}
+	if r := referer("/away"); r != "" {
+		t.Errorf("the other host got Referer %q", r)
+	}
+	if r := referer("/home"); !strings.HasSuffix(r, "/same?api_key=s3cr3t-token-value") {
+		t.Errorf("within the origin, Referer %q", r)
+	}
+	// A Referer the pipeline sets is its own choice.
+	s = mustBuild(t, fmt.Sprintf(`{url: "%s/cross", headers: {Referer: "https://example.org/"}}`, origin.URL))
+	if _, err := get(t, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := referer("/away"); r != "https://example.org/" {
+		t.Errorf("explicit Referer became %q", r)
 	}
 }

@@ -26,6 +26,7 @@ import (
 const (
 	defaultMaxBytes     = 10 << 20
 	defaultMaxRedirects = 10
+	defaultTimeout      = 30 * time.Second
 	userAgent           = "flow (+https://github.com/flowrun/flow)"
 )
 
@@ -42,6 +43,8 @@ type Config struct {
 	MaxBytes        *spec.ByteSize     `yaml:"max_bytes" default:"10MiB" desc:"Largest response body read; a larger body fails the item with class 'too_large'." example:"1MiB"`
 	FollowRedirects *bool              `yaml:"follow_redirects" default:"true" desc:"Follow redirects. With 'false' a 3xx response is the result."`
 	MaxRedirects    *int               `yaml:"max_redirects" default:"10" desc:"Most redirects followed for one request; more, or a redirect loop, fail the item with class 'redirects'."`
+	KeepCredentials bool               `yaml:"keep_credentials_on_redirect" default:"false" desc:"Send the secret headers ('Authorization', 'Cookie' and every header redacted as token-like) on redirects to another host or port, or from https to http. Off, they go only to the scheme, host and port of the URL requested, as with curl; turn it on only for servers you trust to redirect."`
+	Timeout         *time.Duration     `yaml:"timeout" default:"30s" desc:"Bound on one request, from connecting to the last byte of the body, redirects included; past it the item fails with class 'timeout'. A 'timeout:' on the stage bounds each attempt too: the shorter of the two ends it." example:"2m"`
 	Insecure        bool               `yaml:"insecure" default:"false" desc:"Skip TLS certificate verification. Only for test servers with self-signed certificates."`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
@@ -55,6 +58,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBytes != nil && *c.MaxBytes <= 0 {
 		ds.Add(conf.ValuePos(c.Node, "max_bytes"), "'max_bytes' must be above zero")
+	}
+	if c.Timeout != nil && *c.Timeout <= 0 {
+		ds.Add(conf.ValuePos(c.Node, "timeout"), "'timeout' must be above zero; for a slow server or a long download give a longer one, such as 10m")
 	}
 	if c.MaxRedirects != nil && *c.MaxRedirects < 0 {
 		ds.Add(conf.ValuePos(c.Node, "max_redirects"), "'max_redirects' must not be negative")
@@ -81,7 +87,16 @@ func Register(r *steps.Registry) {
 		Summary: "Make an HTTP request per item and decode the response",
 		Doc: markdown(`Sends one HTTP request per item. Connections are reused across the workers of the stage
 (one connection pool per stage), TLS certificates are verified unless 'insecure: true',
-redirects are followed up to 'max_redirects' and a redirect loop is an error.
+redirects are followed up to 'max_redirects' and a redirect loop is an error. Each request
+is bounded by 'timeout' (30 s unless set), from connecting to the last byte of the body;
+'timeout:' on the stage bounds each attempt as well, and the shorter one ends it.
+
+Redirects: the secret headers (below) go only to the scheme, host and port of the URL
+requested. A redirect to another host or port, or from https to http, gets none of them,
+and neither does any later hop of that chain, as with curl; 'keep_credentials_on_redirect:
+true' sends them on for a server you trust. Under 'raise_for_status', a 3xx response that
+cannot be followed (no 'Location') fails the item with class 'redirects'; 304 Not
+Modified is a result.
 
 Retries belong to the stage: add 'retry:' to it. Each failure has a class for
 'retry.on': 'connection' (refused, reset, DNS), 'timeout', 'http_429', 'http_5xx',
@@ -94,6 +109,13 @@ attempt.
 With 'raise_for_status: false' every status is a result, so a link checker records 404s
 instead of failing on them; connection errors still fail the item (use 'on_error: keep' to
 keep them as data too).
+
+JSON bodies: an empty 2xx body where JSON is expected fails the item with class 'decode'
+(as '.json()' raises in httpx); the empty body of a HEAD request, a 204, or a status kept
+as a result (a 304, or any status under 'raise_for_status: false') is null. Integers
+keep every digit: one beyond 64 bits stays an exact number, as does a number too large for
+a float ('1e400'); both are written out as received and can be spliced into strings, but
+arithmetic on them fails the item.
 
 Secrets: the values of 'Authorization', 'Proxy-Authorization', 'Cookie', 'Set-Cookie' and
 of any header whose name contains token, secret, key, auth or password are replaced by
@@ -108,14 +130,19 @@ parameters and passwords in URLs.`),
 func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	workers := max(env.Workers, 1)
 	s := &step{
-		cfg:      cfg,
-		env:      env,
-		method:   cfg.Method,
-		decode:   cfg.Decode,
-		raise:    cfg.RaiseForStatus == nil || *cfg.RaiseForStatus,
-		maxBytes: defaultMaxBytes,
-		follow:   cfg.FollowRedirects == nil || *cfg.FollowRedirects,
-		maxRedir: defaultMaxRedirects,
+		cfg:       cfg,
+		env:       env,
+		method:    cfg.Method,
+		decode:    cfg.Decode,
+		raise:     cfg.RaiseForStatus == nil || *cfg.RaiseForStatus,
+		maxBytes:  defaultMaxBytes,
+		follow:    cfg.FollowRedirects == nil || *cfg.FollowRedirects,
+		keepCreds: cfg.KeepCredentials,
+		maxRedir:  defaultMaxRedirects,
+		timeout:   defaultTimeout,
+	}
+	if cfg.Timeout != nil {
+		s.timeout = *cfg.Timeout
 	}
 	if s.method == "" {
 		s.method = http.MethodGet

@@ -397,7 +397,7 @@ func (e *tableEnc) finish() error {
 				x = r.Err.Error()
 			}
 			switch x.(type) {
-			case int64, float64, int, nil:
+			case int64, float64, int, json.Number, nil:
 			default:
 				numeric[j] = false
 			}

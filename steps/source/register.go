@@ -59,7 +59,7 @@ func Register(r *steps.Registry) {
 		Name:    "jsonl",
 		Summary: "Each line of a JSON Lines file, as a JSON value.",
 		Doc: "Emits the JSON value on each line of a file, streaming. Blank lines are skipped. Integers are " +
-			"kept exact (64-bit). A line that is not valid JSON stops the source, and so the run, with " +
+			"kept exact whatever their size (beyond 64 bits, as written). A line that is not valid JSON stops the source, and so the run, with " +
 			"`FILE:LINE:COL: invalid JSON`: the items read before it are processed and reported, and no line " +
 			"is ever dropped silently. A relative path resolves against the directory of the pipeline file; a " +
 			"path ending in `.gz` is decompressed on the fly.",
