@@ -439,7 +439,7 @@ func (r *run) stepEnv(s *spec.Stage, workers int) *steps.Env {
 	if stdout == nil {
 		stdout = os.Stdout
 	}
-	return &steps.Env{Dir: r.p.Dir, Stage: s.Name, Vars: r.vars, Env: r.env, Workers: workers,
+	return &steps.Env{Dir: r.p.Dir, Stage: s.Name, Vars: r.vars, Env: r.env, Workers: workers, Timeout: s.Timeout,
 		Stdin: stdin, Stdout: stdout, Stderr: r.stderr}
 }
 

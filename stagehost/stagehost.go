@@ -83,7 +83,7 @@ func Build(h *protocol.Hello, reg *steps.Registry, stderr io.Writer) (steps.Buil
 		return steps.Built{}, fmt.Errorf("stage %q: kind %q does not handle items one at a time (a barrier such as sort or top runs in the parent; remove mode: %s)", st.Name, st.Kind, st.Mode)
 	}
 	vars := p.Vars.Map()
-	env := &steps.Env{Dir: p.Dir, Stage: st.Name, Vars: vars, Env: Environ(), Workers: h.Workers,
+	env := &steps.Env{Dir: p.Dir, Stage: st.Name, Vars: vars, Env: Environ(), Workers: h.Workers, Timeout: st.Timeout,
 		Stdin: bytes.NewReader(nil), Stdout: stderr, Stderr: stderr}
 	b, err := k.Build(st.Options, &conf.Context{Vars: vars}, env)
 	if err != nil {

@@ -94,6 +94,9 @@ type Env struct {
 	Env   map[string]string
 	// Workers is the stage's resolved worker count.
 	Workers int
+	// Timeout is the stage's per-attempt timeout (0: none), for kinds with
+	// a default bound of their own that the stage's should replace.
+	Timeout time.Duration
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer

@@ -921,3 +921,29 @@ func TestRedirectRefererStaysHome(t *testing.T) {
 		t.Errorf("explicit Referer became %q", r)
 	}
 }
+
+// A stage's own timeout replaces the 30s default when fetch's timeout is
+// not written, longer or shorter; a written one is kept.
+func TestStageTimeoutReplacesTheDefault(t *testing.T) {
+	for _, tc := range []struct {
+		with  string
+		stage time.Duration
+		want  time.Duration
+	}{
+		{`url: "http://127.0.0.1/"`, 0, defaultTimeout},
+		{`url: "http://127.0.0.1/"`, 5 * time.Minute, 5 * time.Minute},
+		{`url: "http://127.0.0.1/"`, time.Second, time.Second},
+		{`{url: "http://127.0.0.1/", timeout: 2s}`, 5 * time.Minute, 2 * time.Second},
+	} {
+		env := &steps.Env{Workers: 1, Timeout: tc.stage}
+		v, err := steptest.Build(t, Register, "fetch", steptest.Node(t, tc.with), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := v.(*step)
+		if s.timeout != tc.want {
+			t.Errorf("%s with a stage timeout of %s: request timeout %s, want %s", tc.with, tc.stage, s.timeout, tc.want)
+		}
+		s.Close()
+	}
+}

@@ -44,7 +44,7 @@ type Config struct {
 	FollowRedirects *bool              `yaml:"follow_redirects" default:"true" desc:"Follow redirects. With 'false' a 3xx response is the result."`
 	MaxRedirects    *int               `yaml:"max_redirects" default:"10" desc:"Most redirects followed for one request; more, or a redirect loop, fail the item with class 'redirects'."`
 	KeepCredentials bool               `yaml:"keep_credentials_on_redirect" default:"false" desc:"Send the secret headers ('Authorization', 'Cookie' and every header redacted as token-like) on redirects to another host or port, or from https to http. Off, they go only to the scheme, host and port of the URL requested, as with curl; turn it on only for servers you trust to redirect."`
-	Timeout         *time.Duration     `yaml:"timeout" default:"30s" desc:"Bound on one request, from connecting to the last byte of the body, redirects included; past it the item fails with class 'timeout'. A 'timeout:' on the stage bounds each attempt too: the shorter of the two ends it." example:"2m"`
+	Timeout         *time.Duration     `yaml:"timeout" default:"30s" desc:"Bound on one request, from connecting to the last byte of the body, redirects included; past it the item fails with class 'timeout'. Without it, a stage's 'timeout:' is the bound instead of 30s; with both, the shorter ends the attempt." example:"2m"`
 	Insecure        bool               `yaml:"insecure" default:"false" desc:"Skip TLS certificate verification. Only for test servers with self-signed certificates."`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
@@ -88,8 +88,8 @@ func Register(r *steps.Registry) {
 		Doc: markdown(`Sends one HTTP request per item. Connections are reused across the workers of the stage
 (one connection pool per stage), TLS certificates are verified unless 'insecure: true',
 redirects are followed up to 'max_redirects' and a redirect loop is an error. Each request
-is bounded by 'timeout' (30 s unless set), from connecting to the last byte of the body;
-'timeout:' on the stage bounds each attempt as well, and the shorter one ends it.
+is bounded by 'timeout' (30 s unless set, or the stage's own 'timeout:' when only that is
+set), from connecting to the last byte of the body; with both set, the shorter one ends it.
 
 Redirects: the secret headers (below) go only to the scheme, host and port of the URL
 requested. A redirect to another host or port, or from https to http, gets none of them,
@@ -143,6 +143,12 @@ func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	}
 	if cfg.Timeout != nil {
 		s.timeout = *cfg.Timeout
+	}
+	// The default bounds a request only where nothing else does: a stage
+	// with its own per-attempt timeout and no fetch timeout written gets
+	// the stage's, longer or shorter.
+	if env.Timeout > 0 && conf.Lookup(cfg.Node, "timeout") == nil {
+		s.timeout = env.Timeout
 	}
 	if s.method == "" {
 		s.method = http.MethodGet
