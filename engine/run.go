@@ -338,8 +338,13 @@ func workersOf(s *spec.Stage) int {
 	if s.Workers.N > 0 && !s.Workers.Auto {
 		return s.Workers.N
 	}
-	if s.Mode == spec.ModeProcess {
+	switch s.Mode {
+	case spec.ModeProcess:
 		return runtime.NumCPU()
+	case spec.ModeCluster:
+		// The workers' slots decide what runs at once; this bounds the
+		// stage's items in flight across them.
+		return 64
 	}
 	return min(32, 4*runtime.NumCPU())
 }

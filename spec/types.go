@@ -64,8 +64,8 @@ type Stage struct {
 	Sink   *KindRef   `yaml:"sink" desc:"Makes this stage the sink: where results go, e.g. '{print: table}' or '{write: {path: out.jsonl}}'. Only the last stage may be a sink. Without one, results are printed as JSON Lines."`
 	With   *yaml.Node `yaml:"with" desc:"Options of the step named in 'step:'. Strings may hold '${ expr }' expressions over 'item', 'index', 'vars' and 'env'."`
 
-	Mode    Mode     `yaml:"mode" enum:"thread,process" default:"thread" desc:"How items run: 'thread', a pool of goroutines in this process; 'process', a pool of worker processes (crash isolation, a hung item is killed)."`
-	Workers Workers  `yaml:"workers" desc:"How many items run at once: a number, or 'auto' (thread: min(32, 4 x CPUs); process: number of CPUs)." example:"8"`
+	Mode    Mode     `yaml:"mode" enum:"thread,process,cluster" default:"thread" desc:"How items run: 'thread', a pool of goroutines in this process; 'process', a pool of worker processes (crash isolation, a hung item is killed); 'cluster', 'flow worker's on any machine through NATS JetStream (flow run --nats URL; without it, an embedded server and local workers)."`
+	Workers Workers  `yaml:"workers" desc:"How many items run at once: a number, or 'auto' (thread: min(32, 4 x CPUs); process: number of CPUs; cluster: 64, spread over the workers' slots)." example:"8"`
 	Rate    *Rate    `yaml:"rate" desc:"Most item starts per unit of time for this stage, as \"N/s\", \"N/m\" or \"N/h\"." example:"10/s"`
 	Burst   int      `yaml:"burst" desc:"Starts allowed at once above the steady 'rate'. Defaults to 1."`
 	Limit   []string `yaml:"limit" desc:"Name (or list of names) of shared limits from the top-level 'limits:' that this stage obeys."`
@@ -100,6 +100,7 @@ type Mode string
 const (
 	ModeThread  Mode = "thread"  // goroutines in this process
 	ModeProcess Mode = "process" // worker processes (procpool)
+	ModeCluster Mode = "cluster" // flow workers on any machine, through NATS JetStream (cluster)
 )
 
 // Order is the order in which results leave a stage.

@@ -1,0 +1,504 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/protocol"
+	"github.com/flowrun/flow/stagehost"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/taskq"
+)
+
+// Client is one run's side of the cluster: it publishes the hellos and the
+// work of the run's cluster stages, reads their results back, and keeps
+// the run's key alive so that workers know the run is.
+type Client struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	st       *store
+	run      string
+	settings Settings
+	maxDel   int
+
+	mu      sync.Mutex
+	runners map[int]*Runner
+	bySeq   map[uint64]*batch // batches in the work stream, for max-delivery advisories
+
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	results jetstream.ConsumeContext
+	advSub  *nats.Subscription
+	closed  atomic.Bool
+}
+
+// NewClient makes the run's client on nc.
+func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) {
+	s.defaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ensure(ctx, js, s)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{nc: nc, js: js, st: st, run: newRunID(), settings: s, runners: map[int]*Runner{},
+		bySeq: map[uint64]*batch{}, stop: make(chan struct{})}
+	_, c.maxDel = st.consumerSettings(ctx)
+	if _, err := st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		return nil, fmt.Errorf("announcing the run: %w", err)
+	}
+	c.wg.Add(1)
+	go c.keepAlive()
+	cons, err := js.OrderedConsumer(ctx, resultsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{resultsFilter(c.run)}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("reading results: %w", err)
+	}
+	if c.results, err = cons.Consume(c.onResults); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("reading results: %w", err)
+	}
+	adv := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + workStream + "." + workConsumer
+	if c.advSub, err = nc.Subscribe(adv, c.onMaxDeliveries); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// RunID names the run in subjects and keys.
+func (c *Client) RunID() string { return c.run }
+
+// Factory is the engine's RunnerFactory for `mode: cluster` stages of this run.
+func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
+	if len(sr.Pipeline.Vars.Secrets()) > 0 && !Private(c.nc) {
+		return nil, fmt.Errorf("stage %q: the pipeline has secret variables, and the connection to NATS (%s) is neither TLS nor loopback: secrets would cross the network in clear text; use tls:// with --nats-ca, or run the stage in another mode", sr.Stage.Name, c.nc.ConnectedUrl())
+	}
+	hello, err := stagehost.HelloFor(sr.Pipeline, sr.Stage, sr.Workers)
+	if err != nil {
+		return nil, err
+	}
+	body, err := protocol.AppendBody(nil, &hello)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx := sr.Stage.Index
+	if _, err := c.st.hello.Put(ctx, helloKey(c.run, idx), body); err != nil {
+		return nil, fmt.Errorf("stage %q: giving the pipeline to workers: %w", sr.Stage.Name, err)
+	}
+	r := &Runner{c: c, stage: idx, name: sr.Stage.Name, queue: taskq.New[*batch](), sent: map[uint64]*task{},
+		inFlight: sr.Workers, done: make(chan struct{})}
+	if sr.Stage.Timeout <= 0 {
+		// Cheap items cross by the hundred in one message: the engine must
+		// keep more of them in flight than the stage has workers.
+		r.inFlight = sr.Workers * inFlightPerWorker
+	}
+	c.mu.Lock()
+	c.runners[idx] = r
+	c.mu.Unlock()
+	r.wg.Add(1)
+	go r.publish()
+	return r, nil
+}
+
+const (
+	inFlightPerWorker = 64
+	maxBatch          = 256
+	// batchWork is about how much work one message should carry: cheap
+	// items go by the hundred, slow ones alone, so that they spread over
+	// the workers.
+	batchWork = 5 * time.Millisecond
+)
+
+// keepAlive refreshes the run's key; workers drop the work of runs whose
+// key expired.
+func (c *Client) keepAlive() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.settings.RunTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), c.settings.RunTTL/3)
+			_, _ = c.st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339)))
+			cancel()
+		}
+	}
+}
+
+// Close ends the run's side: its key goes, so that workers drop what is
+// left of its work, and its hellos go with it. Results stay for a day.
+func (c *Client) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(c.stop)
+	if c.results != nil {
+		c.results.Stop()
+	}
+	if c.advSub != nil {
+		_ = c.advSub.Unsubscribe()
+	}
+	c.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.st.runs.Delete(ctx, c.run)
+	c.mu.Lock()
+	for idx := range c.runners {
+		_ = c.st.hello.Delete(ctx, helloKey(c.run, idx))
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// onResults settles the items a results message answers. Answers for items
+// already settled (a worker that came back after its batch went to another,
+// a redelivered batch answered twice) are ignored: each item is settled once.
+func (c *Client) onResults(m jetstream.Msg) {
+	defer m.Ack()
+	idx, err := strconv.Atoi(m.Headers().Get(hdrStage))
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	r := c.runners[idx]
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	msg, err := protocol.ParseBody(m.Data())
+	if err != nil {
+		return
+	}
+	res, ok := msg.(*protocol.Results)
+	if !ok {
+		return
+	}
+	delivery, _ := strconv.Atoi(m.Headers().Get(hdrDelivery))
+	r.settle(res, m.Headers().Get(hdrWorker), delivery)
+}
+
+// onMaxDeliveries handles a batch that reached MaxDeliver without an
+// answer: every worker that took it died or hung. The first unanswered item
+// is taken to be what kills them and fails; the others go out again in
+// another batch, so one poison item does not take its neighbours along.
+func (c *Client) onMaxDeliveries(m *nats.Msg) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries uint64 `json:"deliveries"`
+	}
+	if json.Unmarshal(m.Data, &adv) != nil {
+		return
+	}
+	c.mu.Lock()
+	b := c.bySeq[adv.StreamSeq]
+	delete(c.bySeq, adv.StreamSeq)
+	c.mu.Unlock()
+	if b == nil {
+		return // another run's batch
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = c.st.work.DeleteMsg(ctx, adv.StreamSeq)
+	cancel()
+	b.r.poisoned(b, int(adv.Deliveries))
+}
+
+// Runner runs one stage's items on the cluster's workers; it implements
+// engine.Runner and engine.InFlighter.
+type Runner struct {
+	c        *Client
+	stage    int
+	name     string
+	inFlight int
+	nextID   atomic.Uint64
+	nextB    atomic.Uint64
+	queue    *taskq.Queue[*batch]
+	avgNS    atomic.Int64 // time per item in the workers, smoothed
+
+	mu   sync.Mutex
+	sent map[uint64]*task // published and unsettled, by item ID
+
+	cancelMu sync.Mutex
+	cancels  []uint64
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+type task = taskq.Task[*batch]
+
+// batch is one message of items; the answering worker is recorded on it
+// before its items are settled.
+type batch struct {
+	r        *Runner
+	id       uint64
+	seq      uint64
+	tasks    []*task
+	worker   string
+	delivery int
+}
+
+var (
+	_ engine.Runner     = (*Runner)(nil)
+	_ engine.InFlighter = (*Runner)(nil)
+)
+
+// InFlight is how many Do calls the runner can use at once.
+func (r *Runner) InFlight() int { return r.inFlight }
+
+var errClosed = errors.New("the cluster runner was closed before a worker took this item")
+
+// Do runs one item on a worker of the cluster.
+func (r *Runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	raw, err := protocol.AppendValue(nil, in.Item)
+	if err != nil {
+		return nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker: %w", err))
+	}
+	t := taskq.NewTask[*batch](r.nextID.Add(1), in, raw)
+	if err := r.queue.Push(t); err != nil {
+		return nil, err
+	}
+	select {
+	case o := <-t.Done():
+		if b := t.Holder; b != nil && at != nil {
+			r.mu.Lock()
+			at.Worker, at.Redelivered = b.worker, max(0, b.delivery-1)+int(t.Redelivered.Load())
+			r.mu.Unlock()
+		}
+		return o.V, o.Err
+	case <-ctx.Done():
+		return r.abandon(t, ctx)
+	}
+}
+
+func (r *Runner) abandon(t *task, ctx context.Context) (any, error) {
+	for {
+		switch t.State.Load() {
+		case taskq.Queued:
+			if t.State.CompareAndSwap(taskq.Queued, taskq.Abandoned) {
+				return nil, fmt.Errorf("stopped while waiting for a cluster worker: %w", ctx.Err())
+			}
+		case taskq.Sent:
+			if t.State.CompareAndSwap(taskq.Sent, taskq.Abandoned) {
+				r.mu.Lock()
+				delete(r.sent, t.ID)
+				r.mu.Unlock()
+				r.cancel(t.ID)
+				return nil, fmt.Errorf("withdrawn from the cluster worker running it: %w", ctx.Err())
+			}
+		default:
+			o := <-t.Done()
+			return o.V, o.Err
+		}
+	}
+}
+
+// cancel tells the workers to stop item id; cancels go out in batches.
+func (r *Runner) cancel(id uint64) {
+	r.cancelMu.Lock()
+	r.cancels = append(r.cancels, id)
+	first := len(r.cancels) == 1
+	r.cancelMu.Unlock()
+	if first {
+		go func() {
+			time.Sleep(time.Millisecond)
+			r.cancelMu.Lock()
+			ids := r.cancels
+			r.cancels = nil
+			r.cancelMu.Unlock()
+			c := protocol.Cancel(ids)
+			if body, err := protocol.AppendBody(nil, &c); err == nil {
+				msg := nats.NewMsg(cancelSubject(r.c.run))
+				msg.Header.Set(hdrStage, strconv.Itoa(r.stage))
+				msg.Data = body
+				_ = r.c.nc.PublishMsg(msg)
+			}
+		}()
+	}
+}
+
+// batchSize is how many items one message carries: about batchWork of
+// work at the measured time per item.
+func (r *Runner) batchSize() int {
+	avg := r.avgNS.Load()
+	if avg <= 0 {
+		return 1
+	}
+	return int(max(1, min(int64(batchWork)/avg, maxBatch)))
+}
+
+// publish sends queued items to the work stream, a batch per message.
+func (r *Runner) publish() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.queue.Notify():
+		}
+		for r.queue.Len() > 0 {
+			b := &batch{r: r, id: r.nextB.Add(1)}
+			b.tasks = r.queue.Pop(r.batchSize(), 1, b)
+			if len(b.tasks) == 0 {
+				continue
+			}
+			if err := r.send(b); err != nil {
+				for _, t := range b.tasks {
+					t.Finish(taskq.Sent, nil, &steps.Error{Err: err, Class: "connection"})
+				}
+			}
+		}
+	}
+}
+
+func (r *Runner) send(b *batch) error {
+	items := make(protocol.Items, len(b.tasks))
+	r.mu.Lock()
+	for i, t := range b.tasks {
+		items[i] = protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw}
+		r.sent[t.ID] = t
+	}
+	r.mu.Unlock()
+	body, err := protocol.AppendBody(nil, &items)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(workSubject(r.c.run, r.stage))
+	msg.Header.Set(hdrRun, r.c.run)
+	msg.Header.Set(hdrStage, strconv.Itoa(r.stage))
+	msg.Header.Set(hdrBatch, strconv.FormatUint(b.id, 10))
+	msg.Data = body
+	// A full work stream (Discard: New) refuses the publish: wait and try
+	// again, which is backpressure, until the run stops.
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ack, err := r.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.c.run+"."+strconv.Itoa(r.stage)+"."+strconv.FormatUint(b.id, 10)))
+		cancel()
+		if err == nil {
+			b.seq = ack.Sequence
+			r.c.mu.Lock()
+			r.c.bySeq[ack.Sequence] = b
+			r.c.mu.Unlock()
+			return nil
+		}
+		select {
+		case <-r.done:
+			return errClosed
+		case <-time.After(wait):
+		}
+		if r.c.nc.IsClosed() {
+			return fmt.Errorf("the connection to NATS is closed: %w", err)
+		}
+	}
+}
+
+// settle delivers the answers of one results message.
+func (r *Runner) settle(res *protocol.Results, worker string, delivery int) {
+	if n := len(res.Results); n > 0 && res.Busy > 0 {
+		per := max(int64(res.Busy)/int64(n), 1)
+		if old := r.avgNS.Load(); old == 0 {
+			r.avgNS.Store(per)
+		} else {
+			r.avgNS.Store((old*7 + per) / 8)
+		}
+	}
+	for i := range res.Results {
+		a := &res.Results[i]
+		r.mu.Lock()
+		t := r.sent[a.ID]
+		delete(r.sent, a.ID)
+		if t != nil && t.Holder != nil {
+			t.Holder.worker, t.Holder.delivery = worker, delivery
+		}
+		r.mu.Unlock()
+		if t == nil {
+			continue // settled already: a late or repeated answer
+		}
+		if b := t.Holder; b != nil {
+			if r.allSettled(b) {
+				r.c.mu.Lock()
+				delete(r.c.bySeq, b.seq)
+				r.c.mu.Unlock()
+			}
+		}
+		if a.Err != nil {
+			t.Finish(taskq.Sent, nil, stagehost.ErrorOf(a.Err))
+			continue
+		}
+		v := a.Value
+		if a.Raw != nil {
+			pv, err := protocol.ParseValue(a.Raw)
+			if err != nil {
+				t.Finish(taskq.Sent, nil, steps.Permanent(fmt.Errorf("a worker's answer does not decode: %w", err)))
+				continue
+			}
+			v = pv
+		}
+		t.Finish(taskq.Sent, v, nil)
+	}
+}
+
+func (r *Runner) allSettled(b *batch) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range b.tasks {
+		if r.sent[t.ID] == t {
+			return false
+		}
+	}
+	return true
+}
+
+// poisoned settles a batch that reached MaxDeliver: the first unanswered
+// item fails with class crash, the rest goes out again.
+func (r *Runner) poisoned(b *batch, deliveries int) {
+	var open []*task
+	r.mu.Lock()
+	for _, t := range b.tasks {
+		if r.sent[t.ID] == t {
+			delete(r.sent, t.ID)
+			open = append(open, t)
+		}
+	}
+	b.delivery = deliveries
+	r.mu.Unlock()
+	if len(open) == 0 {
+		return
+	}
+	open[0].Finish(taskq.Sent, nil, &steps.Error{Class: "crash", Permanent: true,
+		Err: fmt.Errorf("delivered to workers %d times and never answered: each worker died or hung while it held this item (raise --ack-wait for items that run long without progress; check the worker logs)", deliveries)})
+	r.queue.Requeue(open[1:])
+}
+
+// Close stops the stage's publishing; items still queued fail.
+func (r *Runner) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.done)
+		for _, t := range r.queue.Close(errClosed) {
+			t.Finish(taskq.Queued, nil, errClosed)
+		}
+		r.wg.Wait()
+	})
+	return nil
+}
