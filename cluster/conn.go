@@ -90,4 +90,3 @@ func Private(nc *nats.Conn) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-

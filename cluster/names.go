@@ -21,11 +21,13 @@ const (
 	hdrDelivery = "Flow-Delivery"
 )
 
-func workSubject(run string, stage int) string    { return "flow.work." + run + "." + strconv.Itoa(stage) }
-func resultsSubject(run string, stage int) string { return "flow.results." + run + "." + strconv.Itoa(stage) }
-func resultsFilter(run string) string             { return "flow.results." + run + ".>" }
-func cancelSubject(run string) string             { return "flow.cancel." + run }
-func helloKey(run string, stage int) string       { return run + "." + strconv.Itoa(stage) }
+func workSubject(run string, stage int) string { return "flow.work." + run + "." + strconv.Itoa(stage) }
+func resultsSubject(run string, stage int) string {
+	return "flow.results." + run + "." + strconv.Itoa(stage)
+}
+func resultsFilter(run string) string       { return "flow.results." + run + ".>" }
+func cancelSubject(run string) string       { return "flow.cancel." + run }
+func helloKey(run string, stage int) string { return run + "." + strconv.Itoa(stage) }
 
 // newRunID is a run's name in subjects and keys: sortable by start, unique
 // across machines (time plus random), and a valid subject token.
