@@ -132,6 +132,8 @@ Exit codes:
 		a.versionCmd(),
 		a.initCmd(),
 		a.graphCmd(),
+		a.workerCmd(),
+		a.workersCmd(),
 	)
 	return root
 }

@@ -25,6 +25,7 @@ type runFlags struct {
 	report   string
 	progress string
 	lock     lockFlags
+	cluster  clusterFlags
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -67,7 +68,8 @@ it.`,
   FLOW_VAR_base_url=http://localhost:8080 flow run api.yaml
   flow run pipeline.yaml --progress plain 2> progress.log
   flow run pipeline.yaml > results.jsonl
-  flow run nightly.yaml --lock /tmp/nightly.lock --lock-mode skip   # from cron`,
+  flow run nightly.yaml --lock /tmp/nightly.lock --lock-mode skip   # from cron
+  flow run big.yaml --nats nats://queue.internal:4222             # mode: cluster stages on flow workers`,
 		Args:              oneFile,
 		ValidArgsFunction: yamlFiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -80,6 +82,7 @@ it.`,
 	fl.StringVar(&f.report, "report", "", "write the run report as JSON to `FILE` (also on failure and interrupt)")
 	fl.StringVar(&f.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, nothing otherwise), bar, plain ([n/total] lines) or none")
 	addLockFlags(cmd, &f.lock)
+	addClusterFlags(cmd, &f.cluster)
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("report", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
@@ -130,13 +133,19 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		return err
 	}
 	defer release()
+	rs, closeCluster, err := a.clusterRunners(p, f.cluster, stderr)
+	if err != nil {
+		out.close()
+		return err
+	}
+	defer closeCluster()
 
 	rep, runErr := runEngine(ctx, p, engine.Options{
 		Registry: a.reg,
 		Stdin:    a.stdin,
 		Stdout:   out.stdout,
 		Stderr:   stderr,
-		Runners:  runners,
+		Runners:  rs,
 		Events:   out.events,
 	})
 	sig := stop()
