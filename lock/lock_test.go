@@ -306,7 +306,7 @@ func TestForeignFileIsNotWritten(t *testing.T) {
 	dir := t.TempDir()
 	for _, content := range []string{
 		"version: 1\nstages: []\n",
-		"1234 not-a-time flow run p.yaml\n",                   // looks like a holder line, is not one
+		"1234 not-a-time flow run p.yaml\n",                  // looks like a holder line, is not one
 		"flow-lock 1234 2026-01-02T03:04:05Z x\nmore text\n", // a holder line and then more
 		strings.Repeat("x", maxLockSize+10),
 	} {
