@@ -226,8 +226,12 @@ func openDir(dir, shown, root string) (*os.File, error) {
 	if err != nil {
 		// os.Root's error for a path that leaves it has no exported value.
 		if strings.Contains(err.Error(), "path escapes from parent") {
+			abs, aerr := filepath.Abs(root)
+			if aerr != nil {
+				abs = root
+			}
 			return nil, &RefusedError{Path: shown, Outside: true,
-				Why: "leads out of " + root + " (through a symbolic link or \"..\")",
+				Why: "leads out of " + abs + " (through a symbolic link or \"..\")",
 				Fix: "a pipeline's lock stays inside the pipeline's folder: name a file there, or give the path on the command line with --lock"}
 		}
 		return nil, fmt.Errorf("cannot open the lock file %s: %v", shown, unwrapPath(err))
