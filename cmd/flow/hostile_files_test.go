@@ -7,10 +7,12 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -141,4 +143,126 @@ func TestHostileLockFiles(t *testing.T) {
 			t.Errorf("run.lock after the runs: %q %v", data, err)
 		}
 	})
+}
+
+// hostileStart runs pipeline in dir (prepared by the caller) as relRun does.
+func hostileStart(t *testing.T, dir, pipeline string, args ...string) *relResult {
+	t.Helper()
+	cmd := relCommand(t, dir, pipeline, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return relCollect(t, dir, relWait(t, cmd), stdout.String(), stderr.String())
+}
+
+// One line of a gzip bomb (64 MiB of zeros without a line feed, 64 KiB
+// compressed) is refused at max_line, naming the file and line, instead of
+// being read whole; the item before it went through, the run fails, the old
+// output stays. Peak memory is in docs/reliability.md (1 GiB of zeros:
+// 4.2 GB before the bound, 46 MB after).
+func TestHostileLongLine(t *testing.T) {
+	dir := t.TempDir()
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw.Write([]byte("{\"a\": 1}\n"))
+	zeros := make([]byte, 1<<20)
+	for range 64 {
+		zw.Write(zeros)
+	}
+	zw.Close()
+	relWrite(t, filepath.Join(dir, "rows.jsonl.gz"), gz.Bytes())
+	for _, kind := range []string{"jsonl", "lines"} {
+		r := hostileStart(t, dir, `version: 1
+stages:
+  - name: rows
+    source: {`+kind+`: rows.jsonl.gz}
+  - name: out
+    sink: {write: out.jsonl}
+`)
+		r.check(t, 1, 2, nil)
+		want := "rows.jsonl.gz:2: the line is longer than 16MiB (max_line)"
+		if !strings.Contains(r.rep.Reason, want) || !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: reason %q, want %q\nstderr:\n%s", kind, r.rep.Reason, want, r.stderr)
+		}
+		if rows := r.stage(t, "rows"); rows.Out != 1 {
+			t.Errorf("%s: the line before the long one did not go through: %+v", kind, rows)
+		}
+	}
+}
+
+// glob yields regular files only: a FIFO that matches is never emitted
+// (the step would block opening it), a directory neither; a broken link is
+// emitted, so the step fails that item and the report names it.
+func TestHostileGlobMatches(t *testing.T) {
+	dir := t.TempDir()
+	relWrite(t, filepath.Join(dir, "logs", "a.log"), []byte("INFO x\nERROR y\n"))
+	if err := syscall.Mkfifo(filepath.Join(dir, "logs", "fifo.log"), 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "logs", "dir.log"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("rotated-away.log", filepath.Join(dir, "logs", "broken.log")); err != nil {
+		t.Fatal(err)
+	}
+	r := hostileStart(t, dir, `version: 1
+stages:
+  - name: files
+    source: {glob: "logs/*.log"}
+  - name: analyze
+    step: analyze-logs
+    on_error: skip
+    with: {path: "${ item }"}
+  - name: out
+    sink: {write: out.jsonl}
+`)
+	lines := relLines(t, filepath.Join(dir, "out.jsonl"))
+	r.check(t, 0, 3, lines)
+	if files := r.stage(t, "files"); files.Out != 2 {
+		t.Errorf("glob emitted %d files, want a.log and broken.log", files.Out)
+	}
+	if an := r.stage(t, "analyze"); an.Succeeded != 1 || an.Skipped != 1 || len(lines) != 1 {
+		t.Errorf("analyze: %d ok, %d skipped, %d results; want 1, 1, 1", an.Succeeded, an.Skipped, len(lines))
+	}
+	if f := r.failure(t, "analyze"); !strings.Contains(f.Error, "broken.log") {
+		t.Errorf("the failure does not name the broken link: %q", f.Error)
+	}
+}
+
+// A source that finds nothing to read fails the run by default, naming the
+// source and the pattern, and the previous output stays (issue 14, 5);
+// on_empty: warn runs with no items and says so; ok says nothing. Either
+// way a run that succeeds writes what it found: an empty output.
+func TestHostileEmptyInputs(t *testing.T) {
+	pipeline := func(source string) string {
+		return "version: 1\nstages:\n  - name: files\n    source: " + source + "\n  - name: out\n    sink: {write: out.jsonl}\n"
+	}
+	dir := t.TempDir()
+	r := hostileStart(t, dir, pipeline(`{glob: "incoming/*.csv"}`))
+	r.check(t, 1, 2, nil)
+	want := `source "files": glob "incoming/*.csv" matched no file: the directory ` + filepath.Join(dir, "incoming") + ` does not exist`
+	if !strings.Contains(r.stderr, want) || !strings.Contains(r.rep.Reason, "on_empty") {
+		t.Errorf("stderr does not say %q, or the report does not say what to set:\n%s\nreason: %s", want, r.stderr, r.rep.Reason)
+	}
+
+	relWrite(t, filepath.Join(dir, "empty.jsonl"), nil)
+	r = hostileStart(t, dir, pipeline(`{jsonl: empty.jsonl}`))
+	r.check(t, 1, 2, nil)
+	if !strings.Contains(r.stderr, "empty.jsonl holds no JSON value") {
+		t.Errorf("stderr:\n%s", r.stderr)
+	}
+
+	r = hostileStart(t, dir, pipeline(`{glob: {patterns: "incoming/*.csv", on_empty: warn}}`))
+	r.check(t, 0, 2, []string{})
+	if !strings.Contains(r.stderr, `flow: warning: source "files": glob "incoming/*.csv" matched no file`) {
+		t.Errorf("no warning:\n%s", r.stderr)
+	}
+
+	r = hostileStart(t, dir, pipeline(`{glob: {patterns: "incoming/*.csv", on_empty: ok}}`))
+	r.check(t, 0, 2, []string{})
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("on_empty: ok warned:\n%s", r.stderr)
+	}
 }
