@@ -55,7 +55,13 @@ func Register(r *steps.Registry) {
 			"`.json`, `.csv`); formats behave as for `print`.\n\n" +
 			"A relative `path` resolves against the directory of the pipeline file, and must stay inside it: " +
 			"absolute paths and paths that leave it through `..` or a symbolic link are refused unless " +
-			"`allow_outside: true`. Missing parent directories are created.",
+			"`allow_outside: true`. Missing parent directories are created. The destination's directory is " +
+			"opened once, and every write and the final rename go through it: when its path is changed to " +
+			"lead elsewhere while the run writes (a directory swapped for a symbolic link), the sink fails " +
+			"rather than follow it.\n\n" +
+			"A run that succeeds with no results writes an empty output (`[]` for `json`): the output says " +
+			"what this run found. A source that finds nothing to read fails the run by default (`on_empty`), " +
+			"and a failed run keeps the old file.",
 		Example: "write: {path: out/results.jsonl}",
 	}, newWrite)
 }
