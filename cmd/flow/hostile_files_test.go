@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,4 +266,57 @@ func TestHostileEmptyInputs(t *testing.T) {
 	if strings.Contains(r.stderr, "warning") {
 		t.Errorf("on_empty: ok warned:\n%s", r.stderr)
 	}
+}
+
+// The write sink's directory swapped for a link to a directory outside the
+// pipeline's folder while the run works (after the sink checked it): the
+// output never lands outside; the sink fails, the run exits 1.
+func TestHostileWriteDirectorySwapped(t *testing.T) {
+	dir := t.TempDir()
+	outside := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	relWrite(t, filepath.Join(sub, "keep.txt"), []byte("x"))
+	// Every item waits for the go file, so the directory is swapped after
+	// the sink was set up and before it writes.
+	cmd := relCommand(t, dir, fmt.Sprintf(`version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: 5}}
+  - name: gate
+    step: exec
+    with:
+      argv: ["sh", "-c", "touch %[1]s/started; while [ ! -e %[1]s/go ]; do sleep 0.02; done; echo $1", "sh", "${ item }"]
+  - name: out
+    sink: {write: {path: sub/out.jsonl}}
+`, dir))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(relGuard); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the run did not start")
+		}
+	}
+	if err := os.Rename(sub, sub+".real"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, sub); err != nil {
+		t.Fatal(err)
+	}
+	relWrite(t, filepath.Join(dir, "go"), nil)
+	r := relCollect(t, dir, relWait(t, cmd), "", stderr.String())
+	r.check(t, 1, 3, nil)
+	if !strings.Contains(r.stderr, "sub/out.jsonl") || !strings.Contains(r.stderr, "was replaced by a symbolic link") {
+		t.Errorf("stderr does not say why sub/out.jsonl was not written:\n%s", r.stderr)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("written outside the pipeline's folder: %v", entries)
+	}
+	relNoTemp(t, sub+".real")
 }
