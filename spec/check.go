@@ -41,8 +41,13 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 	}
 	if l := p.Lock; l != nil && l.File != "" {
 		if why := lockOutside(l.File); why != "" {
+			// A --lock path is relative to the working directory.
+			flag := l.File
+			if !filepath.IsAbs(flag) {
+				flag = filepath.Join(p.Dir, flag)
+			}
 			// The short form (lock: FILE) has no node of its own.
-			ds.Add(conf.ValuePos(conf.Lookup(p.Node, "lock"), "file"), "lock file %q %s, and a pipeline's lock stays inside the pipeline's folder, as write: does, so that a pipeline from elsewhere cannot create or lock files outside it; name a file in the folder, such as run.lock, or give this path on the command line: --lock %s", l.File, why, l.File)
+			ds.Add(conf.ValuePos(conf.Lookup(p.Node, "lock"), "file"), "lock file %q %s, and a pipeline's lock stays inside the pipeline's folder, as write: does, so that a pipeline from elsewhere cannot create or lock files outside it; name a file in the folder, such as run.lock, or give this path on the command line: --lock %s", l.File, why, flag)
 		}
 	}
 	names := map[string]int{}

@@ -176,7 +176,7 @@ func TestLockStaysInTheFolder(t *testing.T) {
 	for _, tc := range []struct{ src, pos, want string }{
 		{"lock: /var/lock/x", "p.yaml:2:7", `lock file "/var/lock/x" is absolute`},
 		{"lock: {file: ../x.lock}", "p.yaml:2:14", `lock file "../x.lock" leaves the pipeline's folder`},
-		{"lock: a/../../x.lock", "p.yaml:2:7", "--lock a/../../x.lock"},
+		{"lock: a/../../x.lock", "p.yaml:2:7", "--lock ../x.lock"},
 	} {
 		_, err := spec.Parse("p.yaml", []byte("version: 1\n"+tc.src+"\nstages:\n  - {name: s, source: {items: [1]}}\n"), spec.Options{}, spectest.Registry())
 		var ds conf.Diags
