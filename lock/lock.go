@@ -250,7 +250,7 @@ func tryIn(dir *os.File, base, shown string) (l *Lock, h Holder, swapped bool, e
 	var st unix.Stat_t
 	switch err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil:
-		if r := refuse(dfd, base, shown, st.Mode); r != nil {
+		if r := refuse(dfd, base, shown, uint32(st.Mode)); r != nil {
 			return nil, Holder{}, false, r
 		}
 	case errors.Is(err, unix.ENOENT):
@@ -270,7 +270,7 @@ func tryIn(dir *os.File, base, shown string) (l *Lock, h Holder, swapped bool, e
 		unix.Close(fd)
 		return nil, Holder{}, false, fmt.Errorf("cannot open the lock file %s: %v", shown, err)
 	}
-	if r := refuse(dfd, base, shown, got.Mode); r != nil {
+	if r := refuse(dfd, base, shown, uint32(got.Mode)); r != nil {
 		unix.Close(fd)
 		return nil, Holder{}, false, r
 	}
