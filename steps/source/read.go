@@ -15,13 +15,13 @@ import (
 	"github.com/flowrun/flow/steps"
 )
 
-// DefaultMaxLine bounds a line of the lines, jsonl and stdin sources unless
+// defaultMaxLine bounds a line of the lines, jsonl and stdin sources unless
 // max_line says otherwise. A line becomes an item that stages hold and copy
 // (and a JSON line decodes to several times its size), so the bound is that
 // of a large item, like fetch's max_bytes, not analyze-logs' 256 MiB for a
 // line it only scans. Without a bound, one line of a gzip bomb (1 MiB of
 // gzip, 1 GiB of zeros without a line feed) took 4 GB.
-const DefaultMaxLine = 16 << 20
+const defaultMaxLine = 16 << 20
 
 // lineReader yields the lines of r without their "\n" or "\r\n". A line is
 // assembled from buffer-sized pieces, up to max bytes: a longer one is an

@@ -423,7 +423,7 @@ func onEmpty(policy string, env *steps.Env, what string) error {
 // maxLine is the line bound of a source: its max_line, or the default.
 func maxLine(b *spec.ByteSize) int {
 	if b == nil {
-		return DefaultMaxLine
+		return defaultMaxLine
 	}
 	return int(min(int64(*b), math.MaxInt32))
 }

@@ -498,7 +498,7 @@ func TestMaxLine(t *testing.T) {
 	_, err = collect(t, mustBuild(t, `stdin: jsonl`, env))
 	runtime.ReadMemStats(&after)
 	errContains(t, err, "<stdin>:1: the line is longer than 16MiB (max_line)")
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*DefaultMaxLine {
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*defaultMaxLine {
 		t.Errorf("reading the line allocated %d MiB", alloc>>20)
 	}
 }
