@@ -417,7 +417,7 @@ func onEmpty(policy string, env *steps.Env, what string) error {
 		fmt.Fprintf(w, "flow: warning: source %q: %s; the run goes on with no items (on_empty: warn)\n", env.Stage, what)
 		return nil
 	}
-	return fmt.Errorf("%s; a run with nothing to read fails (on_empty: fail), so that the previous output stays and the exit code says so: check the path, or set on_empty: warn or ok on the source if an empty input is normal here", what)
+	return fmt.Errorf("%s; a run with nothing to read fails (on_empty: fail), so that the previous output stays and the exit code says so: check the input, or set on_empty: warn or ok on the source if an empty input is normal here", what)
 }
 
 // maxLine is the line bound of a source: its max_line, or the default.
