@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -170,7 +171,7 @@ func TestKilledHolderIsTakenOver(t *testing.T) {
 		t.Errorf("stale holder %+v (alive %v), want dead pid %d", l.Stale, l.Stale.Alive(), pid)
 	}
 	data, _ := os.ReadFile(path)
-	if !strings.HasPrefix(string(data), fmt.Sprintf("%d ", os.Getpid())) {
+	if !strings.HasPrefix(string(data), fmt.Sprintf("flow-lock %d ", os.Getpid())) {
 		t.Errorf("lock file %q does not name this process", data)
 	}
 }
@@ -220,5 +221,186 @@ func TestParseMode(t *testing.T) {
 	}
 	if _, err := ParseMode("block"); err == nil {
 		t.Error("block accepted")
+	}
+}
+
+// refused asserts that Acquire refuses path with a RefusedError whose
+// message holds every part, in every mode (waiting would be pointless).
+func refused(t *testing.T, path string, o Options, parts ...string) *RefusedError {
+	t.Helper()
+	var last *RefusedError
+	for _, mode := range Modes {
+		o.Mode = mode
+		o.Timeout = time.Minute // a refusal must not wait for it
+		_, err := Acquire(context.Background(), path, o)
+		var re *RefusedError
+		if !errors.As(err, &re) {
+			t.Fatalf("%s: want a RefusedError, got %v", mode, err)
+		}
+		for _, p := range parts {
+			if !strings.Contains(err.Error(), p) {
+				t.Errorf("%s: message %q does not say %q", mode, err, p)
+			}
+		}
+		last = re
+	}
+	return last
+}
+
+// unchanged asserts that path still holds content and was not written.
+func unchanged(t *testing.T, path, content string, mtime time.Time) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != content {
+		t.Errorf("%s now holds %q, want %q", path, data, content)
+	}
+	if !fi.ModTime().Equal(mtime) {
+		t.Errorf("%s was written (mtime %v, was %v)", path, fi.ModTime(), mtime)
+	}
+}
+
+func writeOld(t *testing.T, path, content string) time.Time {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// An old mtime, so that any write shows even on a coarse clock.
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	return old
+}
+
+// A link named as the lock (committed with a pipeline, say) is never
+// followed: neither to a file, which would be emptied, nor dangling, which
+// would create its target.
+func TestSymlinkIsNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	notes := filepath.Join(dir, "notes.txt")
+	mtime := writeOld(t, notes, "my notes\n")
+	link := filepath.Join(dir, "run.lock")
+	if err := os.Symlink(notes, link); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, link, Options{}, "is a symbolic link (to "+notes+")", "never follows a link")
+	unchanged(t, notes, "my notes\n", mtime)
+
+	dangling := filepath.Join(dir, "dangling.lock")
+	target := filepath.Join(dir, "created-through-the-link")
+	if err := os.Symlink(target, dangling); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, dangling, Options{}, "is a symbolic link")
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the link's target was created: %v", err)
+	}
+}
+
+// A file with content of its own (the typo --lock pipeline.yaml) is
+// refused and left as it was; an empty file is taken, and left empty.
+func TestForeignFileIsNotWritten(t *testing.T) {
+	dir := t.TempDir()
+	for _, content := range []string{
+		"version: 1\nstages: []\n",
+		"1234 not-a-time flow run p.yaml\n",                  // looks like a holder line, is not one
+		"flow-lock 1234 2026-01-02T03:04:05Z x\nmore text\n", // a holder line and then more
+		strings.Repeat("x", maxLockSize+10),
+	} {
+		path := filepath.Join(dir, "pipeline.yaml")
+		mtime := writeOld(t, path, content)
+		refused(t, path, Options{}, "is not a lock file", "name a new file for the lock")
+		unchanged(t, path, content, mtime)
+	}
+
+	empty := filepath.Join(dir, "empty")
+	writeOld(t, empty, "")
+	l, err := Acquire(context.Background(), empty, Options{})
+	if err != nil {
+		t.Fatalf("an empty file: %v", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(empty); len(data) != 0 {
+		t.Errorf("released: %q", data)
+	}
+}
+
+// A lock file left by a killed run of a version without the marker is
+// still taken over.
+func TestLegacyHolderLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.lock")
+	writeOld(t, path, "2147483646 2026-11-26T03:15:00.5Z flow run nightly.yaml\n")
+	l, err := Acquire(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if l.Stale.PID != 2147483646 || l.Stale.Command != "flow run nightly.yaml" {
+		t.Errorf("stale holder %+v", l.Stale)
+	}
+}
+
+// A FIFO, a directory or a device is never opened for a lock: opening a
+// FIFO blocks.
+func TestNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "run.lock")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		refused(t, fifo, Options{}, "is a FIFO")
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // only against a hang
+		t.Fatal("Acquire blocked on a FIFO")
+	}
+	refused(t, dir, Options{}, "is a directory")
+	refused(t, "/dev/null", Options{}, "is a device")
+}
+
+// With Root, the lock stays inside it: "..", an absolute path and a
+// symbolic link to a directory outside are all refused, and nothing is
+// created outside.
+func TestRootConfines(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(root, "out")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"../x.lock", "out/x.lock", filepath.Join(outside, "x.lock")} {
+		re := refused(t, p, Options{Root: root}, "leads out of "+root)
+		if !re.Outside {
+			t.Errorf("%s: not marked Outside", p)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("created outside the root: %v", entries)
+	}
+	// Links inside the root are fine.
+	if err := os.Mkdir(filepath.Join(root, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(root, "locks")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Acquire(context.Background(), "locks/run.lock", Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Path() != filepath.Join(root, "locks/run.lock") {
+		t.Errorf("path %q", l.Path())
+	}
+	l.Release()
+	if _, err := os.Stat(filepath.Join(root, "real", "run.lock")); err != nil {
+		t.Error(err)
 	}
 }

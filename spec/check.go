@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 
@@ -10,6 +11,18 @@ import (
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
 )
+
+// lockOutside says how a lock path leaves the pipeline's folder on its face;
+// the lock package refuses symbolic links that lead out when it opens it.
+func lockOutside(p string) string {
+	if filepath.IsAbs(p) {
+		return "is absolute"
+	}
+	if c := filepath.Clean(p); c == ".." || strings.HasPrefix(c, ".."+string(filepath.Separator)) {
+		return "leaves the pipeline's folder"
+	}
+	return ""
+}
 
 // check validates what a struct decode cannot: roles, names, references and
 // each kind's own options.
@@ -25,6 +38,17 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 	// A negative timeout is already refused by the duration decoder.
 	if l := p.Lock; l != nil && l.Node != nil && l.Timeout > 0 && l.Mode != "wait" {
 		ds.Add(conf.ValuePos(l.Node, "timeout"), "lock timeout only applies with mode: wait; add mode: wait or remove the timeout")
+	}
+	if l := p.Lock; l != nil && l.File != "" {
+		if why := lockOutside(l.File); why != "" {
+			// A --lock path is relative to the working directory.
+			flag := l.File
+			if !filepath.IsAbs(flag) {
+				flag = filepath.Join(p.Dir, flag)
+			}
+			// The short form (lock: FILE) has no node of its own.
+			ds.Add(conf.ValuePos(conf.Lookup(p.Node, "lock"), "file"), "lock file %q %s, and a pipeline's lock stays inside the pipeline's folder, as write: does, so that a pipeline from elsewhere cannot create or lock files outside it; name a file in the folder, such as run.lock, or give this path on the command line: --lock %s", l.File, why, flag)
+		}
 	}
 	names := map[string]int{}
 	for i, s := range p.Stages {

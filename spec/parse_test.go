@@ -170,13 +170,33 @@ func TestWithoutCatalogStillChecksStructure(t *testing.T) {
 	}
 }
 
+// A pipeline's lock stays in its folder, as write: does: the operator may
+// put it elsewhere with --lock, the file may not.
+func TestLockStaysInTheFolder(t *testing.T) {
+	for _, tc := range []struct{ src, pos, want string }{
+		{"lock: /var/lock/x", "p.yaml:2:7", `lock file "/var/lock/x" is absolute`},
+		{"lock: {file: ../x.lock}", "p.yaml:2:14", `lock file "../x.lock" leaves the pipeline's folder`},
+		{"lock: a/../../x.lock", "p.yaml:2:7", "--lock ../x.lock"},
+	} {
+		_, err := spec.Parse("p.yaml", []byte("version: 1\n"+tc.src+"\nstages:\n  - {name: s, source: {items: [1]}}\n"), spec.Options{}, spectest.Registry())
+		var ds conf.Diags
+		if !errors.As(err, &ds) || len(ds) != 1 {
+			t.Errorf("%s: want one problem, got %v", tc.src, err)
+			continue
+		}
+		if got := ds.WithFile("p.yaml")[0].String(); !strings.HasPrefix(got, tc.pos+": ") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: got %q, want %s: ...%s...", tc.src, got, tc.pos, tc.want)
+		}
+	}
+}
+
 func TestLockForms(t *testing.T) {
 	for _, tc := range []struct {
 		src  string
 		want spec.Lock
 	}{
 		{"lock: run.lock", spec.Lock{File: "run.lock", Mode: "fail"}}, // the default of mode:
-		{"lock: {file: /var/lock/x, mode: skip}", spec.Lock{File: "/var/lock/x", Mode: "skip"}},
+		{"lock: {file: locks/x, mode: skip}", spec.Lock{File: "locks/x", Mode: "skip"}},
 		{"lock: {file: x, mode: wait, timeout: 90s}", spec.Lock{File: "x", Mode: "wait", Timeout: 90 * time.Second}},
 	} {
 		p, err := spec.Parse("p.yaml", []byte("version: 1\n"+tc.src+"\nstages:\n  - {name: s, source: {items: [1]}}\n"), spec.Options{}, spectest.Registry())

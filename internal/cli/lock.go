@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/lock"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
@@ -27,6 +28,10 @@ type lockFlags struct {
 	file    string
 	mode    string
 	timeout time.Duration
+	// root is set when the lock comes from the pipeline file: the lock is
+	// then confined to the pipeline's folder, rel is its path there and
+	// pos where the file names it (FILE:LINE:COL).
+	root, rel, pos string
 	// changed tells which flags the command line set; nil means none.
 	changed func(name string) bool
 }
@@ -52,16 +57,23 @@ func checkLockFlags(f lockFlags) error {
 
 // effectiveLock merges the pipeline's lock: with the flags, each flag the
 // command line set winning over the file. A relative path in the file is
-// relative to the file, as every path in it is; one given as a flag is
-// relative to the working directory, as every flag is.
+// relative to the file, as every path in it is, and must stay in its folder
+// (validation refuses ".." and absolute paths; the lock package refuses
+// links that lead out); one given as a flag is relative to the working
+// directory, as every flag is, and may be anywhere: it is the operator's
+// choice, not the pipeline's.
 func effectiveLock(f lockFlags, p *spec.Pipeline) (lockFlags, error) {
 	set := func(name string) bool { return f.changed != nil && f.changed(name) }
 	if l := p.Lock; l != nil {
 		if !set("lock") {
-			f.file = l.File
-			if !filepath.IsAbs(f.file) {
-				f.file = filepath.Join(p.Dir, f.file)
+			f.root, f.rel = p.Dir, l.File
+			if f.root == "" {
+				f.root = "."
 			}
+			f.file = filepath.Join(f.root, l.File)
+			// The short form (lock: FILE) has no node of its own.
+			pos := conf.ValuePos(conf.Lookup(p.Node, "lock"), "file")
+			f.pos = fmt.Sprintf("%s:%d:%d", p.File, pos.Line, pos.Col)
 		}
 		if !set("lock-mode") && l.Mode != "" {
 			f.mode = l.Mode
@@ -89,10 +101,15 @@ func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func()
 	}
 	mode, _ := lock.ParseMode(f.lock.mode)
 	start := time.Now()
-	l, err := lock.Acquire(ctx, f.lock.file, lock.Options{
+	path := f.lock.file
+	if f.lock.root != "" {
+		path = f.lock.rel
+	}
+	l, err := lock.Acquire(ctx, path, lock.Options{
 		Mode:    mode,
 		Timeout: f.lock.timeout,
 		Command: "flow run " + file,
+		Root:    f.lock.root,
 	})
 	if err == nil {
 		if l.Stale.PID != 0 {
@@ -103,10 +120,20 @@ func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func()
 	sig := stop()
 	code, status := ExitFailed, "failed"
 	var held *lock.HeldError
+	var refused *lock.RefusedError
 	switch {
 	case sig != nil:
 		code, status = signalCode(sig), "interrupted"
 		err = fmt.Errorf("stopped by %s while waiting for the lock %s", signalName(sig), f.lock.file)
+	case errors.As(err, &refused):
+		// A wrong path, not a busy lock: nothing ran, as for an invalid
+		// file, and nothing was written.
+		code = ExitInvalid
+		where := "--lock: "
+		if f.lock.pos != "" {
+			where = f.lock.pos + ": lock: "
+		}
+		err = fmt.Errorf("%slock file %v; not running", where, err)
 	case errors.As(err, &held) && held.Mode == lock.Skip:
 		code, status = ExitLocked, "skipped"
 		err = fmt.Errorf("skipped: %v: another run is in progress (exit %d; lock mode wait waits for it)", err, ExitLocked)

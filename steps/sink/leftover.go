@@ -14,10 +14,10 @@ import (
 // remove its own temporary file, and only a file whose writer is gone may be
 // removed by the next run, never one a concurrent run is still writing.
 
-// tempPattern is the os.CreateTemp pattern for a temporary file of dest
-// written by this process.
-func tempPattern(dest string) string {
-	return "." + filepath.Base(dest) + ".tmp-" + strconv.Itoa(os.Getpid()) + "-*"
+// tempPrefix starts the name of a temporary file of dest written by this
+// process; a random decimal number ends it.
+func tempPrefix(dest string) string {
+	return "." + filepath.Base(dest) + ".tmp-" + strconv.Itoa(os.Getpid()) + "-"
 }
 
 // leftoverPID reports the writer's pid when name is exactly a temporary
@@ -41,14 +41,8 @@ func leftoverPID(base, name string) (int, bool) {
 	return pid, true
 }
 
-// removeLeftovers deletes the temporary files of dest left by writers that
-// no longer exist (see package leftover).
-func removeLeftovers(dest string) {
-	root, err := os.OpenRoot(filepath.Dir(dest))
-	if err != nil {
-		return
-	}
-	defer root.Close()
-	base := filepath.Base(dest)
-	leftover.Sweep(root, ".", func(name string) (int, bool) { return leftoverPID(base, name) })
+// removeLeftovers deletes the temporary files of the destination base in
+// dir left by writers that no longer exist (see package leftover).
+func removeLeftovers(dir *os.Root, base string) {
+	leftover.Sweep(dir, ".", func(name string) (int, bool) { return leftoverPID(base, name) })
 }

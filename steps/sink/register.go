@@ -8,12 +8,17 @@ import (
 	"bufio"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -50,7 +55,13 @@ func Register(r *steps.Registry) {
 			"`.json`, `.csv`); formats behave as for `print`.\n\n" +
 			"A relative `path` resolves against the directory of the pipeline file, and must stay inside it: " +
 			"absolute paths and paths that leave it through `..` or a symbolic link are refused unless " +
-			"`allow_outside: true`. Missing parent directories are created.",
+			"`allow_outside: true`. Missing parent directories are created. The destination's directory is " +
+			"opened once, and every write and the final rename go through it: when its path is changed to " +
+			"lead elsewhere while the run writes (a directory swapped for a symbolic link), the sink fails " +
+			"rather than follow it.\n\n" +
+			"A run that succeeds with no results writes an empty output (`[]` for `json`): the output says " +
+			"what this run found. A source that finds nothing to read fails the run by default (`on_empty`), " +
+			"and a failed run keeps the old file.",
 		Example: "write: {path: out/results.jsonl}",
 	}, newWrite)
 }
@@ -266,13 +277,20 @@ func lexicallyInside(p string, allow bool) error {
 type fileSink struct {
 	// mu makes a Close from the engine's abort path safe against a Write
 	// still in progress on the sink's own goroutine.
-	mu   sync.Mutex
-	path string   // the destination
-	tmp  *os.File // created on the first write
-	bw   *bufio.Writer
-	enc  encoder
-	err  error // first failed write
-	done bool
+	mu sync.Mutex
+	// path is the destination as shown in messages; dir is its directory,
+	// opened once when the sink is built, and base its name there. Every
+	// file operation goes through dir, so that a symbolic link swapped in
+	// for a directory on the way mid-run cannot take the output elsewhere.
+	path    string
+	dir     *os.Root
+	base    string
+	tmp     *os.File // created on the first write, named tmpName in dir
+	tmpName string
+	bw      *bufio.Writer
+	enc     encoder
+	err     error // first failed write
+	done    bool
 }
 
 func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
@@ -297,32 +315,79 @@ func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
 	if !filepath.IsAbs(p) {
 		dest = filepath.Join(dirOf(env), p)
 	}
-	parent := filepath.Dir(dest)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot write %s: cannot create its directory: %v", dest, unwrapPath(err))
+	dir, err := openParent(c, env, p, dest)
+	if err != nil {
+		return nil, err
 	}
-	if !c.AllowOutside {
-		if err := physicallyInside(dirOf(env), parent, p); err != nil {
-			return nil, at(c.Path, "%v", err)
-		}
-	}
-	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
+	base := filepath.Base(dest)
+	if fi, err := dir.Stat(base); err == nil && fi.IsDir() {
+		dir.Close()
 		return nil, at(c.Path, "cannot write %s: it is a directory", dest)
 	}
+	s := &fileSink{path: dest, dir: dir, base: base}
 	// Try the directory now: an unwritable one then stops the run before
 	// any work is done, rather than after all of it. The real temporary
 	// file is created on the first write, so a sink that is built but never
 	// used leaves nothing behind.
-	probe, err := os.CreateTemp(parent, tempPattern(dest))
+	probe, name, err := s.createTemp()
 	if err != nil {
-		return nil, fmt.Errorf("cannot write %s: %v", dest, unwrapPath(err))
+		dir.Close()
+		return nil, err
 	}
 	probe.Close()
-	os.Remove(probe.Name())
-	s := &fileSink{path: dest}
+	dir.Remove(name)
 	s.bw = bufio.NewWriterSize(&fileWriter{s}, 256<<10)
 	s.enc = newEncoder(format, c.Columns, s.bw, env.Stderr)
 	return s, nil
+}
+
+// openParent creates the destination's directory when missing and opens
+// it. Inside the pipeline directory this goes through an os.Root, which
+// refuses ".." and symbolic links that lead out, before creating anything.
+func openParent(c *WriteConfig, env *steps.Env, p, dest string) (*os.Root, error) {
+	parent := filepath.Dir(dest)
+	if c.AllowOutside {
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return nil, fmt.Errorf("cannot write %s: cannot create its directory: %v", dest, unwrapPath(err))
+		}
+		dir, err := os.OpenRoot(parent)
+		if err != nil {
+			return nil, fmt.Errorf("cannot write %s: %v", dest, unwrapPath(err))
+		}
+		return dir, nil
+	}
+	top, err := os.OpenRoot(dirOf(env))
+	if err != nil {
+		return nil, fmt.Errorf("cannot write %s: cannot open the pipeline directory: %v", dest, unwrapPath(err))
+	}
+	defer top.Close()
+	rel := filepath.Dir(filepath.Clean(p))
+	err = top.MkdirAll(rel, 0o755)
+	var dir *os.Root
+	if err == nil {
+		dir, err = top.OpenRoot(rel)
+	}
+	switch {
+	case err == nil:
+		return dir, nil
+	case escapes(err):
+		to := ""
+		if real, rerr := filepath.EvalSymlinks(parent); rerr == nil {
+			to = " (to " + real + ")"
+		}
+		return nil, at(c.Path, "write path %q leads out of the pipeline directory through a symbolic link%s; %s", p, to, outsideHint)
+	case errors.Is(err, fs.ErrExist):
+		// Something on the way is not a directory; os.MkdirAll says so,
+		// os.Root's says only "file exists".
+		err = syscall.ENOTDIR
+	}
+	return nil, fmt.Errorf("cannot write %s: cannot create its directory: %v", dest, unwrapPath(err))
+}
+
+// escapes reports os.Root's refusal of a path that leads out of it, which
+// has no exported error value.
+func escapes(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
 }
 
 func dirOf(env *steps.Env) string {
@@ -332,27 +397,14 @@ func dirOf(env *steps.Env) string {
 	return env.Dir
 }
 
-// physicallyInside checks, after the parent directory exists, that symbolic
-// links do not lead it out of the pipeline directory.
-func physicallyInside(dir, parent, p string) error {
-	root, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return fmt.Errorf("cannot resolve the pipeline directory %s: %v", dir, err)
-	}
-	real, err := filepath.EvalSymlinks(parent)
-	if err != nil {
-		return fmt.Errorf("cannot resolve %s: %v", parent, err)
-	}
-	rel, err := filepath.Rel(root, real)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return fmt.Errorf("write path %q leads out of the pipeline directory through a symbolic link (to %s); %s", p, real, outsideHint)
-	}
-	return nil
-}
-
 func unwrapPath(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
 		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
 	}
 	return err
 }
@@ -390,7 +442,9 @@ func (s *fileSink) Write(ctx context.Context, r steps.Record) error {
 
 // Close renames the finished file into place when the run succeeded, and
 // otherwise removes it, so the destination holds the old content or the
-// whole new one.
+// whole new one. A run with no results writes an empty output: that is
+// what the run found (a source that finds nothing to read fails the run by
+// default instead; see on_empty).
 func (s *fileSink) Close(ctx context.Context, runErr error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -398,6 +452,7 @@ func (s *fileSink) Close(ctx context.Context, runErr error) error {
 		return nil
 	}
 	s.done = true
+	defer s.dir.Close()
 	if runErr != nil || s.err != nil {
 		s.abort()
 		return s.err
@@ -409,21 +464,70 @@ func (s *fileSink) Close(ctx context.Context, runErr error) error {
 	return nil
 }
 
-// open creates the temporary file in the destination directory, so that the
-// final rename never crosses file systems.
+// createTemp makes a new private file in the destination's directory, so
+// that the final rename never crosses file systems, named as tempPrefix
+// says. O_EXCL: never an existing file, and never through a link.
+func (s *fileSink) createTemp() (*os.File, string, error) {
+	prefix := tempPrefix(s.path)
+	for range 100 {
+		name := prefix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		f, err := s.dir.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
+		}
+		return f, name, nil
+	}
+	return nil, "", fmt.Errorf("cannot write %s: cannot find a free temporary name in its directory", s.path)
+}
+
+// open creates the temporary file on the first write.
 func (s *fileSink) open() error {
 	if s.tmp != nil {
 		return nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(s.path), tempPattern(s.path))
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
+	if err := s.sameDir(); err != nil {
+		return err
 	}
-	s.tmp = f
+	f, name, err := s.createTemp()
+	if err != nil {
+		return err
+	}
+	s.tmp, s.tmpName = f, name
 	// Only a sink that writes cleans up, and only after it could create its
 	// own file: the directory is known writable, and a sink that is built
 	// but never used touches nothing.
-	removeLeftovers(s.path)
+	removeLeftovers(s.dir, s.base)
+	return nil
+}
+
+// sameDir checks that the destination's path still leads to the directory
+// the sink opened. The writes cannot leave that directory whatever happens
+// to the path, but a directory replaced mid-run (by a file, or by a link
+// elsewhere) means the output would land where nobody looks for it: the
+// sink fails instead, and the run with it.
+func (s *fileSink) sameDir() error {
+	parent := filepath.Dir(s.path)
+	now, err := os.Stat(parent)
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
+	}
+	if !now.IsDir() {
+		return fmt.Errorf("cannot write %s: %s is not a directory any more: it was replaced while the run was writing", s.path, parent)
+	}
+	was, err := s.dir.Stat(".")
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
+	}
+	if !os.SameFile(now, was) {
+		what := "another directory"
+		if fi, err := os.Lstat(parent); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			what = "a symbolic link"
+		}
+		return fmt.Errorf("cannot write %s: %s was replaced by %s while the run was writing; not writing there (the previous output, if any, is untouched)", s.path, parent, what)
+	}
 	return nil
 }
 
@@ -440,10 +544,11 @@ func (s *fileSink) commit() error {
 	if err := s.tmp.Sync(); err != nil {
 		return fmt.Errorf("cannot write %s: flushing to disk: %v", s.path, unwrapPath(err))
 	}
-	// CreateTemp makes the file private; give it the old file's mode, or
-	// the usual mode of a new file.
+	// The file was created private; give it the old file's mode, or the
+	// usual mode of a new file. Lstat: a link at the destination is
+	// replaced, not followed, so its target's mode is not the old mode.
 	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(s.path); err == nil {
+	if fi, err := s.dir.Lstat(s.base); err == nil && fi.Mode().IsRegular() {
 		mode = fi.Mode().Perm()
 	}
 	if err := s.tmp.Chmod(mode); err != nil {
@@ -452,12 +557,18 @@ func (s *fileSink) commit() error {
 	if err := s.tmp.Close(); err != nil {
 		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
 	}
-	if err := os.Rename(s.tmp.Name(), s.path); err != nil {
-		return fmt.Errorf("cannot write %s: %v", s.path, err)
+	// Checked again at rename time: the path may have changed since the
+	// first write.
+	if err := s.sameDir(); err != nil {
+		return err
 	}
+	if err := s.dir.Rename(s.tmpName, s.base); err != nil {
+		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
+	}
+	s.tmp = nil
 	// Make the rename itself durable; not every file system can sync a
 	// directory, and the data is already safe, so failure here is ignored.
-	if d, err := os.Open(filepath.Dir(s.path)); err == nil {
+	if d, err := s.dir.Open("."); err == nil {
 		d.Sync()
 		d.Close()
 	}
@@ -467,7 +578,8 @@ func (s *fileSink) commit() error {
 func (s *fileSink) abort() {
 	if s.tmp != nil {
 		s.tmp.Close()
-		os.Remove(s.tmp.Name())
+		s.dir.Remove(s.tmpName)
+		s.tmp = nil
 	}
 }
 

@@ -247,3 +247,84 @@ func TestWriteErrors(t *testing.T) {
 		errContains(t, err, "cannot write "+filepath.Join(ro, "out.jsonl"), "permission denied")
 	}
 }
+
+// A directory on the way swapped for a symbolic link after the sink was
+// built (when the path was checked) cannot take the output out of the
+// pipeline directory: the sink works in the directory it opened, and fails
+// when the path no longer leads there, before the first write and at the
+// rename.
+func TestWriteDirectorySwappedMidRun(t *testing.T) {
+	for _, when := range []string{"before the first write", "before the rename"} {
+		t.Run(when, func(t *testing.T) {
+			dir := t.TempDir()
+			outside := t.TempDir()
+			out := filepath.Join(dir, "out")
+			if err := os.Mkdir(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			s, err := build(t, `write: out/r.jsonl`, &steps.Env{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			swap := func() {
+				if err := os.Rename(out, out+".real"); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(outside, out); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if when == "before the first write" {
+				swap()
+			}
+			var werr error
+			for _, r := range []steps.Record{{Item: int64(1)}, {Item: int64(2)}} {
+				if err := s.Write(context.Background(), r); err != nil && werr == nil {
+					werr = err
+				}
+			}
+			if when == "before the rename" {
+				if err := s.(*fileSink).bw.Flush(); err != nil { // the temporary file exists
+					t.Fatal(err)
+				}
+				swap()
+			}
+			err = s.Close(context.Background(), nil)
+			if err == nil {
+				err = werr
+			}
+			errContains(t, err, "cannot write "+filepath.Join(out, "r.jsonl"), "was replaced by a symbolic link")
+			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+				t.Errorf("written outside the pipeline directory: %v", entries)
+			}
+			if extra := leftovers(t, out+".real"); extra != nil {
+				t.Errorf("left behind: %v", extra)
+			}
+		})
+	}
+}
+
+// A link put in place of the destination file is replaced, never followed.
+func TestWriteReplacesALinkAtTheDestination(t *testing.T) {
+	dir := t.TempDir()
+	notes := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(notes, []byte("my notes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(t, `write: r.jsonl`, &steps.Env{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAll(t, s, []steps.Record{{Item: int64(1)}})
+	if err := os.Symlink(notes, filepath.Join(dir, "r.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "notes", readFile(t, notes), "my notes\n")
+	golden(t, "output", readFile(t, filepath.Join(dir, "r.jsonl")), "1\n")
+	if fi, _ := os.Lstat(filepath.Join(dir, "r.jsonl")); !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
+		t.Errorf("destination %v, want a regular file 0644", fi.Mode())
+	}
+}

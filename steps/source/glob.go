@@ -27,22 +27,28 @@ func checkPattern(p string) error {
 func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }
 
 // expand returns the files matching any of the patterns, sorted and without
-// duplicates. Relative patterns resolve against dir; results are absolute
-// paths so that every later step can open them, whatever its working
-// directory. Directories never match; symbolic links to directories are not
-// followed, which keeps '**' out of link loops.
-func expand(ctx context.Context, dir string, patterns []string) ([]string, error) {
+// duplicates, and for each pattern whose fixed leading directory does not
+// exist, that directory. Relative patterns resolve against dir; results are
+// absolute paths so that every later step can open them, whatever its
+// working directory. Only regular files match (see matches); symbolic links
+// to directories are not followed, which keeps '**' out of link loops.
+func expand(ctx context.Context, dir string, patterns []string) ([]string, map[string]string, error) {
 	seen := map[string]bool{}
+	missing := map[string]string{}
 	for _, p := range patterns {
 		if err := checkPattern(p); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		abs, err := filepath.Abs(resolve(dir, p))
 		if err != nil {
-			return nil, fmt.Errorf("glob %q: %v", p, err)
+			return nil, nil, fmt.Errorf("glob %q: %v", p, err)
 		}
-		if err := expandOne(ctx, abs, seen); err != nil {
-			return nil, err
+		root, err := expandOne(ctx, abs, seen)
+		if err != nil {
+			return nil, nil, err
+		}
+		if root != "" {
+			missing[p] = root
 		}
 	}
 	out := make([]string, 0, len(seen))
@@ -50,10 +56,12 @@ func expand(ctx context.Context, dir string, patterns []string) ([]string, error
 		out = append(out, f)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, missing, nil
 }
 
-func expandOne(ctx context.Context, pattern string, seen map[string]bool) error {
+// expandOne adds the matches of one absolute pattern to seen. It returns
+// the directory the pattern starts from when that does not exist.
+func expandOne(ctx context.Context, pattern string, seen map[string]bool) (missing string, err error) {
 	segs := strings.Split(filepath.ToSlash(pattern), "/")
 	// The root is the longest leading run of segments without wildcards:
 	// the walk starts there instead of at "/".
@@ -62,19 +70,28 @@ func expandOne(ctx context.Context, pattern string, seen map[string]bool) error 
 		i++
 	}
 	if i == len(segs) {
-		if isFile(pattern) {
-			seen[pattern] = true
+		fi, err := os.Lstat(pattern)
+		switch {
+		case err == nil:
+			if matches(pattern, fi.Mode().Type()) {
+				seen[pattern] = true
+			}
+		case errors.Is(err, fs.ErrNotExist):
+			if _, derr := os.Stat(filepath.Dir(pattern)); errors.Is(derr, fs.ErrNotExist) {
+				missing = filepath.Dir(pattern)
+			}
 		}
-		return nil
+		return missing, nil
 	}
 	root := filepath.FromSlash(strings.Join(segs[:i], "/"))
 	if root == "" {
 		root = "/"
 	}
 	pat := segs[i:]
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == root && errors.Is(err, fs.ErrNotExist) {
+				missing = root
 				return fs.SkipAll // a pattern under a missing directory matches nothing
 			}
 			return fmt.Errorf("glob %q: cannot read %s: %v", pattern, p, unwrapPath(err))
@@ -93,17 +110,30 @@ func expandOne(ctx context.Context, pattern string, seen map[string]bool) error 
 			}
 			return nil
 		}
-		if matchSegs(pat, rs) && (d.Type()&fs.ModeSymlink == 0 || isFile(p)) {
+		if matchSegs(pat, rs) && matches(p, d.Type()) {
 			seen[p] = true
 		}
 		return nil
 	})
-	return err
+	return missing, err
 }
 
-func isFile(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir()
+// matches reports whether a path of the given type (as lstat or a directory
+// entry gives it) is one glob yields: a regular file, or a link to one.
+// Directories, FIFOs, sockets and devices never are: a step opening a FIFO
+// would block. A link whose target cannot be read (broken, a loop, no
+// permission) is yielded, so that the step that opens it fails that item by
+// name, as the guide's program reports a file it could not read, instead of
+// the file vanishing from the run without a word.
+func matches(p string, typ fs.FileMode) bool {
+	switch {
+	case typ.IsRegular():
+		return true
+	case typ&fs.ModeSymlink != 0:
+		fi, err := os.Stat(p)
+		return err != nil || fi.Mode().IsRegular()
+	}
+	return false
 }
 
 // matchSegs matches path segments against pattern segments, where "**"

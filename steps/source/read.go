@@ -15,21 +15,36 @@ import (
 	"github.com/flowrun/flow/steps"
 )
 
-// lineReader yields the lines of r without their "\n" or "\r\n". A line may
-// be of any length: it is assembled from buffer-sized pieces, so a 10 MB
-// line costs 10 MB once rather than failing like bufio.Scanner would.
+// defaultMaxLine bounds a line of the lines, jsonl and stdin sources unless
+// max_line says otherwise. A line becomes an item that stages hold and copy
+// (and a JSON line decodes to several times its size), so the bound is that
+// of a large item, like fetch's max_bytes, not analyze-logs' 256 MiB for a
+// line it only scans. Without a bound, one line of a gzip bomb (1 MiB of
+// gzip, 1 GiB of zeros without a line feed) took 4 GB.
+const defaultMaxLine = 16 << 20
+
+// lineReader yields the lines of r without their "\n" or "\r\n". A line is
+// assembled from buffer-sized pieces, up to max bytes: a longer one is an
+// error as soon as it passes the bound, so reading never holds more than
+// max plus one buffer.
 type lineReader struct {
 	r    *bufio.Reader
 	buf  []byte
 	line int64
+	max  int
 }
 
-func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10)}
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
+
+// errLineTooLong is returned by next for a line longer than max.
+var errLineTooLong = errors.New("line too long")
 
 // next returns the next line, valid until the following call, and io.EOF
-// after the last one. A final line without "\n" is still a line.
+// after the last one. A final line without "\n" is still a line. The bound
+// is checked before a piece is kept: up to max bytes, then the "\r" and
+// "\n" that may end them.
 func (lr *lineReader) next() ([]byte, error) {
 	lr.buf = lr.buf[:0]
 	for {
@@ -40,25 +55,73 @@ func (lr *lineReader) next() ([]byte, error) {
 			if len(lr.buf) == 0 {
 				line = chunk
 			} else {
-				lr.buf = append(lr.buf, chunk...)
+				if len(lr.buf)+len(chunk) > lr.max+2 {
+					return nil, errLineTooLong
+				}
+				lr.add(chunk)
 				line = lr.buf
 			}
+			line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
+			if len(line) > lr.max {
+				return nil, errLineTooLong
+			}
 			lr.line++
-			line = line[:len(line)-1]
-			return bytes.TrimSuffix(line, []byte{'\r'}), nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			lr.buf = append(lr.buf, chunk...)
-		case errors.Is(err, io.EOF):
-			lr.buf = append(lr.buf, chunk...)
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull), errors.Is(err, io.EOF):
+			if len(lr.buf)+len(chunk) > lr.max+1 {
+				return nil, errLineTooLong
+			}
+			lr.add(chunk)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
 			if len(lr.buf) == 0 {
 				return nil, io.EOF
 			}
+			line := bytes.TrimSuffix(lr.buf, []byte{'\r'})
+			if len(line) > lr.max {
+				return nil, errLineTooLong
+			}
 			lr.line++
-			return bytes.TrimSuffix(lr.buf, []byte{'\r'}), nil
+			return line, nil
 		default:
 			return nil, err
 		}
 	}
+}
+
+// add appends a piece of a line, doubling the buffer as it grows (up to
+// the bound): a long line then costs about twice its size in allocations,
+// where append's small steps for large slices cost several times it.
+func (lr *lineReader) add(chunk []byte) {
+	if need := len(lr.buf) + len(chunk); need > cap(lr.buf) {
+		nb := make([]byte, len(lr.buf), min(max(2*cap(lr.buf), need), lr.max+2))
+		copy(nb, lr.buf)
+		lr.buf = nb
+	}
+	lr.buf = append(lr.buf, chunk...)
+}
+
+// readError names the file and line of a read error.
+func (lr *lineReader) readError(name string, err error) error {
+	if errors.Is(err, errLineTooLong) {
+		return fmt.Errorf("%s:%d: the line is longer than %s (max_line): is this a text file? If lines this long are expected, raise max_line", name, lr.line+1, formatSize(int64(lr.max)))
+	}
+	return fmt.Errorf("%s:%d: read error: %v", name, lr.line+1, err)
+}
+
+// formatSize writes n as the largest binary unit that divides it, as sizes
+// are written in pipeline files.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d%s", n/u.size, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // openFile opens a file for reading, transparently decompressing ".gz".
@@ -92,15 +155,15 @@ func unwrapPath(err error) error {
 }
 
 // emitLines emits each line as a string.
-func emitLines(ctx context.Context, r io.Reader, name string, skipEmpty bool, emit func(any) error) error {
-	lr := newLineReader(r)
+func emitLines(ctx context.Context, r io.Reader, name string, max int, skipEmpty bool, emit func(any) error) error {
+	lr := newLineReader(r, max)
 	for {
 		line, err := lr.next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s:%d: read error: %v", name, lr.line+1, err)
+			return lr.readError(name, err)
 		}
 		if skipEmpty && len(bytes.TrimSpace(line)) == 0 {
 			continue
@@ -118,15 +181,15 @@ func emitLines(ctx context.Context, r io.Reader, name string, skipEmpty bool, em
 // Lines writers often end files with one. A line that is not JSON stops the
 // source with NAME:LINE:COL: a source has no item to hang an error on, and
 // skipping the line would lose it silently.
-func emitJSONL(ctx context.Context, r io.Reader, name string, emit func(any) error) error {
-	lr := newLineReader(r)
+func emitJSONL(ctx context.Context, r io.Reader, name string, max int, emit func(any) error) error {
+	lr := newLineReader(r, max)
 	for {
 		line, err := lr.next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s:%d: read error: %v", name, lr.line+1, err)
+			return lr.readError(name, err)
 		}
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue

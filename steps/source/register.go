@@ -9,11 +9,14 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"strings"
 	"sync"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -41,18 +44,23 @@ func Register(r *steps.Registry) {
 		Summary: "Paths of the files matching one or more glob patterns.",
 		Doc: "Emits the absolute path of each file matching any of the patterns, sorted and without duplicates. " +
 			"Relative patterns resolve against the directory of the pipeline file. `*`, `?` and `[a-z]` match " +
-			"within one path segment, `**` matches any number of directories. Only files match, never " +
-			"directories; links to directories are not followed. A pattern that matches nothing is not an " +
-			"error (the source is then empty), but a pattern with bad syntax is. The matches are collected " +
-			"and sorted before the first one is emitted.",
+			"within one path segment, `**` matches any number of directories. Only regular files match: never " +
+			"directories, FIFOs, sockets or devices (a FIFO is never opened: opening one blocks), and links to " +
+			"directories are not followed. A link to a regular file matches; a broken link matches too, so that " +
+			"the step that opens it fails that item and reports it by name, as the guide's program reports a " +
+			"file it cannot read. A pattern with bad syntax is an error. When no pattern matches anything (a " +
+			"directory that does not exist, say), `on_empty` decides: by default the run fails, so that the " +
+			"previous output stays. The matches are collected and sorted before the first one is emitted.",
 		Example: "glob: {patterns: [\"logs/**/*.log\", \"archive/*.log.gz\"]}",
 	}, newGlob)
 	steps.RegisterSource(r, steps.Kind{
 		Name:    "lines",
 		Summary: "Each line of a text file, as a string.",
-		Doc: "Emits each line of a file as a string, without its line ending (`\\n` or `\\r\\n`), streaming: lines " +
-			"of any length work. A relative path resolves against the directory of the pipeline file; a path " +
-			"ending in `.gz` is decompressed on the fly.",
+		Doc: "Emits each line of a file as a string, without its line ending (`\\n` or `\\r\\n`), streaming. A line " +
+			"longer than `max_line` (16 MiB by default) stops the source, and so the run, with `FILE:LINE:` " +
+			"naming it; the lines before it are processed. A relative path resolves against the directory of " +
+			"the pipeline file; a path ending in `.gz` is decompressed on the fly. An empty file is governed " +
+			"by `on_empty`.",
 		Example: "lines: {path: urls.txt, skip_empty: true}",
 	}, newLines)
 	steps.RegisterSource(r, steps.Kind{
@@ -61,15 +69,17 @@ func Register(r *steps.Registry) {
 		Doc: "Emits the JSON value on each line of a file, streaming. Blank lines are skipped. Integers are " +
 			"kept exact whatever their size (beyond 64 bits, as written). A line that is not valid JSON stops the source, and so the run, with " +
 			"`FILE:LINE:COL: invalid JSON`: the items read before it are processed and reported, and no line " +
-			"is ever dropped silently. A relative path resolves against the directory of the pipeline file; a " +
-			"path ending in `.gz` is decompressed on the fly.",
+			"is ever dropped silently; so does a line longer than `max_line` (16 MiB by default). A relative " +
+			"path resolves against the directory of the pipeline file; a path ending in `.gz` is decompressed " +
+			"on the fly. A file with no value is governed by `on_empty`.",
 		Example: "jsonl: data/orders.jsonl",
 	}, newJSONL)
 	steps.RegisterSource(r, steps.Kind{
 		Name:    "stdin",
 		Summary: "Lines or JSON Lines read from standard input.",
 		Doc: "Emits what arrives on standard input as it arrives: each line as a string (`format: lines`, the " +
-			"default) or each line as a JSON value (`format: jsonl`, with the same rules as the `jsonl` source).",
+			"default) or each line as a JSON value (`format: jsonl`, with the same rules as the `jsonl` source). " +
+			"Lines are bounded by `max_line` and empty input is governed by `on_empty`, as for files.",
 		Example: "stdin: {format: jsonl}",
 	}, newStdin)
 }
@@ -273,6 +283,7 @@ func (s *rangeSource) Items(ctx context.Context, emit func(any) error) error {
 // GlobConfig holds the options of 'glob'.
 type GlobConfig struct {
 	Patterns []*tmpl.T `yaml:"patterns" required:"true" desc:"Glob patterns; a file matching any of them is emitted once. '*' matches within a path segment, '**' across directories. Relative patterns resolve against the pipeline directory. An expression may give a list of patterns." example:"logs/**/*.log"`
+	OnEmpty  string    `yaml:"on_empty" enum:"fail,warn,ok" default:"fail" desc:"When nothing matches (a directory that does not exist, or holds no matching file): 'fail' stops the run with an error, so the previous output stays and the exit code says so; 'warn' says so on standard error and runs with no items; 'ok' runs with no items silently (an inbox that is often empty)."`
 }
 
 func (c *GlobConfig) Shorthand() string { return "patterns" }
@@ -302,14 +313,17 @@ func (c *GlobConfig) Validate() error {
 type globSource struct {
 	dir      string
 	patterns []string
+	env      *steps.Env
+	onEmpty  string
 
-	once  sync.Once
-	files []string
-	err   error
+	once    sync.Once
+	files   []string
+	missing map[string]string // pattern -> the directory it needs, which does not exist
+	err     error
 }
 
 func newGlob(c *GlobConfig, env *steps.Env) (steps.Source, error) {
-	s := &globSource{dir: env.Dir}
+	s := &globSource{dir: env.Dir, env: env, onEmpty: c.OnEmpty}
 	for _, t := range c.Patterns {
 		v, err := evalOnce(t, env)
 		if err != nil {
@@ -334,7 +348,7 @@ func newGlob(c *GlobConfig, env *steps.Env) (steps.Source, error) {
 }
 
 func (s *globSource) list(ctx context.Context) ([]string, error) {
-	s.once.Do(func() { s.files, s.err = expand(ctx, s.dir, s.patterns) })
+	s.once.Do(func() { s.files, s.missing, s.err = expand(ctx, s.dir, s.patterns) })
 	return s.files, s.err
 }
 
@@ -354,6 +368,9 @@ func (s *globSource) Items(ctx context.Context, emit func(any) error) error {
 	if err != nil {
 		return err
 	}
+	if len(files) == 0 && ctx.Err() == nil {
+		return onEmpty(s.onEmpty, s.env, s.nothing())
+	}
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -365,27 +382,91 @@ func (s *globSource) Items(ctx context.Context, emit func(any) error) error {
 	return nil
 }
 
+// nothing says that no pattern matched, and which ones have no directory
+// to look in at all.
+func (s *globSource) nothing() string {
+	if len(s.patterns) == 1 {
+		p := s.patterns[0]
+		if d, ok := s.missing[p]; ok {
+			return fmt.Sprintf("glob %q matched no file: the directory %s does not exist", p, d)
+		}
+		return fmt.Sprintf("glob %q matched no file", p)
+	}
+	var parts []string
+	for _, p := range s.patterns {
+		if d, ok := s.missing[p]; ok {
+			parts = append(parts, fmt.Sprintf("%q (the directory %s does not exist)", p, d))
+		} else {
+			parts = append(parts, fmt.Sprintf("%q", p))
+		}
+	}
+	return "glob matched no file with any of its patterns: " + strings.Join(parts, ", ")
+}
+
+// onEmpty applies a source's on_empty policy once it has ended without
+// yielding any item; what says what was empty.
+func onEmpty(policy string, env *steps.Env, what string) error {
+	switch policy {
+	case "ok":
+		return nil
+	case "warn":
+		w := env.Stderr
+		if w == nil {
+			w = os.Stderr
+		}
+		fmt.Fprintf(w, "flow: warning: source %q: %s; the run goes on with no items (on_empty: warn)\n", env.Stage, what)
+		return nil
+	}
+	return fmt.Errorf("%s; a run with nothing to read fails (on_empty: fail), so that the previous output stays and the exit code says so: check the input, or set on_empty: warn or ok on the source if an empty input is normal here", what)
+}
+
+// maxLine is the line bound of a source: its max_line, or the default.
+func maxLine(b *spec.ByteSize) int {
+	if b == nil {
+		return defaultMaxLine
+	}
+	return int(min(int64(*b), math.MaxInt32))
+}
+
+func checkMaxLine(b *spec.ByteSize) error {
+	if b != nil && *b <= 0 {
+		return fmt.Errorf("max_line must be more than 0, e.g. max_line: 64MiB")
+	}
+	return nil
+}
+
 // ---- lines and jsonl
 
 // LinesConfig holds the options of 'lines'.
 type LinesConfig struct {
-	Path      *tmpl.T `yaml:"path" required:"true" desc:"File to read, relative to the pipeline directory unless absolute; '.gz' files are decompressed." example:"urls.txt"`
-	SkipEmpty bool    `yaml:"skip_empty" default:"false" desc:"Skip lines that are empty or hold only spaces."`
+	Path      *tmpl.T        `yaml:"path" required:"true" desc:"File to read, relative to the pipeline directory unless absolute; '.gz' files are decompressed." example:"urls.txt"`
+	SkipEmpty bool           `yaml:"skip_empty" default:"false" desc:"Skip lines that are empty or hold only spaces."`
+	MaxLine   *spec.ByteSize `yaml:"max_line" default:"16MiB" desc:"Longest line read; a longer one stops the run with FILE:LINE naming it, instead of exhausting memory (a compressed file can hide a line of gigabytes)." example:"64MiB"`
+	OnEmpty   string         `yaml:"on_empty" enum:"fail,warn,ok" default:"fail" desc:"When the file yields no line: 'fail' stops the run with an error, so the previous output stays and the exit code says so; 'warn' says so on standard error and runs with no items; 'ok' runs with no items silently."`
 }
 
 func (c *LinesConfig) Shorthand() string { return "path" }
 
+func (c *LinesConfig) Validate() error { return checkMaxLine(c.MaxLine) }
+
 // JSONLConfig holds the options of 'jsonl'.
 type JSONLConfig struct {
-	Path *tmpl.T `yaml:"path" required:"true" desc:"JSON Lines file to read, relative to the pipeline directory unless absolute; '.gz' files are decompressed." example:"data/orders.jsonl"`
+	Path    *tmpl.T        `yaml:"path" required:"true" desc:"JSON Lines file to read, relative to the pipeline directory unless absolute; '.gz' files are decompressed." example:"data/orders.jsonl"`
+	MaxLine *spec.ByteSize `yaml:"max_line" default:"16MiB" desc:"Longest line read; a longer one stops the run with FILE:LINE naming it, instead of exhausting memory (a compressed file can hide a line of gigabytes)." example:"64MiB"`
+	OnEmpty string         `yaml:"on_empty" enum:"fail,warn,ok" default:"fail" desc:"When the file yields no value (it is empty, or holds only blank lines): 'fail' stops the run with an error, so the previous output stays and the exit code says so; 'warn' says so on standard error and runs with no items; 'ok' runs with no items silently."`
 }
 
 func (c *JSONLConfig) Shorthand() string { return "path" }
+
+func (c *JSONLConfig) Validate() error { return checkMaxLine(c.MaxLine) }
 
 type fileSource struct {
 	path      string
 	jsonl     bool
 	skipEmpty bool
+	maxLine   int
+	onEmpty   string
+	env       *steps.Env
 }
 
 func newLines(c *LinesConfig, env *steps.Env) (steps.Source, error) {
@@ -393,7 +474,7 @@ func newLines(c *LinesConfig, env *steps.Env) (steps.Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fileSource{path: resolve(env.Dir, p), skipEmpty: c.SkipEmpty}, nil
+	return &fileSource{path: resolve(env.Dir, p), skipEmpty: c.SkipEmpty, maxLine: maxLine(c.MaxLine), onEmpty: c.OnEmpty, env: env}, nil
 }
 
 func newJSONL(c *JSONLConfig, env *steps.Env) (steps.Source, error) {
@@ -401,7 +482,7 @@ func newJSONL(c *JSONLConfig, env *steps.Env) (steps.Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fileSource{path: resolve(env.Dir, p), jsonl: true}, nil
+	return &fileSource{path: resolve(env.Dir, p), jsonl: true, maxLine: maxLine(c.MaxLine), onEmpty: c.OnEmpty, env: env}, nil
 }
 
 func (s *fileSource) Items(ctx context.Context, emit func(any) error) error {
@@ -410,21 +491,50 @@ func (s *fileSource) Items(ctx context.Context, emit func(any) error) error {
 		return err
 	}
 	defer f.Close()
+	n, counted := counting(emit)
 	if s.jsonl {
-		return emitJSONL(ctx, f, s.path, emit)
+		err = emitJSONL(ctx, f, s.path, s.maxLine, counted)
+	} else {
+		err = emitLines(ctx, f, s.path, s.maxLine, s.skipEmpty, counted)
 	}
-	return emitLines(ctx, f, s.path, s.skipEmpty, emit)
+	if err != nil || *n > 0 || ctx.Err() != nil {
+		return err
+	}
+	what := s.path + " is empty"
+	switch {
+	case s.jsonl:
+		what = s.path + " holds no JSON value (it is empty, or holds only blank lines)"
+	case s.skipEmpty:
+		what = s.path + " holds no line that is not blank (skip_empty is set)"
+	}
+	return onEmpty(s.onEmpty, s.env, what)
+}
+
+// counting wraps emit to count the items it lets through.
+func counting(emit func(any) error) (*int64, func(any) error) {
+	n := new(int64)
+	return n, func(v any) error {
+		err := emit(v)
+		if err == nil {
+			*n++
+		}
+		return err
+	}
 }
 
 // ---- stdin
 
 // StdinConfig holds the options of 'stdin'.
 type StdinConfig struct {
-	Format    string `yaml:"format" enum:"lines,jsonl" default:"lines" desc:"'lines' emits each line as a string; 'jsonl' emits the JSON value on each line."`
-	SkipEmpty bool   `yaml:"skip_empty" default:"false" desc:"With 'format: lines': skip lines that are empty or hold only spaces."`
+	Format    string         `yaml:"format" enum:"lines,jsonl" default:"lines" desc:"'lines' emits each line as a string; 'jsonl' emits the JSON value on each line."`
+	SkipEmpty bool           `yaml:"skip_empty" default:"false" desc:"With 'format: lines': skip lines that are empty or hold only spaces."`
+	MaxLine   *spec.ByteSize `yaml:"max_line" default:"16MiB" desc:"Longest line read; a longer one stops the run with the line's number, instead of exhausting memory." example:"64MiB"`
+	OnEmpty   string         `yaml:"on_empty" enum:"fail,warn,ok" default:"fail" desc:"When standard input yields no item: 'fail' stops the run with an error, so the previous output stays and the exit code says so; 'warn' says so on standard error and runs with no items; 'ok' runs with no items silently (a producer that often has nothing)."`
 }
 
 func (c *StdinConfig) Shorthand() string { return "format" }
+
+func (c *StdinConfig) Validate() error { return checkMaxLine(c.MaxLine) }
 
 type stdinSource struct {
 	env *steps.Env
@@ -439,10 +549,17 @@ func (s *stdinSource) Items(ctx context.Context, emit func(any) error) error {
 	if s.env.Stdin == nil {
 		return fmt.Errorf("the stdin source has no standard input to read")
 	}
+	n, counted := counting(emit)
+	var err error
 	if s.cfg.Format == "jsonl" {
-		return emitJSONL(ctx, s.env.Stdin, "<stdin>", emit)
+		err = emitJSONL(ctx, s.env.Stdin, "<stdin>", maxLine(s.cfg.MaxLine), counted)
+	} else {
+		err = emitLines(ctx, s.env.Stdin, "<stdin>", maxLine(s.cfg.MaxLine), s.cfg.SkipEmpty, counted)
 	}
-	return emitLines(ctx, s.env.Stdin, "<stdin>", s.cfg.SkipEmpty, emit)
+	if err != nil || *n > 0 || ctx.Err() != nil {
+		return err
+	}
+	return onEmpty(s.cfg.OnEmpty, s.env, "standard input was empty")
 }
 
 var (

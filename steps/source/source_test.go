@@ -6,12 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/flowrun/flow/conf"
@@ -270,8 +272,8 @@ func TestGlob(t *testing.T) {
 		{`glob: "sub/**"`, abs("sub/c.log", "sub/deep/d.log", "sub/e.txt")},
 		{`glob: "**/*.${ vars.ext }"`, abs("sub/e.txt")},
 		{`glob: "s?b/[a-d].*"`, abs("sub/c.log")},
-		{`glob: "nothing/*.log"`, nil},
-		{`glob: "*.nomatch"`, nil},
+		{`glob: {patterns: "nothing/*.log", on_empty: ok}`, nil},
+		{`glob: {patterns: "*.nomatch", on_empty: ok}`, nil},
 		{`glob: "a.log"`, abs("a.log")},
 	}
 	for _, c := range cases {
@@ -319,7 +321,7 @@ func TestLines(t *testing.T) {
 	eq(t, mustCollect(t, mustBuild(t, `lines: {path: in.txt, skip_empty: true}`, env)), []any{"one", "two", "last"})
 
 	writeFile(t, dir, "empty.txt", "")
-	eq(t, mustCollect(t, mustBuild(t, `lines: empty.txt`, env)), []any(nil))
+	eq(t, mustCollect(t, mustBuild(t, `lines: {path: empty.txt, on_empty: ok}`, env)), []any(nil))
 	writeFile(t, dir, "nl.txt", "\n")
 	eq(t, mustCollect(t, mustBuild(t, `lines: nl.txt`, env)), []any{""})
 
@@ -397,4 +399,113 @@ func TestSourcesStopOnEmitError(t *testing.T) {
 			t.Errorf("%s: err %v after %d items; want the emit error after 1", src, err, n)
 		}
 	}
+}
+
+// Only regular files (and links to them) match; a broken link matches too,
+// so that the step that opens it fails that item by name.
+func TestGlobRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a.log", "x")
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.log"), 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	for _, l := range []struct{ target, name string }{
+		{"a.log", "link.log"},
+		{"fifo.log", "to-fifo.log"},
+		{"gone.log", "broken.log"},
+		{"/dev/null", "dev.log"},
+	} {
+		if err := os.Symlink(l.target, filepath.Join(dir, l.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	abs := func(names ...string) []any {
+		var out []any
+		for _, n := range names {
+			out = append(out, filepath.Join(dir, n))
+		}
+		return out
+	}
+	env := &steps.Env{Dir: dir}
+	eq(t, mustCollect(t, mustBuild(t, `glob: "*.log"`, env)), abs("a.log", "broken.log", "link.log"))
+	eq(t, mustCollect(t, mustBuild(t, `glob: {patterns: ["fifo.log", "broken.log", "dev.log", "to-fifo.log"]}`, env)), abs("broken.log"))
+	_, err := collect(t, mustBuild(t, `glob: fifo.log`, env))
+	errContains(t, err, `glob "fifo.log" matched no file`)
+}
+
+// A source that yields nothing fails the run by default, naming what was
+// empty; warn says so on stderr, ok says nothing.
+func TestOnEmpty(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "logs/old.txt", "x")
+	writeFile(t, dir, "empty.txt", "")
+	writeFile(t, dir, "blank.jsonl", "\n  \n")
+	for _, c := range []struct{ kind, opts, want string }{
+		{"glob", `patterns: "nothing/*.log"`, `glob "nothing/*.log" matched no file: the directory ` + filepath.Join(dir, "nothing") + ` does not exist`},
+		{"glob", `patterns: "logs/*.log"`, `glob "logs/*.log" matched no file;`},
+		{"glob", `patterns: [logs/*.log, "nothing/**/*.log"]`, `glob matched no file with any of its patterns: "logs/*.log", "nothing/**/*.log" (the directory ` + filepath.Join(dir, "nothing") + ` does not exist)`},
+		{"lines", `path: empty.txt`, filepath.Join(dir, "empty.txt") + " is empty"},
+		{"lines", `path: blank.jsonl, skip_empty: true`, filepath.Join(dir, "blank.jsonl") + " holds no line that is not blank"},
+		{"jsonl", `path: blank.jsonl`, filepath.Join(dir, "blank.jsonl") + " holds no JSON value"},
+		{"stdin", `format: lines`, "standard input was empty"},
+		{"stdin", `format: jsonl`, "standard input was empty"},
+	} {
+		var stderr bytes.Buffer
+		env := func() *steps.Env {
+			return &steps.Env{Dir: dir, Stage: "src", Stdin: strings.NewReader(""), Stderr: &stderr}
+		}
+		src := c.kind + ": {" + c.opts + "}"
+		_, err := collect(t, mustBuild(t, src, env()))
+		errContains(t, err, c.want, "set on_empty: warn or ok")
+		with := func(policy string) string { return c.kind + ": {" + c.opts + ", on_empty: " + policy + "}" }
+		got, err := collect(t, mustBuild(t, with("warn"), env()))
+		if err != nil || len(got) != 0 {
+			t.Errorf("%s with warn: %v %v", src, got, err)
+		}
+		if w := stderr.String(); !strings.HasPrefix(w, `flow: warning: source "src": `) || !strings.Contains(w, c.want) {
+			t.Errorf("%s with warn: stderr %q", src, w)
+		}
+		stderr.Reset()
+		if _, err := collect(t, mustBuild(t, with("ok"), env())); err != nil || stderr.Len() != 0 {
+			t.Errorf("%s with ok: %v, stderr %q", src, err, stderr.String())
+		}
+	}
+	errContains(t, check(t, `glob: {patterns: a, on_empty: never}`), "must be one of fail, warn, ok")
+}
+
+// A line longer than max_line stops the source with FILE:LINE, after the
+// lines before it, and reading holds about max_line, not the line.
+func TestMaxLine(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "in.txt", "1234\n12345678\r\n123456789\nnext\n")
+	got, err := collect(t, mustBuild(t, `lines: {path: in.txt, max_line: 8}`, &steps.Env{Dir: dir}))
+	eq(t, got, []any{"1234", "12345678"})
+	errContains(t, err, filepath.Join(dir, "in.txt")+":3: the line is longer than 8 bytes (max_line)", "raise max_line")
+	writeFile(t, dir, "in.jsonl", "1\n\"a long string\"\n")
+	_, err = collect(t, mustBuild(t, `jsonl: {path: in.jsonl, max_line: 1KiB}`, &steps.Env{Dir: dir}))
+	if err != nil {
+		t.Error(err)
+	}
+	_, err = collect(t, mustBuild(t, `jsonl: {path: in.jsonl, max_line: 4}`, &steps.Env{Dir: dir}))
+	errContains(t, err, "in.jsonl:2: the line is longer than 4 bytes")
+	errContains(t, check(t, `lines: {path: a, max_line: 0}`), "max_line must be more than 0")
+
+	// 256 MiB without a line feed (what a gzip of zeros holds) costs
+	// about the default bound, not the line.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	env := &steps.Env{Stdin: io.LimitReader(zeros{}, 256<<20)}
+	_, err = collect(t, mustBuild(t, `stdin: jsonl`, env))
+	runtime.ReadMemStats(&after)
+	errContains(t, err, "<stdin>:1: the line is longer than 16MiB (max_line)")
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*defaultMaxLine {
+		t.Errorf("reading the line allocated %d MiB", alloc>>20)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
