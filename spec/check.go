@@ -39,7 +39,7 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 	if l := p.Lock; l != nil && l.Node != nil && l.Timeout > 0 && l.Mode != "wait" {
 		ds.Add(conf.ValuePos(l.Node, "timeout"), "lock timeout only applies with mode: wait; add mode: wait or remove the timeout")
 	}
-	if l := p.Lock; l != nil && l.File != "" {
+	if l := p.Lock; l != nil && l.File != "" && !l.AllowOutside {
 		if why := lockOutside(l.File); why != "" {
 			// A --lock path is relative to the working directory.
 			flag := l.File

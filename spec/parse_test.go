@@ -190,6 +190,16 @@ func TestLockStaysInTheFolder(t *testing.T) {
 	}
 }
 
+// allow_outside is the opt-in for a lock anywhere.
+func TestLockAllowOutside(t *testing.T) {
+	for _, src := range []string{"lock: {file: /var/lock/x, allow_outside: true}", "lock: {file: ../x.lock, allow_outside: true, mode: skip}"} {
+		p, err := spec.Parse("p.yaml", []byte("version: 1\n"+src+"\nstages:\n  - {name: s, source: {items: [1]}}\n"), spec.Options{}, spectest.Registry())
+		if err != nil || !p.Lock.AllowOutside {
+			t.Errorf("%s: %v", src, err)
+		}
+	}
+}
+
 func TestLockForms(t *testing.T) {
 	for _, tc := range []struct {
 		src  string

@@ -36,9 +36,10 @@ type Pipeline struct {
 
 // Lock is the file lock a run holds, so that runs do not overlap.
 type Lock struct {
-	File    string        `yaml:"file" required:"true" desc:"The lock file, relative to the pipeline file unless absolute; created when missing. The lock (flock) goes with the process, so a run killed in any way never leaves a stale lock." example:"run.lock"`
-	Mode    string        `yaml:"mode" enum:"fail,skip,wait" default:"fail" desc:"When another run holds the lock: 'fail' (exit 1 without running), 'skip' (exit 75 without running: not an error for cron wrappers) or 'wait' (until it is free, or 'timeout')."`
-	Timeout time.Duration `yaml:"timeout" desc:"With 'mode: wait': give up (exit 1) after this long, as a Go duration. Without it a run waits as long as it takes." example:"10m"`
+	File         string        `yaml:"file" required:"true" desc:"The lock file, relative to the pipeline file and inside its folder (as write: paths are), unless allow_outside is set; created when missing. It is never followed through a symbolic link and only ever written when it is a lock file of flow's (new, empty, or holding flow's holder line). The lock (flock) goes with the process, so a run killed in any way never leaves a stale lock." example:"run.lock"`
+	Mode         string        `yaml:"mode" enum:"fail,skip,wait" default:"fail" desc:"When another run holds the lock: 'fail' (exit 1 without running), 'skip' (exit 75 without running: not an error for cron wrappers) or 'wait' (until it is free, or 'timeout')."`
+	Timeout      time.Duration `yaml:"timeout" desc:"With 'mode: wait': give up (exit 1) after this long, as a Go duration. Without it a run waits as long as it takes." example:"10m"`
+	AllowOutside bool          `yaml:"allow_outside" default:"false" desc:"Let 'file' be an absolute path or leave the pipeline's folder (/var/lock/nightly.lock): an opt-in for a pipeline you trust, since a pipeline from elsewhere could otherwise lock or create files anywhere."`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
 }

@@ -122,6 +122,17 @@ func TestHostileLockFiles(t *testing.T) {
 			t.Errorf("validate does not refuse it:\n%s", out)
 		}
 	})
+	t.Run("allow_outside is the opt-in", func(t *testing.T) {
+		base := t.TempDir()
+		dir := filepath.Join(base, "a", "b")
+		relWrite(t, filepath.Join(dir, "p.yaml"), []byte(strings.Replace(hostileShort, "LOCK", "lock: {file: ../../shared.lock, allow_outside: true}", 1)))
+		if code, stderr := hostileRun(t, dir, "p.yaml"); code != 0 {
+			t.Fatalf("exit %d:\n%s", code, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(base, "shared.lock")); err != nil {
+			t.Errorf("the lock outside was not taken: %v", err)
+		}
+	})
 	t.Run("--lock names the pipeline file", func(t *testing.T) {
 		dir := t.TempDir()
 		pipeline := strings.Replace(hostileShort, "LOCK", "", 1)

@@ -65,7 +65,16 @@ func checkLockFlags(f lockFlags) error {
 func effectiveLock(f lockFlags, p *spec.Pipeline) (lockFlags, error) {
 	set := func(name string) bool { return f.changed != nil && f.changed(name) }
 	if l := p.Lock; l != nil {
-		if !set("lock") {
+		if !set("lock") && l.AllowOutside {
+			// Trusted to go anywhere: a path like --lock's, but relative
+			// to the pipeline's folder.
+			f.file = l.File
+			if !filepath.IsAbs(f.file) {
+				f.file = filepath.Join(p.Dir, l.File)
+			}
+			pos := conf.ValuePos(conf.Lookup(p.Node, "lock"), "file")
+			f.pos = fmt.Sprintf("%s:%d:%d", p.File, pos.Line, pos.Col)
+		} else if !set("lock") {
 			f.root, f.rel = p.Dir, l.File
 			if f.root == "" {
 				f.root = "."
