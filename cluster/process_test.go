@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/steps/all"
+)
+
+// The test binary is also a worker process: with testWorkerEnv set to a
+// NATS URL it serves until SIGTERM, as `flow worker` does.
+const testWorkerEnv = "FLOW_CLUSTER_TEST_WORKER"
+
+func TestMain(m *testing.M) {
+	if url := os.Getenv(testWorkerEnv); url != "" {
+		os.Exit(workerMain(url))
+	}
+	os.Exit(m.Run())
+}
+
+func workerMain(url string) int {
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	go func() { <-sigs; cancel() }()
+	slots, _ := strconv.Atoi(os.Getenv("FLOW_CLUSTER_TEST_SLOTS"))
+	w, err := NewWorker(ctx, nc, WorkerConfig{Name: os.Getenv("FLOW_CLUSTER_TEST_NAME"), Slots: max(slots, 1), Registry: all.Registry(), Settings: testSettings, Log: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	w.Serve(ctx)
+	return 0
+}
+
+// workerProc is a worker process of a test, restarted when it dies if
+// keep is set (as systemd would).
+type workerProc struct {
+	t    *testing.T
+	url  string
+	name string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	keep bool
+	done chan struct{}
+}
+
+func startProc(t *testing.T, url, name string, slots int, keep bool) *workerProc {
+	w := &workerProc{t: t, url: url, name: name, keep: keep, done: make(chan struct{})}
+	w.start(slots)
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.keep = false
+		c := w.cmd
+		w.mu.Unlock()
+		c.Process.Signal(syscall.SIGCONT)
+		c.Process.Kill()
+		<-w.done
+	})
+	return w
+}
+
+func (w *workerProc) start(slots int) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), testWorkerEnv+"="+w.url, "FLOW_CLUSTER_TEST_NAME="+w.name, "FLOW_CLUSTER_TEST_SLOTS="+strconv.Itoa(slots))
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	// Ready once it has connected and made sure of the streams.
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		w.t.Fatalf("worker %s did not start: %q", w.name, line)
+	}
+	w.mu.Lock()
+	w.cmd = cmd
+	w.mu.Unlock()
+	go func() {
+		cmd.Wait()
+		w.mu.Lock()
+		again := w.keep
+		w.mu.Unlock()
+		if again {
+			w.start(slots)
+			return
+		}
+		close(w.done)
+	}()
+}
+
+func (w *workerProc) signal(s syscall.Signal) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cmd.Process.Signal(s)
+}
+
+func sortedUnique(t *testing.T, out string) []int {
+	t.Helper()
+	seen := map[int]bool{}
+	var got []int
+	for _, l := range lines(out) {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			t.Fatalf("output line %q", l)
+		}
+		if seen[n] {
+			t.Errorf("item %d came out twice", n)
+		}
+		seen[n] = true
+		got = append(got, n)
+	}
+	sort.Ints(got)
+	return got
+}
+
+const slowPipeline = `version: 1
+stages:
+  - {name: src, source: {range: {from: 1, to: 24}}}
+  - {name: calc, step: compute, mode: cluster, workers: 24, with: {value: "${ sleep(0.4) ?? item }"}}
+`
+
+// A worker SIGKILLed mid-item: the batches it held come back to the other
+// worker after the ack wait, and every item comes out exactly once.
+func TestClusterWorkerKilledMidItem(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0")
+	url := srv.ClientURL()
+	a := startProc(t, url, "a", 4, false)
+	startProc(t, url, "b", 4, false)
+	ev := &attempts{workers: map[string]int{}}
+	go func() {
+		time.Sleep(600 * time.Millisecond) // both busy by now
+		a.signal(syscall.SIGKILL)
+	}()
+	rep, out := runCluster(t, srv, slowPipeline, ev)
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	got := sortedUnique(t, out)
+	if len(got) != 24 || got[0] != 1 || got[23] != 24 {
+		t.Fatalf("items out: %v", got)
+	}
+	if ev.redeliv == 0 {
+		t.Errorf("no attempt records a redelivery, yet worker a died holding items (workers %v)", ev.workers)
+	}
+	if calc := rep.Stages[1]; calc.Retries != 0 {
+		t.Errorf("a worker's death counted %d retries against the items' budget", calc.Retries)
+	}
+}
+
+// A worker that hangs (SIGSTOP) loses its batches to the others; when it
+// comes back its late answers are ignored: each item is counted once.
+func TestClusterHungWorkerIsFenced(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0")
+	url := srv.ClientURL()
+	a := startProc(t, url, "a", 4, false)
+	startProc(t, url, "b", 4, false)
+	go func() {
+		time.Sleep(600 * time.Millisecond)
+		a.signal(syscall.SIGSTOP)
+	}()
+	rep, out := runCluster(t, srv, slowPipeline, nil)
+	a.signal(syscall.SIGCONT)
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	if got := sortedUnique(t, out); len(got) != 24 {
+		t.Fatalf("items out: %v", got)
+	}
+	if calc := rep.Stages[1]; calc.Succeeded != 24 || calc.In != 24 {
+		t.Errorf("calc %+v", *calc)
+	}
+}
+
+// An item that kills every worker that runs it fails after MaxDeliver
+// deliveries, with class crash; the items around it succeed.
+func TestClusterPoisonItem(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0")
+	url := srv.ClientURL()
+	startProc(t, url, "a", 2, true)
+	startProc(t, url, "b", 2, true)
+	rep, out := runCluster(t, srv, `version: 1
+stages:
+  - {name: src, source: {items: [one, two, poison, three, four]}}
+  - name: calc
+    step: exec
+    mode: cluster
+    workers: 1
+    on_error: skip
+    with:
+      argv: [sh, -c, 'if [ "$1" = poison ]; then kill -9 $PPID; sleep 5; fi; echo "$1"', sh, "${ item }"]
+`, nil)
+	calc := rep.Stages[1]
+	if calc.Succeeded != 4 || calc.Skipped != 1 {
+		t.Fatalf("calc %+v\n%s", *calc, out)
+	}
+	if len(rep.Failures) != 1 || rep.Failures[0].Item != "poison" || rep.Failures[0].Class != "crash" || !strings.Contains(rep.Failures[0].Error, "delivered to workers 3 times") {
+		t.Fatalf("failures %+v", rep.Failures)
+	}
+}
