@@ -1,0 +1,99 @@
+package redact
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+const secret = `p&ss<w>rd "quoted" /slash/ é ✓ 𝄞 + space`
+
+// leaks fails if out holds the secret, any of its forms, or any start or
+// end of them of MinFragment bytes or more... except where out is meant to
+// keep text of its own that happens to match.
+func leaks(t *testing.T, what, out string) {
+	t.Helper()
+	for _, f := range Forms(secret) {
+		if strings.Contains(out, f) {
+			t.Errorf("%s: %q still holds the form %q", what, out, f)
+		}
+	}
+	if strings.Contains(out, secret[:8]) {
+		t.Errorf("%s: %q still holds the secret's first 8 bytes", what, out)
+	}
+}
+
+func TestEveryFormHidden(t *testing.T) {
+	r := New([]string{secret, ""})
+	goJSON, _ := json.Marshal(map[string]string{"token": secret})
+	basic := base64.StdEncoding.EncodeToString([]byte("user:" + secret))
+	for what, text := range map[string]string{
+		"literal":             "token=" + secret + ";",
+		"Go JSON (HTML-safe)": string(goJSON),
+		"JSON without HTML escapes": func() string {
+			var b strings.Builder
+			e := json.NewEncoder(&b)
+			e.SetEscapeHTML(false)
+			e.Encode(secret)
+			return b.String()
+		}(),
+		"Python json.dumps":  `{"token": "` + asciiJSON(secret) + `"}`,
+		"query":              "GET /x?q=" + url.QueryEscape(secret) + "&n=1",
+		"query, lower hex":   "GET /x?q=" + strings.ToLower(url.QueryEscape(secret)),
+		"path":               "GET /x/" + url.PathEscape(secret),
+		"basic auth":         "Authorization: Basic " + basic,
+		"base64 url, offset": base64.RawURLEncoding.EncodeToString([]byte("a" + secret + "zz")),
+		"base64 at offset 0": base64.StdEncoding.EncodeToString([]byte(secret)),
+	} {
+		out := r.String(text)
+		if !strings.Contains(out, Mark) {
+			t.Errorf("%s: nothing hidden in %q", what, out)
+		}
+		leaks(t, what, out)
+	}
+}
+
+// A numeric-looking secret is text; an expression can still make a number
+// of it, which must not print either.
+func TestNumbersAndValues(t *testing.T) {
+	r := New([]string{"00123456", "9007199254740993"})
+	v := r.Value(map[string]any{"pin": "00123456", "n": int64(9007199254740993), "f": 42.5, "00123456": []any{"x00123456y"}})
+	m := v.(map[string]any)
+	if m["pin"] != Mark || m["n"] != Mark || m["f"] != 42.5 {
+		t.Errorf("Value = %#v", v)
+	}
+	if l, ok := m[Mark].([]any); !ok || l[0] != "x***y" {
+		t.Errorf("map key or list element not redacted: %#v", v)
+	}
+}
+
+// A preview cut before redaction keeps the start of a secret; a tail cut
+// keeps its end.
+func TestCutsHideFragments(t *testing.T) {
+	const s = "s3cr3t-T0KEN-value-0123456789"
+	r := New([]string{s})
+	for _, c := range []struct{ in, want string }{
+		{"item 4 (map[auth:Bearer " + s[:20] + "...)", "item 4 (map[auth:Bearer ***...)"},
+		{"tail: …" + s[9:] + "\nnext", "tail: …***\nnext"},
+		{"body: " + s[:4] + "...", "body: ***..."},
+		{"body: " + s[:3] + "...", "body: s3c..."}, // too short to say anything
+		{"an ordinary sentence... goes on", "an ordinary sentence... goes on"},
+		{"whole " + s + "... and more", "whole ***... and more"},
+		{"json " + strings.ReplaceAll(url.QueryEscape(s), "-", "-")[:12] + "…", "json ***…"},
+	} {
+		if got := r.String(c.in); got != c.want {
+			t.Errorf("String(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestNothingToHide(t *testing.T) {
+	var nilR *Redactor
+	for _, r := range []*Redactor{nilR, New(nil), New([]string{""})} {
+		if r.Active() || r.String("a...b") != "a...b" || r.Value(int64(3)) != int64(3) {
+			t.Errorf("%#v changes text", r)
+		}
+	}
+}
