@@ -104,8 +104,9 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		return err
 	}
 	p, err := a.load(file, set)
+	red := secretsOf(p)
 	if err != nil {
-		printDiags(a.stderr, file, err)
+		printDiags(a.stderr, file, err, red)
 		fmt.Fprintf(a.stderr, "flow: %s is not valid; nothing was run. Fix the problems above (flow validate %s checks again).\n", file, file)
 		return exitCode(ExitInvalid)
 	}
@@ -158,10 +159,12 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	var ds conf.Diags
 	if rep == nil && errors.As(runErr, &ds) {
 		// Options that only fail when built (a missing input file, say).
-		printDiags(stderr, file, runErr)
+		printDiags(stderr, file, runErr, red)
 		code = ExitInvalid
 	} else if runErr != nil && (sig == nil || !errors.Is(runErr, context.Canceled)) {
-		fmt.Fprintf(stderr, "flow: %v\n", runErr)
+		// Building a source or a sink fails with its options in the
+		// message, which may be made of secret variables.
+		fmt.Fprintln(stderr, red.String("flow: "+runErr.Error()))
 	}
 	if rep != nil && code == ExitOK && runErr != nil {
 		code = ExitFailed
@@ -181,7 +184,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		if rep == nil {
 			fmt.Fprintf(stderr, "flow: no report written to %s: the run did not start\n", f.report)
 		} else if err := rep.WriteFile(f.report); err != nil {
-			fmt.Fprintf(stderr, "flow: %v; check that the directory exists and is writable\n", err)
+			fmt.Fprintln(stderr, red.String(fmt.Sprintf("flow: %v; check that the directory exists and is writable", err)))
 			if code == ExitOK {
 				code = ExitFailed
 			}

@@ -101,6 +101,7 @@ type step struct {
 
 // New builds an exec step.
 func New(cfg *Config, env *steps.Env) (steps.Step, error) {
+	prepareTree()
 	s := &step{cfg: cfg, env: env, maxOutput: defaultMaxOutput, grace: defaultGrace, okCodes: map[int]bool{}}
 	if cfg.MaxOutput != nil {
 		s.maxOutput = int64(*cfg.MaxOutput)
@@ -161,16 +162,18 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	}
 	cmd.Dir = dir
 
-	if len(s.cfg.Env) > 0 {
-		cmd.Env = os.Environ()
-		for k, t := range s.cfg.Env {
-			v, err := t.EvalString(sc)
-			if err != nil {
-				return nil, steps.Permanent(fmt.Errorf("env %s: %w", k, err))
-			}
-			cmd.Env = append(cmd.Env, k+"="+v)
+	tag := newTag()
+	env, outer := childEnv(os.Environ())
+	for k, t := range s.cfg.Env {
+		v, err := t.EvalString(sc)
+		if err != nil {
+			return nil, steps.Permanent(fmt.Errorf("env %s: %w", k, err))
 		}
+		env = append(env, k+"="+v)
 	}
+	// Last: of two entries with one name, os/exec keeps the last one, so
+	// env: cannot drop the tag.
+	cmd.Env = append(env, tagEntry(outer, tag))
 	if s.cfg.Stdin != nil {
 		text, err := s.cfg.Stdin.EvalString(sc)
 		if err != nil {
@@ -189,16 +192,23 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	cmd.Stderr = stderr
 
 	group := newGroup(cmd)
+	dieWithFlow(cmd.SysProcAttr)
 	cmd.Cancel = group.terminate
 	cmd.WaitDelay = s.grace
 	stdout.overflow = group.kill
 
+	unlock := lockThread()
 	if err := cmd.Start(); err != nil {
+		unlock()
 		return nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
 	}
 	werr := cmd.Wait()
-	// Whatever the outcome, nothing started for this item may outlive it.
+	unlock()
+	// Whatever the outcome, nothing started for this item may outlive it:
+	// its process group, and what left the group (setsid) but still
+	// carries the item's tag.
 	group.kill()
+	sweep(tag)
 
 	if stdout.exceeded {
 		return nil, &steps.Error{Err: fmt.Errorf("%s wrote more than %d bytes to standard output (max_output); it was stopped", name, s.maxOutput), Class: "too_large", Permanent: true}
