@@ -97,3 +97,28 @@ func comm(pid int) string {
 	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	return strings.TrimSpace(string(b))
 }
+
+// The stderr tail never starts in the middle of a line without saying so:
+// the cut could fall inside a secret, whose end redaction only recognises
+// after a cut mark.
+func TestTailMarksItsCut(t *testing.T) {
+	for _, c := range []struct {
+		max    int
+		writes []string
+		want   string
+	}{
+		{100, []string{"abc\n", "def\n"}, "abc\ndef"},
+		{20, []string{"xxxxs3cr3t-end\nnext line\n"}, "next line"},
+		{6, []string{"abcdefghij"}, "…efghij"},
+		{6, []string{"abcd", "efghij"}, "…efghij"},
+		{6, []string{"abcd", "ef"}, "abcdef"},
+	} {
+		tl := &tail{max: c.max}
+		for _, w := range c.writes {
+			tl.Write([]byte(w))
+		}
+		if got := tl.String(); got != c.want {
+			t.Errorf("%q: String() = %q, want %q", c.writes, got, c.want)
+		}
+	}
+}
