@@ -50,6 +50,9 @@ var (
 	// guardPipe is the write end of the guard's standard input, never
 	// closed: the guard sees EOF when this process is gone.
 	guardPipe *os.File
+	// reapZombies tells whether os.Process holds a pidfd for each child it
+	// waits for, which is how reapOrphans tells those from orphans.
+	reapZombies bool
 )
 
 func init() {
@@ -89,6 +92,7 @@ func startGuard() {
 		return
 	}
 	guardPipe = w
+	reapZombies = pidfdPIDs()[cmd.Process.Pid]
 	go func() { _ = cmd.Wait() }()
 }
 
@@ -129,6 +133,7 @@ func dieWithFlow(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGKILL }
 func sweep(tag string) {
 	match := func(t string) bool { return t == tag }
 	self := os.Getpid()
+	reapOrphans(self)
 	killed := map[int]bool{}
 	for range 100 {
 		cands := children(self)
@@ -179,6 +184,59 @@ func reap(self int, killed map[int]bool) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// reapOrphans reaps the children of this process that have ended and that
+// no os.Process waits for: processes handed to flow as their subreaper
+// that ended on their own (a daemon's helper that finished before its item
+// did). Without it they would stay zombies, holding a pid each, until flow
+// exits. os/exec holds a pidfd on each child it waits for until the wait
+// is done, so a zombie without one is nobody else's.
+func reapOrphans(self int) {
+	if !reapZombies {
+		return
+	}
+	var zombies []int
+	for _, c := range children(self) {
+		if st, _, ok := statOf(c); ok && st == 'Z' {
+			zombies = append(zombies, c)
+		}
+	}
+	if len(zombies) == 0 {
+		return
+	}
+	held := pidfdPIDs()
+	for _, z := range zombies {
+		if !held[z] {
+			_, _ = unix.Wait4(z, nil, unix.WNOHANG, nil)
+		}
+	}
+}
+
+// pidfdPIDs lists the processes this process holds a pidfd for.
+func pidfdPIDs() map[int]bool {
+	out := map[int]bool{}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || l != "anon_inode:[pidfd]" {
+			continue
+		}
+		b, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+				if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 {
+					out[p] = true
+				}
+			}
+		}
+	}
+	return out
 }
 
 // children lists the children of pid from /proc/PID/task/*/children, or
@@ -273,24 +331,30 @@ func procTable() map[int]int {
 	return out
 }
 
-// parentOf reads the parent of pid from /proc/PID/stat; ok is false once
-// the process is gone (reaped).
+// parentOf reads the parent of pid; ok is false once the process is gone
+// (reaped).
 func parentOf(pid int) (ppid int, ok bool) {
+	_, ppid, ok = statOf(pid)
+	return ppid, ok
+}
+
+// statOf reads the state and parent of pid from /proc/PID/stat.
+func statOf(pid int) (state byte, ppid int, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	// "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false
+		return 0, 0, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, false
+	if len(f) < 2 || len(f[0]) != 1 {
+		return 0, 0, false
 	}
 	ppid, err = strconv.Atoi(f[1])
-	return ppid, err == nil
+	return f[0][0], ppid, err == nil
 }
 
 func readEnviron(pid int) []byte {

@@ -122,3 +122,20 @@ func TestTailMarksItsCut(t *testing.T) {
 		}
 	}
 }
+
+// A process handed to flow as subreaper that ends on its own before its
+// item does is reaped, not left a zombie until flow exits.
+func TestOrphansThatEndAreReaped(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("Linux only")
+	}
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	s := mustBuild(t, `{shell: true, argv: ["${ item }"], command: '( sh -c ''echo $$ > "$0"'' "$1" & ); while [ ! -s "$1" ]; do sleep 0.01; done; p=$(cat "$1"); while [ -e /proc/$p ] && ! grep -q "^[0-9]* ([^)]*) Z" /proc/$p/stat; do sleep 0.01; done'}`)
+	if _, err := run(t, s, pidfile); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitPID(t, pidfile)
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		t.Errorf("the orphan is still there: %s", b)
+	}
+}
