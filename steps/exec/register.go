@@ -207,7 +207,9 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		unlock()
 		return nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
 	}
+	untrack := track(cmd.Process.Pid)
 	werr := cmd.Wait()
+	untrack()
 	unlock()
 	// Whatever the outcome, nothing started for this item may outlive it:
 	// its process group, and what left the group (setsid) but still

@@ -8,7 +8,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -93,6 +92,7 @@ func startGuard() {
 	}
 	guardPipe = w
 	reapZombies = pidfdPIDs()[cmd.Process.Pid]
+	track(cmd.Process.Pid)
 	go func() { _ = cmd.Wait() }()
 }
 
@@ -129,26 +129,28 @@ func lockThread() (unlock func()) {
 func dieWithFlow(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGKILL }
 
 // sweep kills and reaps, at the end of an item, every process still
-// carrying its tag and everything below them.
+// carrying its tag and everything below them; on the way it reaps the
+// orphans that ended on their own.
 func sweep(tag string) {
 	match := func(t string) bool { return t == tag }
 	self := os.Getpid()
-	reapOrphans(self)
 	killed := map[int]bool{}
 	for range 100 {
-		cands := children(self)
-		if !subreaper {
-			cands = allPIDs()
-		}
-		var roots []int
-		for _, p := range cands {
+		var roots, zombies []int
+		for _, p := range orphans(self) {
 			if killed[p] {
 				continue
 			}
-			if tagged(readEnviron(p), match) {
+			st, _, ok := statOf(p)
+			switch {
+			case !ok:
+			case st == 'Z':
+				zombies = append(zombies, p)
+			case tagged(readEnviron(p), match):
 				roots = append(roots, p)
 			}
 		}
+		reapOrphans(zombies)
 		if len(roots) == 0 {
 			return
 		}
@@ -160,6 +162,34 @@ func sweep(tag string) {
 		}
 		reap(self, killed)
 	}
+}
+
+// running holds the programs this process started and has not waited for
+// yet, and the guard: children that are not orphans.
+var running sync.Map
+
+// track notes a program started; the returned function, once it has been
+// waited for.
+func track(pid int) (untrack func()) {
+	running.Store(pid, true)
+	return func() { running.Delete(pid) }
+}
+
+// orphans lists the processes that may have been left by an item: the
+// children of this process it did not start itself, which as subreaper is
+// where every orphan of its items goes; without the subreaper, every
+// process.
+func orphans(self int) []int {
+	if !subreaper {
+		return allPIDs()
+	}
+	var out []int
+	for _, c := range children(self) {
+		if _, ok := running.Load(c); !ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // reap waits until each killed process is gone, reaping those that are
@@ -186,23 +216,15 @@ func reap(self int, killed map[int]bool) {
 	}
 }
 
-// reapOrphans reaps the children of this process that have ended and that
-// no os.Process waits for: processes handed to flow as their subreaper
-// that ended on their own (a daemon's helper that finished before its item
-// did). Without it they would stay zombies, holding a pid each, until flow
-// exits. os/exec holds a pidfd on each child it waits for until the wait
-// is done, so a zombie without one is nobody else's.
-func reapOrphans(self int) {
-	if !reapZombies {
-		return
-	}
-	var zombies []int
-	for _, c := range children(self) {
-		if st, _, ok := statOf(c); ok && st == 'Z' {
-			zombies = append(zombies, c)
-		}
-	}
-	if len(zombies) == 0 {
+// reapOrphans reaps, of zombies (ended children of this process that are
+// not programs it started and tracks), those no os.Process waits for:
+// processes handed to flow as their subreaper that ended on their own (a
+// daemon's helper that finished before its item did). Without it they would
+// stay zombies, holding a pid each, until flow exits. os/exec holds a pidfd
+// on each child it waits for until the wait is done, so a zombie without
+// one is nobody else's.
+func reapOrphans(zombies []int) {
+	if !reapZombies || !subreaper || len(zombies) == 0 {
 		return
 	}
 	held := pidfdPIDs()
@@ -239,26 +261,22 @@ func pidfdPIDs() map[int]bool {
 	return out
 }
 
-// children lists the children of pid from /proc/PID/task/*/children, or
-// from every process's parent where the kernel does not offer that file.
+// children lists the children of pid's main thread, from
+// /proc/PID/task/PID/children, or from every process's parent where the
+// kernel does not offer that file. The main thread is where the kernel
+// hands orphans to a subreaper (the first of its live threads, and Go never
+// ends the main thread); programs started from other threads are not
+// listed, and need not be: os/exec waits for them.
 func children(pid int) []int {
-	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
-	if err != nil || len(tasks) == 0 {
+	p := strconv.Itoa(pid)
+	b, err := os.ReadFile("/proc/" + p + "/task/" + p + "/children")
+	if err != nil {
 		return childrenFrom(pid, procTable())
 	}
 	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			if os.IsNotExist(err) {
-				continue // a thread that just ended
-			}
-			return childrenFrom(pid, procTable())
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-			}
+	for _, f := range strings.Fields(string(b)) {
+		if c, err := strconv.Atoi(f); err == nil {
+			out = append(out, c)
 		}
 	}
 	return out
