@@ -39,7 +39,7 @@ import (
 //
 // Not covered: a process that drops the tag from its environment (execve
 // with another environment) and is not below a tagged process when the
-// sweep runs; it is reparented to flow and lives on until flow exits.
+// sweep runs: it is handed to flow and outlives its item, and flow.
 
 var (
 	treeOnce sync.Once
@@ -92,8 +92,11 @@ func startGuard() {
 	}
 	guardPipe = w
 	reapZombies = pidfdPIDs()[cmd.Process.Pid]
-	track(cmd.Process.Pid)
-	go func() { _ = cmd.Wait() }()
+	untrack := track(cmd.Process.Pid)
+	go func() {
+		_ = cmd.Wait()
+		untrack()
+	}()
 }
 
 // guardMain waits for its flow process to end, then kills what its exec
