@@ -232,9 +232,10 @@ func cutMark(s string) int {
 func (r *Redactor) fragmentBefore(text string) int {
 	best := 0
 	for _, f := range r.forms {
-		for k := min(len(f)-1, len(text)); k >= MinFragment && k > best; k-- {
-			if strings.HasSuffix(text, f[:k]) {
-				best = k
+		// The leftmost j where text[j:] starts f is the longest start.
+		for j := max(0, len(text)-(len(f)-1)); j <= len(text)-max(MinFragment, best+1); j++ {
+			if text[j] == f[0] && strings.HasPrefix(f, text[j:]) {
+				best = len(text) - j
 				break
 			}
 		}
@@ -246,10 +247,14 @@ func (r *Redactor) fragmentBefore(text string) int {
 // starts with.
 func (r *Redactor) fragmentAfter(text string) int {
 	best := 0
+	if text == "" {
+		return 0
+	}
 	for _, f := range r.forms {
-		for k := min(len(f)-1, len(text)); k >= MinFragment && k > best; k-- {
-			if strings.HasPrefix(text, f[len(f)-k:]) {
-				best = k
+		// The leftmost i where f[i:] starts text is the longest end.
+		for i := max(1, len(f)-len(text)); i <= len(f)-max(MinFragment, best+1); i++ {
+			if f[i] == text[0] && strings.HasPrefix(text, f[i:]) {
+				best = len(f) - i
 				break
 			}
 		}

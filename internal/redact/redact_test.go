@@ -3,6 +3,7 @@ package redact
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"testing"
@@ -95,5 +96,47 @@ func TestNothingToHide(t *testing.T) {
 		if r.Active() || r.String("a...b") != "a...b" || r.Value(int64(3)) != int64(3) {
 			t.Errorf("%#v changes text", r)
 		}
+	}
+}
+
+// The fragment search agrees with the obvious quadratic one.
+func TestFragmentsAgreeWithBruteForce(t *testing.T) {
+	brute := func(forms []string, text string, before bool) int {
+		best := 0
+		for _, f := range forms {
+			for k := MinFragment; k < len(f) && k <= len(text); k++ {
+				if (before && strings.HasSuffix(text, f[:k])) || (!before && strings.HasPrefix(text, f[len(f)-k:])) {
+					best = max(best, k)
+				}
+			}
+		}
+		return best
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = "ab&"[rng.IntN(3)]
+		}
+		return string(b)
+	}
+	for range 2000 {
+		r := New([]string{word(1 + rng.IntN(12)), word(1 + rng.IntN(12))})
+		text := word(rng.IntN(16))
+		if got, want := r.fragmentBefore(text), brute(r.forms, text, true); got != want {
+			t.Fatalf("fragmentBefore(%q) with %q = %d, want %d", text, r.forms, got, want)
+		}
+		if got, want := r.fragmentAfter(text), brute(r.forms, text, false); got != want {
+			t.Fatalf("fragmentAfter(%q) with %q = %d, want %d", text, r.forms, got, want)
+		}
+	}
+}
+
+func BenchmarkStringLongSecretWithCuts(b *testing.B) {
+	jwt := strings.Repeat("eyJhbGciOiJIUzI1NiJ9.", 40)
+	r := New([]string{jwt})
+	text := strings.Repeat("item preview "+jwt[:50]+"... and more ", 20)
+	for b.Loop() {
+		r.String(text)
 	}
 }
