@@ -224,3 +224,28 @@ func hostileRun(t *testing.T, dir string, cmd *exec.Cmd) *relResult {
 	code := relWait(t, cmd)
 	return relCollect(t, dir, code, stdout.String(), stderr.String())
 }
+
+// What steps and worker processes write to stderr goes through the same
+// redaction: here the csv printer's warning quotes an item's key made of a
+// secret.
+func TestHostileSecretsStepStderr(t *testing.T) {
+	r := relRun(t, fmt.Sprintf(`version: 1
+vars:
+  amp: {default: %s, secret: true}
+stages:
+  - name: src
+    source: {range: {from: 1, to: 1001}}
+  - name: mk
+    step: compute
+    with:
+      value: >-
+        ${ item <= 1000 ? {n: item} : fromJSON(toJSON({n: item}) | replace('}', ', ' + toJSON(vars.amp) + ': 2}')) }
+  - name: out
+    sink: {print: csv}
+`, relYAML(secAmp)))
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: csv: item 1000 has a key") {
+		t.Fatalf("exit %d; no csv warning about the new key:\n%s", r.code, r.stderr)
+	}
+	hostileLeaks(t, "stderr", r.stderr, secAmp)
+	hostileLeaks(t, "the report", string(r.raw), secAmp)
+}

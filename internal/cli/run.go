@@ -134,7 +134,10 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		return err
 	}
 	defer release()
-	rs, closeCluster, err := a.clusterRunners(p, f.cluster, stderr)
+	// What steps and worker processes write to stderr (a warning or a
+	// worker's panic message, say) may quote an item built from a secret.
+	runStderr := red.Writer(stderr)
+	rs, closeCluster, err := a.clusterRunners(p, f.cluster, runStderr)
 	if err != nil {
 		out.close()
 		return err
@@ -145,10 +148,13 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		Registry: a.reg,
 		Stdin:    a.stdin,
 		Stdout:   out.stdout,
-		Stderr:   stderr,
+		Stderr:   runStderr,
 		Runners:  rs,
 		Events:   out.events,
 	})
+	if f, ok := runStderr.(interface{ Flush() error }); ok {
+		_ = f.Flush()
+	}
 	sig := stop()
 	out.close()
 

@@ -140,3 +140,30 @@ func BenchmarkStringLongSecretWithCuts(b *testing.B) {
 		r.String(text)
 	}
 }
+
+// A secret written in pieces, from a worker's output say, is hidden whole.
+func TestWriterJoinsPieces(t *testing.T) {
+	const s = "s3cr3t-T0KEN"
+	var out strings.Builder
+	w := New([]string{s}).Writer(&out)
+	for _, p := range []string{"line one s3c", "r3t-T0", "KEN end\nnext ", "s3cr3t-T0KEN", "\nlast s3cr"} {
+		w.Write([]byte(p))
+	}
+	if out.String() != "line one *** end\nnext ***\n" {
+		t.Errorf("before Flush: %q", out.String())
+	}
+	w.(*Writer).Flush()
+	if got := out.String(); got != "line one *** end\nnext ***\nlast ***" {
+		t.Errorf("after Flush: %q", got)
+	}
+	out.Reset()
+	w = New([]string{s}).Writer(&out)
+	w.Write([]byte(strings.Repeat("x", maxLine) + "s3cr3t-"))
+	w.Write([]byte("T0KEN\n"))
+	if got := out.String(); strings.Contains(got, "s3cr") || !strings.HasSuffix(got, "x***\n") {
+		t.Errorf("a long line split inside the secret: %q", got[len(got)-20:])
+	}
+	if New(nil).Writer(&out) != &out {
+		t.Error("nothing to hide, yet the writer is wrapped")
+	}
+}
