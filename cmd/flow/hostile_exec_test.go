@@ -16,13 +16,13 @@ import (
 	"time"
 )
 
-// hostileGone is how long killed processes may take to disappear: only a
+// execGone is how long killed processes may take to disappear: only a
 // guard against a broken build, far above the milliseconds it takes.
-const hostileGone = 30 * time.Second
+const execGone = 30 * time.Second
 
-// hostileAlive reports whether pid runs (a zombie has ended: its parent,
+// execAlive reports whether pid runs (a zombie has ended: its parent,
 // possibly this test process, just has not reaped it).
-func hostileAlive(pid int) bool {
+func execAlive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
@@ -32,8 +32,8 @@ func hostileAlive(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
-// hostilePIDs waits until path holds n pids, one a line, and returns them.
-func hostilePIDs(t *testing.T, path string, n int) []int {
+// execPIDs waits until path holds n pids, one a line, and returns them.
+func execPIDs(t *testing.T, path string, n int) []int {
 	t.Helper()
 	deadline := time.Now().Add(relGuard)
 	for {
@@ -61,12 +61,12 @@ func hostilePIDs(t *testing.T, path string, n int) []int {
 	}
 }
 
-// hostileWaitGone fails unless every pid ends within hostileGone.
-func hostileWaitGone(t *testing.T, pids []int, what string) {
+// execWaitGone fails unless every pid ends within execGone.
+func execWaitGone(t *testing.T, pids []int, what string) {
 	t.Helper()
-	deadline := time.Now().Add(hostileGone)
+	deadline := time.Now().Add(execGone)
 	for _, p := range pids {
-		for hostileAlive(p) {
+		for execAlive(p) {
 			if time.Now().After(deadline) {
 				b, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/cmdline")
 				t.Fatalf("%s: process %d (%q) still runs", what, p, strings.ReplaceAll(string(b), "\x00", " "))
@@ -100,13 +100,13 @@ stages:
   - name: out
     sink: {write: {path: out.jsonl}}
 `, relYAML(pidfile)))
-	r := hostileRun(t, dir, cmd)
+	r := secretRun(t, dir, cmd)
 	if s := r.stage(t, "run"); s.TimedOut != 1 {
 		t.Fatalf("the item did not time out: %+v\n%s", s, r.stderr)
 	}
 	// The sweep runs as the attempt returns; should the engine give up on
 	// an attempt before that, the guard still ends them when flow exits.
-	hostileWaitGone(t, hostilePIDs(t, pidfile, 2), "after the item's timeout")
+	execWaitGone(t, execPIDs(t, pidfile, 2), "after the item's timeout")
 }
 
 // When flow itself is killed (SIGKILL: no handler runs), the programs of
@@ -139,14 +139,14 @@ stages:
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			pids := hostilePIDs(t, pidfile, 3)
+			pids := execPIDs(t, pidfile, 3)
 			if err := cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}
 			if code := relWait(t, cmd); code != -int(syscall.SIGKILL) {
 				t.Fatalf("flow exited %d, not killed:\n%s", code, stderr.String())
 			}
-			hostileWaitGone(t, pids, "after flow was killed")
+			execWaitGone(t, pids, "after flow was killed")
 		})
 	}
 }

@@ -23,9 +23,9 @@ import (
 	"github.com/flowrun/flow/internal/redact"
 )
 
-// hostileLeaks fails if text holds any secret in any form, whole or its
+// secretLeaks fails if text holds any secret in any form, whole or its
 // first 8 bytes or more.
-func hostileLeaks(t *testing.T, what, text string, secrets ...string) {
+func secretLeaks(t *testing.T, what, text string, secrets ...string) {
 	t.Helper()
 	for _, s := range secrets {
 		for _, f := range redact.Forms(s) {
@@ -39,18 +39,18 @@ func hostileLeaks(t *testing.T, what, text string, secrets ...string) {
 	}
 }
 
-// hostileScan scans stderr, stdout, the report and the error values of the
+// secretScan scans stderr, stdout, the report and the error values of the
 // items kept in out.jsonl.
-func hostileScan(t *testing.T, r *relResult, secrets ...string) {
+func secretScan(t *testing.T, r *relResult, secrets ...string) {
 	t.Helper()
-	hostileLeaks(t, "stderr (progress and messages)", r.stderr, secrets...)
-	hostileLeaks(t, "stdout", r.stdout, secrets...)
-	hostileLeaks(t, "the report", string(r.raw), secrets...)
+	secretLeaks(t, "stderr (progress and messages)", r.stderr, secrets...)
+	secretLeaks(t, "stdout", r.stdout, secrets...)
+	secretLeaks(t, "the report", string(r.raw), secrets...)
 	b, _ := os.ReadFile(filepath.Join(r.dir, "out.jsonl"))
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		var kept struct{ Error string }
 		if json.Unmarshal([]byte(line), &kept) == nil && kept.Error != "" {
-			hostileLeaks(t, "a kept item's error", kept.Error, secrets...)
+			secretLeaks(t, "a kept item's error", kept.Error, secrets...)
 		}
 	}
 }
@@ -110,7 +110,7 @@ stages:
     sink: {write: {path: out.jsonl}}
 `, secPin, secHex, secLong, relYAML(secAmp), srv.URL))
 	cmd.Env = append(cmd.Env, "FLOW_VAR_env="+secEnv)
-	r := hostileRun(t, dir, cmd)
+	r := secretRun(t, dir, cmd)
 	for k, want := range map[string]string{"pin": secPin, "hex": secHex, "long": secLong, "amp": secAmp, "env": secEnv} {
 		if got[k] != want {
 			t.Errorf("the server received %s=%q, want the text as written, %q", k, got[k], want)
@@ -119,7 +119,7 @@ stages:
 	if r.rep == nil || len(r.rep.Failures) != 1 || !strings.Contains(r.stderr, "***") {
 		t.Fatalf("the echo request did not fail as planned, or nothing was redacted:\n%s\n%s", r.stderr, r.raw)
 	}
-	hostileScan(t, r, secPin, secHex, secLong, secAmp, secEnv)
+	secretScan(t, r, secPin, secHex, secLong, secAmp, secEnv)
 }
 
 // An item preview in a message is cut at 80 characters: the start of a
@@ -144,7 +144,7 @@ stages:
 	if !strings.Contains(r.rep.Reason, "xxx***...") {
 		t.Errorf("the reason does not show the cut preview, redacted: %q", r.rep.Reason)
 	}
-	hostileScan(t, r, secAmp)
+	secretScan(t, r, secAmp)
 }
 
 // Building a source or a sink can fail on a value made from a secret; the
@@ -169,10 +169,10 @@ stages:
 	if code == 0 || !strings.Contains(stderr.String(), "whole number") {
 		t.Fatalf("exit %d; the build did not fail as planned:\n%s", code, stderr.String())
 	}
-	hostileLeaks(t, "stderr", stderr.String(), secAmp)
-	hostileLeaks(t, "stdout", stdout.String(), secAmp)
+	secretLeaks(t, "stderr", stderr.String(), secAmp)
+	secretLeaks(t, "stdout", stdout.String(), secAmp)
 	if b, err := os.ReadFile(filepath.Join(dir, "report.json")); err == nil {
-		hostileLeaks(t, "the report", string(b), secAmp)
+		secretLeaks(t, "the report", string(b), secAmp)
 	}
 }
 
@@ -195,7 +195,7 @@ stages:
     sink: {write: {path: out.jsonl}}
 `)
 	cmd.Env = append(cmd.Env, "FLOW_VAR_env="+secEnv, "FLOW_VAR_ENV="+secEnv)
-	r := hostileRun(t, dir, cmd)
+	r := secretRun(t, dir, cmd)
 	lines := relLines(t, filepath.Join(dir, "out.jsonl"))
 	r.check(t, 0, 3, lines)
 	if len(lines) != 2 {
@@ -209,12 +209,12 @@ stages:
 	if !strings.Contains(lines[1], "PASSED="+secEnv) {
 		t.Errorf("the secret passed explicitly did not reach the program: %s", lines[1])
 	}
-	hostileLeaks(t, "stderr", r.stderr, secEnv)
-	hostileLeaks(t, "the report", string(r.raw), secEnv)
+	secretLeaks(t, "stderr", r.stderr, secEnv)
+	secretLeaks(t, "the report", string(r.raw), secEnv)
 }
 
-// hostileRun runs a command made by relCommand to its end.
-func hostileRun(t *testing.T, dir string, cmd *exec.Cmd) *relResult {
+// secretRun runs a command made by relCommand to its end.
+func secretRun(t *testing.T, dir string, cmd *exec.Cmd) *relResult {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -246,6 +246,6 @@ stages:
 	if r.code != 0 || !strings.Contains(r.stderr, "warning: csv: item 1000 has a key") {
 		t.Fatalf("exit %d; no csv warning about the new key:\n%s", r.code, r.stderr)
 	}
-	hostileLeaks(t, "stderr", r.stderr, secAmp)
-	hostileLeaks(t, "the report", string(r.raw), secAmp)
+	secretLeaks(t, "stderr", r.stderr, secAmp)
+	secretLeaks(t, "the report", string(r.raw), secAmp)
 }
