@@ -117,9 +117,9 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 	}
 	for _, x := range vars.List {
 		if v, ok := env[x.Name]; ok {
-			x.Value = scalar(v)
+			x.Value = override(x, v)
 		} else if v, ok := env[strings.ToUpper(x.Name)]; ok {
-			x.Value = scalar(v)
+			x.Value = override(x, v)
 		}
 	}
 	names := make([]string, 0, len(opts.Set))
@@ -137,9 +137,18 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 			ds = append(ds, conf.Diag{Msg: fmt.Sprintf("--set %s: the pipeline declares no variable %q%s; declare it under vars:", k, k, conf.Suggest(k, declared))})
 			continue
 		}
-		x.Value = scalar(opts.Set[k])
+		x.Value = override(x, opts.Set[k])
 	}
 	return ds
+}
+
+// override is the value an override gives x: a secret keeps the text as
+// given (see secretText), any other variable reads it as YAML would.
+func override(x *Var, s string) any {
+	if x.Secret {
+		return s
+	}
+	return scalar(s)
 }
 
 // scalar reads an override the way YAML would read it as a plain scalar, so

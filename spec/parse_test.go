@@ -3,6 +3,7 @@ package spec_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,51 @@ func TestLockForms(t *testing.T) {
 		}
 		if p.Lock == nil || p.Lock.File != tc.want.File || p.Lock.Mode != tc.want.Mode || p.Lock.Timeout != tc.want.Timeout {
 			t.Errorf("%s: got %+v, want %+v", tc.src, p.Lock, tc.want)
+		}
+	}
+}
+
+// A secret is its text exactly as written: YAML would read these as an
+// octal, a hex, a rounded float or a bool, which would both change the
+// credential sent and leave the written text unredacted.
+func TestSecretsKeepTheirText(t *testing.T) {
+	src := `version: 1
+vars:
+  octal: {default: 00123456, secret: true}
+  hex: {default: 0x1f2e3d4c5b6a, secret: true}
+  long: {default: 123456789012345678901234567890, secret: true}
+  float: {default: 1e400, secret: true}
+  yes: {secret: true, default: yes}
+  quoted: {default: "007", secret: true}
+  empty: {secret: true}
+  null_default: {default: ~, secret: true}
+  plain_octal: 00123456
+stages:
+  - name: ids
+    source: {items: [1]}
+`
+	p := mustParse(t, src, spec.Options{})
+	want := map[string]any{"octal": "00123456", "hex": "0x1f2e3d4c5b6a", "long": "123456789012345678901234567890",
+		"float": "1e400", "yes": "yes", "quoted": "007", "empty": "", "null_default": "", "plain_octal": int64(42798)}
+	if got := p.Vars.Map(); !reflect.DeepEqual(got, want) {
+		t.Errorf("vars = %#v\nwant   %#v", got, want)
+	}
+	p = mustParse(t, src, spec.Options{Set: map[string]string{"octal": "0777", "hex": "[1, 2]"}, Environ: []string{"FLOW_VAR_long=1e5", "FLOW_VAR_EMPTY={a: b}"}})
+	for name, v := range map[string]string{"octal": "0777", "hex": "[1, 2]", "long": "1e5", "empty": "{a: b}"} {
+		if got := p.Vars.Lookup(name).Value; got != v {
+			t.Errorf("%s overridden = %#v, want the text %q", name, got, v)
+		}
+	}
+	if got := p.Vars.Secrets(); !slices.Contains(got, "0777") || !slices.Contains(got, "1e5") {
+		t.Errorf("Secrets() = %q, want the overrides' text", got)
+	}
+}
+
+func TestSecretMustBeOneString(t *testing.T) {
+	for _, def := range []string{"{user: u, key: k}", "[a, b]"} {
+		_, err := spec.Parse("p.yaml", []byte("version: 1\nvars:\n  creds: {secret: true, default: "+def+"}\nstages:\n  - name: ids\n    source: {items: [1]}\n"), spec.Options{}, spectest.Registry())
+		if err == nil || !strings.Contains(err.Error(), "p.yaml:3:34: secret variable \"creds\" must hold one string") {
+			t.Errorf("default %s: err = %v, want a positioned refusal", def, err)
 		}
 	}
 }

@@ -171,15 +171,12 @@ func (v *Vars) UnmarshalNode(n *yaml.Node, _ *conf.Context) error {
 		seen[k.Value] = true
 		x := &Var{Name: k.Value, Node: val}
 		if isLongVar(val) {
+			var def *yaml.Node
 			for j := 0; j+1 < len(val.Content); j += 2 {
 				vk, vv := val.Content[j], val.Content[j+1]
 				switch vk.Value {
 				case "default":
-					var d any
-					if err := vv.Decode(&d); err != nil {
-						ds.Add(conf.NodePos(vv), "%v", err)
-					}
-					x.Value = conf.Normalize(d)
+					def = vv
 				case "secret":
 					if vv.Tag != "!!bool" {
 						ds.Add(conf.NodePos(vv), "secret must be true or false")
@@ -188,6 +185,20 @@ func (v *Vars) UnmarshalNode(n *yaml.Node, _ *conf.Context) error {
 				case "description":
 					x.Description = vv.Value
 				}
+			}
+			switch {
+			case x.Secret:
+				s, err := secretText(x.Name, def)
+				if err != nil {
+					ds.AddErr(conf.NodePos(def), err)
+				}
+				x.Value = s
+			case def != nil:
+				var d any
+				if err := def.Decode(&d); err != nil {
+					ds.Add(conf.NodePos(def), "%v", err)
+				}
+				x.Value = conf.Normalize(d)
 			}
 		} else {
 			var d any
@@ -199,6 +210,41 @@ func (v *Vars) UnmarshalNode(n *yaml.Node, _ *conf.Context) error {
 		v.List = append(v.List, x)
 	}
 	return ds.Err()
+}
+
+// secretText is the value of a secret variable: the text of its default
+// exactly as written. A secret is only ever hidden by its text, so reading
+// 00123456 as the number 42798, or 0x1f as 31, would both change the
+// credential sent and leave the text that was written unredacted. A list or
+// mapping is refused: its parts could not all be hidden wherever they go.
+// An absent or null default is the empty string (the value then comes from
+// FLOW_VAR_NAME or --set).
+func secretText(name string, def *yaml.Node) (string, error) {
+	if def == nil {
+		return "", nil
+	}
+	n := def
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind != yaml.ScalarNode {
+		return "", fmt.Errorf("secret variable %q must hold one string, not a %s: declare one secret variable per value (e.g. %s_user and %s_key)",
+			name, kindName(n), name, name)
+	}
+	if n.Tag == "!!null" {
+		return "", nil
+	}
+	return n.Value, nil
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "non-scalar value"
 }
 
 func isLongVar(n *yaml.Node) bool {

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/internal/redact"
+	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/all"
 )
@@ -140,15 +142,26 @@ Exit codes:
 
 // printDiags prints every problem of a pipeline file, one per line, and
 // reports whether err was such a list.
-func printDiags(w io.Writer, file string, err error) {
+// red hides the pipeline's secrets, which a message may quote (a path or a
+// number built from a variable); nil hides nothing.
+func printDiags(w io.Writer, file string, err error, red *redact.Redactor) {
 	var ds conf.Diags
 	if errors.As(err, &ds) {
 		for _, d := range ds.WithFile(file) {
-			fmt.Fprintln(w, d.String())
+			fmt.Fprintln(w, red.String(d.String()))
 		}
 		return
 	}
-	fmt.Fprintf(w, "%s: %v\n", file, err)
+	fmt.Fprintln(w, red.String(fmt.Sprintf("%s: %v", file, err)))
+}
+
+// secretsOf is the redactor of p's secret variables (p may be nil, or only
+// partly valid).
+func secretsOf(p *spec.Pipeline) *redact.Redactor {
+	if p == nil {
+		return nil
+	}
+	return redact.New(p.Vars.Secrets())
 }
 
 // yamlFiles makes shells complete pipeline files.

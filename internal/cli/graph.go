@@ -36,7 +36,7 @@ DOT renders with Graphviz.`,
 			}
 			p, err := a.load(args[0], nil)
 			if err != nil {
-				printDiags(a.stderr, args[0], err)
+				printDiags(a.stderr, args[0], err, secretsOf(p))
 				return exitCode(ExitInvalid)
 			}
 			if format == "dot" {

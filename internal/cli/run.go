@@ -104,8 +104,9 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		return err
 	}
 	p, err := a.load(file, set)
+	red := secretsOf(p)
 	if err != nil {
-		printDiags(a.stderr, file, err)
+		printDiags(a.stderr, file, err, red)
 		fmt.Fprintf(a.stderr, "flow: %s is not valid; nothing was run. Fix the problems above (flow validate %s checks again).\n", file, file)
 		return exitCode(ExitInvalid)
 	}
@@ -133,7 +134,10 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		return err
 	}
 	defer release()
-	rs, closeCluster, err := a.clusterRunners(p, f.cluster, stderr)
+	// What steps and worker processes write to stderr (a warning or a
+	// worker's panic message, say) may quote an item built from a secret.
+	runStderr := red.Writer(stderr)
+	rs, closeCluster, err := a.clusterRunners(p, f.cluster, runStderr)
 	if err != nil {
 		out.close()
 		return err
@@ -144,10 +148,13 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		Registry: a.reg,
 		Stdin:    a.stdin,
 		Stdout:   out.stdout,
-		Stderr:   stderr,
+		Stderr:   runStderr,
 		Runners:  rs,
 		Events:   out.events,
 	})
+	if f, ok := runStderr.(interface{ Flush() error }); ok {
+		_ = f.Flush()
+	}
 	sig := stop()
 	out.close()
 
@@ -158,10 +165,12 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	var ds conf.Diags
 	if rep == nil && errors.As(runErr, &ds) {
 		// Options that only fail when built (a missing input file, say).
-		printDiags(stderr, file, runErr)
+		printDiags(stderr, file, runErr, red)
 		code = ExitInvalid
 	} else if runErr != nil && (sig == nil || !errors.Is(runErr, context.Canceled)) {
-		fmt.Fprintf(stderr, "flow: %v\n", runErr)
+		// Building a source or a sink fails with its options in the
+		// message, which may be made of secret variables.
+		fmt.Fprintln(stderr, red.String("flow: "+runErr.Error()))
 	}
 	if rep != nil && code == ExitOK && runErr != nil {
 		code = ExitFailed
@@ -181,7 +190,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		if rep == nil {
 			fmt.Fprintf(stderr, "flow: no report written to %s: the run did not start\n", f.report)
 		} else if err := rep.WriteFile(f.report); err != nil {
-			fmt.Fprintf(stderr, "flow: %v; check that the directory exists and is writable\n", err)
+			fmt.Fprintln(stderr, red.String(fmt.Sprintf("flow: %v; check that the directory exists and is writable", err)))
 			if code == ExitOK {
 				code = ExitFailed
 			}

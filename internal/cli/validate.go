@@ -41,8 +41,8 @@ Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
 			}
 			bad := 0
 			for _, file := range args {
-				if _, err := a.load(file, set); err != nil {
-					printDiags(a.stderr, file, err)
+				if p, err := a.load(file, set); err != nil {
+					printDiags(a.stderr, file, err, secretsOf(p))
 					bad++
 					continue
 				}

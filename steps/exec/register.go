@@ -41,7 +41,7 @@ type Config struct {
 	Command   *tmpl.T            `yaml:"command" desc:"The shell command line, only with 'shell: true'." example:"sort \"$1\" | uniq -c | sort -rn | head -5"`
 	Stdin     *tmpl.T            `yaml:"stdin" desc:"Text written to the standard input of the program (mappings and lists as JSON). Without it the program reads an empty input." example:"${ item }"`
 	Capture   string             `yaml:"capture" enum:"text,lines,json,none" default:"text" desc:"How standard output becomes the 'stdout' field of the result: 'text' (one string, trailing newlines removed), 'lines' (a list of strings, one per line), 'json' (the output parsed as one JSON value) or 'none' (discarded)."`
-	Env       map[string]*tmpl.T `yaml:"env" desc:"Environment variables added to those flow runs with; values may hold '${ }' expressions." example:"{LC_ALL: C}"`
+	Env       map[string]*tmpl.T `yaml:"env" desc:"Environment variables added to those flow runs with; values may hold '${ }' expressions. Programs do not inherit the 'FLOW_VAR_*' variables flow was given (secrets among them): pass what a program needs here, in 'argv' or in 'stdin'." example:"{LC_ALL: C}"`
 	Dir       *tmpl.T            `yaml:"dir" desc:"Working directory; a relative path is resolved against the pipeline file directory, which is also the default." example:"work/${ item }"`
 	OKCodes   []int              `yaml:"ok_codes" default:"[0]" desc:"Exit codes that count as success; any other exit code is an item error of class 'exit'." example:"[0, 1]"`
 	MaxOutput *spec.ByteSize     `yaml:"max_output" default:"64MiB" desc:"Most standard output kept per run; a program that writes more is stopped and the item fails with class 'too_large'." example:"1MiB"`
@@ -85,7 +85,12 @@ Standard output is captured according to 'capture'; standard error is kept as a 
 class 'exit' and the stderr tail in the message; a program that cannot be started fails
 permanently. Each run gets its own process group: on a stage timeout or a cancelled run
 the whole group gets SIGTERM, then SIGKILL after 'kill_grace', so programs started by
-the program stop too. Processes left behind after the program exits are killed as well.`),
+the program stop too. Processes left behind after the program exits are killed as well.
+On Linux this holds whatever the program does: every process a run starts carries
+'FLOW_EXEC_ID' in its environment, and those that left the group ('setsid', a double
+fork) are killed at the end of the item too; if flow itself is killed, even with
+SIGKILL, the programs and what they started end with it. Programs do not inherit the
+'FLOW_VAR_*' variables flow was given: pass a variable through 'argv', 'env' or 'stdin'.`),
 		Result:  "A mapping: 'stdout' (a string, a list of lines or a JSON value per 'capture'; absent with 'capture: none'), 'exit_code' (an integer) and 'stderr' (the last lines of standard error, \"\" when it wrote nothing).",
 		Example: "argv: [\"wc\", \"-l\", \"${ item }\"]\ncapture: text",
 	}, New)
@@ -101,6 +106,7 @@ type step struct {
 
 // New builds an exec step.
 func New(cfg *Config, env *steps.Env) (steps.Step, error) {
+	prepareTree()
 	s := &step{cfg: cfg, env: env, maxOutput: defaultMaxOutput, grace: defaultGrace, okCodes: map[int]bool{}}
 	if cfg.MaxOutput != nil {
 		s.maxOutput = int64(*cfg.MaxOutput)
@@ -161,16 +167,18 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	}
 	cmd.Dir = dir
 
-	if len(s.cfg.Env) > 0 {
-		cmd.Env = os.Environ()
-		for k, t := range s.cfg.Env {
-			v, err := t.EvalString(sc)
-			if err != nil {
-				return nil, steps.Permanent(fmt.Errorf("env %s: %w", k, err))
-			}
-			cmd.Env = append(cmd.Env, k+"="+v)
+	tag := newTag()
+	env, outer := childEnv(os.Environ())
+	for k, t := range s.cfg.Env {
+		v, err := t.EvalString(sc)
+		if err != nil {
+			return nil, steps.Permanent(fmt.Errorf("env %s: %w", k, err))
 		}
+		env = append(env, k+"="+v)
 	}
+	// Last: of two entries with one name, os/exec keeps the last one, so
+	// env: cannot drop the tag.
+	cmd.Env = append(env, tagEntry(outer, tag))
 	if s.cfg.Stdin != nil {
 		text, err := s.cfg.Stdin.EvalString(sc)
 		if err != nil {
@@ -189,16 +197,25 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	cmd.Stderr = stderr
 
 	group := newGroup(cmd)
+	dieWithFlow(cmd.SysProcAttr)
 	cmd.Cancel = group.terminate
 	cmd.WaitDelay = s.grace
 	stdout.overflow = group.kill
 
+	unlock := lockThread()
 	if err := cmd.Start(); err != nil {
+		unlock()
 		return nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
 	}
+	untrack := track(cmd.Process.Pid)
 	werr := cmd.Wait()
-	// Whatever the outcome, nothing started for this item may outlive it.
+	untrack()
+	unlock()
+	// Whatever the outcome, nothing started for this item may outlive it:
+	// its process group, and what left the group (setsid) but still
+	// carries the item's tag.
 	group.kill()
+	sweep(tag)
 
 	if stdout.exceeded {
 		return nil, &steps.Error{Err: fmt.Errorf("%s wrote more than %d bytes to standard output (max_output); it was stopped", name, s.maxOutput), Class: "too_large", Permanent: true}
@@ -316,23 +333,39 @@ var errTooLarge = errors.New("output too large")
 type tail struct {
 	buf []byte
 	max int
+	// cut is set once bytes were dropped from the front: the first line
+	// kept may be the end of a longer one.
+	cut bool
 }
 
 func (t *tail) Write(p []byte) (int, error) {
 	n := len(p)
 	if len(p) >= t.max {
 		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		t.cut = true
 		return n, nil
 	}
 	if over := len(t.buf) + len(p) - t.max; over > 0 {
 		t.buf = append(t.buf[:0], t.buf[over:]...)
+		t.cut = true
 	}
 	t.buf = append(t.buf, p...)
 	return n, nil
 }
 
+// String renders the last lines. A first line cut at its start is dropped,
+// or marked "…" when it is the only one: an unmarked cut could start in
+// the middle of a secret, which the redaction of messages would then not
+// recognise (it hides the end of a secret only after a cut mark).
 func (t *tail) String() string {
 	s := strings.TrimRight(string(t.buf), "\r\n")
+	if t.cut {
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		} else {
+			s = "…" + s
+		}
+	}
 	lines := strings.Split(s, "\n")
 	if len(lines) > tailLines {
 		lines = lines[len(lines)-tailLines:]
