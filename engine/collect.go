@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"unicode/utf8"
+
 	"github.com/flowrun/flow/tmpl"
 
 	"github.com/flowrun/flow/report"
@@ -193,11 +195,17 @@ func (st *stepStage) account(c *chunk, from, to int, em *emitter) {
 	}
 }
 
-// short renders an item for a one-line message.
-func short(v any) string {
-	s := tmpl.Stringify(v)
+// short renders an item for a one-line message: redacted first, then cut
+// (on a character boundary), so that no prefix of a secret is left before
+// the cut where the redactor could no longer recognise it.
+func short(red *redactor, v any) string {
+	s := red.String(tmpl.Stringify(v))
 	if len(s) > 80 {
-		s = s[:77] + "..."
+		cut := 77
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return s
 }

@@ -126,3 +126,31 @@ stages:
 		}
 	}
 }
+
+// The item in a run's reason is redacted before it is cut: a secret that
+// straddles the cut leaves no prefix of itself behind.
+func TestReasonRedactsBeforeTheCut(t *testing.T) {
+	secret := "S3CRETvalue-0123456789"
+	item := strings.Repeat("x", 70) + secret
+	step := fn(steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
+		return nil, steps.Errorf("error", "refused")
+	}))
+	p := parse(t, `
+version: 1
+vars:
+  token: {default: "`+secret+`", secret: true}
+stages:
+  - {name: src, source: {src: `+fn(sourceFunc(func(ctx context.Context, emit func(any) error) error { return emit(item) }))+`}}
+  - {name: work, step: fn, with: {fn: `+step+`}}
+`)
+	rep := runT(t, context.Background(), p, config{}, nil)
+	// Redacted first, the item is 73 characters and needs no cut at all.
+	if rep.Status != report.StatusFailed || !strings.Contains(rep.Reason, "("+strings.Repeat("x", 70)+"***)") {
+		t.Fatalf("status %s, reason %q", rep.Status, rep.Reason)
+	}
+	for i := 4; i <= len(secret); i++ {
+		if strings.Contains(rep.Reason, secret[:i]) {
+			t.Fatalf("the reason holds %q, a prefix of the secret: %s", secret[:i], rep.Reason)
+		}
+	}
+}

@@ -15,14 +15,15 @@ import (
 
 // errorPolicy is a stage's on_error and max_errors.
 type errorPolicy struct {
+	red       *redactor
 	stage     string
 	onError   spec.OnError
 	maxErrors int
 	failed    int
 }
 
-func newErrorPolicy(s *spec.Stage) errorPolicy {
-	return errorPolicy{stage: s.Name, onError: s.OnError, maxErrors: s.MaxErrors}
+func newErrorPolicy(s *spec.Stage, red *redactor) errorPolicy {
+	return errorPolicy{red: red, stage: s.Name, onError: s.OnError, maxErrors: s.MaxErrors}
 }
 
 // fail counts one failed item and returns the stop it calls for, if any:
@@ -32,10 +33,10 @@ func (p *errorPolicy) fail(in steps.Input, err error) *runStop {
 	switch {
 	case p.onError == spec.OnErrorFail && p.failed == 1:
 		return &runStop{status: report.StatusFailed, msg: fmt.Sprintf("stage %q failed on item %d (%s): %v (on_error: fail stops the run; use on_error: skip or keep to go on)",
-			p.stage, in.Index, short(in.Item), err)}
+			p.stage, in.Index, short(p.red, in.Item), err)}
 	case p.onError != spec.OnErrorFail && p.maxErrors > 0 && p.failed == p.maxErrors+1:
 		return &runStop{status: report.StatusFailed, msg: fmt.Sprintf("stage %q: %d items failed, more than max_errors: %d; the last: item %d (%s): %v",
-			p.stage, p.failed, p.maxErrors, in.Index, short(in.Item), err)}
+			p.stage, p.failed, p.maxErrors, in.Index, short(p.red, in.Item), err)}
 	}
 	return nil
 }

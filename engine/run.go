@@ -402,7 +402,7 @@ func (r *run) buildStage(i int, s *spec.Stage) (stageExec, error) {
 		b.lim = stageLimiter(s, r.limits, r.clk)
 		return &sourceStage{stage: b, src: built.Source}, nil
 	case built.Barrier != nil:
-		return &barrierStage{stage: b, bar: built.Barrier, policy: newErrorPolicy(s)}, nil
+		return &barrierStage{stage: b, bar: built.Barrier, policy: newErrorPolicy(s, r.red)}, nil
 	default:
 		return &sinkStage{stage: b, sink: built.Sink}, nil
 	}

@@ -83,5 +83,5 @@ func (s *sinkStage) fail(in steps.Input, err error) {
 	s.rep.Failed++
 	s.failure(in, err, 1, report.Failed)
 	s.event(report.Failed, in, nil, err, nil)
-	s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("sink %q: item %d (%s): %v", s.name, in.Index, short(in.Item), err)})
+	s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("sink %q: item %d (%s): %v", s.name, in.Index, short(s.r.red, in.Item), err)})
 }

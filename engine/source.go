@@ -112,7 +112,7 @@ func (s *sourceStage) emit(item any) error {
 				if s.account(func() { s.rep.Failed++ }) {
 					s.failure(in, err, 1, report.Failed)
 					s.event(report.Failed, in, nil, err, nil)
-					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(s.r.red, item), err)})
 				}
 				return errStopped
 			}
@@ -136,7 +136,7 @@ func (s *sourceStage) emit(item any) error {
 				if s.ctx.Err() == nil {
 					s.account(func() { s.rep.Failed++ })
 					s.failure(in, err, 1, report.Failed)
-					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(item), err)})
+					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(s.r.red, item), err)})
 				} else {
 					s.account(func() { s.cancelled(in, nil) })
 				}

@@ -117,7 +117,7 @@ func (st *stepStage) configure(named map[string]*limit) {
 	st.key = s.Key
 	st.timeout = s.Timeout
 	st.retry = s.Retry
-	st.policy = newErrorPolicy(s)
+	st.policy = newErrorPolicy(s, st.r.red)
 	st.done = completion{first: s.Complete.First}
 	st.lim = stageLimiter(s, named, st.r.clk)
 	st.cond = sync.NewCond(&st.mu)
