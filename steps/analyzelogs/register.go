@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
+	"github.com/flowrun/flow/internal/regular"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -138,14 +138,13 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if !filepath.IsAbs(p) && s.env.Dir != "" {
 		p = filepath.Join(s.env.Dir, p)
 	}
-	f, err := os.Open(p)
+	// A FIFO or a device picked up by a glob must fail its item, not block
+	// the open past every timeout.
+	f, _, err := regular.Open(p)
 	if err != nil {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.IsDir() {
-		return nil, steps.Permanent(fmt.Errorf("%s is a directory, not a log file", p))
-	}
 	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -182,7 +181,8 @@ func fileError(path string, err error) error {
 	}
 	e := &steps.Error{Err: fmt.Errorf("%s: %v", path, err), Class: "io"}
 	switch {
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, ErrLineTooLong):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, ErrLineTooLong),
+		errors.Is(err, regular.ErrNotRegular), errors.Is(err, ErrTrailingGarbage):
 		e.Permanent = true
 	}
 	return e

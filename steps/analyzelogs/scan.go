@@ -1,6 +1,7 @@
 package analyzelogs
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -232,18 +233,90 @@ func (s *Scanner) ScanFile(ctx context.Context, r io.Reader) (Counts, error) {
 	}
 	r = io.MultiReader(bytes.NewReader(head[:n]), r)
 	if n == 2 && bytes.Equal(head[:], gzipMagic) {
-		zr, err := gzip.NewReader(r)
+		br := bufio.NewReaderSize(r, 64<<10)
+		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return Counts{}, fmt.Errorf("reading gzip header: %w", err)
 		}
 		defer zr.Close()
-		c, err := s.Scan(ctx, zr)
-		if err != nil {
+		zr.Multistream(false)
+		c, err := s.Scan(ctx, &gzipMembers{ctx: ctx, br: br, zr: zr})
+		if err != nil && !errors.Is(err, ErrTrailingGarbage) && ctx.Err() == nil {
 			return c, fmt.Errorf("decompressing: %w", err)
 		}
-		return c, nil
+		return c, err
 	}
 	return s.Scan(ctx, r)
+}
+
+// ErrTrailingGarbage is returned (wrapped) for bytes after the end of gzip
+// data that are neither another gzip member nor zero padding.
+var ErrTrailingGarbage = errors.New("the file has bytes after its gzip data that are not gzip data")
+
+// gzipMembers reads the members of a gzip file one after the other, as
+// `gzip -d` and Python's gzip module do, and skips zero bytes after a
+// member: tapes and some copying tools pad files with them, `gzip -t`
+// accepts them and Python skips them. compress/gzip alone reads such
+// padding as a broken header. Anything else after a member fails the file,
+// as it does in Python.
+type gzipMembers struct {
+	ctx context.Context
+	br  *bufio.Reader // zr reads from it, so what it holds is what follows
+	zr  *gzip.Reader
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for {
+		n, err := g.zr.Read(p)
+		if err != io.EOF || n > 0 {
+			if err == io.EOF {
+				err = nil // the next call finds the end of the member again
+			}
+			return n, err
+		}
+		more, err := g.next()
+		if err != nil || !more {
+			if err == nil {
+				err = io.EOF
+			}
+			return 0, err
+		}
+	}
+}
+
+// next skips the zero padding after a member and starts the member that
+// follows it; false means the input ended.
+func (g *gzipMembers) next() (bool, error) {
+	for {
+		if err := g.ctx.Err(); err != nil {
+			return false, err
+		}
+		b, err := g.br.Peek(1)
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if b[0] != 0 {
+			break
+		}
+		// Discard the run of zeros the buffer holds, not byte by byte.
+		buf, _ := g.br.Peek(g.br.Buffered())
+		z := len(buf)
+		for i, c := range buf {
+			if c != 0 {
+				z = i
+				break
+			}
+		}
+		_, _ = g.br.Discard(max(z, 1))
+	}
+	if err := g.zr.Reset(g.br); err != nil {
+		return false, fmt.Errorf("%w (%v); the file may be damaged, check it with 'gzip -t'", ErrTrailingGarbage, err)
+	}
+	g.zr.Multistream(false)
+	return true, nil
 }
 
 // Scan counts the lines of r as Python's `for line in f` does (a last line
@@ -318,6 +391,11 @@ func readFull(r io.Reader, p []byte) (int, error) {
 // lines processes whole lines: b ends with a line feed, except for the last
 // line of an input that has none.
 func (s *Scanner) lines(c *Counts, b []byte, st *state) {
+	// One pass of IndexByte, far cheaper than the scan itself, keeps files
+	// without carriage returns on the fast path untouched.
+	if i := bytes.IndexByte(b, '\r'); i >= 0 {
+		b = st.universal(b, i)
+	}
 	if b[len(b)-1] != '\n' {
 		c.Lines++
 	}
@@ -365,6 +443,38 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 	}
 }
 
+// universal returns b with every lone carriage return (one not followed by
+// a line feed) turned into a line feed, so that it ends a line as in
+// Python's text mode (universal newlines). b[i] is its first carriage
+// return. b itself is never written (it may be a read-only mapping): a
+// copy is made, and only when a lone carriage return exists. A block ends
+// with a line feed unless the input ends with it, so a carriage return at
+// the end of b is lone, and one before a block boundary cannot be split
+// from its line feed.
+func (st *state) universal(b []byte, i int) []byte {
+	for {
+		if i+1 == len(b) || b[i+1] != '\n' {
+			break // a lone one
+		}
+		j := bytes.IndexByte(b[i+2:], '\r')
+		if j < 0 {
+			return b // CRLF line breaks only
+		}
+		i += 2 + j
+	}
+	if cap(st.crlf) < len(b) {
+		st.crlf = make([]byte, len(b))
+	}
+	out := st.crlf[:len(b)]
+	copy(out, b)
+	for ; i < len(out); i++ {
+		if out[i] == '\r' && (i+1 == len(out) || out[i+1] != '\n') {
+			out[i] = '\n'
+		}
+	}
+	return out
+}
+
 // state is the per-scan position of every rule in the current block.
 type state struct {
 	next []int    // per rule: the next candidate offset
@@ -383,6 +493,9 @@ type state struct {
 	// goes line by line.
 	direct []direct
 	dense  bool
+	// crlf holds the copy of a block whose lone carriage returns were
+	// turned into line feeds (see universal).
+	crlf []byte
 }
 
 type direct struct {

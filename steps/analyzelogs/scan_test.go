@@ -30,13 +30,8 @@ func reference(t *testing.T, data string, rules []Rule, samples, sampleLen int) 
 			res[i] = regexp.MustCompile(r.Regexp)
 		}
 	}
-	for _, line := range strings.SplitAfter(data, "\n") {
-		if line == "" {
-			continue // SplitAfter yields "" after a final "\n"
-		}
+	for _, line := range universalLines(data) {
 		c.Lines++
-		line = strings.TrimSuffix(line, "\n")
-		line = strings.TrimSuffix(line, "\r")
 		for i, r := range rules {
 			var hit bool
 			if res[i] != nil {
@@ -54,6 +49,26 @@ func reference(t *testing.T, data string, rules []Rule, samples, sampleLen int) 
 		}
 	}
 	return c
+}
+
+// universalLines splits data as Python's text mode reads it (universal
+// newlines): "\r\n", a lone "\r" and "\n" each end a line, and a last line
+// without a break counts.
+func universalLines(data string) []string {
+	var lines []string
+	for len(data) > 0 {
+		i := strings.IndexAny(data, "\r\n")
+		if i < 0 {
+			lines = append(lines, data)
+			break
+		}
+		lines = append(lines, data[:i])
+		if strings.HasPrefix(data[i:], "\r\n") {
+			i++
+		}
+		data = data[i+1:]
+	}
+	return lines
 }
 
 func scan(t *testing.T, s *Scanner, data string) Counts {
@@ -102,7 +117,12 @@ func TestScanBasics(t *testing.T) {
 		{"counted once per line", "ERROR ERROR ERROR\n", 1, 1, 0},
 		{"crlf", "ERROR\r\nWARN\r\nok\r\n", 3, 1, 1},
 		{"blank lines", "\n\n\nERROR\n\n", 5, 1, 0},
-		{"lone CR is not a break", "ERROR\rWARN\n", 1, 1, 0},
+		// Python's text mode ends a line at a lone CR too.
+		{"lone CR is a break", "ERROR\rWARN\n", 2, 1, 1},
+		{"lone CR at the end", "ERROR\r", 1, 1, 0},
+		{"CR CR LF", "ERROR\r\r\nWARN", 3, 1, 1},
+		{"CR-only file", "a\rERROR\rWARN\r", 3, 1, 1},
+		{"lone CR after CRLF", "ERROR\r\nx\ry WARN\r\n", 3, 1, 1},
 	}
 	s := mustScanner(t, defaultRules, 0, 200)
 	for _, tc := range cases {
@@ -167,6 +187,10 @@ func TestScanMatchesReference(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for iter := 0; iter < 150; iter++ {
 				data := randomLog(r, r.IntN(20000))
+				if iter%4 == 3 {
+					// CRLF but no lone CR: the path that needs no copy.
+					data = strings.NewReplacer("\r\n", "\r\n", "\r", "").Replace(data)
+				}
 				samples := r.IntN(3)
 				s := mustScanner(t, rules, samples, 8+r.IntN(40))
 				// Small blocks put many lines across block boundaries and
@@ -267,6 +291,53 @@ func TestScanGzip(t *testing.T) {
 	// A one-byte file cannot be gzip; it is read as text.
 	if c := scan(t, s, "\x1f"); c.Lines != 1 {
 		t.Fatalf("one byte: %+v", c)
+	}
+}
+
+// `gzip -t` accepts zero bytes after the data (tapes and block devices
+// pad files with them) and Python's gzip module skips them; other bytes
+// there fail the file in both.
+func TestScanGzipTrailingBytes(t *testing.T) {
+	data := "INFO a\nERROR b\nWARN c\n"
+	s := mustScanner(t, defaultRules, 0, 50)
+	one, two := gz(t, data, 1), gz(t, data, 2)
+	for _, tc := range []struct {
+		name string
+		file []byte
+	}{
+		{"one byte of padding", append(slices.Clip(one), 0)},
+		{"a block of padding", append(slices.Clip(one), make([]byte, 200000)...)},
+		{"padding between members and after", append(append(append(slices.Clip(one), make([]byte, 512)...), one...), make([]byte, 10)...)},
+		{"two members, padded", append(slices.Clip(two), make([]byte, 4096)...)},
+	} {
+		want := int64(3)
+		if tc.name == "padding between members and after" {
+			want = 6
+		}
+		c, err := s.ScanFile(context.Background(), bytes.NewReader(tc.file))
+		if err != nil || c.Lines != want || c.Counts[0] != want/3 {
+			t.Errorf("%s: %+v, %v; want %d lines", tc.name, c, err, want)
+		}
+	}
+	for _, tail := range [][]byte{[]byte("garbage"), {0, 0, 0, 'x'}, {0x1f}} {
+		_, err := s.ScanFile(context.Background(), bytes.NewReader(append(slices.Clip(one), tail...)))
+		if !errors.Is(err, ErrTrailingGarbage) || !strings.Contains(err.Error(), "gzip -t") {
+			t.Errorf("trailing %q: %v, want ErrTrailingGarbage", tail, err)
+		}
+	}
+}
+
+// Invalid UTF-8 does not fail the file (Python's text mode would raise
+// UnicodeDecodeError): a deliberate difference, see docs/naming.md. Lines
+// are counted and matched as bytes; samples show U+FFFD for the bad bytes.
+func TestScanInvalidUTF8Counts(t *testing.T) {
+	s := mustScanner(t, defaultRules, 2, 50)
+	c := scan(t, s, "ok\nERROR \xff\xfe here\nWARN \xc3\n")
+	if c.Lines != 3 || c.Counts[0] != 1 || c.Counts[1] != 1 {
+		t.Fatalf("got %+v", c)
+	}
+	if got := c.Samples[0][0]; got != "ERROR \uFFFD here" {
+		t.Errorf("sample %q", got)
 	}
 }
 
