@@ -434,6 +434,8 @@ func BenchmarkScan(b *testing.B) {
 		{"regex", []Rule{{Name: "errors", Regexp: `ERROR|FATAL`}, {Name: "slow", Regexp: `took 8\d\dms`}}, data},
 		{"web-default", defaultRules, web},
 		{"web-one-literal", []Rule{{Name: "errors", Literal: "ERROR"}}, web},
+		// CRLF line breaks: every block holds carriage returns, none lone.
+		{"crlf-default", defaultRules, bytes.ReplaceAll(data[:32<<20], []byte("\n"), []byte("\r\n"))},
 	} {
 		data := bc.data
 		b.Run(bc.name, func(b *testing.B) {
