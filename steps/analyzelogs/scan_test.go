@@ -187,9 +187,17 @@ func TestScanMatchesReference(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for iter := 0; iter < 150; iter++ {
 				data := randomLog(r, r.IntN(20000))
-				if iter%4 == 3 {
+				switch iter % 8 {
+				case 3:
 					// CRLF but no lone CR: the path that needs no copy.
 					data = strings.NewReplacer("\r\n", "\r\n", "\r", "").Replace(data)
+				case 7:
+					// No CR at all, but for one somewhere: blocks where
+					// the kernel watches for them and finds none.
+					data = strings.ReplaceAll(data, "\r", "")
+					if k := r.IntN(len(data) + 1); iter%16 == 7 {
+						data = data[:k] + "\r" + data[k:]
+					}
 				}
 				samples := r.IntN(3)
 				s := mustScanner(t, rules, samples, 8+r.IntN(40))
@@ -499,5 +507,36 @@ func BenchmarkScanFile(b *testing.B) {
 				b.ReportMetric(float64(c.Counts[0]), "errors")
 			}
 		})
+	}
+}
+
+// The kernel watches for carriage returns itself when its set has room
+// (one picked byte here): a lone one after the candidate in a line, which
+// the kernel skips over, or in a line without candidates, must still end a
+// line. Both the direct path (literals) and the line path (a regular
+// expression) are held to the reference.
+func TestScanLoneCRWatchedByKernel(t *testing.T) {
+	pad := strings.Repeat("info line without anything\n", 8)
+	data := pad + "ERROR first\rERROR second\n" + pad + "quiet\rline\n" + pad + "x ERROR\r\n" + pad + "tail ERROR\r"
+	for _, rules := range [][]Rule{
+		{{Name: "e", Literal: "ERROR"}},
+		{{Name: "e", Regexp: `ERROR \w+$`}},
+	} {
+		want := reference(t, data, rules, 3, 40)
+		for _, block := range []int{64, 100, 4096} {
+			s := mustScanner(t, rules, 3, 40)
+			s.blockLen = block
+			if haveFused {
+				st := newState(s.rules)
+				st.plan(s, []byte(data))
+				if st.crSet == 0 {
+					t.Fatalf("%v: the kernel does not watch for CR", rules)
+				}
+			}
+			got := scan(t, s, data)
+			if !equalCounts(got, want) {
+				t.Errorf("%v, block %d: got %+v, want %+v", rules, block, got, want)
+			}
+		}
 	}
 }
