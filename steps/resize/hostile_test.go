@@ -221,7 +221,7 @@ func TestSizesFromExpressions(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(opts), &n); err != nil {
 			t.Fatal(err)
 		}
-		v, err := k.Build(n.Content[0], nil, &steps.Env{Dir: dir, Vars: map[string]any{"w": int64(16), "h": "6"}})
+		v, err := k.Build(n.Content[0], nil, &steps.Env{Dir: dir, Vars: map[string]any{"w": int64(16), "h": "6", "bad": "abc", "out": "../outside"}})
 		if err != nil {
 			return nil, err
 		}
@@ -270,9 +270,11 @@ func TestSizesFromExpressions(t *testing.T) {
 			t.Errorf("%v: %v, want a permanent error saying %q", tc.item, err, tc.want)
 		}
 	}
-	// Constants are still checked before the run.
+	// Constants, and values from vars (--set), are checked before the run.
 	for _, tc := range []struct{ opts, want string }{
 		{"width: abc", "whole number"},
+		{"width: '${ vars.bad }'", "whole number"},
+		{"width: 10\nout_dir: '${ vars.out }'", "allow_outside"},
 		{"width: 0\nheight: 0", "both 0"},
 		{"width: 100000", "at most"},
 	} {

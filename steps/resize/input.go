@@ -144,13 +144,17 @@ func (s *step) outDir(v any) (dir, rel string, err error) {
 		return "", "", fmt.Errorf("resize needs 'out_dir' as a path, got %s", tmpl.Stringify(v))
 	}
 	dir = p
-	if !filepath.IsAbs(p) {
-		dir = filepath.Join(s.base, p)
+	if !filepath.IsAbs(p) && s.env.Dir != "" {
+		dir = filepath.Join(s.env.Dir, p)
 	}
 	if s.o.AllowOutside {
 		return dir, "", nil
 	}
-	rel, err = filepath.Rel(s.base, dir)
+	abs := p
+	if !filepath.IsAbs(p) {
+		abs = filepath.Join(s.base, p)
+	}
+	rel, err = filepath.Rel(s.base, abs)
 	if err == nil {
 		err = relInside(rel, p)
 	}

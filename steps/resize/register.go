@@ -68,6 +68,7 @@ import (
 
 	_ "golang.org/x/image/webp" // decoders register themselves with image.Decode
 
+	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/internal/leftover"
 	"github.com/flowrun/flow/internal/regular"
 	"github.com/flowrun/flow/spec"
@@ -294,6 +295,31 @@ func build(o *Options, env *steps.Env) (steps.Step, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Sizes and out_dir that come from vars and env (--set width=...) are
+	// evaluated once, so that a bad value stops the run before any item.
+	once := &tmpl.Scope{Vars: env.Vars, Env: env.Env, Ctx: context.Background()}
+	if !constSize && (o.Width == nil || !o.Width.UsesItem()) && (o.Height == nil || !o.Height.UsesItem()) {
+		for _, f := range []struct {
+			name string
+			t    *tmpl.T
+			dst  *int
+		}{{"width", o.Width, &z.width}, {"height", o.Height, &z.height}} {
+			if f.t == nil {
+				continue
+			}
+			v, err := f.t.Eval(once)
+			if err == nil {
+				*f.dst, err = sizeValue(f.name, v)
+			}
+			if err != nil {
+				return nil, at(f.t, "%v", err)
+			}
+		}
+		if err := z.check(); err != nil {
+			return nil, at(o.Width, "%v", err)
+		}
+		constSize = true
+	}
 	base := env.Dir
 	if base == "" {
 		base = "."
@@ -305,15 +331,27 @@ func build(o *Options, env *steps.Env) (steps.Step, error) {
 	if o.DecodeMemory != nil {
 		s.memory = int64(*o.DecodeMemory)
 	}
-	// A constant out_dir outside the pipeline directory is refused before
-	// any item runs.
-	if o.OutDir != nil && o.OutDir.IsConst() {
-		v, _ := o.OutDir.Eval(&tmpl.Scope{Ctx: context.Background()})
-		if _, _, err := s.outDir(v); err != nil {
-			return nil, err
+	// An out_dir outside the pipeline directory that does not depend on
+	// the item is refused before any item runs.
+	if o.OutDir != nil && !o.OutDir.UsesItem() {
+		v, err := o.OutDir.Eval(once)
+		if err == nil {
+			_, _, err = s.outDir(v)
+		}
+		if err != nil {
+			return nil, at(o.OutDir, "%v", err)
 		}
 	}
 	return s, nil
+}
+
+// at places a build-time error at the option's position in the pipeline
+// file, as validation errors are.
+func at(t *tmpl.T, format string, args ...any) error {
+	if t != nil && t.Node() != nil {
+		return conf.Errorf(conf.NodePos(t.Node()), format, args...)
+	}
+	return fmt.Errorf(format, args...)
 }
 
 func (s *step) path(v any, what string) (string, error) {
