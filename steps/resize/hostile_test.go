@@ -225,7 +225,7 @@ func TestSizesFromExpressions(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return v.(steps.Step), nil
+		return v.Step, nil
 	}
 	for _, tc := range []struct {
 		opts string
