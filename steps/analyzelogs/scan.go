@@ -577,7 +577,11 @@ func (st *state) plan(s *Scanner, first []byte) {
 			st.by[i][j] = choose(lit, h)
 		}
 	}
-	st.fused, st.set = fusedSet(s, st.by)
+	// The kernel stops at the picked bytes; sharing one between literals
+	// (see share) leaves it fewer to stop at, and room to watch for
+	// carriage returns.
+	fb := share(rules, st.by, h)
+	st.fused, st.set = fusedSet(s, fb)
 	st.crSet = 0
 	if st.fused {
 		st.crSet = withCR(st.set)
@@ -591,10 +595,55 @@ func (st *state) plan(s *Scanner, first []byte) {
 		}
 		st.back = max(st.back, len(r.lits[0])-1)
 		if st.fused {
-			off := st.by[i][0].rare
+			off := fb[i][0].rare
 			st.direct = append(st.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
 		}
 	}
+}
+
+// share returns picks for the one-pass kernel: by, with each literal
+// searched by a byte picked for another literal when it holds one (the byte
+// picked for most literals first). The bytes picked are then a subset of
+// by's, so the kernel stops no more often, and fewer bytes leave it a free
+// slot for the carriage return (see withCR): "ERROR" and "WARN", picked by
+// 'R' and 'W', both go by 'R'. by itself stays as it is for the searches of
+// the other paths, where a literal's own rarest byte is best.
+func share(rules []rule, by [][]pick, h *[256]uint32) [][]pick {
+	var picked [256]bool
+	for i, r := range rules {
+		for j := range r.lits {
+			picked[r.lits[j][by[i][j].rare]] = true
+		}
+	}
+	var n [256]int // for each picked byte, the literals that hold it
+	for _, r := range rules {
+		for _, lit := range r.lits {
+			var seen [256]bool
+			for _, c := range lit {
+				if picked[c] && !seen[c] {
+					seen[c] = true
+					n[c]++
+				}
+			}
+		}
+	}
+	out := make([][]pick, len(by))
+	for i, r := range rules {
+		if by[i] == nil {
+			continue
+		}
+		out[i] = slices.Clone(by[i])
+		for j, lit := range r.lits {
+			p := &out[i][j]
+			best := lit[p.rare]
+			for k, c := range lit {
+				if n[c] > 0 && (n[c] > n[best] || n[c] == n[best] && h[c] < h[best]) {
+					best, p.rare = c, k
+				}
+			}
+		}
+	}
+	return out
 }
 
 // fusedSet says whether the one-pass kernel can serve these rules, and with

@@ -540,3 +540,30 @@ func TestScanLoneCRWatchedByKernel(t *testing.T) {
 		}
 	}
 }
+
+// When ERROR is searched by 'R' and WARN by 'W' (as in the benchmark's
+// logs), WARN goes by its 'R' too for the kernel: it stops at 'R' alone, and
+// has room left to watch for carriage returns.
+func TestSharedPicks(t *testing.T) {
+	if !haveFused {
+		t.Skip("no one-pass kernel here")
+	}
+	s := mustScanner(t, defaultRules, 0, 50)
+	for _, sample := range [][]byte{nil, benchData(t, 1<<20)} {
+		st := newState(s.rules)
+		st.plan(s, sample)
+		if r, w := st.by[0][0], st.by[1][0]; defaultRules[0].Literal[r.rare] != 'R' || defaultRules[1].Literal[w.rare] != 'W' {
+			t.Fatalf("sample of %d bytes: own picks %c and %c, want R and W", len(sample), defaultRules[0].Literal[r.rare], defaultRules[1].Literal[w.rare])
+		}
+		if !st.fused || st.crSet == 0 || st.set != 0x52525252 {
+			t.Errorf("sample of %d bytes: set %08x, CR set %08x; want 'R' alone and CR watched", len(sample), st.set, st.crSet)
+		}
+	}
+	// Literals with nothing in common keep their own bytes.
+	s = mustScanner(t, []Rule{{Name: "a", Literal: "ERROR"}, {Name: "b", Literal: "FATAL"}}, 0, 50)
+	st := newState(s.rules)
+	st.plan(s, nil)
+	if byte(st.set) == byte(st.set>>8) {
+		t.Errorf("ERROR and FATAL: set %08x", st.set)
+	}
+}
