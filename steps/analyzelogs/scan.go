@@ -392,12 +392,13 @@ func readFull(r io.Reader, p []byte) (int, error) {
 // line of an input that has none.
 //
 // A lone carriage return ends a line too, as in Python's text mode. Blocks
-// without carriage returns should not pay for that: where the one-pass
-// kernel has a free slot (see withCR), it watches for carriage returns
-// itself, in the same pass, and the block is counted again (lone ones
-// turned into line feeds, see universal) only if it stopped at one.
-// Elsewhere, and after a block that had some (CRLF files have them
-// everywhere), a search for a carriage return comes first.
+// without lone carriage returns should not pay for that: where the
+// one-pass kernel has a free slot (see withCR), it watches for carriage
+// returns itself, in the same pass (one before a line feed only ends its
+// line, as always), and the block is counted again (lone ones turned into
+// line feeds, see universal) only if it stopped at a lone one. Elsewhere,
+// and after a block that had lone ones, a search for carriage returns comes
+// first.
 func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 	if st.crSet != 0 && !st.crSeen {
 		st.save(c)
@@ -406,17 +407,17 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 		}
 		st.restore(c)
 	}
-	i := bytes.IndexByte(b, '\r')
-	st.crSeen = i >= 0
-	if i >= 0 {
-		b = st.universal(b, i)
+	lone := false
+	if i := bytes.IndexByte(b, '\r'); i >= 0 {
+		b, lone = st.universal(b, i)
 	}
+	st.crSeen = lone
 	s.countBlock(c, b, st, st.set, false)
 }
 
-// countBlock counts the lines of b, stopping the kernel at the bytes of set. With
-// watchCR, set holds the carriage return too, and count gives up (false,
-// with c half updated) at the first carriage return it sees.
+// countBlock counts the lines of b, stopping the kernel at the bytes of
+// set. With watchCR, set holds the carriage return too, and countBlock
+// gives up (false, with c half updated) at the first lone one it sees.
 func (s *Scanner) countBlock(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
 	if b[len(b)-1] != '\n' {
 		c.Lines++
@@ -471,14 +472,14 @@ func (s *Scanner) countBlock(c *Counts, b []byte, st *state, set uint32, watchCR
 // with a line feed unless the input ends with it, so a carriage return at
 // the end of b is lone, and one before a block boundary cannot be split
 // from its line feed.
-func (st *state) universal(b []byte, i int) []byte {
+func (st *state) universal(b []byte, i int) (_ []byte, lone bool) {
 	for {
 		if i+1 == len(b) || b[i+1] != '\n' {
 			break // a lone one
 		}
 		j := bytes.IndexByte(b[i+2:], '\r')
 		if j < 0 {
-			return b // CRLF line breaks only
+			return b, false // CRLF line breaks only
 		}
 		i += 2 + j
 	}
@@ -492,7 +493,7 @@ func (st *state) universal(b []byte, i int) []byte {
 			out[i] = '\n'
 		}
 	}
-	return out
+	return out, true
 }
 
 // state is the per-scan position of every rule in the current block.
@@ -709,9 +710,9 @@ func withCR(set uint32) uint32 {
 // rarest byte of each literal from the input itself), b is read once
 // instead of once for line feeds and once per literal.
 //
-// With watchCR it returns false at the first carriage return: the kernel
-// stops at those, and the rest of a candidate line, which the kernel skips,
-// is searched for one.
+// With watchCR it returns false at the first lone carriage return: the
+// kernel stops at every carriage return, and the rest of a candidate line,
+// which the kernel skips, is searched for one.
 func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
 	p := 0
 	for p < len(b) {
@@ -722,6 +723,11 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR
 		}
 		m := p + at
 		if watchCR && b[m] == '\r' {
+			if m+1 < len(b) && b[m+1] == '\n' {
+				c.Lines++ // a CRLF: its line feed ends the line
+				p = m + 2
+				continue
+			}
 			return false
 		}
 		// The kernel saw every byte from p to m and stopped at none, so an
@@ -733,8 +739,12 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR
 			from = max(p, m-st.back)
 		}
 		line, le := lineAround(b, from, m)
-		if watchCR && bytes.IndexByte(b[m:le], '\r') >= 0 {
-			return false
+		if watchCR {
+			// The kernel skips the rest of the line: a carriage return
+			// there must be the one of a CRLF.
+			if i := bytes.IndexByte(b[m:le], '\r'); i >= 0 && (m+i != le-1 || le == len(b)) {
+				return false
+			}
 		}
 		if le < len(b) {
 			c.Lines++
@@ -769,8 +779,8 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR
 // and a line ends at a line feed of the masks. Lines with no picked byte
 // cost nothing beyond the kernel's pass.
 //
-// With watchCR it returns false at the first carriage return: set holds it,
-// and the kernel sees every byte.
+// With watchCR it returns false at the first lone carriage return: set
+// holds the carriage return, and the kernel sees every byte.
 func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
 	var (
 		best  = -1 // the pending line's rule so far
@@ -816,6 +826,10 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 			q := bits.TrailingZeros64(cand)
 			below := uint64(1)<<q - 1
 			if watchCR && b[base+q] == '\r' {
+				if base+q+1 < len(b) && b[base+q+1] == '\n' {
+					cand &= cand - 1 // a CRLF: its line feed ends the line
+					continue
+				}
 				return false
 			}
 			feeds(lf & below &^ done)
@@ -832,6 +846,9 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 			feeds(1)
 		case byte(set), byte(set >> 8), byte(set >> 16), byte(set >> 24):
 			if watchCR && b[i] == '\r' {
+				if i+1 < len(b) && b[i+1] == '\n' {
+					continue
+				}
 				return false
 			}
 			stop(i)

@@ -517,7 +517,7 @@ func BenchmarkScanFile(b *testing.B) {
 // expression) are held to the reference.
 func TestScanLoneCRWatchedByKernel(t *testing.T) {
 	pad := strings.Repeat("info line without anything\n", 8)
-	data := pad + "ERROR first\rERROR second\n" + pad + "quiet\rline\n" + pad + "x ERROR\r\n" + pad + "tail ERROR\r"
+	data := pad + "ERROR first\rERROR second\n" + pad + "quiet\rline\n" + pad + "x ERROR\r\n" + pad + "two\r\rCRs\n" + pad + "crlf\r\n" + pad + "tail ERROR\r"
 	for _, rules := range [][]Rule{
 		{{Name: "e", Literal: "ERROR"}},
 		{{Name: "e", Regexp: `ERROR \w+$`}},
