@@ -416,6 +416,10 @@ func (t *T) IsConst() bool {
 	return true
 }
 
+// UsesItem reports whether the template refers to item or index: without,
+// it can be evaluated once, before there are items, from vars and env.
+func (t *T) UsesItem() bool { return t.checkNoItem() != nil }
+
 // Source is the text the template was compiled from (scalars only).
 func (t *T) Source() string { return t.src }
 

@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
+	"github.com/flowrun/flow/internal/regular"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -97,11 +97,15 @@ func Register(r *steps.Registry) {
 		Summary: "Count the lines of a log file and the lines matching named patterns",
 		Doc: "Reads one file per item and counts its lines, and for each line the first of the named " +
 			"patterns that matches it (like `if \"ERROR\" in line: ... elif \"WARN\" in line: ...`). " +
-			"A last line without a line break counts, as in Python's `for line in f`; a carriage " +
-			"return before the line feed is not part of the line. Files compressed with gzip are read " +
-			"transparently. The file is scanned in large blocks without per-line work for lines that " +
-			"match nothing, so the step runs at about the speed of `grep -c`. Lines may be very long " +
-			"(up to 256 MiB each). A missing or unreadable file fails that item.",
+			"Lines end as in Python's text mode (universal newlines): at a line feed, a carriage return " +
+			"followed by a line feed, or a lone carriage return; a last line without a line break counts, " +
+			"as in Python's `for line in f`. Bytes that are not valid UTF-8 are counted and matched as " +
+			"they are (samples show them as U+FFFD) instead of failing the file as Python would. Files " +
+			"compressed with gzip are read transparently, several members one after the other, and zero " +
+			"padding after the data is ignored, as `gzip -t` does. The file is scanned in large blocks " +
+			"without per-line work for lines that match nothing, so the step runs at about the speed of " +
+			"`grep -c`. Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
+			"that item, and so does anything but a regular file (a FIFO, a device, a directory), at once.",
 		Result: "`{file: app.log, path: /abs/logs/app.log, lines: 1200, errors: 3, warnings: 17}`: the base " +
 			"name, the resolved path, the line count and one count per pattern name; with `samples`, " +
 			"also `samples: {errors: [first matching lines...], warnings: [...]}`.",
@@ -138,14 +142,13 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if !filepath.IsAbs(p) && s.env.Dir != "" {
 		p = filepath.Join(s.env.Dir, p)
 	}
-	f, err := os.Open(p)
+	// A FIFO or a device picked up by a glob must fail its item, not block
+	// the open past every timeout.
+	f, _, err := regular.Open(p)
 	if err != nil {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.IsDir() {
-		return nil, steps.Permanent(fmt.Errorf("%s is a directory, not a log file", p))
-	}
 	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -182,7 +185,8 @@ func fileError(path string, err error) error {
 	}
 	e := &steps.Error{Err: fmt.Errorf("%s: %v", path, err), Class: "io"}
 	switch {
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, ErrLineTooLong):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, ErrLineTooLong),
+		errors.Is(err, regular.ErrNotRegular), errors.Is(err, ErrTrailingGarbage):
 		e.Permanent = true
 	}
 	return e

@@ -1,6 +1,7 @@
 package analyzelogs
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -232,18 +233,90 @@ func (s *Scanner) ScanFile(ctx context.Context, r io.Reader) (Counts, error) {
 	}
 	r = io.MultiReader(bytes.NewReader(head[:n]), r)
 	if n == 2 && bytes.Equal(head[:], gzipMagic) {
-		zr, err := gzip.NewReader(r)
+		br := bufio.NewReaderSize(r, 64<<10)
+		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return Counts{}, fmt.Errorf("reading gzip header: %w", err)
 		}
 		defer zr.Close()
-		c, err := s.Scan(ctx, zr)
-		if err != nil {
+		zr.Multistream(false)
+		c, err := s.Scan(ctx, &gzipMembers{ctx: ctx, br: br, zr: zr})
+		if err != nil && !errors.Is(err, ErrTrailingGarbage) && ctx.Err() == nil {
 			return c, fmt.Errorf("decompressing: %w", err)
 		}
-		return c, nil
+		return c, err
 	}
 	return s.Scan(ctx, r)
+}
+
+// ErrTrailingGarbage is returned (wrapped) for bytes after the end of gzip
+// data that are neither another gzip member nor zero padding.
+var ErrTrailingGarbage = errors.New("the file has bytes after its gzip data that are not gzip data")
+
+// gzipMembers reads the members of a gzip file one after the other, as
+// `gzip -d` and Python's gzip module do, and skips zero bytes after a
+// member: tapes and some copying tools pad files with them, `gzip -t`
+// accepts them and Python skips them. compress/gzip alone reads such
+// padding as a broken header. Anything else after a member fails the file,
+// as it does in Python.
+type gzipMembers struct {
+	ctx context.Context
+	br  *bufio.Reader // zr reads from it, so what it holds is what follows
+	zr  *gzip.Reader
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for {
+		n, err := g.zr.Read(p)
+		if err != io.EOF || n > 0 {
+			if err == io.EOF {
+				err = nil // the next call finds the end of the member again
+			}
+			return n, err
+		}
+		more, err := g.next()
+		if err != nil || !more {
+			if err == nil {
+				err = io.EOF
+			}
+			return 0, err
+		}
+	}
+}
+
+// next skips the zero padding after a member and starts the member that
+// follows it; false means the input ended.
+func (g *gzipMembers) next() (bool, error) {
+	for {
+		if err := g.ctx.Err(); err != nil {
+			return false, err
+		}
+		b, err := g.br.Peek(1)
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if b[0] != 0 {
+			break
+		}
+		// Discard the run of zeros the buffer holds, not byte by byte.
+		buf, _ := g.br.Peek(g.br.Buffered())
+		z := len(buf)
+		for i, c := range buf {
+			if c != 0 {
+				z = i
+				break
+			}
+		}
+		_, _ = g.br.Discard(max(z, 1))
+	}
+	if err := g.zr.Reset(g.br); err != nil {
+		return false, fmt.Errorf("%w (%v); the file may be damaged, check it with 'gzip -t'", ErrTrailingGarbage, err)
+	}
+	g.zr.Multistream(false)
+	return true, nil
 }
 
 // Scan counts the lines of r as Python's `for line in f` does (a last line
@@ -317,21 +390,47 @@ func readFull(r io.Reader, p []byte) (int, error) {
 
 // lines processes whole lines: b ends with a line feed, except for the last
 // line of an input that has none.
+//
+// A lone carriage return ends a line too, as in Python's text mode. Blocks
+// without lone carriage returns should not pay for that: where the
+// one-pass kernel has a free slot (see withCR), it watches for carriage
+// returns itself, in the same pass (one before a line feed only ends its
+// line, as always), and the block is counted again (lone ones turned into
+// line feeds, see universal) only if it stopped at a lone one. Elsewhere,
+// and after a block that had lone ones, a search for carriage returns comes
+// first.
 func (s *Scanner) lines(c *Counts, b []byte, st *state) {
+	if st.crSet != 0 && !st.crSeen {
+		st.save(c)
+		if s.countBlock(c, b, st, st.crSet, true) {
+			return
+		}
+		st.restore(c)
+	}
+	lone := false
+	if i := bytes.IndexByte(b, '\r'); i >= 0 {
+		b, lone = st.universal(b, i)
+	}
+	st.crSeen = lone
+	s.countBlock(c, b, st, st.set, false)
+}
+
+// countBlock counts the lines of b, stopping the kernel at the bytes of
+// set. With watchCR, set holds the carriage return too, and countBlock
+// gives up (false, with c half updated) at the first lone one it sees.
+func (s *Scanner) countBlock(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
 	if b[len(b)-1] != '\n' {
 		c.Lines++
 	}
 	if st.fused {
 		if st.direct != nil && !st.dense {
-			s.linesDirect(c, b, st)
-		} else {
-			s.linesFused(c, b, st)
+			return s.linesDirect(c, b, st, set, watchCR)
 		}
-		return
+		return s.linesFused(c, b, st, set, watchCR)
 	}
 	c.Lines += int64(bytes.Count(b, []byte{'\n'}))
 	if len(s.rules) == 0 {
-		return
+		return true
 	}
 	st.reset()
 	for i := range s.rules {
@@ -343,7 +442,7 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 			m = min(m, p)
 		}
 		if m >= len(b) {
-			return
+			return true
 		}
 		line, le := lineAround(b, 0, m) // the line of the earliest candidate
 		winner := -1
@@ -365,6 +464,38 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 	}
 }
 
+// universal returns b with every lone carriage return (one not followed by
+// a line feed) turned into a line feed, so that it ends a line as in
+// Python's text mode (universal newlines). b[i] is its first carriage
+// return. b itself is never written (it may be a read-only mapping): a
+// copy is made, and only when a lone carriage return exists. A block ends
+// with a line feed unless the input ends with it, so a carriage return at
+// the end of b is lone, and one before a block boundary cannot be split
+// from its line feed.
+func (st *state) universal(b []byte, i int) (_ []byte, lone bool) {
+	for {
+		if i+1 == len(b) || b[i+1] != '\n' {
+			break // a lone one
+		}
+		j := bytes.IndexByte(b[i+2:], '\r')
+		if j < 0 {
+			return b, false // CRLF line breaks only
+		}
+		i += 2 + j
+	}
+	if cap(st.crlf) < len(b) {
+		st.crlf = make([]byte, len(b))
+	}
+	out := st.crlf[:len(b)]
+	copy(out, b)
+	for ; i < len(out); i++ {
+		if out[i] == '\r' && (i+1 == len(out) || out[i+1] != '\n') {
+			out[i] = '\n'
+		}
+	}
+	return out, true
+}
+
 // state is the per-scan position of every rule in the current block.
 type state struct {
 	next []int    // per rule: the next candidate offset
@@ -383,6 +514,37 @@ type state struct {
 	// goes line by line.
 	direct []direct
 	dense  bool
+	// crSet is set with the carriage return added, when the kernel has
+	// room for it (0 otherwise); crSeen says the last block held one, so
+	// the next one searches for them first (see lines).
+	crSet  uint32
+	crSeen bool
+	// crlf holds the copy of a block whose lone carriage returns were
+	// turned into line feeds (see universal).
+	crlf []byte
+	// saved is c before a block counted with crSet, to start it again.
+	saved struct {
+		lines   int64
+		counts  []int64
+		samples []int
+	}
+}
+
+func (st *state) save(c *Counts) {
+	st.saved.lines = c.Lines
+	st.saved.counts = append(st.saved.counts[:0], c.Counts...)
+	st.saved.samples = st.saved.samples[:0]
+	for _, l := range c.Samples {
+		st.saved.samples = append(st.saved.samples, len(l))
+	}
+}
+
+func (st *state) restore(c *Counts) {
+	c.Lines = st.saved.lines
+	copy(c.Counts, st.saved.counts)
+	for i, n := range st.saved.samples {
+		c.Samples[i] = c.Samples[i][:n]
+	}
 }
 
 type direct struct {
@@ -416,7 +578,15 @@ func (st *state) plan(s *Scanner, first []byte) {
 			st.by[i][j] = choose(lit, h)
 		}
 	}
-	st.fused, st.set = fusedSet(s, st.by)
+	// The kernel stops at the picked bytes; sharing one between literals
+	// (see share) leaves it fewer to stop at, and room to watch for
+	// carriage returns.
+	fb := share(rules, st.by, h)
+	st.fused, st.set = fusedSet(s, fb)
+	st.crSet = 0
+	if st.fused {
+		st.crSet = withCR(st.set)
+	}
 	st.back = 0
 	st.direct = nil
 	for i, r := range rules {
@@ -426,10 +596,55 @@ func (st *state) plan(s *Scanner, first []byte) {
 		}
 		st.back = max(st.back, len(r.lits[0])-1)
 		if st.fused {
-			off := st.by[i][0].rare
+			off := fb[i][0].rare
 			st.direct = append(st.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
 		}
 	}
+}
+
+// share returns picks for the one-pass kernel: by, with each literal
+// searched by a byte picked for another literal when it holds one (the byte
+// picked for most literals first). The bytes picked are then a subset of
+// by's, so the kernel stops no more often, and fewer bytes leave it a free
+// slot for the carriage return (see withCR): "ERROR" and "WARN", picked by
+// 'R' and 'W', both go by 'R'. by itself stays as it is for the searches of
+// the other paths, where a literal's own rarest byte is best.
+func share(rules []rule, by [][]pick, h *[256]uint32) [][]pick {
+	var picked [256]bool
+	for i, r := range rules {
+		for j := range r.lits {
+			picked[r.lits[j][by[i][j].rare]] = true
+		}
+	}
+	var n [256]int // for each picked byte, the literals that hold it
+	for _, r := range rules {
+		for _, lit := range r.lits {
+			var seen [256]bool
+			for _, c := range lit {
+				if picked[c] && !seen[c] {
+					seen[c] = true
+					n[c]++
+				}
+			}
+		}
+	}
+	out := make([][]pick, len(by))
+	for i, r := range rules {
+		if by[i] == nil {
+			continue
+		}
+		out[i] = slices.Clone(by[i])
+		for j, lit := range r.lits {
+			p := &out[i][j]
+			best := lit[p.rare]
+			for k, c := range lit {
+				if n[c] > 0 && (n[c] > n[best] || n[c] == n[best] && h[c] < h[best]) {
+					best, p.rare = c, k
+				}
+			}
+		}
+	}
+	return out
 }
 
 // fusedSet says whether the one-pass kernel can serve these rules, and with
@@ -460,6 +675,33 @@ func fusedSet(s *Scanner, by [][]pick) (bool, uint32) {
 	return true, packed
 }
 
+// withCR returns set with the carriage return among its bytes when that
+// costs the kernel nothing, and 0 otherwise. One byte or three become two
+// or four, which the kernel compares anyway; two would become three, which
+// the kernel compares as four, and four leave no room: those search for a
+// carriage return first (measured on the benchmark's logs, both cost about
+// the same, a quarter of the kernel's time on data in cache).
+func withCR(set uint32) uint32 {
+	var bs []byte
+	for k := range 4 {
+		if c := byte(set >> (8 * k)); !slices.Contains(bs, c) {
+			bs = append(bs, c)
+		}
+	}
+	switch {
+	case slices.Contains(bs, '\r'):
+		return set
+	case len(bs) != 1 && len(bs) != 3:
+		return 0
+	}
+	bs = append(bs, '\r')
+	var packed uint32
+	for k := range 4 {
+		packed |= uint32(bs[k%len(bs)]) << (8 * k)
+	}
+	return packed
+}
+
 // linesFused is lines in one pass over b: the kernel counts line feeds until
 // a byte that some literal holds, and the line around that byte is checked
 // against every rule in turn. Every line that matches holds one of those
@@ -467,15 +709,27 @@ func fusedSet(s *Scanner, by [][]pick) (bool, uint32) {
 // scan resumes after it. Where those bytes are rare (the search picks the
 // rarest byte of each literal from the input itself), b is read once
 // instead of once for line feeds and once per literal.
-func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
+//
+// With watchCR it returns false at the first lone carriage return: the
+// kernel stops at every carriage return, and the rest of a candidate line,
+// which the kernel skips, is searched for one.
+func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
 	p := 0
 	for p < len(b) {
-		nl, at := nextCand(b[p:], st.set)
+		nl, at := nextCand(b[p:], set)
 		c.Lines += int64(nl)
 		if at < 0 {
-			return
+			return true
 		}
 		m := p + at
+		if watchCR && b[m] == '\r' {
+			if m+1 < len(b) && b[m+1] == '\n' {
+				c.Lines++ // a CRLF: its line feed ends the line
+				p = m + 2
+				continue
+			}
+			return false
+		}
 		// The kernel saw every byte from p to m and stopped at none, so an
 		// occurrence of a literal that starts more than back bytes before
 		// m would have stopped it: checking literals needs only the end of
@@ -485,6 +739,13 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 			from = max(p, m-st.back)
 		}
 		line, le := lineAround(b, from, m)
+		if watchCR {
+			// The kernel skips the rest of the line: a carriage return
+			// there must be the one of a CRLF.
+			if i := bytes.IndexByte(b[m:le], '\r'); i >= 0 && (m+i != le-1 || le == len(b)) {
+				return false
+			}
+		}
 		if le < len(b) {
 			c.Lines++
 		}
@@ -506,6 +767,7 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 		}
 		p = le + 1
 	}
+	return true
 }
 
 // linesDirect is linesFused for rules that are all literals, without
@@ -516,7 +778,10 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state) {
 // is seen; a line's rule is the first (in rule order) of those seen in it,
 // and a line ends at a line feed of the masks. Lines with no picked byte
 // cost nothing beyond the kernel's pass.
-func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
+//
+// With watchCR it returns false at the first lone carriage return: set
+// holds the carriage return, and the kernel sees every byte.
+func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
 	var (
 		best  = -1 // the pending line's rule so far
 		at    int  // where it was seen
@@ -547,7 +812,7 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 	}
 	whole := len(b) &^ 63
 	for p := 0; p < whole; {
-		nl, off, cand, lf := nextChunk(b[p:whole], st.set)
+		nl, off, cand, lf := nextChunk(b[p:whole], set)
 		if nl > 0 {
 			feeds(1) // any line feed before the chunk ends the pending line
 			c.Lines += int64(nl - 1)
@@ -560,6 +825,13 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 		for cand != 0 {
 			q := bits.TrailingZeros64(cand)
 			below := uint64(1)<<q - 1
+			if watchCR && b[base+q] == '\r' {
+				if base+q+1 < len(b) && b[base+q+1] == '\n' {
+					cand &= cand - 1 // a CRLF: its line feed ends the line
+					continue
+				}
+				return false
+			}
 			feeds(lf & below &^ done)
 			stop(base + q)
 			done = below | uint64(1)<<q
@@ -572,7 +844,13 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 		switch b[i] {
 		case '\n':
 			feeds(1)
-		case byte(st.set), byte(st.set >> 8), byte(st.set >> 16), byte(st.set >> 24):
+		case byte(set), byte(set >> 8), byte(set >> 16), byte(set >> 24):
+			if watchCR && b[i] == '\r' {
+				if i+1 < len(b) && b[i+1] == '\n' {
+					continue
+				}
+				return false
+			}
 			stop(i)
 		}
 	}
@@ -582,6 +860,7 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state) {
 	// A stop every 16 bytes costs more than finding each line's bounds:
 	// the next blocks go line by line (see linesFused).
 	st.dense = stops > 64+len(b)/16
+	return true
 }
 
 // lineAround returns the line of b holding b[at], without its line break,

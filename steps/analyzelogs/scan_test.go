@@ -30,13 +30,8 @@ func reference(t *testing.T, data string, rules []Rule, samples, sampleLen int) 
 			res[i] = regexp.MustCompile(r.Regexp)
 		}
 	}
-	for _, line := range strings.SplitAfter(data, "\n") {
-		if line == "" {
-			continue // SplitAfter yields "" after a final "\n"
-		}
+	for _, line := range universalLines(data) {
 		c.Lines++
-		line = strings.TrimSuffix(line, "\n")
-		line = strings.TrimSuffix(line, "\r")
 		for i, r := range rules {
 			var hit bool
 			if res[i] != nil {
@@ -54,6 +49,26 @@ func reference(t *testing.T, data string, rules []Rule, samples, sampleLen int) 
 		}
 	}
 	return c
+}
+
+// universalLines splits data as Python's text mode reads it (universal
+// newlines): "\r\n", a lone "\r" and "\n" each end a line, and a last line
+// without a break counts.
+func universalLines(data string) []string {
+	var lines []string
+	for len(data) > 0 {
+		i := strings.IndexAny(data, "\r\n")
+		if i < 0 {
+			lines = append(lines, data)
+			break
+		}
+		lines = append(lines, data[:i])
+		if strings.HasPrefix(data[i:], "\r\n") {
+			i++
+		}
+		data = data[i+1:]
+	}
+	return lines
 }
 
 func scan(t *testing.T, s *Scanner, data string) Counts {
@@ -102,7 +117,12 @@ func TestScanBasics(t *testing.T) {
 		{"counted once per line", "ERROR ERROR ERROR\n", 1, 1, 0},
 		{"crlf", "ERROR\r\nWARN\r\nok\r\n", 3, 1, 1},
 		{"blank lines", "\n\n\nERROR\n\n", 5, 1, 0},
-		{"lone CR is not a break", "ERROR\rWARN\n", 1, 1, 0},
+		// Python's text mode ends a line at a lone CR too.
+		{"lone CR is a break", "ERROR\rWARN\n", 2, 1, 1},
+		{"lone CR at the end", "ERROR\r", 1, 1, 0},
+		{"CR CR LF", "ERROR\r\r\nWARN", 3, 1, 1},
+		{"CR-only file", "a\rERROR\rWARN\r", 3, 1, 1},
+		{"lone CR after CRLF", "ERROR\r\nx\ry WARN\r\n", 3, 1, 1},
 	}
 	s := mustScanner(t, defaultRules, 0, 200)
 	for _, tc := range cases {
@@ -167,6 +187,18 @@ func TestScanMatchesReference(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for iter := 0; iter < 150; iter++ {
 				data := randomLog(r, r.IntN(20000))
+				switch iter % 8 {
+				case 3:
+					// CRLF but no lone CR: the path that needs no copy.
+					data = strings.NewReplacer("\r\n", "\r\n", "\r", "").Replace(data)
+				case 7:
+					// No CR at all, but for one somewhere: blocks where
+					// the kernel watches for them and finds none.
+					data = strings.ReplaceAll(data, "\r", "")
+					if k := r.IntN(len(data) + 1); iter%16 == 7 {
+						data = data[:k] + "\r" + data[k:]
+					}
+				}
 				samples := r.IntN(3)
 				s := mustScanner(t, rules, samples, 8+r.IntN(40))
 				// Small blocks put many lines across block boundaries and
@@ -270,6 +302,53 @@ func TestScanGzip(t *testing.T) {
 	}
 }
 
+// `gzip -t` accepts zero bytes after the data (tapes and block devices
+// pad files with them) and Python's gzip module skips them; other bytes
+// there fail the file in both.
+func TestScanGzipTrailingBytes(t *testing.T) {
+	data := "INFO a\nERROR b\nWARN c\n"
+	s := mustScanner(t, defaultRules, 0, 50)
+	one, two := gz(t, data, 1), gz(t, data, 2)
+	for _, tc := range []struct {
+		name string
+		file []byte
+	}{
+		{"one byte of padding", append(slices.Clip(one), 0)},
+		{"a block of padding", append(slices.Clip(one), make([]byte, 200000)...)},
+		{"padding between members and after", append(append(append(slices.Clip(one), make([]byte, 512)...), one...), make([]byte, 10)...)},
+		{"two members, padded", append(slices.Clip(two), make([]byte, 4096)...)},
+	} {
+		want := int64(3)
+		if tc.name == "padding between members and after" {
+			want = 6
+		}
+		c, err := s.ScanFile(context.Background(), bytes.NewReader(tc.file))
+		if err != nil || c.Lines != want || c.Counts[0] != want/3 {
+			t.Errorf("%s: %+v, %v; want %d lines", tc.name, c, err, want)
+		}
+	}
+	for _, tail := range [][]byte{[]byte("garbage"), {0, 0, 0, 'x'}, {0x1f}} {
+		_, err := s.ScanFile(context.Background(), bytes.NewReader(append(slices.Clip(one), tail...)))
+		if !errors.Is(err, ErrTrailingGarbage) || !strings.Contains(err.Error(), "gzip -t") {
+			t.Errorf("trailing %q: %v, want ErrTrailingGarbage", tail, err)
+		}
+	}
+}
+
+// Invalid UTF-8 does not fail the file (Python's text mode would raise
+// UnicodeDecodeError): a deliberate difference, see docs/naming.md. Lines
+// are counted and matched as bytes; samples show U+FFFD for the bad bytes.
+func TestScanInvalidUTF8Counts(t *testing.T) {
+	s := mustScanner(t, defaultRules, 2, 50)
+	c := scan(t, s, "ok\nERROR \xff\xfe here\nWARN \xc3\n")
+	if c.Lines != 3 || c.Counts[0] != 1 || c.Counts[1] != 1 {
+		t.Fatalf("got %+v", c)
+	}
+	if got := c.Samples[0][0]; got != "ERROR \uFFFD here" {
+		t.Errorf("sample %q", got)
+	}
+}
+
 func TestScanCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -363,6 +442,8 @@ func BenchmarkScan(b *testing.B) {
 		{"regex", []Rule{{Name: "errors", Regexp: `ERROR|FATAL`}, {Name: "slow", Regexp: `took 8\d\dms`}}, data},
 		{"web-default", defaultRules, web},
 		{"web-one-literal", []Rule{{Name: "errors", Literal: "ERROR"}}, web},
+		// CRLF line breaks: every block holds carriage returns, none lone.
+		{"crlf-default", defaultRules, bytes.ReplaceAll(data[:32<<20], []byte("\n"), []byte("\r\n"))},
 	} {
 		data := bc.data
 		b.Run(bc.name, func(b *testing.B) {
@@ -426,5 +507,63 @@ func BenchmarkScanFile(b *testing.B) {
 				b.ReportMetric(float64(c.Counts[0]), "errors")
 			}
 		})
+	}
+}
+
+// The kernel watches for carriage returns itself when its set has room
+// (one picked byte here): a lone one after the candidate in a line, which
+// the kernel skips over, or in a line without candidates, must still end a
+// line. Both the direct path (literals) and the line path (a regular
+// expression) are held to the reference.
+func TestScanLoneCRWatchedByKernel(t *testing.T) {
+	pad := strings.Repeat("info line without anything\n", 8)
+	data := pad + "ERROR first\rERROR second\n" + pad + "quiet\rline\n" + pad + "x ERROR\r\n" + pad + "two\r\rCRs\n" + pad + "crlf\r\n" + pad + "tail ERROR\r"
+	for _, rules := range [][]Rule{
+		{{Name: "e", Literal: "ERROR"}},
+		{{Name: "e", Regexp: `ERROR \w+$`}},
+	} {
+		want := reference(t, data, rules, 3, 40)
+		for _, block := range []int{64, 100, 4096} {
+			s := mustScanner(t, rules, 3, 40)
+			s.blockLen = block
+			if haveFused {
+				st := newState(s.rules)
+				st.plan(s, []byte(data))
+				if st.crSet == 0 {
+					t.Fatalf("%v: the kernel does not watch for CR", rules)
+				}
+			}
+			got := scan(t, s, data)
+			if !equalCounts(got, want) {
+				t.Errorf("%v, block %d: got %+v, want %+v", rules, block, got, want)
+			}
+		}
+	}
+}
+
+// When ERROR is searched by 'R' and WARN by 'W' (as in the benchmark's
+// logs), WARN goes by its 'R' too for the kernel: it stops at 'R' alone, and
+// has room left to watch for carriage returns.
+func TestSharedPicks(t *testing.T) {
+	if !haveFused {
+		t.Skip("no one-pass kernel here")
+	}
+	s := mustScanner(t, defaultRules, 0, 50)
+	for _, sample := range [][]byte{nil, benchData(t, 1<<20)} {
+		st := newState(s.rules)
+		st.plan(s, sample)
+		if r, w := st.by[0][0], st.by[1][0]; defaultRules[0].Literal[r.rare] != 'R' || defaultRules[1].Literal[w.rare] != 'W' {
+			t.Fatalf("sample of %d bytes: own picks %c and %c, want R and W", len(sample), defaultRules[0].Literal[r.rare], defaultRules[1].Literal[w.rare])
+		}
+		if !st.fused || st.crSet == 0 || st.set != 0x52525252 {
+			t.Errorf("sample of %d bytes: set %08x, CR set %08x; want 'R' alone and CR watched", len(sample), st.set, st.crSet)
+		}
+	}
+	// Literals with nothing in common keep their own bytes.
+	s = mustScanner(t, []Rule{{Name: "a", Literal: "ERROR"}, {Name: "b", Literal: "FATAL"}}, 0, 50)
+	st := newState(s.rules)
+	st.plan(s, nil)
+	if byte(st.set) == byte(st.set>>8) {
+		t.Errorf("ERROR and FATAL: set %08x", st.set)
 	}
 }

@@ -68,7 +68,10 @@ import (
 
 	_ "golang.org/x/image/webp" // decoders register themselves with image.Decode
 
+	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/internal/leftover"
+	"github.com/flowrun/flow/internal/regular"
+	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/resize/internal/jpegdec"
 	"github.com/flowrun/flow/steps/resize/internal/jpegenc"
@@ -78,40 +81,64 @@ import (
 // Options are the `with:` keys of resize.
 type Options struct {
 	Src     *tmpl.T `yaml:"src" desc:"The image to read (JPEG, PNG, GIF or WebP; GIF gives its first frame). Relative paths resolve against the directory of the pipeline file." default:"${ item }" example:"${ item.path }"`
-	Width   int     `yaml:"width" desc:"Target width in pixels. Omit it (or set 0) to derive it from 'height' and the aspect ratio." example:"800"`
-	Height  int     `yaml:"height" desc:"Target height in pixels. Omit it (or set 0) to derive it from 'width' and the aspect ratio." example:"600"`
+	Width   *tmpl.T `yaml:"width" desc:"Target width in pixels, a whole number or an expression giving one (such as '${ vars.width }', so that '--set width=1024' works; a string of digits is read as the number). Omit it (or give 0) to derive it from 'height' and the aspect ratio." example:"800"`
+	Height  *tmpl.T `yaml:"height" desc:"Target height in pixels, a whole number or an expression giving one. Omit it (or give 0) to derive it from 'width' and the aspect ratio." example:"600"`
 	Fit     string  `yaml:"fit" enum:"exact,contain,cover" default:"exact" desc:"How the image meets 'width' x 'height': 'exact' stretches to exactly that size, 'contain' scales to fit inside it keeping the aspect ratio (one side may be smaller), 'cover' scales to fill it keeping the aspect ratio and crops the overflow around the center."`
 	Filter  string  `yaml:"filter" enum:"lanczos,catmullrom,linear,box" default:"lanczos" desc:"Resampling filter: 'lanczos' (Lanczos3, sharpest), 'catmullrom' (bicubic), 'linear' (bilinear, faster) or 'box' (area average, fastest, softest)."`
 	Quality int     `yaml:"quality" default:"85" desc:"JPEG quality, 1 (smallest file) to 100 (best image). Ignored for PNG output." example:"85"`
 	Format  string  `yaml:"format" enum:"same,jpeg,png" default:"same" desc:"Output format. 'same' keeps JPEG as JPEG and PNG as PNG, and writes GIF and WebP sources as PNG. JPEG output of an image with transparency is flattened onto white."`
-	OutDir  *tmpl.T `yaml:"out_dir" default:"resized" desc:"Directory for the resized images, created when missing. Relative paths resolve against the directory of the pipeline file. Files are written atomically (a temporary file in this directory, then a rename), and never outside it." example:"thumbs"`
-	Name    *tmpl.T `yaml:"name" default:"{stem}.{ext}" desc:"File name of the output inside 'out_dir'. Placeholders: '{stem}' (source name without extension), '{ext}' (extension of the output format: the source extension when the format is unchanged, else 'jpg' or 'png'), '{name}' (source file name), '{width}' and '{height}' (output size). '${ }' expressions may be used too. Subdirectories are allowed; a name that leaves 'out_dir' ('..', an absolute path) fails the item." example:"{stem}-{width}x{height}.{ext}"`
+	OutDir  *tmpl.T `yaml:"out_dir" default:"resized" desc:"Directory for the resized images, created when missing. Relative paths resolve against the directory of the pipeline file. It must stay inside the pipeline directory (an absolute path inside it is fine), also when computed from an item and through symbolic links, unless 'allow_outside' is true. Files are written atomically (a temporary file in this directory, then a rename), and never outside it." example:"thumbs"`
+	// AllowOutside is the write sink's opt-out, under the same name.
+	AllowOutside bool    `yaml:"allow_outside" default:"false" desc:"Allow an 'out_dir' outside the pipeline directory: absolute, through '..' or through a symbolic link. Off by default so that a pipeline, or an item, cannot make flow write images elsewhere."`
+	Name         *tmpl.T `yaml:"name" default:"{stem}.{ext}" desc:"File name of the output inside 'out_dir'. Placeholders: '{stem}' (source name without extension), '{ext}' (extension of the output format: the source extension when the format is unchanged, else 'jpg' or 'png'), '{name}' (source file name), '{width}' and '{height}' (output size). '${ }' expressions may be used too. Subdirectories are allowed; a name that leaves 'out_dir' ('..', an absolute path) fails the item." example:"{stem}-{width}x{height}.{ext}"`
 	// FastDecode is libjpeg's scaled decoding (Pillow's draft mode), on by
 	// default as the difference is far below what JPEG quality 100 loses
 	// (measured in TestFastDecode: luma PSNR 47 to 53 dB, chroma equal).
 	FastDecode *bool `yaml:"fast_decode" default:"true" desc:"With a build that decodes JPEG with libjpeg ('go build -tags libjpeg'), decode a large JPEG directly at 1/2, 1/4 or 1/8 of its size when that still leaves at least the output size, then resample fewer pixels: a 3840x2160 photo to 800x600 decodes at 1920x1080 and takes about a third less CPU time. The output differs from a full decode by less than JPEG quality 100 loses (PSNR above 47 dB). Set 'false' for the full decode always. Without libjpeg every JPEG is decoded in full."`
 	// MaxPixels guards against decompression bombs: a small file can
 	// declare a huge canvas.
-	MaxPixels int64 `yaml:"max_pixels" default:"100000000" desc:"Largest source image accepted, in pixels (width times height); larger images fail the item before any memory is allocated for them."`
+	MaxPixels int64 `yaml:"max_pixels" default:"100000000" desc:"Largest source image accepted, in pixels (width times height), read from the image header: larger images fail the item before the rest of the file is read. Of a file, at most 8 bytes per pixel of its header's size plus 16 MiB is read (more than any encoding of the image needs), so a huge file behind a small header fails quickly too."`
+	// DecodeMemory bounds what max_pixels cannot: many images within it
+	// at once.
+	DecodeMemory *spec.ByteSize `yaml:"decode_memory" default:"2GiB" desc:"Most memory the images being resized at the same time may take together in this process, all resize stages counted: an image waits (honouring timeouts and cancellation) while the others leave too little, and one that needs more on its own fails its item. The need of an image is estimated from its header before its file is read: the bytes read, the decoded pixels (from 1 byte per pixel for grey to 8 for 16-bit RGBA PNGs, plus 4 for a colour conversion), and the resized copies. The default takes any image within the default 'max_pixels'. Each worker process of a stage in process mode has a budget of its own." example:"512MiB"`
 }
+
+// defaultDecodeMemory is decode_memory's default: a 100-megapixel 16-bit
+// RGBA PNG (the largest the default max_pixels lets through) needs about
+// 1.2 GB decoded and converted, plus its file.
+const defaultDecodeMemory = 2 << 30
 
 var placeholders = map[string]bool{"stem": true, "ext": true, "name": true, "width": true, "height": true}
 
-// Validate checks what a field alone cannot.
+// Validate checks what a field alone cannot. Sizes given as expressions
+// are checked per item.
 func (o *Options) Validate() error {
 	switch {
-	case o.Width < 0 || o.Height < 0:
-		return errors.New("'width' and 'height' must not be negative")
-	case o.Width == 0 && o.Height == 0:
+	case o.Width == nil && o.Height == nil:
 		return errors.New("set 'width', 'height' or both")
-	case o.Width > 1<<15 || o.Height > 1<<15:
-		return fmt.Errorf("'width' and 'height' must be at most %d", 1<<15)
+	case (o.Fit == "contain" || o.Fit == "cover") && (o.Width == nil || o.Height == nil):
+		return fmt.Errorf("'fit: %s' needs both 'width' and 'height'", o.Fit)
 	case o.Quality != 0 && (o.Quality < 1 || o.Quality > 100):
 		return fmt.Errorf("'quality' must be between 1 and 100, got %d", o.Quality)
-	case (o.Fit == "contain" || o.Fit == "cover") && (o.Width == 0 || o.Height == 0):
-		return fmt.Errorf("'fit: %s' needs both 'width' and 'height'", o.Fit)
 	case o.MaxPixels < 0:
 		return errors.New("'max_pixels' must be positive")
+	case o.DecodeMemory != nil && *o.DecodeMemory <= 0:
+		return errors.New("'decode_memory' must be positive")
+	}
+	if z, ok, err := o.constSizing(); err != nil {
+		return err
+	} else if ok {
+		if err := z.check(); err != nil {
+			return err
+		}
+	}
+	if o.OutDir != nil && o.OutDir.IsConst() && !o.AllowOutside {
+		v, _ := o.OutDir.Eval(&tmpl.Scope{Ctx: context.Background()})
+		if p, ok := v.(string); ok && p != "" && !filepath.IsAbs(p) {
+			if err := relInside(p, p); err != nil {
+				return err
+			}
+		}
 	}
 	if o.Name != nil {
 		if err := checkPlaceholders(o.Name.Source()); err != nil {
@@ -220,7 +247,10 @@ func Register(r *steps.Registry) {
 			"about 4x faster); a `flow` built with `-tags libjpeg` uses libjpeg-turbo instead (about 8x " +
 			"faster to encode: a quarter less CPU time per photo) and can then decode large JPEGs at a " +
 			"reduced scale (`fast_decode`). " +
-			"A corrupt or truncated image fails its item with an error naming the file. Metadata (EXIF, ICC " +
+			"A corrupt or truncated image fails its item with an error naming the file, and so does, at " +
+			"once, anything but a regular file (a FIFO, a device). Memory is bounded before it is taken: " +
+			"`max_pixels` is checked on the header, no more of a file is read than its image can need, and " +
+			"the images of all resize stages share `decode_memory`. Metadata (EXIF, ICC " +
 			"profiles) is not copied; 16-bit PNGs are written with 8 bits per channel.",
 		Result:  "`{src: /abs/photos/a.jpg, dest: /abs/resized/a.jpg, width: 800, height: 600, bytes: 91234}`: the resolved source and destination paths, the output size in pixels and in bytes.",
 		Example: "src: \"${ item }\"\nwidth: 800\nheight: 600\nfit: cover\nquality: 85\nout_dir: thumbs\nname: \"{stem}-800.{ext}\"\n",
@@ -231,6 +261,14 @@ type step struct {
 	o      *Options
 	env    *steps.Env
 	filter Filter
+	// sizing holds the sizes when they are constant (constSize), and the
+	// fit always; sizingFor fills in the sizes of each item otherwise.
+	sizing
+	constSize bool
+	// base is the pipeline directory, absolute: out_dir stays inside it.
+	base string
+	// memory is decode_memory, in bytes.
+	memory int64
 	// swept holds the output directories already cleared of leftovers in
 	// this run: each is read once, when the first image goes there.
 	swept sync.Map
@@ -253,7 +291,67 @@ func build(o *Options, env *steps.Env) (steps.Step, error) {
 	if o.Filter != "" {
 		f = filters[o.Filter]
 	}
-	return &step{o: o, env: env, filter: f}, nil
+	z, constSize, err := o.constSizing()
+	if err != nil {
+		return nil, err
+	}
+	// Sizes and out_dir that come from vars and env (--set width=...) are
+	// evaluated once, so that a bad value stops the run before any item.
+	once := &tmpl.Scope{Vars: env.Vars, Env: env.Env, Ctx: context.Background()}
+	if !constSize && (o.Width == nil || !o.Width.UsesItem()) && (o.Height == nil || !o.Height.UsesItem()) {
+		for _, f := range []struct {
+			name string
+			t    *tmpl.T
+			dst  *int
+		}{{"width", o.Width, &z.width}, {"height", o.Height, &z.height}} {
+			if f.t == nil {
+				continue
+			}
+			v, err := f.t.Eval(once)
+			if err == nil {
+				*f.dst, err = sizeValue(f.name, v)
+			}
+			if err != nil {
+				return nil, at(f.t, "%v", err)
+			}
+		}
+		if err := z.check(); err != nil {
+			return nil, at(o.Width, "%v", err)
+		}
+		constSize = true
+	}
+	base := env.Dir
+	if base == "" {
+		base = "."
+	}
+	if base, err = filepath.Abs(base); err != nil {
+		return nil, err
+	}
+	s := &step{o: o, env: env, filter: f, sizing: z, constSize: constSize, base: base, memory: defaultDecodeMemory}
+	if o.DecodeMemory != nil {
+		s.memory = int64(*o.DecodeMemory)
+	}
+	// An out_dir outside the pipeline directory that does not depend on
+	// the item is refused before any item runs.
+	if o.OutDir != nil && !o.OutDir.UsesItem() {
+		v, err := o.OutDir.Eval(once)
+		if err == nil {
+			_, _, err = s.outDir(v)
+		}
+		if err != nil {
+			return nil, at(o.OutDir, "%v", err)
+		}
+	}
+	return s, nil
+}
+
+// at places a build-time error at the option's position in the pipeline
+// file, as validation errors are.
+func at(t *tmpl.T, format string, args ...any) error {
+	if t != nil && t.Node() != nil {
+		return conf.Errorf(conf.NodePos(t.Node()), format, args...)
+	}
+	return fmt.Errorf(format, args...)
 }
 
 func (s *step) path(v any, what string) (string, error) {
@@ -286,7 +384,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if v, err = s.eval(ctx, in, s.o.OutDir, "resized"); err != nil {
 		return nil, steps.Permanent(err)
 	}
-	outDir, err := s.path(v, "'out_dir'")
+	outDir, outRel, err := s.outDir(v)
 	if err != nil {
 		return nil, steps.Permanent(err)
 	}
@@ -294,16 +392,24 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err != nil {
 		return nil, steps.Permanent(err)
 	}
-
-	data, err := os.ReadFile(src)
+	z, err := s.sizingFor(ctx, in)
 	if err != nil {
-		return nil, fileError(src, err)
+		return nil, steps.Permanent(err)
 	}
-	if err := ctx.Err(); err != nil {
+
+	img, err := s.readImage(ctx, src, z)
+	if err != nil {
 		return nil, err
 	}
-	d, err := decode(data, s.o.MaxPixels, s.shrinker())
+	defer decodeBudget.release(img.grant)
+	d, err := decode(img.data, s.o.MaxPixels, s.shrinker(z))
+	read := int64(len(img.data))
+	img.data = nil // the decoded image no longer needs it
 	if err != nil {
+		if img.cut {
+			err = fmt.Errorf("%v; only the first %s of this %s file were read, more than any %dx%d image needs, so it is not a plain image file",
+				err, mib(read), mib(img.size), img.cfg.Width, img.cfg.Height)
+		}
 		return nil, &steps.Error{Err: fmt.Errorf("%s: %v", src, err), Class: "decode", Permanent: true}
 	}
 	if err := ctx.Err(); err != nil {
@@ -325,7 +431,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if ext == "" {
 		ext = map[string]string{"jpeg": "jpg", "png": "png"}[outFormat]
 	}
-	out := s.transform(d, outFormat == "jpeg")
+	out := s.transformTo(d, outFormat == "jpeg", z)
 	d.release() // out never shares pixels with its source
 	base := filepath.Base(src)
 	b := out.Bounds()
@@ -347,7 +453,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(outDir, name, buf.Bytes(), &s.swept); err != nil {
+	if err := s.writeAtomic(outDir, outRel, name, buf.Bytes()); err != nil {
 		return nil, &steps.Error{Err: err, Class: "io", Permanent: errors.Is(err, fs.ErrPermission)}
 	}
 	return map[string]any{
@@ -367,7 +473,7 @@ func fileError(path string, err error) error {
 		err = pe.Err
 	}
 	return &steps.Error{Err: fmt.Errorf("%s: %v", path, err), Class: "io",
-		Permanent: errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)}
+		Permanent: errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, regular.ErrNotRegular)}
 }
 
 // decoded is an image as read, before any resampling.
@@ -456,12 +562,12 @@ func isTruncated(err error) bool {
 // plan computes, for a stored image of w x h pixels with EXIF orientation
 // o, the region of the stored image to resample and the size to resample
 // it to (both in the stored orientation: orient turns the result upright).
-func (s *step) plan(w, h, o int) (region, int, int) {
+func (s sizing) plan(w, h, o int) (region, int, int) {
 	sw, sh := float64(w), float64(h)
 	if transposed(o) {
 		sw, sh = sh, sw
 	}
-	tw, th := float64(s.o.Width), float64(s.o.Height)
+	tw, th := float64(s.width), float64(s.height)
 	switch {
 	case tw == 0:
 		tw = sw * th / sh
@@ -469,7 +575,7 @@ func (s *step) plan(w, h, o int) (region, int, int) {
 		th = sh * tw / sw
 	}
 	r := region{0, 0, sw, sh}
-	switch s.o.Fit {
+	switch s.fit {
 	case "contain":
 		k := math.Min(tw/sw, th/sh)
 		tw, th = sw*k, sh*k
@@ -494,7 +600,12 @@ func (s *step) plan(w, h, o int) (region, int, int) {
 // image/jpeg's encoder and Pillow write: a 4:4:4 source (or a reduced-scale
 // decoding, which libjpeg returns as 4:4:4) costs no extra conversion.
 func (s *step) transform(d decoded, jpegOut bool) image.Image {
-	r, dw, dh := s.plan(d.w, d.h, d.orientation)
+	return s.transformTo(d, jpegOut, s.sizing)
+}
+
+// transformTo is transform to the sizes of z.
+func (s *step) transformTo(d decoded, jpegOut bool, z sizing) image.Image {
+	r, dw, dh := z.plan(d.w, d.h, d.orientation)
 	b := d.img.Bounds()
 	if b.Dx() != d.w || b.Dy() != d.h {
 		kx, ky := float64(b.Dx())/float64(d.w), float64(b.Dy())/float64(d.h)
@@ -511,11 +622,11 @@ func (s *step) transform(d decoded, jpegOut bool) image.Image {
 
 // shrinker is what decode asks for the JPEG decoding scale, nil for a
 // full decode always.
-func (s *step) shrinker() func(w, h, o int) int {
+func (s *step) shrinker(z sizing) func(w, h, o int) int {
 	if s.o.FastDecode != nil && !*s.o.FastDecode {
 		return nil
 	}
-	return s.shrink
+	return z.shrink
 }
 
 // shrink is the JPEG decoding scale, in eighths, for 'fast_decode': the
@@ -524,7 +635,7 @@ func (s *step) shrinker() func(w, h, o int) int {
 // 1/8, 1/4 and 1/2 are offered: libjpeg-turbo has SIMD code for those,
 // while its other scales (3/8, 5/8...) decode slower than the full image
 // (measured: 5/8 of a 1920x1080 image 10.5 ms, the full image 6.2 ms).
-func (s *step) shrink(w, h, o int) int {
+func (s sizing) shrink(w, h, o int) int {
 	r, dw, dh := s.plan(w, h, o)
 	for num := 1; num < 8; num *= 2 {
 		if r.w*float64(num)/8 >= float64(dw) && r.h*float64(num)/8 >= float64(dh) {
@@ -566,19 +677,53 @@ func flatten(m *image.RGBA) {
 	}
 }
 
-// writeAtomic writes data to name inside dir: a temporary file in the same
-// directory, then a rename over the destination. All file operations go
-// through an os.Root, so neither '..' nor a symbolic link can lead outside
-// dir.
-func writeAtomic(dir, name string, data []byte, swept *sync.Map) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating 'out_dir': %w", err)
+// openOutDir creates and opens out_dir, dir. With rel set (out_dir
+// confined to the pipeline directory, as rel inside it), every step goes
+// through an os.Root of the pipeline directory, so that a symbolic link on
+// the way cannot lead out of it, whenever it was put there.
+func (s *step) openOutDir(dir, rel string) (*os.Root, error) {
+	if rel == "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating 'out_dir': %w", err)
+		}
+		return os.OpenRoot(dir)
 	}
-	root, err := os.OpenRoot(dir)
+	base, err := os.OpenRoot(s.base)
+	if err != nil {
+		return nil, fmt.Errorf("opening the pipeline directory: %w", err)
+	}
+	defer base.Close()
+	if rel != "." {
+		if err := base.MkdirAll(rel, 0o755); err != nil {
+			return nil, outDirError(dir, err)
+		}
+	}
+	root, err := base.OpenRoot(rel)
+	if err != nil {
+		return nil, outDirError(dir, err)
+	}
+	return root, nil
+}
+
+// outDirError explains os.Root's refusal to follow a link out.
+func outDirError(dir string, err error) error {
+	if strings.Contains(err.Error(), "escapes") {
+		return fmt.Errorf("out_dir %s leads out of the pipeline directory through a symbolic link; %s: %w", dir, outsideHint, fs.ErrPermission)
+	}
+	return fmt.Errorf("creating 'out_dir': %w", err)
+}
+
+// writeAtomic writes data to name inside out_dir (dir, rel: see
+// openOutDir): a temporary file in the same directory, then a rename over
+// the destination. All file operations go through an os.Root, so neither
+// '..' nor a symbolic link can lead outside dir.
+func (s *step) writeAtomic(dir, rel, name string, data []byte) error {
+	root, err := s.openOutDir(dir, rel)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
+	swept := &s.swept
 	sub := filepath.Dir(name)
 	if sub != "." {
 		if err := root.MkdirAll(sub, 0o755); err != nil {
