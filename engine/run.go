@@ -417,6 +417,17 @@ func (r *run) buildStepStage(b *stage, s *spec.Stage, k *steps.Kind, env *steps.
 	if factory == nil {
 		return nil, fmt.Errorf("mode: %s needs a runner that this program did not give the engine (Options.Runners has no %q); use mode: thread", s.Mode, s.Mode)
 	}
+	if s.Mode != spec.ModeThread {
+		// The step is built elsewhere; building it here once too finds
+		// what can never work (a bad option value, an out_dir outside the
+		// folder) before anything runs, as in thread mode, instead of as
+		// the failure of every item.
+		built, err := k.Build(s.Options, &conf.Context{Vars: r.vars}, env)
+		if err != nil {
+			return nil, err
+		}
+		_ = built.Close()
+	}
 	runner, err := factory(StageRun{Pipeline: r.p, Stage: s, Workers: workers, Registry: r.opts.Registry, Env: env, Stderr: env.Stderr})
 	if err != nil {
 		if s.Mode == spec.ModeThread {
