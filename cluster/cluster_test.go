@@ -25,7 +25,7 @@ import (
 // back within seconds.
 var testSettings = Settings{AckWait: 2 * time.Second, MaxDeliver: 3, RunTTL: 3 * time.Second}
 
-func startServer(t *testing.T, listen string) *server.Server {
+func startServer(t testing.TB, listen string) *server.Server {
 	t.Helper()
 	srv, stop, err := Embedded{Listen: listen}.Start()
 	if err != nil {
@@ -35,7 +35,7 @@ func startServer(t *testing.T, listen string) *server.Server {
 	return srv
 }
 
-func dial(t *testing.T, c Conn) *nats.Conn {
+func dial(t testing.TB, c Conn) *nats.Conn {
 	t.Helper()
 	nc, err := c.Dial()
 	if err != nil {
@@ -46,7 +46,7 @@ func dial(t *testing.T, c Conn) *nats.Conn {
 }
 
 // startWorkers starts n in-process workers with slots each.
-func startWorkers(t *testing.T, srv *server.Server, n, slots int) {
+func startWorkers(t testing.TB, srv *server.Server, n, slots int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -83,7 +83,7 @@ func (a *attempts) ItemDone(ev *engine.ItemEvent) {
 	}
 }
 
-func runCluster(t *testing.T, srv *server.Server, text string, ev engine.EventSink) (*report.Report, string) {
+func runCluster(t testing.TB, srv *server.Server, text string, ev engine.EventSink) (*report.Report, string) {
 	t.Helper()
 	reg := all.Registry()
 	p, err := spec.Parse("p.yaml", []byte(text), spec.Options{}, reg)

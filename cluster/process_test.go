@@ -56,7 +56,7 @@ func workerMain(url string) int {
 // workerProc is a worker process of a test, restarted when it dies if
 // keep is set (as systemd would).
 type workerProc struct {
-	t    *testing.T
+	t    testing.TB
 	url  string
 	name string
 	mu   sync.Mutex
@@ -65,7 +65,7 @@ type workerProc struct {
 	done chan struct{}
 }
 
-func startProc(t *testing.T, url, name string, slots int, keep bool) *workerProc {
+func startProc(t testing.TB, url, name string, slots int, keep bool) *workerProc {
 	w := &workerProc{t: t, url: url, name: name, keep: keep, done: make(chan struct{})}
 	w.start(slots)
 	t.Cleanup(func() {

@@ -123,6 +123,8 @@ const (
 	// items go by the hundred, slow ones alone, so that they spread over
 	// the workers.
 	batchWork = 5 * time.Millisecond
+	// lingerMax bounds how long a batch waits to fill up.
+	lingerMax = 2 * time.Millisecond
 )
 
 // keepAlive refreshes the run's key; workers drop the work of runs whose
@@ -214,6 +216,7 @@ func (c *Client) onMaxDeliveries(m *nats.Msg) {
 	if b == nil {
 		return // another run's batch
 	}
+	b.r.outstanding.Add(-1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = c.st.work.DeleteMsg(ctx, adv.StreamSeq)
 	cancel()
@@ -231,6 +234,8 @@ type Runner struct {
 	nextB    atomic.Uint64
 	queue    *taskq.Queue[*batch]
 	avgNS    atomic.Int64 // time per item in the workers, smoothed
+	// outstanding counts published batches not yet fully answered.
+	outstanding atomic.Int64
 
 	mu   sync.Mutex
 	sent map[uint64]*task // published and unsettled, by item ID
@@ -358,8 +363,10 @@ func (r *Runner) publish() {
 		case <-r.queue.Notify():
 		}
 		for r.queue.Len() > 0 {
+			want := r.batchSize()
+			r.linger(want)
 			b := &batch{r: r, id: r.nextB.Add(1)}
-			b.tasks = r.queue.Pop(r.batchSize(), 1, b)
+			b.tasks = r.queue.Pop(want, 1, b)
 			if len(b.tasks) == 0 {
 				continue
 			}
@@ -370,6 +377,28 @@ func (r *Runner) publish() {
 			}
 		}
 	}
+}
+
+// linger waits a little for a full batch while earlier ones are still
+// out: published at once, items would cross a few per message and the
+// workers would spend their time on messages instead of items. With
+// nothing out, the first items go at once (a slow stage's latency).
+func (r *Runner) linger(want int) {
+	if r.queue.Len() >= want || r.outstanding.Load() == 0 {
+		return
+	}
+	deadline := time.NewTimer(lingerMax)
+	defer deadline.Stop()
+	for r.queue.Len() < want && r.outstanding.Load() > 0 {
+		select {
+		case <-r.done:
+			return
+		case <-deadline.C:
+			return
+		case <-r.queue.Notify():
+		}
+	}
+	r.queue.Signal() // the token taken here may stand for items still queued
 }
 
 func (r *Runner) send(b *batch) error {
@@ -397,6 +426,7 @@ func (r *Runner) send(b *batch) error {
 		cancel()
 		if err == nil {
 			b.seq = ack.Sequence
+			r.outstanding.Add(1)
 			r.c.mu.Lock()
 			r.c.bySeq[ack.Sequence] = b
 			r.c.mu.Unlock()
@@ -438,7 +468,10 @@ func (r *Runner) settle(res *protocol.Results, worker string, delivery int) {
 		if b := t.Holder; b != nil {
 			if r.allSettled(b) {
 				r.c.mu.Lock()
-				delete(r.c.bySeq, b.seq)
+				if r.c.bySeq[b.seq] == b {
+					delete(r.c.bySeq, b.seq)
+					r.outstanding.Add(-1)
+				}
 				r.c.mu.Unlock()
 			}
 		}

@@ -109,9 +109,10 @@ func (w *Worker) Serve(ctx context.Context) error {
 				break fill
 			}
 		}
-		msgs, err := w.st.cons.Fetch(free, jetstream.FetchMaxWait(time.Second))
+		// What is there now, at once; when nothing is, wait for one (a
+		// Fetch of several would wait for all of them).
 		got := 0
-		if err == nil {
+		take := func(msgs jetstream.MessageBatch) {
 			for m := range msgs.Messages() {
 				got++
 				wg.Add(1)
@@ -120,6 +121,15 @@ func (w *Worker) Serve(ctx context.Context) error {
 					defer func() { <-slots }()
 					w.handle(ctx, m)
 				}()
+			}
+		}
+		msgs, err := w.st.cons.FetchNoWait(free)
+		if err == nil {
+			take(msgs)
+		}
+		if got == 0 && err == nil && ctx.Err() == nil {
+			if msgs, err = w.st.cons.Fetch(1, jetstream.FetchMaxWait(time.Second)); err == nil {
+				take(msgs)
 			}
 		}
 		for range free - got {
@@ -244,9 +254,11 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 			return
 		}
 	}
-	// The answers are in the results stream before the batch leaves the
-	// work stream: a death in between costs a second run, never an answer.
-	_ = m.DoubleAck(ctx)
+	// The answers are in the results stream (acknowledged) before the
+	// batch leaves the work stream: a death in between, or an ack lost on
+	// the way, costs a second run, whose answers are then ignored; never
+	// an answer. So the ack need not wait for its confirmation.
+	_ = m.Ack()
 }
 
 func (w *Worker) answer(ctx context.Context, m jetstream.Msg, run string, stage int, res *protocol.Results, delivery uint64) error {
