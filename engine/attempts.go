@@ -172,6 +172,14 @@ func (st *stepStage) attempts(w *workerState, e *entry, keys []string, timed boo
 			e.outcome, e.err = outFailed, err
 			return
 		}
+		var se *steps.Error
+		if errors.As(err, &se) && st.retry.MaxBackoff > 0 && se.RetryAfter > st.retry.MaxBackoff {
+			// Waiting less than asked would only be refused again, and
+			// an hour's wait is not what max_backoff allows.
+			e.outcome, e.err = outFailed, &steps.Error{Class: se.Class, Permanent: true, Err: fmt.Errorf("%w; not retried: the server asks to wait %s (Retry-After), longer than retry.max_backoff (%s); raise max_backoff to wait that long",
+				err, se.RetryAfter, st.retry.MaxBackoff)}
+			return
+		}
 		if sleep(st.r.clk, st.ctx, st.backoff(attempt, err)) != nil {
 			e.outcome = outCancelled
 			return

@@ -134,10 +134,10 @@ func (st *stepStage) afterProgress(em *emitter) {
 			st.mu.Unlock()
 		}
 	}
-	if s := st.stopNext; s != nil {
+	if s := st.stopNext; s != nil && (st.stopAt < 0 || st.next > st.stopAt) {
 		st.stopNext = nil
 		em.flush()
-		st.r.stopRun(s)
+		st.halt(s)
 	}
 }
 
@@ -158,6 +158,16 @@ func (st *stepStage) decide(c *chunk, from, to int) {
 		case outFailed:
 			if stop := st.policy.fail(e.in, e.err); stop != nil {
 				st.stopNext = stop
+				if st.ordered && c.seq >= 0 {
+					// Like executor.map: the results before the failing
+					// item are handed on first; nothing new starts.
+					st.stopAt = c.seq + int64(i)
+					st.draining.Store(true)
+					st.mu.Lock()
+					st.room.Broadcast() // the feeder: cancel, do not wait
+					st.cond.Broadcast() // the workers: claim nothing more
+					st.mu.Unlock()
+				}
 			}
 		}
 	}
@@ -168,6 +178,15 @@ func (st *stepStage) account(c *chunk, from, to int, em *emitter) {
 	rep := st.rep
 	for i := from; i < to; i++ {
 		e := &c.ents[i]
+		if st.stopAt >= 0 && c.seq >= 0 && c.seq+int64(i) == st.stopAt+1 {
+			// Everything up to the failing item is handed on: stop now,
+			// so that what follows it is cancelled, not handed on.
+			if s := st.stopNext; s != nil {
+				st.stopNext = nil
+				em.flush()
+				st.halt(s)
+			}
+		}
 		rep.In++
 		if e.tries.n > 1 {
 			rep.Retries += int64(e.tries.n - 1)
@@ -176,6 +195,10 @@ func (st *stepStage) account(c *chunk, from, to int, em *emitter) {
 		case outOK:
 			if e.timed {
 				st.hist.record(e.lat)
+			}
+			if st.halted {
+				st.cancelled(e.in, &e.tries) // after the failure that stopped it
+				continue
 			}
 			em.add(steps.Record{Index: e.in.Index, Item: e.res}, e.in, true, &e.tries)
 		case outLate:
@@ -208,4 +231,18 @@ func short(red *redactor, v any) string {
 		s = s[:cut] + "..."
 	}
 	return s
+}
+
+// halt makes a stop the stage decided. An `order: input` stage that fails
+// stops like executor.map raising: what it handed on before the failing
+// item goes on downstream (printed, written) while everything upstream
+// stops; the run fails all the same. Other stops stop the run at once.
+func (st *stepStage) halt(s *runStop) {
+	if st.stopAt < 0 {
+		st.r.stopRun(s)
+		return
+	}
+	st.stopAt, st.halted = -1, true
+	st.r.failRun(s)
+	st.cancel(s)
 }

@@ -27,10 +27,12 @@ func (st *stepStage) feed() {
 			}
 			st.begin()
 			st.mu.Lock()
-			for len(st.queue) >= 2 && st.ctx.Err() == nil {
+			for len(st.queue) >= 2 && st.ctx.Err() == nil && !st.draining.Load() {
 				st.room.Wait()
 			}
-			if st.ctx.Err() != nil {
+			// Draining (a failure is about to stop an order: input
+			// stage): nothing more starts, so what arrives is cancelled.
+			if st.ctx.Err() != nil || st.draining.Load() {
 				st.mu.Unlock()
 				st.cancelBatch(b)
 				continue
@@ -76,7 +78,7 @@ func (st *stepStage) claim(w *workerState) *chunk {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for {
-		if st.ctx.Err() != nil {
+		if st.ctx.Err() != nil || st.draining.Load() {
 			return nil
 		}
 		if len(st.queue) == 0 {

@@ -580,10 +580,12 @@ stages:
 `)
 	rep := runT(t, context.Background(), p, config{clock: clk}, nil)
 	w := stageOf(t, rep, "work")
-	if w.Succeeded != 2 || w.Skipped != 2 || w.Retries != 3 {
+	// Item 1's Retry-After (7s) is past max_backoff (150ms): it fails at
+	// once rather than wait an hour it was not allowed, or retry early.
+	if w.Succeeded != 1 || w.Skipped != 3 || w.Retries != 2 {
 		t.Fatalf("work %+v", *w)
 	}
-	want := []time.Duration{100 * time.Millisecond, 150 * time.Millisecond, 7 * time.Second}
+	want := []time.Duration{100 * time.Millisecond, 150 * time.Millisecond}
 	if got := clk.recorded(); !slices.Equal(got, want) {
 		t.Errorf("waits %v, want %v", got, want)
 	}
@@ -591,6 +593,38 @@ stages:
 		if f.Attempts != 1 {
 			t.Errorf("item %d: %d attempts, want 1 (no retry)", f.Index, f.Attempts)
 		}
+		if f.Index == 1 && !strings.Contains(f.Error, "longer than retry.max_backoff") {
+			t.Errorf("item 1: %s", f.Error)
+		}
+	}
+}
+
+// A Retry-After within max_backoff is waited in full, even past the
+// exponential backoff.
+func TestRetryAfterWithinMaxBackoff(t *testing.T) {
+	var n atomic.Int32
+	step := fn(steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
+		if n.Add(1) == 1 {
+			return nil, &steps.Error{Err: errors.New("429"), Class: "http_429", RetryAfter: 7 * time.Second}
+		}
+		return in.Item, nil
+	}))
+	clk := newFakeClock()
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 1}}
+  - name: work
+    step: fn
+    with: {fn: `+step+`}
+    retry: {attempts: 2, backoff: 100ms, jitter: 0}
+`)
+	rep := runT(t, context.Background(), p, config{clock: clk}, nil)
+	if w := stageOf(t, rep, "work"); w.Succeeded != 1 || w.Retries != 1 {
+		t.Fatalf("work %+v", *w)
+	}
+	if got := clk.recorded(); !slices.Equal(got, []time.Duration{7 * time.Second}) {
+		t.Errorf("waits %v, want [7s]", got)
 	}
 }
 

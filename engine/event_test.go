@@ -154,3 +154,58 @@ stages:
 		}
 	}
 }
+
+// With order: input and on_error: fail, the results before the failing
+// item are handed on, as executor.map yields them before it raises; none
+// after it, and the run stops without reading the rest of the source.
+func TestOrderedFailureHandsOnWhatCameBefore(t *testing.T) {
+	step := fn(steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
+		switch {
+		case in.Index == 5:
+			return nil, steps.Errorf("error", "bad item")
+		case in.Index < 5:
+			// Earlier items finish after the failure is known.
+			time.Sleep(50 * time.Millisecond)
+		}
+		return in.Item, nil
+	}))
+	col := &collector{keep: true}
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 1000000000}}
+  - {name: work, step: fn, with: {fn: `+step+`}, workers: 8}
+  - {name: out, sink: {collect: `+fn(col)+`}}
+`)
+	rep := runT(t, context.Background(), p, config{}, nil)
+	if rep.Status != report.StatusFailed {
+		t.Fatalf("status %s", rep.Status)
+	}
+	got := col.indexes()
+	if len(got) != 5 {
+		t.Fatalf("handed on %v, want the 5 items before the failing one", got)
+	}
+	for i, x := range got {
+		if x != int64(i) {
+			t.Fatalf("handed on %v", got)
+		}
+	}
+}
+
+// complete: first where every item fails is a failure, as
+// wait(FIRST_COMPLETED) and .result() raise: not an empty success.
+func TestCompleteFirstWithNoSuccessFails(t *testing.T) {
+	step := fn(steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
+		return nil, steps.Errorf("error", "down")
+	}))
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 3}}
+  - {name: work, step: fn, with: {fn: `+step+`}, complete: first, on_error: skip}
+`)
+	rep := runT(t, context.Background(), p, config{}, nil)
+	if rep.Status != report.StatusFailed || rep.ExitCode != 1 || !strings.Contains(rep.Reason, "complete: first wanted 1 success(es) and got 0") {
+		t.Fatalf("status %s exit %d: %s", rep.Status, rep.ExitCode, rep.Reason)
+	}
+}

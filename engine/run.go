@@ -214,6 +214,18 @@ func (r *run) stopRun(s *runStop) {
 	r.cancel(s)
 }
 
+// failRun records why the run fails (the first reason wins) without
+// cancelling it: the stage that failed stops its own upstream, and what it
+// handed on before finishes downstream.
+func (r *run) failRun(s *runStop) {
+	s.msg = r.red.String(s.msg)
+	r.mu.Lock()
+	if r.stop == nil {
+		r.stop = s
+	}
+	r.mu.Unlock()
+}
+
 // stopReason is why the run stopped, or nil while it has not.
 func (r *run) stopReason() *runStop {
 	r.mu.Lock()
@@ -338,15 +350,19 @@ func workersOf(s *spec.Stage) int {
 	if s.Workers.N > 0 && !s.Workers.Auto {
 		return s.Workers.N
 	}
+	// GOMAXPROCS, not NumCPU: it honours a container's CPU quota (cgroup)
+	// as well as the affinity mask (taskset), as os.cpu_count()... and
+	// more: Python counts the quota only through os.process_cpu_count().
+	cpus := runtime.GOMAXPROCS(0)
 	switch s.Mode {
 	case spec.ModeProcess:
-		return runtime.NumCPU()
+		return cpus
 	case spec.ModeCluster:
 		// The workers' slots decide what runs at once; this bounds the
 		// stage's items in flight across them.
 		return 64
 	}
-	return min(32, 4*runtime.NumCPU())
+	return min(32, 4*cpus)
 }
 
 // build constructs every stage, the default sink included; on failure,

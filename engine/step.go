@@ -64,7 +64,13 @@ type stepStage struct {
 
 	// Collector state.
 	stopNext *runStop // a stop decided, made once what came before is handed on
-	next     int64    // order: input: the sequence number to hand on next
+	// stopAt is the sequence number of the item whose failure stops an
+	// `order: input` stage (-1: none): the stop is made once every item
+	// before it was handed on. draining stops new claims meanwhile.
+	stopAt   int64
+	draining atomic.Bool
+	halted   bool  // stopped after a failure: later successes are cancelled
+	next     int64 // order: input: the sequence number to hand on next
 	waiting  map[int64]*chunk
 }
 
@@ -118,6 +124,7 @@ func (st *stepStage) configure(named map[string]*limit) {
 	st.timeout = s.Timeout
 	st.retry = s.Retry
 	st.policy = newErrorPolicy(s, st.r.red)
+	st.stopAt = -1
 	st.done = completion{first: s.Complete.First}
 	st.lim = stageLimiter(s, named, st.r.clk)
 	st.cond = sync.NewCond(&st.mu)
@@ -180,6 +187,24 @@ func (st *stepStage) exec() {
 	}
 	go func() { wg.Wait(); close(st.results) }()
 	st.collect()
+	if st.stopAt >= 0 && st.stopNext != nil && st.r.stopReason() == nil {
+		st.r.stopRun(st.stopNext) // the items before it never all came back
+	}
+	if st.halted {
+		// Downstream has drained what came before the failure; the run
+		// stops now.
+		defer func() {
+			if s := st.r.stopReason(); s != nil {
+				st.r.cancel(s)
+			}
+		}()
+	}
+	if d := st.done; d.first > 0 && !d.met && st.policy.failed > 0 && st.r.stopReason() == nil {
+		// wait(FIRST_COMPLETED) then .result() raises when what completed
+		// failed: no success is a failure, not an empty success.
+		st.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("stage %q: complete: first wanted %d success(es) and got %d; %d items failed (see the failures)",
+			st.name, d.first, d.successes, st.policy.failed)})
+	}
 	if err := st.runner.Close(); err != nil && st.r.stopReason() == nil {
 		st.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("stage %q: closing: %v", st.name, err)})
 	}
