@@ -20,6 +20,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
@@ -431,6 +432,14 @@ func (t *T) Eval(s *Scope) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
+	// Each evaluation gets its own memory budget and a ctx that is never
+	// nil (see guard.go); the caller's scope is left as it was.
+	sc := *s
+	sc.Ctx = newEvalCtx(s.Ctx)
+	return t.eval(&sc)
+}
+
+func (t *T) eval(s *Scope) (any, error) {
 	switch {
 	case t.single != nil:
 		v, err := expr.Run(t.single, s)
@@ -455,7 +464,7 @@ func (t *T) Eval(s *Scope) (any, error) {
 	case t.kind == yaml.SequenceNode:
 		out := make([]any, len(t.list))
 		for i, c := range t.list {
-			v, err := c.Eval(s)
+			v, err := c.eval(s)
 			if err != nil {
 				return nil, err
 			}
@@ -465,7 +474,7 @@ func (t *T) Eval(s *Scope) (any, error) {
 	case t.kind == yaml.MappingNode:
 		out := make(map[string]any, len(t.keys))
 		for i, k := range t.keys {
-			v, err := t.vals[i].Eval(s)
+			v, err := t.vals[i].eval(s)
 			if err != nil {
 				return nil, err
 			}
@@ -525,13 +534,39 @@ func Stringify(v any) string {
 // environment and the function library.
 func Options() []expr.Option {
 	opts := []expr.Option{expr.Env(Scope{}), expr.WithContext("ctx")}
-	return append(opts, funcOptions...)
+	opts = append(opts, funcOptions...)
+	return append(opts, guards...)
 }
 
 var funcOptions []expr.Option
 
+var guards = guardOptions()
+
 // Func adds a function to the library available in every expression. Call
-// it from an init function; types are expr's function signatures.
+// it from an init function; types are expr's function signatures. A
+// function whose signatures take a context.Context first gets the
+// evaluation's ctx; every function is guarded like expr-lang's builtins
+// (guard.go): its arguments' types are checked at run time, and the result
+// size its sizer estimates is charged to the evaluation's budget first.
 func Func(name string, fn func(params ...any) (any, error), types ...any) {
-	funcOptions = append(funcOptions, expr.Function(name, fn, types...))
+	ts := make([]reflect.Type, len(types))
+	for i, t := range types {
+		ts[i] = reflect.TypeOf(t).Elem()
+	}
+	wantsCtx := len(ts) > 0 && ts[0].NumIn() > 0 && ts[0].In(0) == ctxType
+	f := &builtin.Function{Name: name}
+	for _, t := range ts {
+		if wantsCtx {
+			t = dropFirst(t)
+		}
+		f.Types = append(f.Types, t)
+	}
+	withCtx := make([]any, len(f.Types))
+	for i, t := range f.Types {
+		withCtx[i] = reflect.New(addCtx(t)).Interface()
+	}
+	// The library's functions check their arguments themselves, with
+	// messages that know what they mean ("a duration string").
+	guarded := guard(&builtin.Function{Name: name}, fn, wantsCtx, true)
+	funcOptions = append(funcOptions, expr.Function(name, guarded, withCtx...))
 }
