@@ -46,10 +46,10 @@ Functions beyond the expr-lang builtins:
 Errors: 'fail()' gives an item error of class 'error' that a 'retry:' policy may retry;
 any other evaluation error depends only on the item, so it is permanent and never retried:
 a type mismatch ("upper() wants a string, got the number 3"), a missing key, a division or
-modulo by zero ("division by zero", as Python's ZeroDivisionError), and a value past the
+modulo by zero ("division by zero", like ZeroDivisionError in Python), and a value past the
 memory budget of one evaluation (256 MiB, counted before each builtin, function or string
 '+' builds its result; class 'too_large'). Loops ('map', 'filter', 'reduce'...) and
-builtins check the stage's timeout and the run's cancellation, so a CPU-bound expression
+builtins check the timeout of the stage and the cancellation of the run, so a CPU-bound expression
 stops at its timeout.`),
 		Result:  "The evaluated 'value': a number, string, boolean, null, list or mapping. Integers are 64-bit; dates are RFC 3339 strings; durations are strings such as \"1.5s\".",
 		Example: "value:\n  n: \"${ item }\"\n  primes: \"${ count_primes(item) }\"",
