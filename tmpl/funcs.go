@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -201,6 +202,10 @@ func describe(v any) string {
 		return "the date " + x.Format(time.RFC3339)
 	case time.Duration:
 		return "the duration " + x.String()
+	case json.Number:
+		// Integers beyond 64 bits read from JSON keep their digits, which
+		// the expr-lang operators cannot compute with.
+		return "the number " + clip(x.String(), 40) + " (beyond 64 bits)"
 	}
 	if isNumber(v) {
 		return "the number " + clip(Stringify(v), 40)
