@@ -286,6 +286,11 @@ func newRunError(src string, err error) error {
 	if msg == "memory budget exceeded" {
 		msg = "the expression builds too large a value (a huge range, list or string) and was stopped; work on smaller ranges"
 	}
+	var w *worded
+	var fail *FailError
+	if !errors.As(err, &w) && !errors.As(err, &fail) {
+		msg = goWords(msg) // expr-lang's own: "cannot fetch x from []interface {}"
+	}
 	return &RunError{msg: fmt.Sprintf("expression %q: %s", src, msg), err: err}
 }
 

@@ -154,17 +154,17 @@ func guardOptions() []expr.Option {
 	opts := []expr.Option{
 		expr.Function(liveName, func(p ...any) (any, error) {
 			if err := live(p[0], "the expression"); err != nil {
-				return nil, err
+				return nil, word(err)
 			}
 			return true, nil
 		}, new(func(context.Context) bool)),
-		expr.Function(addName, func(p ...any) (any, error) { return add(p[0], p[1], p[2]) },
+		expr.Function(addName, func(p ...any) (any, error) { v, err := add(p[0], p[1], p[2]); return v, word(err) },
 			new(func(context.Context, any, any) any)),
-		expr.Function(addSName, func(p ...any) (any, error) { return add(p[0], p[1], p[2]) },
+		expr.Function(addSName, func(p ...any) (any, error) { v, err := add(p[0], p[1], p[2]); return v, word(err) },
 			new(func(context.Context, string, string) string)),
-		expr.Function(divName, func(p ...any) (any, error) { return divide(p[0], p[1]) },
+		expr.Function(divName, func(p ...any) (any, error) { v, err := divide(p[0], p[1]); return v, word(err) },
 			new(func(any, any) float64)),
-		expr.Function(modName, func(p ...any) (any, error) { return modulo(p[0], p[1]) },
+		expr.Function(modName, func(p ...any) (any, error) { v, err := modulo(p[0], p[1]); return v, word(err) },
 			new(func(any, any) int)),
 	}
 	for _, b := range builtin.Builtins {
@@ -303,16 +303,20 @@ func nonZeroLiteral(n ast.Node) bool {
 
 // Builtins left as they are: closures (guarded by the patcher), and those
 // whose checking or argument handling expr-lang does by name.
-var unwrapped = map[string]bool{"get": true, "now": true, "date": true, "type": true}
+var unwrapped = map[string]bool{"now": true, "type": true}
 
 // wrapBuiltin replaces builtin b by a function of the same name that takes
 // ctx first (expr.WithContext passes it), checks the arguments' types, the
 // context and the budget, then calls b.
 func wrapBuiltin(b *builtin.Function) (expr.Option, bool) {
-	if b.Predicate || unwrapped[b.Name] || (len(b.Types) == 0 && b.Validate == nil) {
+	if b.Predicate || unwrapped[b.Name] {
 		return nil, false
 	}
 	f := &builtin.Function{Name: b.Name}
+	if len(b.Types) == 0 && b.Validate == nil {
+		// get: checked by name in expr-lang; any arguments, any result.
+		f.Types = []reflect.Type{reflect.TypeOf(new(func(context.Context, any, any) any)).Elem()}
+	}
 	for _, t := range b.Types {
 		f.Types = append(f.Types, withCtx(t))
 	}
@@ -350,18 +354,18 @@ func guard(sig *builtin.Function, fn func(...any) (any, error), passCtx, ours bo
 	return func(p ...any) (out any, err error) {
 		c, args := p[0], p[1:]
 		if err := checkArgs(sig, args); err != nil {
-			return nil, err
+			return nil, word(err)
 		}
 		n := int64(0)
 		if size != nil {
 			n = size(args)
 		}
 		if err := charge(c, sig.Name+"()", n); err != nil {
-			return nil, err
+			return nil, word(err)
 		}
 		defer func() {
 			if r := recover(); r != nil {
-				out, err = nil, builtinPanic(sig.Name, args, r)
+				out, err = nil, word(builtinPanic(sig.Name, args, r))
 			}
 		}()
 		if passCtx {
@@ -372,8 +376,22 @@ func guard(sig *builtin.Function, fn func(...any) (any, error), passCtx, ours bo
 		if err != nil && !ours {
 			err = builtinError(sig.Name, args, err)
 		}
-		return out, err
+		return out, word(err)
 	}
+}
+
+// worded marks an error whose message is already in the format's words, so
+// that newRunError leaves it (and the data it may quote) as it is.
+type worded struct{ err error }
+
+func (w *worded) Error() string { return w.err.Error() }
+func (w *worded) Unwrap() error { return w.err }
+
+func word(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &worded{err}
 }
 
 func addCtx(t reflect.Type) reflect.Type { return withCtx(t) }
@@ -516,7 +534,8 @@ var goTypeWords = map[string]string{
 	"int32": "an integer", "uint": "an integer", "uint64": "an integer", "float64": "a number",
 	"float32": "a number", "[]interface {}": "a list", "map[string]interface {}": "a mapping",
 	"time.Time": "a date", "time.Duration": "a duration", "<nil>": "null", "nil": "null",
-	"[]string": "a list", "[]int": "a list", "[]float64": "a list",
+	"[]string": "a list", "[]int": "a list", "[]float64": "a list", "interface {}": "a value",
+	"uint8": "an integer", "uint32": "an integer",
 }
 
 // builtinPanic turns what a builtin panicked with into an error that names
@@ -546,11 +565,20 @@ func builtinError(fn string, args []any, err error) error {
 	return errors.New(msg)
 }
 
-// wants says what expr-lang's numeric builtins take.
+// wants says what the expr-lang builtins that declare no signature take.
 var wants = map[string]string{
 	"len": "a string, list or mapping", "max": "numbers or lists of numbers",
 	"min": "numbers or lists of numbers", "mean": "numbers or lists of numbers",
 	"median": "numbers or lists of numbers", "sum": "a list of numbers",
+	"abs": "a number", "ceil": "a number", "floor": "a number", "round": "a number",
+	"int": "a number or a string", "float": "a number or a string",
+	"concat": "lists", "flatten": "a list", "reverse": "a list", "uniq": "a list",
+	"first": "a list", "last": "a list", "take": "a list and an integer",
+	"keys": "a mapping", "values": "a mapping", "toPairs": "a mapping",
+	"fromPairs": "a list of [key, value] pairs", "date": "a date string (and a layout, a time zone)",
+	"get":    "a list and an integer, or a mapping and a string key",
+	"bitand": "integers", "bitor": "integers", "bitxor": "integers", "bitnand": "integers",
+	"bitshl": "integers", "bitshr": "integers", "bitushr": "integers", "bitnot": "an integer",
 }
 
 // inWords rewrites the Go-worded messages of expr-lang's runtime:
@@ -582,11 +610,42 @@ func inWords(fn string, args []any, msg string) string {
 			return fmt.Sprintf("%s() wants %s, got %s", name, w, findArg(args, typ))
 		}
 	}
+	// Other messages naming the Go type of an argument ("cannot concat
+	// int64", "cannot use float64 as argument"): say which argument, and
+	// what the function wants when it is known.
+	for _, a := range args {
+		if goType := fmt.Sprintf("%T", a); hasToken(msg, goType) {
+			if w, ok := wants[fn]; ok {
+				return fmt.Sprintf("%s() wants %s, got %s", fn, w, describe(a))
+			}
+			return fmt.Sprintf("%s() cannot take %s", fn, describe(a))
+		}
+	}
 	msg = goWords(msg)
 	if fn != "" && !strings.HasPrefix(msg, fn+"()") {
 		msg = fn + "(): " + msg
 	}
 	return msg
+}
+
+// hasToken reports whether tok appears in msg on its own, not as part of a
+// longer name.
+func hasToken(msg, tok string) bool {
+	ident := func(c byte) bool {
+		return c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	for i := 0; ; {
+		j := strings.Index(msg[i:], tok)
+		if j < 0 {
+			return false
+		}
+		j += i
+		end := j + len(tok)
+		if (j == 0 || !ident(msg[j-1])) && (end == len(msg) || !ident(msg[end])) {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // goWords replaces the Go type names in an expr-lang message ("invalid
@@ -600,6 +659,11 @@ func goWords(msg string) string {
 			}
 		}
 		return "invalid operation: " + strings.Join(f, " ")
+	}
+	for _, goName := range []string{"map[string]interface {}", "[]interface {}", "interface {}", "float64", "int64", "float32", "int32", "uint64"} {
+		if hasToken(msg, goName) {
+			msg = strings.ReplaceAll(msg, goName, goTypeWords[goName])
+		}
 	}
 	for _, pre := range []string{"(type ", " from ", " on ", " of type "} {
 		i := strings.Index(msg, pre)

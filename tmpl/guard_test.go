@@ -3,6 +3,8 @@ package tmpl
 import (
 	"context"
 	"errors"
+	"github.com/expr-lang/expr/builtin"
+	"github.com/expr-lang/expr/conf"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,56 @@ func BenchmarkGuardedLoop(b *testing.B) {
 		if _, err := tt.Eval(s); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Every function of the library and every expr-lang builtin, called with
+// arguments of every type an item may hold: whatever fails at run time says
+// so in the format's words.
+func TestRuntimeTypeErrorsOverTheLibrary(t *testing.T) {
+	values := map[string]any{"n": int64(3), "f": 2.5, "s": "abc", "b": true, "l": []any{int64(1), "x"},
+		"m": map[string]any{"k": int64(1)}, "z": nil}
+	var names []string
+	for _, b := range builtin.Builtins {
+		if !b.Predicate {
+			names = append(names, b.Name)
+		}
+	}
+	for _, o := range funcOptions {
+		c := conf.CreateNew()
+		o(c)
+		for name := range c.Functions {
+			names = append(names, name)
+		}
+	}
+	goish := []string{"interface conversion", "int64", "float64", "interface {}", "map[string]", "[]interface", "(type "}
+	seen := 0
+	for _, name := range names {
+		if name == "sleep" || name == "now" {
+			continue // sleep would wait; now takes nothing from items
+		}
+		for a := range values {
+			for _, args := range []string{"item." + a, "item." + a + ", item." + a, "item." + a + ", item." + a + ", item." + a} {
+				src := "${ " + name + "(" + args + ") }"
+				tt, err := Compile(src)
+				if err != nil {
+					continue // refused when the file is checked: not a runtime error
+				}
+				_, err = tt.Eval(&Scope{Item: values, Ctx: context.Background()})
+				if err == nil {
+					continue
+				}
+				seen++
+				for _, g := range goish {
+					if strings.Contains(err.Error(), g) {
+						t.Errorf("%s: %q has Go's words (%s)", src, err, g)
+						break
+					}
+				}
+			}
+		}
+	}
+	if seen < 100 {
+		t.Errorf("only %d runtime errors seen: the test does not reach the library", seen)
 	}
 }
