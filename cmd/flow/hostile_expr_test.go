@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,6 +62,38 @@ stages:
 				}
 			}
 		})
+	}
+}
+
+// SIGTERM stops a CPU-bound expression too: exit 143, report written.
+func TestHostileExprCPUBoundStopsOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	cmd := relCommand(t, dir, fmt.Sprintf(`version: 1
+stages:
+  - name: src
+    source: {items: [%s]}
+  - name: hash
+    step: compute
+    with: {value: "${ reduce(1..900000, #acc + len(sha256(item.s)), 0) }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, relBigItem(100_000, "")))
+	stderr := &relBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	time.Sleep(500 * time.Millisecond) // let the expression start; not a timing assertion
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), "", stderr.String())
+	t.Logf("flow exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	r.check(t, 143, 3, nil)
+	if r.rep.Status != "interrupted" {
+		t.Errorf("status %q, want interrupted", r.rep.Status)
 	}
 }
 
