@@ -51,13 +51,6 @@ type evalCtx struct {
 	used int64
 }
 
-func newEvalCtx(parent context.Context) *evalCtx {
-	if parent == nil {
-		parent = context.Background()
-	}
-	return &evalCtx{Context: parent}
-}
-
 // BudgetError is returned when an evaluation would go past MaxEvalBytes.
 type BudgetError struct {
 	Fn    string // the builtin, function or operator that asked
@@ -146,7 +139,10 @@ const (
 	modName  = "__mod"
 )
 
-var ctxType = reflect.TypeOf((*context.Context)(nil)).Elem()
+var (
+	ctxType      = reflect.TypeOf((*context.Context)(nil)).Elem()
+	durationType = reflect.TypeOf(time.Duration(0))
+)
 
 // guardOptions are the options that install the guards; they go after
 // expr.WithContext, as the patcher adds the ctx argument itself.
@@ -351,6 +347,7 @@ func wrapBuiltin(b *builtin.Function) (expr.Option, bool) {
 // if passCtx), and putting its panics and errors in the format's words.
 func guard(sig *builtin.Function, fn func(...any) (any, error), passCtx, ours bool) func(...any) (any, error) {
 	size := sizers[sig.Name]
+	label := sig.Name + "()"
 	return func(p ...any) (out any, err error) {
 		c, args := p[0], p[1:]
 		if err := checkArgs(sig, args); err != nil {
@@ -360,7 +357,7 @@ func guard(sig *builtin.Function, fn func(...any) (any, error), passCtx, ours bo
 		if size != nil {
 			n = size(args)
 		}
-		if err := charge(c, sig.Name+"()", n); err != nil {
+		if err := charge(c, label, n); err != nil {
 			return nil, word(err)
 		}
 		defer func() {
@@ -472,7 +469,20 @@ func param(t reflect.Type, i int) reflect.Type {
 // builtins convert them: any number where a number is wanted, any list
 // where a list is.
 func fits(t reflect.Type, v any) bool {
-	if t.Kind() == reflect.Interface {
+	k := t.Kind()
+	switch v.(type) { // the shapes items hold, without reflection
+	case string:
+		return k == reflect.String || k == reflect.Interface
+	case int, int64, float64:
+		return k == reflect.Interface || (k >= reflect.Int && k <= reflect.Float64 && t != durationType)
+	case bool:
+		return k == reflect.Bool || k == reflect.Interface
+	case []any:
+		return k == reflect.Slice || k == reflect.Interface
+	case map[string]any:
+		return k == reflect.Map || k == reflect.Interface
+	}
+	if k == reflect.Interface {
 		return true
 	}
 	if v == nil {

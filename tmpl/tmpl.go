@@ -434,9 +434,20 @@ func (t *T) Eval(s *Scope) (any, error) {
 	}
 	// Each evaluation gets its own memory budget and a ctx that is never
 	// nil (see guard.go); the caller's scope is left as it was.
-	sc := *s
-	sc.Ctx = newEvalCtx(s.Ctx)
-	return t.eval(&sc)
+	st := &evalState{scope: *s}
+	st.ctx.Context = s.Ctx
+	if st.ctx.Context == nil {
+		st.ctx.Context = context.Background()
+	}
+	st.scope.Ctx = &st.ctx
+	return t.eval(&st.scope)
+}
+
+// evalState is what one evaluation allocates: a copy of the caller's scope
+// whose ctx is the evaluation's evalCtx.
+type evalState struct {
+	scope Scope
+	ctx   evalCtx
 }
 
 func (t *T) eval(s *Scope) (any, error) {
