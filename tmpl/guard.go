@@ -60,7 +60,7 @@ type BudgetError struct {
 
 func (e *BudgetError) Error() string {
 	return fmt.Sprintf("%s would build too large a value (%s, past the memory budget of %s for one evaluation, %s used so far): work on smaller values, and join() pieces rather than adding strings with + in a loop",
-		e.Fn, byteSize(e.Bytes), byteSize(MaxEvalBytes), byteSize(e.Used))
+		e.Fn, byteSize(e.Bytes), byteSize(maxEvalBytes), byteSize(e.Used))
 }
 
 // ZeroDivisionError is a division or modulo by zero.
