@@ -545,7 +545,7 @@ var goTypeWords = map[string]string{
 	"float32": "a number", "[]interface {}": "a list", "map[string]interface {}": "a mapping",
 	"time.Time": "a date", "time.Duration": "a duration", "<nil>": "null", "nil": "null",
 	"[]string": "a list", "[]int": "a list", "[]float64": "a list", "interface {}": "a value",
-	"uint8": "an integer", "uint32": "an integer",
+	"uint8": "an integer", "uint32": "an integer", "json.Number": "a number beyond 64 bits",
 }
 
 // builtinPanic turns what a builtin panicked with into an error that names

@@ -2,6 +2,7 @@ package tmpl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/conf"
@@ -224,5 +225,16 @@ func TestRuntimeTypeErrorsOverTheLibrary(t *testing.T) {
 	}
 	if seen < 100 {
 		t.Errorf("only %d runtime errors seen: the test does not reach the library", seen)
+	}
+}
+
+// Integers beyond 64 bits (json.Number) are named as numbers, not Go types.
+func TestBigNumberErrorsInWords(t *testing.T) {
+	item := map[string]any{"id": json.Number("123456789012345678901234567890")}
+	for _, src := range []string{`${ item.id + 1 }`, `${ upper(item.id) }`, `${ item.id + "x" }`} {
+		_, err := eval(t, src, &Scope{Item: item, Ctx: context.Background()})
+		if err == nil || strings.Contains(err.Error(), "json.Number") || !strings.Contains(err.Error(), "beyond 64 bits") {
+			t.Errorf("%s: %v", src, err)
+		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flowrun/flow/report"
 )
 
 // relBigItem writes one YAML item holding a string of n bytes as item.s.
@@ -29,10 +31,11 @@ func TestHostileExprCPUBoundStopsAtTimeout(t *testing.T) {
 	const heavy = `"${ reduce(1..900000, #acc + len(sha256(item.s)), 0) }"`
 	for _, tc := range []struct {
 		name, stageOpts string
-		status, class   string
+		status          report.Status
+		class           string
 	}{
-		{"stage timeout", "\n    timeout: 1s", "failed", "timeout"},
-		{"pipeline timeout", "", "timed_out", ""},
+		{"stage timeout", "\n    timeout: 1s", report.StatusFailed, "timeout"},
+		{"pipeline timeout", "", report.StatusTimedOut, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -57,7 +60,7 @@ stages:
 				t.Errorf("hash: %+v; want its one item timed out", hash)
 			}
 			if tc.class != "" {
-				if f := r.failure(t, "hash"); f.Class != tc.class || f.Outcome != "timed_out" {
+				if f := r.failure(t, "hash"); f.Class != tc.class || f.Outcome != report.TimedOut {
 					t.Errorf("failure %q class %q outcome %q, want class %s, timed out", f.Error, f.Class, f.Outcome, tc.class)
 				}
 			}
@@ -92,7 +95,7 @@ stages:
 	r := relCollect(t, dir, relWait(t, cmd), "", stderr.String())
 	t.Logf("flow exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 	r.check(t, 143, 3, nil)
-	if r.rep.Status != "interrupted" {
+	if r.rep.Status != report.StatusInterrupted {
 		t.Errorf("status %q, want interrupted", r.rep.Status)
 	}
 }
@@ -144,7 +147,7 @@ stages:
 		t.Fatalf("failures %+v, want the two divisions by zero", r.rep.Failures)
 	}
 	for _, f := range r.rep.Failures {
-		if !strings.Contains(f.Error, "by zero") || f.Outcome != "skipped" {
+		if !strings.Contains(f.Error, "by zero") || f.Outcome != report.Skipped {
 			t.Errorf("failure %+v, want a skipped division by zero", f)
 		}
 	}
