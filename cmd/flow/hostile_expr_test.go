@@ -36,6 +36,7 @@ func TestHostileExprCPUBoundStopsAtTimeout(t *testing.T) {
 	}{
 		{"stage timeout", "\n    timeout: 1s", report.StatusFailed, "timeout"},
 		{"pipeline timeout", "", report.StatusTimedOut, ""},
+		{"stage timeout in a worker process", "\n    mode: process\n    timeout: 1s", report.StatusFailed, "timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
