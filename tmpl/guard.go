@@ -25,7 +25,7 @@ import (
 // an evalCtx carrying the run's context and a byte budget, and templates are
 // compiled so that:
 //
-//   - every closure body (map, filter, reduce, all...) first calls liveFn,
+//   - every closure body (map, filter, reduce, all...) first calls __live,
 //     which returns the context's error once it is done: a loop ends at the
 //     next element after a timeout or cancel;
 //   - every expr-lang builtin is replaced by a wrapper that checks its
@@ -112,7 +112,10 @@ func charge(c any, fn string, n int64) error {
 	if !ok {
 		return nil
 	}
-	if n < 0 || n > maxEvalBytes-ec.used {
+	if n < 0 { // a sum of estimates that overflowed
+		n = math.MaxInt64
+	}
+	if n > maxEvalBytes-ec.used {
 		return &BudgetError{Fn: fn, Bytes: n, Used: ec.used}
 	}
 	ec.used += n
@@ -282,7 +285,7 @@ func numberOrUnknown(t reflect.Type) bool {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
 		reflect.Float32, reflect.Float64:
-		return t != reflect.TypeOf(time.Duration(0))
+		return t != durationType
 	}
 	return false
 }
@@ -297,8 +300,8 @@ func nonZeroLiteral(n ast.Node) bool {
 	return false
 }
 
-// Builtins left as they are: closures (guarded by the patcher), and those
-// whose checking or argument handling expr-lang does by name.
+// Builtins left as they are, besides the closures (guarded by the
+// patcher): now() and type() take anything, build nothing, and cannot fail.
 var unwrapped = map[string]bool{"now": true, "type": true}
 
 // wrapBuiltin replaces builtin b by a function of the same name that takes
@@ -389,19 +392,6 @@ func word(err error) error {
 		return nil
 	}
 	return &worded{err}
-}
-
-func addCtx(t reflect.Type) reflect.Type { return withCtx(t) }
-
-func dropFirst(t reflect.Type) reflect.Type {
-	var in, out []reflect.Type
-	for i := 1; i < t.NumIn(); i++ {
-		in = append(in, t.In(i))
-	}
-	for i := 0; i < t.NumOut(); i++ {
-		out = append(out, t.Out(i))
-	}
-	return reflect.FuncOf(in, out, t.IsVariadic())
 }
 
 func withCtx(t reflect.Type) reflect.Type {

@@ -554,30 +554,25 @@ var funcOptions []expr.Option
 var guards = guardOptions()
 
 // Func adds a function to the library available in every expression. Call
-// it from an init function; types are expr's function signatures. A
-// function whose signatures take a context.Context first gets the
-// evaluation's ctx; every function is guarded like expr-lang's builtins
-// (guard.go): its arguments' types are checked at run time, and the result
-// size its sizer estimates is charged to the evaluation's budget first.
+// it from an init function; types are expr's function signatures, all with
+// or all without a context.Context first (the evaluation's ctx is then
+// passed). Every function is guarded like expr-lang's builtins (guard.go):
+// it takes the evaluation's ctx, checks it, and charges the size its sizer
+// estimates to the evaluation's budget before it runs; its panics are
+// turned into errors. Its arguments it checks itself, with messages that
+// know what they mean ("a duration string").
 func Func(name string, fn func(params ...any) (any, error), types ...any) {
-	ts := make([]reflect.Type, len(types))
+	sigs := make([]any, len(types))
+	wantsCtx := false
 	for i, t := range types {
-		ts[i] = reflect.TypeOf(t).Elem()
-	}
-	wantsCtx := len(ts) > 0 && ts[0].NumIn() > 0 && ts[0].In(0) == ctxType
-	f := &builtin.Function{Name: name}
-	for _, t := range ts {
-		if wantsCtx {
-			t = dropFirst(t)
+		ft := reflect.TypeOf(t).Elem()
+		if ft.NumIn() > 0 && ft.In(0) == ctxType {
+			wantsCtx = true
+		} else {
+			ft = withCtx(ft)
 		}
-		f.Types = append(f.Types, t)
+		sigs[i] = reflect.New(ft).Interface()
 	}
-	withCtx := make([]any, len(f.Types))
-	for i, t := range f.Types {
-		withCtx[i] = reflect.New(addCtx(t)).Interface()
-	}
-	// The library's functions check their arguments themselves, with
-	// messages that know what they mean ("a duration string").
 	guarded := guard(&builtin.Function{Name: name}, fn, wantsCtx, true)
-	funcOptions = append(funcOptions, expr.Function(name, guarded, withCtx...))
+	funcOptions = append(funcOptions, expr.Function(name, guarded, sigs...))
 }
