@@ -895,3 +895,37 @@ func sprintfSize(a []any) int64 {
 	}
 	return n
 }
+
+// checkWords rewords the type errors the checker finds when a pipeline is
+// validated: "cannot use int as argument (type string) to call upper"
+// becomes "upper() wants a string, got an integer", and "invalid operation:
+// + (mismatched types string and int)" "+ cannot combine a string and an
+// integer".
+func checkWords(msg string) string {
+	var got, want, fn string
+	if _, err := fmt.Sscanf(msg, "cannot use %s as argument (type %s to call %s", &got, &want, &fn); err == nil {
+		return fmt.Sprintf("%s() wants %s, got %s", fn, goWordOr(strings.TrimSuffix(want, ")")), goWordOr(got))
+	}
+	if rest, ok := strings.CutPrefix(msg, "invalid operation: "); ok {
+		op, types, ok := strings.Cut(rest, " (mismatched types ")
+		a, b, ok2 := strings.Cut(strings.TrimSuffix(types, ")"), " and ")
+		if ok && ok2 {
+			return fmt.Sprintf("%s cannot combine %s and %s", op, goWordOr(a), goWordOr(b))
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "invalid argument for "); ok {
+		fn, typ, ok := strings.Cut(rest, " (type ")
+		if w, known := wants[fn]; ok && known {
+			return fmt.Sprintf("%s() wants %s, got %s", fn, w, goWordOr(strings.TrimSuffix(typ, ")")))
+		}
+	}
+	return msg
+}
+
+// goWordOr names a Go type in words, or leaves a name it does not know.
+func goWordOr(goType string) string {
+	if w, ok := goTypeWords[goType]; ok {
+		return w
+	}
+	return goType
+}

@@ -238,3 +238,22 @@ func TestBigNumberErrorsInWords(t *testing.T) {
 		}
 	}
 }
+
+// Type errors found when the file is checked are worded the same way.
+func TestCheckErrorsInWords(t *testing.T) {
+	for src, want := range map[string]string{
+		`${ upper(1) }`:    "upper() wants a string, got an integer",
+		`${ join(1) }`:     "join() wants a list, got an integer",
+		`${ "a" + 1 }`:     "+ cannot combine a string and an integer",
+		`${ abs("x") }`:    "abs() wants a number, got a string",
+		`${ repeat(1) }`:   "not enough arguments to call repeat",
+		`${ len(true) }`:   "len() wants a string, list or mapping, got a boolean",
+		`${ 1 / "a" }`:     "/ cannot combine an integer and a string",
+		`${ sleep(true) }`: "sleep() wants",
+	} {
+		_, err := Compile(src)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", src, err, want)
+		}
+	}
+}

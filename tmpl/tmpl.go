@@ -149,7 +149,7 @@ func (e *OffsetError) Error() string { return e.Msg }
 func exprError(err error, code string, base int) error {
 	var fe *file.Error
 	if errors.As(err, &fe) {
-		return &OffsetError{Offset: base + runeOffset(code, fe.From), Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), strings.TrimSpace(fe.Message))}
+		return &OffsetError{Offset: base + runeOffset(code, fe.From), Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), checkWords(strings.TrimSpace(fe.Message)))}
 	}
 	msg := err.Error()
 	if i := strings.Index(msg, "\n"); i >= 0 {
