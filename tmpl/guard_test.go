@@ -257,3 +257,15 @@ func TestCheckErrorsInWords(t *testing.T) {
 		}
 	}
 }
+
+// A list spliced into a string as JSON is counted too: escapes can make it
+// six times the size of the list's strings.
+func TestSplicedValuesCounted(t *testing.T) {
+	defer func(b int64) { maxEvalBytes = b }(maxEvalBytes)
+	maxEvalBytes = 16 << 20
+	_, err := eval(t, `list: ${ map(1..1000, repeat("<", 5000)) }`, nil)
+	var be *BudgetError
+	if !errors.As(err, &be) {
+		t.Errorf("want a budget error, got %v", err)
+	}
+}

@@ -469,6 +469,14 @@ func (t *T) eval(s *Scope) (any, error) {
 			if err != nil {
 				return nil, runError(t.src, err)
 			}
+			switch v.(type) {
+			case map[string]any, []any:
+				// Spliced as JSON, which may be larger than the value
+				// (escapes): count it like any other string built.
+				if err := charge(s.Ctx, "the template", jsonSize(v)); err != nil {
+					return nil, runError(t.src, err)
+				}
+			}
 			b.WriteString(Stringify(v))
 		}
 		return b.String(), nil
