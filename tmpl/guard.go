@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -227,13 +228,27 @@ type guardPatcher struct{}
 
 func (guardPatcher) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
-	case *ast.PredicateNode:
-		if seq, ok := n.Node.(*ast.SequenceNode); ok && len(seq.Nodes) == 2 {
-			if c, ok := seq.Nodes[0].(*ast.CallNode); ok && isIdent(c.Callee, liveName) {
+	case *ast.BuiltinNode:
+		// let __ctxN = ctx; BUILTIN(xs, __live(__ctxN); BODY): the scope's
+		// ctx is read once per loop, not once per element.
+		name := ""
+		for _, a := range n.Arguments {
+			p, ok := a.(*ast.PredicateNode)
+			if !ok {
+				continue
+			}
+			if seq, ok := p.Node.(*ast.SequenceNode); ok && len(seq.Nodes) == 2 && isLive(seq.Nodes[0]) {
 				return // already guarded
 			}
+			if name == "" {
+				name = fmt.Sprintf("__ctx%d", loopVars.Add(1))
+			}
+			live := &ast.CallNode{Callee: &ast.IdentifierNode{Value: liveName}, Arguments: []ast.Node{&ast.IdentifierNode{Value: name}}}
+			p.Node = &ast.SequenceNode{Nodes: []ast.Node{live, p.Node}}
 		}
-		n.Node = &ast.SequenceNode{Nodes: []ast.Node{call(liveName, true), n.Node}}
+		if name != "" {
+			ast.Patch(node, &ast.VariableDeclaratorNode{Name: name, Value: &ast.IdentifierNode{Value: "ctx"}, Expr: n})
+		}
 	case *ast.BinaryNode:
 		l, r := n.Left.Type(), n.Right.Type()
 		switch n.Operator {
@@ -264,6 +279,15 @@ func call(name string, withCtx bool, args ...ast.Node) *ast.CallNode {
 		args = append([]ast.Node{&ast.IdentifierNode{Value: "ctx"}}, args...)
 	}
 	return &ast.CallNode{Callee: &ast.IdentifierNode{Value: name}, Arguments: args}
+}
+
+// loopVars numbers the variables that hold ctx for a loop: each name is
+// declared once in a program.
+var loopVars atomic.Int64
+
+func isLive(n ast.Node) bool {
+	c, ok := n.(*ast.CallNode)
+	return ok && isIdent(c.Callee, liveName)
 }
 
 func isIdent(n ast.Node, name string) bool {
