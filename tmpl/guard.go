@@ -603,6 +603,9 @@ var wants = map[string]string{
 	"get":    "a list and an integer, or a mapping and a string key",
 	"bitand": "integers", "bitor": "integers", "bitxor": "integers", "bitnand": "integers",
 	"bitshl": "integers", "bitshr": "integers", "bitushr": "integers", "bitnot": "an integer",
+	// Functions of the library with several signatures.
+	"sleep": "a duration string or a number of seconds", "hex": "a string or an integer",
+	"thousands": "a number", "count_primes": "an integer",
 }
 
 // inWords rewrites the Go-worded messages of expr-lang's runtime:
@@ -928,7 +931,11 @@ func sprintfSize(a []any) int64 {
 func checkWords(msg string) string {
 	var got, want, fn string
 	if _, err := fmt.Sscanf(msg, "cannot use %s as argument (type %s to call %s", &got, &want, &fn); err == nil {
-		return fmt.Sprintf("%s() wants %s, got %s", fn, goWordOr(strings.TrimSuffix(want, ")")), goWordOr(got))
+		w, ok := wants[fn] // the checker names only the last signature it tried
+		if !ok {
+			w = goWordOr(strings.TrimSuffix(want, ")"))
+		}
+		return fmt.Sprintf("%s() wants %s, got %s", fn, w, goWordOr(got))
 	}
 	if rest, ok := strings.CutPrefix(msg, "invalid operation: "); ok {
 		op, types, ok := strings.Cut(rest, " (mismatched types ")

@@ -249,7 +249,7 @@ func TestCheckErrorsInWords(t *testing.T) {
 		`${ repeat(1) }`:   "not enough arguments to call repeat",
 		`${ len(true) }`:   "len() wants a string, list or mapping, got a boolean",
 		`${ 1 / "a" }`:     "/ cannot combine an integer and a string",
-		`${ sleep(true) }`: "sleep() wants",
+		`${ sleep(true) }`: "sleep() wants a duration string or a number of seconds, got a boolean",
 	} {
 		_, err := Compile(src)
 		if err == nil || !strings.Contains(err.Error(), want) {
