@@ -44,8 +44,22 @@ func TestCheckAliasesRefusesExpansionBombs(t *testing.T) {
 		b.WriteString("]\n")
 	}
 	err := CheckAliases(parseDoc(t, b.String()))
-	if err == nil || !strings.Contains(err.Error(), "expand") {
+	if err == nil || !strings.Contains(err.Error(), "aliases add more than") {
 		t.Fatalf("want an expansion error, got %v", err)
+	}
+	// A large document around the bomb does not make room for it.
+	big := "pad: [" + strings.TrimSuffix(strings.Repeat("1, ", 150_000), ", ") + "]\n" + b.String()
+	if err := CheckAliases(parseDoc(t, big)); err == nil {
+		t.Fatalf("a bomb inside a large document was accepted")
+	}
+}
+
+// The bound is on what aliases add: a document of plain values, however
+// many, is not refused with a message about aliases it does not have.
+func TestCheckAliasesAcceptsLargePlainDocuments(t *testing.T) {
+	src := "values: [" + strings.TrimSuffix(strings.Repeat("1, ", 150_000), ", ") + "]\nmore: {a: &a [1, 2, 3], b: *a}\n"
+	if err := CheckAliases(parseDoc(t, src)); err != nil {
+		t.Fatalf("a document of 150,000 plain scalars was refused: %v", err)
 	}
 }
 

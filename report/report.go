@@ -5,10 +5,14 @@ package report
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/flowrun/flow/steps"
 )
 
 // Report is the outcome of one run.
@@ -97,6 +101,33 @@ const (
 	TimedOut  Outcome = "timed_out"
 )
 
+// marshal encodes r. An item that holds NaN or an infinity (a division that
+// overflowed, a value read from data) must not stop the report from being
+// written: such numbers are written as the strings "NaN", "Infinity" and
+// "-Infinity", as sinks write them (docs/naming.md).
+func (r *Report) marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(r, "", "  ")
+	var uv *json.UnsupportedValueError
+	if !errors.As(err, &uv) {
+		return b, err
+	}
+	c := *r
+	c.Failures = make([]Failure, len(r.Failures))
+	for i, f := range r.Failures {
+		f.Item = steps.Finite(f.Item)
+		c.Failures[i] = f
+	}
+	c.Stages = make([]*Stage, len(r.Stages))
+	for i, s := range r.Stages {
+		s2 := *s
+		if math.IsNaN(s2.PerSecond) || math.IsInf(s2.PerSecond, 0) {
+			s2.PerSecond = 0
+		}
+		c.Stages[i] = &s2
+	}
+	return json.MarshalIndent(&c, "", "  ")
+}
+
 // Duration marshals as seconds (float) for tools, and reads back the same.
 type Duration time.Duration
 
@@ -116,7 +147,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // WriteFile writes the report as indented JSON, atomically (temp file and
 // rename), so a reader never sees half a report.
 func (r *Report) WriteFile(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+	b, err := r.marshal()
 	if err != nil {
 		return err
 	}

@@ -94,3 +94,80 @@ func Scalar(rv reflect.Value) (v any, ok bool) {
 	}
 	return nil, false
 }
+
+// Finite returns v with every NaN, +Inf and -Inf float replaced by the
+// string "NaN", "Infinity" or "-Infinity" (JavaScript's and Python's
+// spellings), copying only the lists and mappings that hold one: JSON has
+// no form for them, and a sink or report must still be written.
+func Finite(v any) any {
+	switch x := v.(type) {
+	case float64:
+		return finiteFloat(x)
+	case float32:
+		return finiteFloat(float64(x))
+	case []any:
+		var out []any
+		for i, e := range x {
+			if f := Finite(e); out != nil || !same(f, e) {
+				if out == nil {
+					out = append(make([]any, 0, len(x)), x[:i]...)
+				}
+				out = append(out, f)
+			}
+		}
+		if out == nil {
+			return x
+		}
+		return out
+	case map[string]any:
+		var out map[string]any
+		for k, e := range x {
+			if f := Finite(e); !same(f, e) {
+				if out == nil {
+					out = make(map[string]any, len(x))
+					for k2, e2 := range x {
+						out[k2] = e2
+					}
+				}
+				out[k] = f
+			}
+		}
+		if out == nil {
+			return x
+		}
+		return out
+	}
+	return v
+}
+
+func finiteFloat(f float64) any {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	}
+	return f
+}
+
+// same reports whether Finite left e as it was (it only replaces floats,
+// and lists and mappings by new ones).
+func same(f, e any) bool {
+	switch x := e.(type) {
+	case float64:
+		g, ok := f.(float64)
+		return ok && (g == x || x != x && g != g)
+	case float32:
+		g, ok := f.(float64)
+		return ok && float32(g) == x
+	case []any:
+		g, ok := f.([]any)
+		return ok && len(g) == len(x) && (len(x) == 0 || &g[0] == &x[0])
+	case map[string]any:
+		g, ok := f.(map[string]any)
+		return ok && reflect.ValueOf(g).UnsafePointer() == reflect.ValueOf(x).UnsafePointer()
+	}
+	return true
+}

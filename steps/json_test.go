@@ -55,3 +55,19 @@ func TestScalar(t *testing.T) {
 		}
 	}
 }
+
+func TestFinite(t *testing.T) {
+	in := map[string]any{"a": []any{1.5, math.NaN(), "x"}, "b": math.Inf(-1), "c": map[string]any{"d": math.Inf(1)}, "e": int64(3)}
+	got := Finite(in)
+	want := map[string]any{"a": []any{1.5, "NaN", "x"}, "b": "-Infinity", "c": map[string]any{"d": "Infinity"}, "e": int64(3)}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Finite = %v, want %v", got, want)
+	}
+	if !math.IsNaN(in["a"].([]any)[1].(float64)) {
+		t.Errorf("Finite modified its argument")
+	}
+	plain := []any{1.0, "x"}
+	if g := Finite(plain).([]any); &g[0] != &plain[0] {
+		t.Errorf("Finite copied a list without non-finite numbers")
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 	"path"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +46,7 @@ func init() {
 	Func("count_primes", func(p ...any) (any, error) {
 		n, ok := toInt64(p[1])
 		if !ok {
-			return nil, fmt.Errorf("count_primes: want an integer, got %s", describe(p[1]))
+			return nil, fmt.Errorf("count_primes() wants an integer, got %s", describe(p[1]))
 		}
 		return CountPrimes(ctxOf(p[0]), n)
 	}, new(func(context.Context, int) int), new(func(context.Context, float64) int))
@@ -183,21 +185,32 @@ func str(fn string, v any) (string, error) {
 	if s, ok := v.(string); ok {
 		return s, nil
 	}
-	return "", fmt.Errorf("%s: want a string, got %s", fn, describe(v))
+	return "", fmt.Errorf("%s() wants a string, got %s", fn, describe(v))
 }
 
+// describe names a value as the pipeline format does: "the number 3", "the
+// string \"abc\"", "a list".
 func describe(v any) string {
-	switch v.(type) {
+	switch x := v.(type) {
 	case nil:
 		return "null"
 	case string:
-		return fmt.Sprintf("the string %q", clip(v.(string), 40))
-	case map[string]any:
-		return "a mapping"
-	case []any:
-		return "a list"
+		return fmt.Sprintf("the string %q", clip(x, 40))
+	case bool:
+		return fmt.Sprintf("the boolean %v", x)
+	case time.Time:
+		return "the date " + x.Format(time.RFC3339)
+	case time.Duration:
+		return "the duration " + x.String()
+	case json.Number:
+		// Integers beyond 64 bits read from JSON keep their digits, which
+		// the expr-lang operators cannot compute with.
+		return "the number " + clip(x.String(), 40) + " (beyond 64 bits)"
 	}
-	return fmt.Sprintf("%T %s", v, clip(Stringify(v), 40))
+	if isNumber(v) {
+		return "the number " + clip(Stringify(v), 40)
+	}
+	return typeWord(reflect.TypeOf(v))
 }
 
 func bytesOf(v any) []byte {
@@ -226,18 +239,21 @@ func sleepDuration(v any) (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("sleep: %q is not a duration: use one such as \"200ms\" or \"1.5s\", or a number of seconds", x)
 		}
-	case int:
-		if x > int(maxSleep/time.Second) {
-			return 0, fmt.Errorf("sleep: %d seconds is longer than the limit of %s; use a stage timeout or deadline for long waits", x, maxSleep)
+	case int, int64, int32:
+		// Variables set with --set and numbers read from data are int64,
+		// literals are int: both are seconds.
+		n, _ := toInt64(x)
+		if n > int64(maxSleep/time.Second) {
+			return 0, fmt.Errorf("sleep: %d seconds is longer than the limit of %s; use a stage timeout or deadline for long waits", n, maxSleep)
 		}
-		d = time.Duration(x) * time.Second
+		d = time.Duration(n) * time.Second
 	case float64:
 		if math.IsNaN(x) || x > maxSleep.Seconds() {
 			return 0, fmt.Errorf("sleep: %v seconds is longer than the limit of %s; use a stage timeout or deadline for long waits", x, maxSleep)
 		}
 		d = time.Duration(x * float64(time.Second))
 	default:
-		return 0, fmt.Errorf("sleep: want a duration string or a number of seconds, got %T", v)
+		return 0, fmt.Errorf("sleep() wants a duration string or a number of seconds, got %s", describe(v))
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("sleep: negative duration %s", d)
@@ -270,6 +286,11 @@ func newRunError(src string, err error) error {
 	if msg == "memory budget exceeded" {
 		msg = "the expression builds too large a value (a huge range, list or string) and was stopped; work on smaller ranges"
 	}
+	var w *worded
+	var fail *FailError
+	if !errors.As(err, &w) && !errors.As(err, &fail) {
+		msg = goWords(msg) // expr-lang's own: "cannot fetch x from []interface {}"
+	}
 	return &RunError{msg: fmt.Sprintf("expression %q: %s", src, msg), err: err}
 }
 
@@ -289,7 +310,7 @@ func thousands(v any) (string, error) {
 			digits, frac = digits[:i], digits[i:]
 		}
 	default:
-		return "", fmt.Errorf("thousands: want a number, got %s", describe(v))
+		return "", fmt.Errorf("thousands() wants a number, got %s", describe(v))
 	}
 	sign := ""
 	if strings.HasPrefix(digits, "-") {

@@ -192,12 +192,12 @@ func TestFail(t *testing.T) {
 func TestFuncRuntimeTypes(t *testing.T) {
 	item := map[string]any{"n": "many", "p": int64(3), "f": 2.5}
 	for src, want := range map[string]string{
-		`${ count_primes(item.n) }`:  "count_primes: want an integer, got the string \"many\"",
-		`${ count_primes(item.f) }`:  "count_primes: want an integer",
-		`${ basename(item.p) }`:      "basename: want a string, got int64 3",
-		`${ base64_decode(item.p) }`: "base64_decode: want a string",
-		`${ thousands(item.n) }`:     "thousands: want a number",
-		`${ sleep(item) }`:           "sleep: want a duration string or a number of seconds",
+		`${ count_primes(item.n) }`:  "count_primes() wants an integer, got the string \"many\"",
+		`${ count_primes(item.f) }`:  "count_primes() wants an integer, got the number 2.5",
+		`${ basename(item.p) }`:      "basename() wants a string, got the number 3",
+		`${ base64_decode(item.p) }`: "base64_decode() wants a string",
+		`${ thousands(item.n) }`:     "thousands() wants a number",
+		`${ sleep(item) }`:           "sleep() wants a duration string or a number of seconds, got a mapping",
 	} {
 		_, err := eval(t, src, &Scope{Item: item, Ctx: context.Background()})
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
@@ -148,7 +149,7 @@ func (e *OffsetError) Error() string { return e.Msg }
 func exprError(err error, code string, base int) error {
 	var fe *file.Error
 	if errors.As(err, &fe) {
-		return &OffsetError{Offset: base + runeOffset(code, fe.From), Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), strings.TrimSpace(fe.Message))}
+		return &OffsetError{Offset: base + runeOffset(code, fe.From), Msg: fmt.Sprintf("expression %q: %s", strings.TrimSpace(code), checkWords(strings.TrimSpace(fe.Message)))}
 	}
 	msg := err.Error()
 	if i := strings.Index(msg, "\n"); i >= 0 {
@@ -431,6 +432,25 @@ func (t *T) Eval(s *Scope) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
+	// Each evaluation gets its own memory budget and a ctx that is never
+	// nil (see guard.go); the caller's scope is left as it was.
+	st := &evalState{scope: *s}
+	st.ctx.Context = s.Ctx
+	if st.ctx.Context == nil {
+		st.ctx.Context = context.Background()
+	}
+	st.scope.Ctx = &st.ctx
+	return t.eval(&st.scope)
+}
+
+// evalState is what one evaluation allocates: a copy of the caller's scope
+// whose ctx is the evaluation's evalCtx.
+type evalState struct {
+	scope Scope
+	ctx   evalCtx
+}
+
+func (t *T) eval(s *Scope) (any, error) {
 	switch {
 	case t.single != nil:
 		v, err := expr.Run(t.single, s)
@@ -449,13 +469,21 @@ func (t *T) Eval(s *Scope) (any, error) {
 			if err != nil {
 				return nil, runError(t.src, err)
 			}
+			switch v.(type) {
+			case map[string]any, []any:
+				// Spliced as JSON, which may be larger than the value
+				// (escapes): count it like any other string built.
+				if err := charge(s.Ctx, "the template", jsonSize(v)); err != nil {
+					return nil, runError(t.src, err)
+				}
+			}
 			b.WriteString(Stringify(v))
 		}
 		return b.String(), nil
 	case t.kind == yaml.SequenceNode:
 		out := make([]any, len(t.list))
 		for i, c := range t.list {
-			v, err := c.Eval(s)
+			v, err := c.eval(s)
 			if err != nil {
 				return nil, err
 			}
@@ -465,7 +493,7 @@ func (t *T) Eval(s *Scope) (any, error) {
 	case t.kind == yaml.MappingNode:
 		out := make(map[string]any, len(t.keys))
 		for i, k := range t.keys {
-			v, err := t.vals[i].Eval(s)
+			v, err := t.vals[i].eval(s)
 			if err != nil {
 				return nil, err
 			}
@@ -525,13 +553,34 @@ func Stringify(v any) string {
 // environment and the function library.
 func Options() []expr.Option {
 	opts := []expr.Option{expr.Env(Scope{}), expr.WithContext("ctx")}
-	return append(opts, funcOptions...)
+	opts = append(opts, funcOptions...)
+	return append(opts, guards...)
 }
 
 var funcOptions []expr.Option
 
+var guards = guardOptions()
+
 // Func adds a function to the library available in every expression. Call
-// it from an init function; types are expr's function signatures.
+// it from an init function; types are expr's function signatures, all with
+// or all without a context.Context first (the evaluation's ctx is then
+// passed). Every function is guarded like expr-lang's builtins (guard.go):
+// it takes the evaluation's ctx, checks it, and charges the size its sizer
+// estimates to the evaluation's budget before it runs; its panics are
+// turned into errors. Its arguments it checks itself, with messages that
+// know what they mean ("a duration string").
 func Func(name string, fn func(params ...any) (any, error), types ...any) {
-	funcOptions = append(funcOptions, expr.Function(name, fn, types...))
+	sigs := make([]any, len(types))
+	wantsCtx := false
+	for i, t := range types {
+		ft := reflect.TypeOf(t).Elem()
+		if ft.NumIn() > 0 && ft.In(0) == ctxType {
+			wantsCtx = true
+		} else {
+			ft = withCtx(ft)
+		}
+		sigs[i] = reflect.New(ft).Interface()
+	}
+	guarded := guard(&builtin.Function{Name: name}, fn, wantsCtx, true)
+	funcOptions = append(funcOptions, expr.Function(name, guarded, sigs...))
 }

@@ -200,3 +200,16 @@ func BenchmarkComputeSimple(b *testing.B) {
 		}
 	}
 }
+
+func TestComputeBudgetAndDivisionErrors(t *testing.T) {
+	for with, class := range map[string]string{
+		`{value: "${ repeat(item.s, item.n) }"}`: "too_large",
+		`{value: "${ item.n / item.z }"}`:        "error",
+	} {
+		_, err := do(t, mustBuild(t, with), map[string]any{"s": strings.Repeat("x", 20000), "n": int64(1000000), "z": int64(0)})
+		var se *steps.Error
+		if !errors.As(err, &se) || se.Class != class || !se.Permanent {
+			t.Errorf("%s: want a permanent %s error, got %#v", with, class, err)
+		}
+	}
+}

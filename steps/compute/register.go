@@ -44,8 +44,13 @@ Functions beyond the expr-lang builtins:
   formatting verbs ("%05d", "%.2f", "%s").
 
 Errors: 'fail()' gives an item error of class 'error' that a 'retry:' policy may retry;
-any other evaluation error (a type mismatch, a missing key, a value too large) depends
-only on the item, so it is permanent and never retried.`),
+any other evaluation error depends only on the item, so it is permanent and never retried:
+a type mismatch ("upper() wants a string, got the number 3"), a missing key, a division or
+modulo by zero ("division by zero", like ZeroDivisionError in Python), and a value past the
+memory budget of one evaluation (256 MiB, counted before each builtin, function or string
+'+' builds its result; class 'too_large'). Loops ('map', 'filter', 'reduce'...) and
+builtins check the timeout of the stage and the cancellation of the run, so a CPU-bound expression
+stops at its timeout.`),
 		Result:  "The evaluated 'value': a number, string, boolean, null, list or mapping. Integers are 64-bit; dates are RFC 3339 strings; durations are strings such as \"1.5s\".",
 		Example: "value:\n  n: \"${ item }\"\n  primes: \"${ count_primes(item) }\"",
 	}, New)
@@ -77,6 +82,10 @@ func classify(ctx context.Context, err error) error {
 	var fe *tmpl.FailError
 	if errors.As(err, &fe) {
 		return &steps.Error{Err: fe, Class: "error"}
+	}
+	var be *tmpl.BudgetError
+	if errors.As(err, &be) {
+		return &steps.Error{Err: err, Class: "too_large", Permanent: true}
 	}
 	return &steps.Error{Err: err, Class: "error", Permanent: true}
 }

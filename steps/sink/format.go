@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -140,10 +141,20 @@ func columns(explicit []string, recs []steps.Record) []string {
 }
 
 // marshal writes v as compact JSON without HTML escaping ('<' stays '<').
+// NaN and the infinities, which JSON cannot hold, are written as the
+// strings "NaN", "Infinity" and "-Infinity" (docs/naming.md): a value an
+// item can hold never stops a sink.
 func marshal(buf *bytes.Buffer, v any) error {
 	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	start := buf.Len()
+	err := enc.Encode(v)
+	var uv *json.UnsupportedValueError
+	if errors.As(err, &uv) {
+		buf.Truncate(start)
+		err = enc.Encode(steps.Finite(v))
+	}
+	if err != nil {
 		return err
 	}
 	buf.Truncate(buf.Len() - 1) // Encode adds a newline

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -272,4 +273,19 @@ func TestPrintKeptErrorAfterBarrier(t *testing.T) {
 	// A result that merely has an 'error' key among others is a result.
 	got, _ := run(t, `print: table`, []steps.Record{{Item: map[string]any{"error": "none", "n": int64(1)}}})
 	golden(t, "result with an error key", got, "error  n\n-----  -\nnone   1\n")
+}
+
+// NaN and infinities have no JSON form; a sink writes them as strings
+// rather than fail (docs/naming.md).
+func TestPrintNonFiniteNumbers(t *testing.T) {
+	recs := []steps.Record{{Index: 0, Item: map[string]any{"r": math.Inf(1), "l": []any{math.NaN(), 1.5, math.Inf(-1)}}}}
+	want := `{"l":["NaN",1.5,"-Infinity"],"r":"Infinity"}` + "\n"
+	for _, src := range []string{`print: jsonl`, `print: {format: jsonl, columns: [l, r]}`} {
+		if got, _ := run(t, src, recs); got != want {
+			t.Errorf("%s: got %q, want %q", src, got, want)
+		}
+	}
+	if got, _ := run(t, `print: json`, recs); !strings.Contains(got, `"Infinity"`) {
+		t.Errorf("print: json: got %q", got)
+	}
 }
