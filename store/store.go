@@ -262,3 +262,6 @@ func isBusy(err error) bool {
 }
 
 func (db *DB) nowMS() int64 { return db.now().UnixMilli() }
+
+// Now is the database's clock (time.Now unless Options.Now).
+func (db *DB) Now() time.Time { return db.now() }
