@@ -48,30 +48,59 @@ func (db *DB) Put(ctx context.Context, s Scope, k cachekey.Key, result json.RawM
 		expires = now + ttl.Milliseconds()
 	}
 	return db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts, result, created_ms, expires_ms, used_ms, hits)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
-			ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, pipeline = excluded.pipeline, stage = excluded.stage,
-				item_digest = excluded.item_digest, parts = excluded.parts, result = excluded.result,
-				created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, used_ms = excluded.used_ms`,
-			k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now)
+		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now)
 		return err
 	})
 }
 
-// Get returns the live entry stored under key. An expired entry is a miss.
-// A hit is counted without waiting for the write (the count is for people;
-// it may be dropped when the writer is saturated).
-func (db *DB) Get(ctx context.Context, key string) (Entry, bool, error) {
-	e, ok, err := db.entry(ctx, key, true)
-	if err != nil || !ok || db.expired(e) {
-		return Entry{}, false, err
+const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts, result, created_ms, expires_ms, used_ms, hits)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+	ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, pipeline = excluded.pipeline, stage = excluded.stage,
+		item_digest = excluded.item_digest, parts = excluded.parts, result = excluded.result,
+		created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, used_ms = excluded.used_ms`
+
+// prepare prepares the hot statements, once the schema has them.
+func (db *DB) prepare() error {
+	var err error
+	if db.getStmt, err = db.r.Prepare(`SELECT result, expires_ms FROM cache WHERE key = ?`); err != nil {
+		return err
+	}
+	if db.putStmt, err = db.w.Prepare(putSQL); err != nil {
+		return err
+	}
+	db.touchStmt, err = db.w.Prepare(`UPDATE cache SET hits = hits + 1, used_ms = max(used_ms, ?) WHERE key = ?`)
+	return err
+}
+
+// Get returns the result stored under key, if it is there and not past
+// its TTL. The hit is counted without waiting for the write (the count is
+// for people; it may be dropped when the writer is saturated).
+func (db *DB) Get(ctx context.Context, key string) (res json.RawMessage, ok bool, err error) {
+	err = retryBusy(func() error { res, ok, err = db.get(ctx, key); return err })
+	return res, ok, err
+}
+
+func (db *DB) get(ctx context.Context, key string) (json.RawMessage, bool, error) {
+	var (
+		result  []byte
+		expires sql.NullInt64
+	)
+	err := db.getStmt.QueryRowContext(ctx, key).Scan(&result, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, db.wrap(err)
 	}
 	now := db.nowMS()
+	if expires.Valid && expires.Int64 <= now {
+		return nil, false, nil
+	}
 	db.tryWrite(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE cache SET hits = hits + 1, used_ms = max(used_ms, ?) WHERE key = ?`, now, key)
+		_, err := tx.Stmt(db.touchStmt).Exec(now, key)
 		return err
 	})
-	return e, true, nil
+	return json.RawMessage(result), true, nil
 }
 
 func (db *DB) expired(e Entry) bool {
@@ -181,7 +210,12 @@ const explainCandidates = 64
 // the closest stored entry: of the same item in the same stage if there is
 // one, else of the same stage, else of the same kind; the one with the
 // fewest changes, the most recent among equals.
-func (db *DB) Explain(ctx context.Context, s Scope, k cachekey.Key) (Explanation, error) {
+func (db *DB) Explain(ctx context.Context, s Scope, k cachekey.Key) (x Explanation, err error) {
+	err = retryBusy(func() error { x, err = db.explain(ctx, s, k); return err })
+	return x, err
+}
+
+func (db *DB) explain(ctx context.Context, s Scope, k cachekey.Key) (Explanation, error) {
 	x := Explanation{Key: k.Digest}
 	e, ok, err := db.entry(ctx, k.Digest, false)
 	if err != nil {
@@ -263,7 +297,12 @@ func (f CacheFilter) where() (string, []any) {
 
 // List returns entries (without their results), the most recently stored
 // first.
-func (db *DB) List(ctx context.Context, f CacheFilter) ([]Entry, error) {
+func (db *DB) List(ctx context.Context, f CacheFilter) (l []Entry, err error) {
+	err = retryBusy(func() error { l, err = db.list(ctx, f); return err })
+	return l, err
+}
+
+func (db *DB) list(ctx context.Context, f CacheFilter) ([]Entry, error) {
 	where, args := f.where()
 	q := `SELECT ` + entryColumns + ` FROM cache` + where + ` ORDER BY created_ms DESC, key`
 	if f.Limit > 0 {

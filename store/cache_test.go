@@ -47,9 +47,12 @@ func TestCachePutGetTTL(t *testing.T) {
 	if err := db.Put(ctx, s, k, json.RawMessage(`{"status":200}`), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	e, ok, err := db.Get(ctx, k.Digest)
-	if !ok || err != nil || string(e.Result) != `{"status":200}` || e.Stage != "fetch" || e.Parts.Kind != "fetch" {
-		t.Fatalf("Get: %+v %v %v", e, ok, err)
+	res, ok, err := db.Get(ctx, k.Digest)
+	if !ok || err != nil || string(res) != `{"status":200}` {
+		t.Fatalf("Get: %s %v %v", res, ok, err)
+	}
+	if l, _ := db.List(ctx, CacheFilter{Key: k.Digest}); len(l) != 1 || l[0].Stage != "fetch" || l[0].Parts.Kind != "fetch" || l[0].Size != 14 {
+		t.Fatalf("List: %+v", l)
 	}
 	c.t = c.t.Add(time.Hour)
 	if _, ok, _ := db.Get(ctx, k.Digest); ok {

@@ -60,8 +60,7 @@ var migrations = []string{
 		used_ms     INTEGER NOT NULL,
 		hits        INTEGER NOT NULL DEFAULT 0
 	) STRICT;
-	CREATE INDEX cache_scope ON cache(pipeline, stage, item_digest);
-	CREATE INDEX cache_created ON cache(created_ms);
+	CREATE INDEX cache_stage_item ON cache(stage, item_digest);
 	CREATE TABLE file_digests (
 		path       TEXT PRIMARY KEY,
 		size       INTEGER NOT NULL,
@@ -99,7 +98,7 @@ func (e *NewerError) Error() string {
 func (db *DB) migrateTo(ctx context.Context, target int) error {
 	v, err := version(ctx, db.w)
 	if err != nil {
-		return db.wrap(err)
+		return db.wrap(fmt.Errorf("reading the schema version: %w", err))
 	}
 	if err := db.checkNewer(v); err != nil {
 		return err
@@ -107,7 +106,7 @@ func (db *DB) migrateTo(ctx context.Context, target int) error {
 	// Persistent: set once, every later connection is in WAL mode.
 	var mode string
 	if err := db.w.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
-		return db.wrap(err)
+		return db.wrap(fmt.Errorf("setting WAL mode: %w", err))
 	}
 	for next := v + 1; next <= target; next++ {
 		if err := db.apply(ctx, next); err != nil {
@@ -120,7 +119,7 @@ func (db *DB) migrateTo(ctx context.Context, target int) error {
 func (db *DB) apply(ctx context.Context, next int) error {
 	tx, err := db.w.BeginTx(ctx, nil) // IMMEDIATE: holds the write lock
 	if err != nil {
-		return db.wrap(err)
+		return db.wrap(fmt.Errorf("schema migration %d: %w", next, err))
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, versionsTable); err != nil {

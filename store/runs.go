@@ -148,7 +148,12 @@ type RunFilter struct {
 }
 
 // Runs lists runs, the most recent first.
-func (db *DB) Runs(ctx context.Context, f RunFilter) ([]Run, error) {
+func (db *DB) Runs(ctx context.Context, f RunFilter) (runs []Run, err error) {
+	err = retryBusy(func() error { runs, err = db.runs(ctx, f); return err })
+	return runs, err
+}
+
+func (db *DB) runs(ctx context.Context, f RunFilter) ([]Run, error) {
 	q := `SELECT id, file, pipeline, file_sha256, vars, started_ms, ended_ms, status, reason, exit_code, host, pid, flow_version FROM runs`
 	var args []any
 	if f.File != "" {
@@ -249,7 +254,12 @@ var ErrNoRun = errors.New("no such run")
 // FindRun returns the run whose id is id or starts with it ("latest" for
 // the most recent one), and its report (nil while it runs or when it did
 // not start).
-func (db *DB) FindRun(ctx context.Context, id string) (Run, json.RawMessage, error) {
+func (db *DB) FindRun(ctx context.Context, id string) (r Run, doc json.RawMessage, err error) {
+	err = retryBusy(func() error { r, doc, err = db.findRun(ctx, id); return err })
+	return r, doc, err
+}
+
+func (db *DB) findRun(ctx context.Context, id string) (Run, json.RawMessage, error) {
 	var ids []string
 	q := `SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`
 	args := []any{id, id + "\U0010FFFF"}

@@ -45,8 +45,10 @@ func (db *DB) FileDigest(path string) (string, error) {
 		known fileStat
 		sum   string
 	)
-	err = db.r.QueryRowContext(ctx, `SELECT size, mtime_ns, ctime_ns, inode, sha256 FROM file_digests WHERE path = ?`, abs).
-		Scan(&known.size, &known.mtimeNS, &known.ctimeNS, &known.inode, &sum)
+	err = retryBusy(func() error {
+		return db.r.QueryRowContext(ctx, `SELECT size, mtime_ns, ctime_ns, inode, sha256 FROM file_digests WHERE path = ?`, abs).
+			Scan(&known.size, &known.mtimeNS, &known.ctimeNS, &known.inode, &sum)
+	})
 	switch {
 	case err == nil && known == st:
 		return sum, nil

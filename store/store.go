@@ -39,13 +39,32 @@ const DirName = ".flow"
 
 // busyTimeout is how long a connection waits for a lock held by another
 // process before SQLite gives up with SQLITE_BUSY. The writer then retries
-// (see writeRetries), so a long transaction elsewhere delays a write rather
+// (see busyRetryFor), so a long transaction elsewhere delays a write rather
 // than failing it.
 const busyTimeout = 5 * time.Second
 
-// writeRetries bounds the writer's retries of a batch that still met
-// SQLITE_BUSY after busyTimeout: up to about a minute of waiting in all.
-const writeRetries = 12
+// busyRetryFor bounds the retries of a write (or a migration) that still
+// met SQLITE_BUSY: after busyTimeout, or at once where SQLite does not call
+// its busy handler (a deadlock between a reader and a writer in rollback
+// mode while a new database is switched to WAL, WAL recovery by another
+// process).
+const busyRetryFor = time.Minute
+
+// retryBusy runs fn until it succeeds, fails otherwise than with
+// SQLITE_BUSY, or busyRetryFor has passed, with a growing pause between
+// tries.
+func retryBusy(fn func() error) error {
+	deadline := time.Now().Add(busyRetryFor)
+	pause := 5 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 500*time.Millisecond)
+	}
+}
 
 // maxBatch is the most queued writes committed in one transaction.
 const maxBatch = 512
@@ -73,6 +92,10 @@ type DB struct {
 
 	w *sql.DB // one connection: the writer goroutine's
 	r *sql.DB // read-only connections
+
+	// The cache's hot statements, prepared once: parsing is most of the
+	// cost of a small query.
+	getStmt, putStmt, touchStmt *sql.Stmt
 
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
@@ -133,10 +156,17 @@ func openTo(path string, opts Options, target int) (*DB, error) {
 		return nil, err
 	}
 	db.r.SetMaxOpenConns(4)
-	if err := db.migrateTo(context.Background(), target); err != nil {
+	if err := retryBusy(func() error { return db.migrateTo(context.Background(), target) }); err != nil {
 		db.w.Close()
 		db.r.Close()
 		return nil, err
+	}
+	if target == len(migrations) {
+		if err := db.prepare(); err != nil {
+			db.w.Close()
+			db.r.Close()
+			return nil, db.wrap(err)
+		}
 	}
 	go db.writer()
 	return db, nil
@@ -198,19 +228,16 @@ func (db *DB) writer() {
 			}
 		}
 		var errs []error
-		var err error
-		for try := 0; ; try++ {
+		err := retryBusy(func() (err error) {
 			errs, err = db.commit(batch)
-			if err == nil || !isBusy(err) || try == writeRetries {
-				break
-			}
-		}
+			return err
+		})
 		for i, r := range batch {
 			if r.err == nil {
 				continue // tryWrite: nobody waits
 			}
 			if err != nil {
-				r.err <- fmt.Errorf("state database %s: %w", db.path, err)
+				r.err <- fmt.Errorf("state database %s: write: %w", db.path, err)
 			} else {
 				r.err <- errs[i]
 			}
