@@ -22,17 +22,16 @@ type Scope struct {
 
 // Entry is one cached result.
 type Entry struct {
-	Key      string          `json:"key"`
-	Kind     string          `json:"kind"`
-	Pipeline string          `json:"pipeline"`
-	Stage    string          `json:"stage"`
-	Parts    cachekey.Parts  `json:"parts"`
-	Result   json.RawMessage `json:"result,omitempty"`
-	Size     int64           `json:"size"` // bytes of the result
-	Created  time.Time       `json:"created"`
-	Expires  *time.Time      `json:"expires,omitempty"`
-	Used     time.Time       `json:"used"`
-	Hits     int64           `json:"hits"`
+	Key      string         `json:"key"`
+	Kind     string         `json:"kind"`
+	Pipeline string         `json:"pipeline"`
+	Stage    string         `json:"stage"`
+	Parts    cachekey.Parts `json:"parts"`
+	Size     int64          `json:"size"` // bytes of the result
+	Created  time.Time      `json:"created"`
+	Expires  *time.Time     `json:"expires,omitempty"`
+	Used     time.Time      `json:"used"`
+	Hits     int64          `json:"hits"`
 }
 
 // Put stores the result of a successful item under k. ttl <= 0 keeps it
@@ -123,12 +122,8 @@ func (db *DB) tryWrite(fn func(*sql.Tx) error) {
 
 const entryColumns = `key, kind, pipeline, stage, parts, length(result), created_ms, expires_ms, used_ms, hits`
 
-func (db *DB) entry(ctx context.Context, key string, withResult bool) (Entry, bool, error) {
-	cols := entryColumns
-	if withResult {
-		cols += ", result"
-	}
-	e, err := scanEntry(db.r.QueryRowContext(ctx, `SELECT `+cols+` FROM cache WHERE key = ?`, key), withResult)
+func (db *DB) entry(ctx context.Context, key string) (Entry, bool, error) {
+	e, err := scanEntry(db.r.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM cache WHERE key = ?`, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Entry{}, false, nil
 	}
@@ -138,19 +133,16 @@ func (db *DB) entry(ctx context.Context, key string, withResult bool) (Entry, bo
 	return e, true, nil
 }
 
-func scanEntry(s scanner, withResult bool) (Entry, error) {
+// scanEntry reads an entry without its result (List and Explain do not
+// need it; Get reads the result alone).
+func scanEntry(s scanner) (Entry, error) {
 	var (
 		e             Entry
 		parts         string
 		created, used int64
 		expires       sql.NullInt64
-		result        []byte
-		dest          = []any{&e.Key, &e.Kind, &e.Pipeline, &e.Stage, &parts, &e.Size, &created, &expires, &used, &e.Hits}
 	)
-	if withResult {
-		dest = append(dest, &result)
-	}
-	if err := s.Scan(dest...); err != nil {
+	if err := s.Scan(&e.Key, &e.Kind, &e.Pipeline, &e.Stage, &parts, &e.Size, &created, &expires, &used, &e.Hits); err != nil {
 		return e, err
 	}
 	if err := json.Unmarshal([]byte(parts), &e.Parts); err != nil {
@@ -160,9 +152,6 @@ func scanEntry(s scanner, withResult bool) (Entry, error) {
 	if expires.Valid {
 		t := time.UnixMilli(expires.Int64).UTC()
 		e.Expires = &t
-	}
-	if withResult {
-		e.Result = json.RawMessage(result)
 	}
 	return e, nil
 }
@@ -217,7 +206,7 @@ func (db *DB) Explain(ctx context.Context, s Scope, k cachekey.Key) (x Explanati
 
 func (db *DB) explain(ctx context.Context, s Scope, k cachekey.Key) (Explanation, error) {
 	x := Explanation{Key: k.Digest}
-	e, ok, err := db.entry(ctx, k.Digest, false)
+	e, ok, err := db.entry(ctx, k.Digest)
 	if err != nil {
 		return x, err
 	}
@@ -246,7 +235,7 @@ func (db *DB) explain(ctx context.Context, s Scope, k cachekey.Key) (Explanation
 		var best *Entry
 		var bestChanges []cachekey.Change
 		for rows.Next() {
-			c, err := scanEntry(rows, false)
+			c, err := scanEntry(rows)
 			if err != nil {
 				rows.Close()
 				return x, db.wrap(err)
@@ -316,7 +305,7 @@ func (db *DB) list(ctx context.Context, f CacheFilter) ([]Entry, error) {
 	defer rows.Close()
 	var out []Entry
 	for rows.Next() {
-		e, err := scanEntry(rows, false)
+		e, err := scanEntry(rows)
 		if err != nil {
 			return nil, db.wrap(err)
 		}

@@ -92,7 +92,7 @@ func TestCacheListRemoveGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if e, _, _ := db.entry(ctx, oldest.Key, false); e.Hits != 1 {
+	if e, _, _ := db.entry(ctx, oldest.Key); e.Hits != 1 {
 		t.Errorf("hits = %d, want 1", e.Hits)
 	}
 	n, err := db.GC(ctx, 36*time.Hour)
