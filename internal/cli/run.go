@@ -26,6 +26,7 @@ type runFlags struct {
 	progress string
 	lock     lockFlags
 	cluster  clusterFlags
+	state    stateFlags
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -74,6 +75,7 @@ it.`,
 		ValidArgsFunction: yamlFiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.lock.changed = cmd.Flags().Changed
+			f.state.changed = cmd.Flags().Changed
 			return a.runPipeline(args[0], f)
 		},
 	}
@@ -83,6 +85,7 @@ it.`,
 	fl.StringVar(&f.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, nothing otherwise), bar, plain ([n/total] lines) or none")
 	addLockFlags(cmd, &f.lock)
 	addClusterFlags(cmd, &f.cluster)
+	addStateFlags(cmd, &f.state, true)
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("report", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
@@ -113,6 +116,11 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	if f.lock, err = effectiveLock(f.lock, p); err != nil {
 		return err
 	}
+	hist, err := a.openHistory(file, p, f.state)
+	if err != nil {
+		return err
+	}
+	defer hist.close()
 	mode := f.progress
 	if a.quiet {
 		mode = "none"
@@ -124,6 +132,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	// From here on everything goes through out's writers, so that bars
 	// never overwrite it; after out.close they write straight through.
 	stderr := out.stderr
+	hist.writeTo(stderr)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -143,6 +152,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		return err
 	}
 	defer closeCluster()
+	hist.start(file, p)
 
 	rep, runErr := runEngine(ctx, p, engine.Options{
 		Registry: a.reg,
@@ -196,6 +206,7 @@ func (a *app) runPipeline(file string, f runFlags) error {
 			}
 		}
 	}
+	hist.finish(rep, code, runErr)
 	// Quiet keeps a successful run silent; why a run failed is always said.
 	if rep != nil && (!a.quiet || code != ExitOK) {
 		fmt.Fprintln(stderr, summary(rep))

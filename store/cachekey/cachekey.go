@@ -1,0 +1,321 @@
+// Package cachekey builds the key under which one item's result is cached
+// for one stage, from plain Go values, and explains how two keys differ.
+//
+// A key covers what decides an item's result and nothing else:
+//
+//   - the step kind;
+//   - its options after defaults, without the policy keys (PolicyKeys:
+//     workers, rate, limits, timeouts, retries, on_error, order...), which
+//     decide when, how often and how many at once, not what one item gives;
+//   - the item, as canonical JSON;
+//   - the content (SHA-256) of each file the item reads, never its mtime;
+//   - FormatVersion, bumped when what a kind produces changes shape;
+//   - an optional salt (cache.salt), the user's own way to start afresh;
+//   - the environment variables the stage declares it depends on, and no
+//     others: a changed PATH must not invalidate every entry.
+//
+// Parts, what a key is the digest of, never holds a secret or an
+// environment value in clear: those are replaced by their SHA-256, so the
+// parts can be stored beside the result and compared later to explain a
+// miss.
+package cachekey
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// FormatVersion is the version of the cache format and of what kinds put
+// in it. Entries of another version never match.
+const FormatVersion = 1
+
+// PolicyKeys are the stage keys left out of a key: they cannot change the
+// result of one item.
+var PolicyKeys = []string{
+	"name", "mode", "workers", "rate", "burst", "limit", "limits", "timeout", "timeouts",
+	"deadline", "retry", "order", "key", "complete", "on_error", "max_errors", "when",
+	"max_tasks_per_child", "memory", "cache",
+}
+
+// maxItemInParts is the largest canonical item kept in clear in Parts; a
+// larger one is represented by its digest alone.
+const maxItemInParts = 4 << 10
+
+// Input is what a key is built from.
+type Input struct {
+	Kind    string
+	Options map[string]any
+	Item    any
+	// Files are the paths of the files the item reads (relative to the
+	// pipeline's directory or absolute, as the stage names them).
+	Files []string
+	// Env holds every environment variable the stage declares, with its
+	// value ("" when unset).
+	Env  map[string]string
+	Salt string
+	// Secrets are values never to store in clear: any string of the
+	// options or the item holding one is replaced by its digest in Parts.
+	Secrets []string
+}
+
+// Parts are what a key is the digest of.
+type Parts struct {
+	Format     int               `json:"format"`
+	Kind       string            `json:"kind"`
+	Options    map[string]any    `json:"options"`
+	ItemDigest string            `json:"item_digest"`
+	Files      map[string]string `json:"files,omitempty"` // path -> sha256 of the content
+	Env        map[string]string `json:"env,omitempty"`   // name -> sha256 of the value
+	Salt       string            `json:"salt,omitempty"`
+	// Item is the canonical item, when small enough, for people reading
+	// the cache; the key covers ItemDigest, not this.
+	Item json.RawMessage `json:"item,omitempty"`
+}
+
+// Key is a built key.
+type Key struct {
+	Digest string // hex SHA-256 of the canonical Parts (without Item)
+	Parts  Parts
+}
+
+// FileDigester gives the SHA-256 (hex) of a file's content. The store's
+// stat cache is one, so that unchanged files are not read again.
+type FileDigester interface {
+	FileDigest(path string) (string, error)
+}
+
+// ReadFiles is the FileDigester that reads every file every time.
+type ReadFiles struct{}
+
+// FileDigest hashes the file's content.
+func (ReadFiles) FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Build builds the key of in, reading file digests through files (ReadFiles
+// when nil).
+func Build(in Input, files FileDigester) (Key, error) {
+	if files == nil {
+		files = ReadFiles{}
+	}
+	red := redactor(in.Secrets)
+	p := Parts{Format: FormatVersion, Kind: in.Kind, Salt: in.Salt, Options: map[string]any{}}
+	for k, v := range in.Options {
+		if slices.Contains(PolicyKeys, k) {
+			continue
+		}
+		c, err := canonicalValue(v)
+		if err != nil {
+			return Key{}, fmt.Errorf("option %s: %w", k, err)
+		}
+		p.Options[k] = red(c)
+	}
+	item, err := canonicalValue(in.Item)
+	if err != nil {
+		return Key{}, fmt.Errorf("item: %w", err)
+	}
+	itemJSON := Canonical(red(item))
+	// The digest covers the item in full, secrets included: two items
+	// differing only in a secret are different items.
+	p.ItemDigest = Digest(Canonical(item))
+	if len(itemJSON) <= maxItemInParts {
+		p.Item = itemJSON
+	}
+	for _, f := range in.Files {
+		if p.Files == nil {
+			p.Files = map[string]string{}
+		}
+		d, err := files.FileDigest(f)
+		if err != nil {
+			return Key{}, fmt.Errorf("input file %s: %w", f, err)
+		}
+		p.Files[f] = d
+	}
+	for name, v := range in.Env {
+		if p.Env == nil {
+			p.Env = map[string]string{}
+		}
+		p.Env[name] = Digest([]byte(v))
+	}
+	return Key{Digest: p.digest(), Parts: p}, nil
+}
+
+func (p Parts) digest() string {
+	p.Item = nil
+	return Digest(Canonical(p))
+}
+
+// Digest is the hex SHA-256 of b.
+func Digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Canonical is v as canonical JSON: object keys sorted, no HTML escaping,
+// numbers in one spelling (1, 1.0 and 1e0 are all 1). v must already be
+// canonicalValue's output or a value json.Marshal accepts.
+func Canonical(v any) []byte {
+	c, err := canonicalValue(v)
+	if err != nil {
+		// Only reached with values Build has already checked.
+		panic(err)
+	}
+	var b bytes.Buffer
+	writeCanonical(&b, c)
+	return b.Bytes()
+}
+
+// canonicalValue turns any JSON-marshalable value into nil, bool, string,
+// json.Number (canonical spelling), []any or map[string]any.
+func canonicalValue(v any) (any, error) {
+	switch x := v.(type) {
+	case nil, bool, string:
+		return x, nil
+	case json.Number:
+		return canonicalNumber(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			c, err := canonicalValue(e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
+		}
+		return out, nil
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			c, err := canonicalValue(e)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = c
+		}
+		return out, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var back any
+	if err := d.Decode(&back); err != nil {
+		return nil, err
+	}
+	return canonicalValue(back)
+}
+
+func canonicalNumber(n json.Number) (json.Number, error) {
+	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+		return json.Number(strconv.FormatInt(i, 10)), nil
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil {
+		return "", fmt.Errorf("number %s: %w", n, err)
+	}
+	if f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+		return json.Number(strconv.FormatInt(int64(f), 10)), nil
+	}
+	return json.Number(strconv.FormatFloat(f, 'g', -1, 64)), nil
+}
+
+func writeCanonical(b *bytes.Buffer, v any) {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case json.Number:
+		b.WriteString(string(x))
+	case string:
+		e := json.NewEncoder(b)
+		e.SetEscapeHTML(false)
+		_ = e.Encode(x)
+		b.Truncate(b.Len() - 1) // Encode's newline
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeCanonical(b, e)
+		}
+		b.WriteByte(']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeCanonical(b, k)
+			b.WriteByte(':')
+			writeCanonical(b, x[k])
+		}
+		b.WriteByte('}')
+	}
+}
+
+// redactor returns a function replacing, in a canonical value, every
+// string that holds one of secrets by "sha256:" and its digest.
+func redactor(secrets []string) func(any) any {
+	var ss []string
+	for _, s := range secrets {
+		if s != "" {
+			ss = append(ss, s)
+		}
+	}
+	var red func(any) any
+	red = func(v any) any {
+		if len(ss) == 0 {
+			return v
+		}
+		switch x := v.(type) {
+		case string:
+			for _, s := range ss {
+				if strings.Contains(x, s) {
+					return "sha256:" + Digest([]byte(x))
+				}
+			}
+		case []any:
+			out := make([]any, len(x))
+			for i, e := range x {
+				out[i] = red(e)
+			}
+			return out
+		case map[string]any:
+			out := make(map[string]any, len(x))
+			for k, e := range x {
+				out[k] = red(e)
+			}
+			return out
+		}
+		return v
+	}
+	return red
+}

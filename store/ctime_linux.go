@@ -1,0 +1,5 @@
+package store
+
+import "syscall"
+
+func ctimeNS(s *syscall.Stat_t) int64 { return s.Ctim.Nano() }
