@@ -46,7 +46,7 @@ func Load(file string, opts Options, cat Catalog) (*Pipeline, error) {
 func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, conf.Diags{yamlError(file, err)}
+		return nil, conf.Diags{yamlError(file, data, err)}
 	}
 	if len(doc.Content) == 0 {
 		return nil, conf.Diags{{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "the file is empty: a pipeline needs at least 'version: 1' and 'stages:'"}}
@@ -73,38 +73,10 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 		ds = append(ds, check(p, cat, ctx)...)
 	}
 	if len(ds) > 0 {
+		ds = explainFlatWith(root, ds)
 		return p, ds.WithFile(file).Sort()
 	}
 	return p, nil
-}
-
-func yamlError(file string, err error) conf.Diag {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	var line int
-	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
-		_, rest, _ := strings.Cut(msg, ": ")
-		if parserProblem(rest) {
-			line++
-		}
-		return conf.Diag{File: file, Pos: conf.Pos{Line: line, Col: 1}, Msg: "invalid YAML: " + rest}
-	}
-	return conf.Diag{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "invalid YAML: " + msg}
-}
-
-// parserProblem reports whether a yaml.v3 message comes from its parser
-// rather than its scanner: yaml.v3 prints the parser's 0-based line as is (and
-// the scanner's plus one), so parser errors would point one line too early.
-func parserProblem(msg string) bool {
-	for _, p := range []string{
-		"did not find expected <", "did not find expected key", "did not find expected node content",
-		"did not find expected ',' or", "did not find expected '-' indicator",
-	} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
