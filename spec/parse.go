@@ -57,7 +57,7 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 		ds.AddErr(conf.NodePos(root), err)
 		return nil, ds.WithFile(file)
 	}
-	p := &Pipeline{File: file, Dir: filepath.Dir(file), Source: data}
+	p := &Pipeline{File: file, Dir: pipelineDir(file), Source: data}
 	var ds conf.Diags
 	// Variables first: expressions elsewhere are checked against them.
 	if vn := conf.Lookup(root, "vars"); vn != nil {
@@ -68,7 +68,7 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 	vars := p.Vars
 	ds = append(ds, conf.Decode(root, p, ctx)...)
 	p.Vars = vars // keep the overridden values, not the re-decoded defaults
-	p.File, p.Dir, p.Source = file, filepath.Dir(file), data
+	p.File, p.Dir, p.Source = file, pipelineDir(file), data
 	if len(ds) == 0 || p.Stages != nil {
 		ds = append(ds, check(p, cat, ctx)...)
 	}
@@ -77,6 +77,19 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 		return p, ds.WithFile(file).Sort()
 	}
 	return p, nil
+}
+
+// pipelineDir is the absolute directory of the pipeline file. Relative paths
+// in the file resolve against it, and exec runs in it: resolved once here, it
+// makes every path in results absolute and the same whatever the working
+// directory of the run ("cd /; flow run a/b/p.yaml" or "cd a/b; flow run
+// p.yaml").
+func pipelineDir(file string) string {
+	dir := filepath.Dir(file)
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir // no working directory: relative paths stay relative to it
 }
 
 func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
