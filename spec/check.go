@@ -26,7 +26,7 @@ func lockOutside(p string) string {
 
 // check validates what a struct decode cannot: roles, names, references and
 // each kind's own options.
-func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
+func check(p *Pipeline, cat Catalog, ctx *conf.Context, f *folder) conf.Diags {
 	var ds conf.Diags
 	if len(p.Stages) == 0 {
 		// A missing or mistyped stages: is already reported by the decoder.
@@ -118,7 +118,12 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 				c.NoItem = true
 				kctx = &c
 			}
+			if s.Role != steps.RoleStep {
+				// Options evaluated once: check them with their values.
+				opts = f.fold(opts)
+			}
 			kd, known := cat.CheckKind(s.Role, s.Kind, opts, kctx)
+			kd = f.attribute(kd)
 			if !known {
 				names := cat.KindNames(s.Role)
 				pos := conf.ValuePos(s.Node, string(s.Role))
@@ -131,7 +136,7 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 		}
 		ds = append(ds, checkPolicies(p, s)...)
 	}
-	return ds
+	return append(ds, f.ds...)
 }
 
 func stageLabel(s *Stage) string {

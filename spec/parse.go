@@ -63,14 +63,15 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 	if vn := conf.Lookup(root, "vars"); vn != nil {
 		ds.AddErr(conf.NodePos(vn), p.Vars.UnmarshalNode(vn, nil))
 	}
-	ds = append(ds, applyOverrides(&p.Vars, opts, conf.NodePos(root))...)
+	ods, origins := applyOverrides(&p.Vars, opts)
+	ds = append(ds, ods...)
 	ctx := &conf.Context{Vars: p.Vars.Map()}
 	vars := p.Vars
 	ds = append(ds, conf.Decode(root, p, ctx)...)
 	p.Vars = vars // keep the overridden values, not the re-decoded defaults
 	p.File, p.Dir, p.Source = file, pipelineDir(file), data
 	if len(ds) == 0 || p.Stages != nil {
-		ds = append(ds, check(p, cat, ctx)...)
+		ds = append(ds, check(p, cat, ctx, newFolder(p.Vars, opts, origins))...)
 	}
 	if len(ds) > 0 {
 		ds = explainFlatWith(root, ds)
@@ -92,8 +93,11 @@ func pipelineDir(file string) string {
 	return dir // no working directory: relative paths stay relative to it
 }
 
-func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
+// applyOverrides sets the variables overridden by the environment and by
+// --set, and says where each overridden value came from.
+func applyOverrides(vars *Vars, opts Options) (conf.Diags, map[string]string) {
 	var ds conf.Diags
+	origins := map[string]string{}
 	env := map[string]string{}
 	for _, kv := range opts.Environ {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FLOW_VAR_") {
@@ -101,10 +105,12 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 		}
 	}
 	for _, x := range vars.List {
-		if v, ok := env[x.Name]; ok {
-			x.Value = override(x, v)
-		} else if v, ok := env[strings.ToUpper(x.Name)]; ok {
-			x.Value = override(x, v)
+		for _, name := range []string{x.Name, strings.ToUpper(x.Name)} {
+			if v, ok := env[name]; ok {
+				x.Value = override(x, v)
+				origins[x.Name] = overrideOrigin("FLOW_VAR_", name, v, x.Secret)
+				break
+			}
 		}
 	}
 	names := make([]string, 0, len(opts.Set))
@@ -123,8 +129,9 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 			continue
 		}
 		x.Value = override(x, opts.Set[k])
+		origins[k] = overrideOrigin("--set ", k, opts.Set[k], x.Secret)
 	}
-	return ds
+	return ds, origins
 }
 
 // override is the value an override gives x: a secret keeps the text as
