@@ -46,9 +46,17 @@ Variables declared under vars: take their defaults from the file; --set
 NAME=VALUE and the environment variable FLOW_VAR_NAME override them (--set
 wins).
 
+Validation comes first, with the variables as overridden: options evaluated
+once (a source's, a sink's path) are computed and checked, so a bad --set
+value is reported as FILE:LINE:COL (from --set NAME=VALUE) and nothing runs
+(exit 2).
+
 --report FILE writes the run report (JSON: every stage's counts, latencies and
-the failed items). It is written whatever happens: on success, on failure and
-on interrupt.
+the failed items). It is written whatever happens: on success, on failure, on
+interrupt, and when nothing was run (status "invalid", with every problem).
+FILE is tried first: one that cannot be written stops the run before it
+starts. It is replaced atomically (a symbolic link is written through) and
+readable by others (0644 less the umask).
 
 SIGINT (Ctrl-C) or SIGTERM stops the sources, cancels running work, drains the
 stages, writes the report and exits 130 or 143. A second signal exits at once.
