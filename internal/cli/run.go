@@ -113,6 +113,11 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		}
 	}
 	o := &outcome{start: time.Now()}
+	defer func() {
+		if o.release != nil {
+			o.release() // after the report: the next run to take the lock finds it written
+		}
+	}()
 	err := a.execute(file, f, o)
 	if f.report == "" {
 		return err
@@ -138,6 +143,7 @@ type outcome struct {
 	status   string         // set by the runs that never started
 	reason   string
 	problems []string
+	release  func() // the --lock, held until the report is written
 }
 
 // refused is the report of a run that never started: its exit code and why.
@@ -229,7 +235,7 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 		out.close()
 		return err
 	}
-	defer release()
+	o.release = release
 	// What steps and worker processes write to stderr (a warning or a
 	// worker's panic message, say) may quote an item built from a secret.
 	runStderr := red.Writer(stderr)
