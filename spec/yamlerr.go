@@ -27,7 +27,7 @@ func yamlError(file string, data []byte, err error) conf.Diag {
 	}
 	lines := strings.Split(string(data), "\n")
 	for _, explain := range []func([]string, int, string) (conf.Pos, string, bool){
-		tabIndent, unquotedExpr, overIndented, underIndented,
+		tabIndent, unquotedExpr, unclosed, colonInValue, overIndented, underIndented,
 	} {
 		if pos, what, ok := explain(lines, line, rest); ok {
 			return conf.Diag{File: file, Pos: pos, Msg: what}
@@ -113,7 +113,7 @@ func findUnquotedExpr(l string) (int, string, bool) {
 				quote = 0
 			}
 			continue
-		case c == '"' || c == '\'':
+		case (c == '"' || c == '\'') && startsValue(l[:i]):
 			quote = c
 		case c == '#' && (i == 0 || l[i-1] == ' '):
 			return 0, "", false
@@ -129,6 +129,14 @@ func findUnquotedExpr(l string) (int, string, bool) {
 		}
 	}
 	return 0, "", false
+}
+
+// startsValue reports whether a character after before would start a YAML
+// value, where a quote opens a quoted string (an apostrophe inside plain
+// text, as in "it's", does not).
+func startsValue(before string) bool {
+	b := strings.TrimRight(before, " \t")
+	return b == "" || strings.ContainsRune(":{[,-?", rune(b[len(b)-1]))
 }
 
 func closingBrace(s string) int {
@@ -192,13 +200,98 @@ func overIndented(lines []string, line int, msg string) (conf.Pos, string, bool)
 	l := lines[line-1]
 	k := key(l)
 	p := previous(lines, line-1)
-	if k == "" || p < 0 || key(lines[p]) == "" {
+	if k == "" || p < 0 || key(lines[p]) == "" || !hasValue(lines[p]) {
 		return conf.Pos{}, "", false
 	}
 	indent, _ := indentOf(l)
 	return conf.Pos{Line: line, Col: len(indent) + 1},
 		fmt.Sprintf("%s: is indented more than %s: on line %d; keys of one mapping must start in the same column: move %s: to column %d",
 			k, key(lines[p]), p+1, k, keyCol(lines[p])), true
+}
+
+// hasValue reports whether a "key: value" line has a value after its key
+// (a line that ends at "key:" opens a block: the next line may be indented).
+func hasValue(l string) bool {
+	_, v, ok := strings.Cut(l, ":")
+	v = strings.TrimSpace(v)
+	return ok && v != "" && !strings.HasPrefix(v, "#")
+}
+
+// colonInValue explains "mapping values are not allowed in this context" on
+// a plain value that holds ": " (value: ${ item }: x, or a URL written
+// "host: port"): YAML reads it as a second key on the same line.
+func colonInValue(lines []string, line int, msg string) (conf.Pos, string, bool) {
+	if !strings.HasPrefix(msg, "mapping values are not allowed") || line < 1 || line > len(lines) {
+		return conf.Pos{}, "", false
+	}
+	l := lines[line-1]
+	k := key(l)
+	if k == "" {
+		return conf.Pos{}, "", false
+	}
+	start := strings.Index(l, k+":") + len(k) + 1
+	rest := l[start:]
+	v := strings.TrimSpace(rest)
+	if v == "" || strings.ContainsAny(v[:1], "\"'{[|>&*!") {
+		return conf.Pos{}, "", false
+	}
+	i := strings.Index(rest, ": ")
+	if i < 0 && strings.HasSuffix(strings.TrimRight(rest, " \r"), ":") {
+		i = len(strings.TrimRight(rest, " \r")) - 1
+	}
+	if i < 0 {
+		return conf.Pos{}, "", false
+	}
+	return conf.Pos{Line: line, Col: col(l, start+i)},
+		fmt.Sprintf("the value of %s: holds \": \", which YAML reads as the start of another key; quote the whole value: %s: %q", k, k, v), true
+}
+
+// unclosed explains a quoted string or a { or [ that is never closed, which
+// yaml.v3 reports at the end of the file or where the next entry starts.
+func unclosed(lines []string, line int, msg string) (conf.Pos, string, bool) {
+	quoteErr := strings.HasPrefix(msg, "found unexpected end of stream")
+	flowErr := strings.HasPrefix(msg, "did not find expected ',' or")
+	if !quoteErr && !flowErr {
+		return conf.Pos{}, "", false
+	}
+	for i := min(line, len(lines)) - 1; i >= 0 && i >= line-3; i-- {
+		l := lines[i]
+		var quote byte
+		qat := -1
+		var open []int
+		for j := 0; j < len(l); j++ {
+			c := l[j]
+			switch {
+			case quote != 0:
+				if c == quote {
+					quote, qat = 0, -1
+				}
+			case (c == '"' || c == '\'') && startsValue(l[:j]):
+				quote, qat = c, j
+			case c == '#' && (j == 0 || l[j-1] == ' '):
+				j = len(l)
+			case c == '{' || c == '[':
+				open = append(open, j)
+			case (c == '}' || c == ']') && len(open) > 0:
+				if l[open[len(open)-1]] != map[byte]byte{'}': '{', ']': '['}[c] {
+					j = len(l) // closes the wrong one: the last opened is unclosed
+					continue
+				}
+				open = open[:len(open)-1]
+			}
+		}
+		if quoteErr && qat >= 0 {
+			return conf.Pos{Line: i + 1, Col: col(l, qat)},
+				fmt.Sprintf("this %c-quoted string is never closed: add the closing %c on this line", quote, quote), true
+		}
+		if flowErr && len(open) > 0 {
+			j := open[len(open)-1]
+			closer := map[byte]byte{'{': '}', '[': ']'}[l[j]]
+			return conf.Pos{Line: i + 1, Col: col(l, j)},
+				fmt.Sprintf("this %c is never closed: close it with %c", l[j], closer), true
+		}
+	}
+	return conf.Pos{}, "", false
 }
 
 // underIndented explains "did not find expected '-' indicator", which
