@@ -22,6 +22,7 @@ import (
 
 // folder evaluates the run-wide templates of options.
 type folder struct {
+	off   bool // Options.Resolve is not set
 	scope *tmpl.Scope
 	// origins names where an overridden variable's value came from, e.g.
 	// "--set count=abc" or "FLOW_VAR_count=abc".
@@ -42,8 +43,8 @@ var slowCalls = []string{"sleep", "count_primes"}
 // nor index holds its value, positioned where the template was. A template
 // that fails to evaluate is reported and left as it was.
 func (f *folder) fold(n *yaml.Node) *yaml.Node {
-	if n == nil {
-		return nil
+	if n == nil || f.off {
+		return n
 	}
 	switch n.Kind {
 	case yaml.SequenceNode:
@@ -165,6 +166,7 @@ func newFolder(vars Vars, opts Options, origins map[string]string) *folder {
 		pairs = append(pairs, s, "***")
 	}
 	return &folder{
+		off:     !opts.Resolve,
 		scope:   &tmpl.Scope{Vars: vars.Map(), Env: env, Ctx: context.Background()},
 		origins: origins,
 		from:    map[conf.Pos]string{},

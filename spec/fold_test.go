@@ -74,13 +74,13 @@ stages:
 		opts      spec.Options
 		want      string // "" for valid
 	}{
-		{"default is fine", src, spec.Options{}, ""},
-		{"--set with a number", src, spec.Options{Set: map[string]string{"count": "9"}}, ""},
-		{"--set with text", src, spec.Options{Set: map[string]string{"count": "abc"}},
+		{"default is fine", src, spec.Options{Resolve: true}, ""},
+		{"--set with a number", src, spec.Options{Set: map[string]string{"count": "9"}, Resolve: true}, ""},
+		{"--set with text", src, spec.Options{Set: map[string]string{"count": "abc"}, Resolve: true},
 			`p.yaml:7:26: to must be a whole number, got abc (from --set count=abc)`},
-		{"from the environment", src, spec.Options{Environ: []string{"FLOW_VAR_count=abc"}},
+		{"from the environment", src, spec.Options{Environ: []string{"FLOW_VAR_count=abc"}, Resolve: true},
 			`(from FLOW_VAR_count=abc)`},
-		{"an expression that cannot be computed", twice, spec.Options{Set: map[string]string{"count": "abc"}},
+		{"an expression that cannot be computed", twice, spec.Options{Set: map[string]string{"count": "abc"}, Resolve: true},
 			`p.yaml:5:26: expression "${ vars.count * 2 }": `},
 	}
 	for _, c := range cases {
@@ -105,6 +105,26 @@ stages:
 	}
 }
 
+// TestResolveIsOptIn: a reader without the run's variables (a worker
+// re-reading its parent's file, with the defaults) checks no values.
+func TestResolveIsOptIn(t *testing.T) {
+	const src = `version: 1
+vars: {count: "set me"}
+stages:
+  - name: numbers
+    source: {count: {to: "${ vars.count }"}}
+`
+	if _, err := spec.Parse("p.yaml", []byte(src), spec.Options{}, wholeNumbers{}); err != nil {
+		t.Fatalf("without Resolve: %v", err)
+	}
+	if _, err := spec.Parse("p.yaml", []byte(src), spec.Options{Resolve: true}, wholeNumbers{}); err == nil {
+		t.Fatal("with Resolve: no error for to: \"set me\"")
+	}
+	if _, err := spec.Parse("p.yaml", []byte(src), spec.Options{Resolve: true, Set: map[string]string{"count": "3"}}, wholeNumbers{}); err != nil {
+		t.Fatalf("with Resolve and --set count=3: %v", err)
+	}
+}
+
 // TestSetOfASecretIsNotShown: the origin of a secret's value names the
 // override, never the value.
 func TestSetOfASecretIsNotShown(t *testing.T) {
@@ -115,7 +135,7 @@ stages:
   - name: numbers
     source: {count: {to: "${ vars.token }"}}
 `
-	_, err := spec.Parse("p.yaml", []byte(src), spec.Options{Set: map[string]string{"token": "hunter2"}}, wholeNumbers{})
+	_, err := spec.Parse("p.yaml", []byte(src), spec.Options{Set: map[string]string{"token": "hunter2"}, Resolve: true}, wholeNumbers{})
 	if err == nil || !strings.HasSuffix(err.Error(), "(from --set token)") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("err = %v; want the origin without the secret", err)
 	}

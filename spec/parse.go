@@ -30,6 +30,12 @@ type Options struct {
 	// Environ is the process environment ("K=V"); FLOW_VAR_<NAME> overrides
 	// variable NAME (the name matched exactly or upper-cased).
 	Environ []string
+	// Resolve computes the options evaluated once, before items exist (a
+	// source's, a sink's path), with the effective variables and Environ,
+	// and checks their values, as flow validate and flow run do. It is off
+	// for a reader that has not the run's variables and environment yet
+	// (a worker process re-reading the file its parent validated).
+	Resolve bool
 }
 
 // Load reads and parses a pipeline file.

@@ -69,7 +69,7 @@ Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
 // load reads and validates one pipeline file ("-" for stdin) with the
 // variable overrides of the command line and the environment.
 func (a *app) load(file string, set map[string]string) (*spec.Pipeline, error) {
-	opts := spec.Options{Set: set, Environ: a.environ}
+	opts := spec.Options{Set: set, Environ: a.environ, Resolve: true}
 	if file == "-" {
 		data, err := io.ReadAll(a.stdin)
 		if err != nil {
