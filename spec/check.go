@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -45,6 +46,13 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context, f *folder) conf.Diags {
 			flag := l.File
 			if !filepath.IsAbs(flag) {
 				flag = filepath.Join(p.Dir, flag)
+				// p.Dir is absolute; the flag reads best as the user would
+				// type it from where they are.
+				if wd, err := os.Getwd(); err == nil {
+					if rel, err := filepath.Rel(wd, flag); err == nil {
+						flag = rel
+					}
+				}
 			}
 			// The short form (lock: FILE) has no node of its own.
 			ds.Add(conf.ValuePos(conf.Lookup(p.Node, "lock"), "file"), "lock file %q %s, and a pipeline's lock stays inside the pipeline's folder, as write: does, so that a pipeline from elsewhere cannot create or lock files outside it; name a file in the folder, such as run.lock, or give this path on the command line: --lock %s", l.File, why, flag)
