@@ -76,10 +76,10 @@ func (f *folder) fold(n *yaml.Node) *yaml.Node {
 	if err != nil {
 		return n // compile errors are the decoder's to report
 	}
-	vars, perItem := t.Refs()
-	if perItem {
+	if t.UsesItem() {
 		return n
 	}
+	vars := t.VarNames()
 	for _, name := range slowCalls {
 		if t.Calls(name) {
 			return n

@@ -6,11 +6,11 @@ import (
 	"github.com/expr-lang/expr/ast"
 )
 
-// Refs reports what the template's expressions read: the names of the
-// variables (vars.NAME), sorted and without repeats, and whether any reads
-// item or index. A template that reads neither item nor index has one value
-// for the whole run, which validation can compute before anything runs.
-func (t *T) Refs() (vars []string, perItem bool) {
+// VarNames lists the variables the template's expressions read
+// (vars.NAME), sorted and without repeats, so that a problem with a value
+// computed from them can name the overrides it came from.
+func (t *T) VarNames() []string {
+	var vars []string
 	seen := map[string]bool{}
 	t.walk(func(s *T) {
 		for _, lp := range s.progs {
@@ -20,15 +20,10 @@ func (t *T) Refs() (vars []string, perItem bool) {
 					vars = append(vars, r.name)
 				}
 			}
-			if root := lp.prog.Node(); root != nil {
-				v := &identVisitor{names: map[string]bool{"item": true, "index": true}}
-				ast.Walk(&root, v)
-				perItem = perItem || len(v.refs) > 0
-			}
 		}
 	})
 	sort.Strings(vars)
-	return vars, perItem
+	return vars
 }
 
 // Calls reports whether the template calls the function called name.
