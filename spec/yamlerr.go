@@ -345,6 +345,14 @@ var stageKeys = func() map[string]bool {
 	return m
 }()
 
+var stageKeyList = func() []string {
+	var out []string
+	for k := range stageKeys {
+		out = append(out, k)
+	}
+	return out
+}()
+
 // explainFlatWith recognises a step's options written at the indentation of
 // "with:" instead of under it: with: is then empty, and each option is an
 // unknown stage key. The decoder's messages for that ("unknown key value",
@@ -367,7 +375,9 @@ func explainFlatWith(root *yaml.Node, ds conf.Diags) conf.Diags {
 			switch {
 			case k.Value == "with" && v.Kind == yaml.ScalarNode && v.Tag == "!!null":
 				with, empty = k, v
-			case with != nil && !stageKeys[k.Value]:
+			case with != nil && !stageKeys[k.Value] && conf.Suggest(k.Value, stageKeyList) == "":
+				// A near miss of a stage key (timout:) is a typo, which the
+				// decoder's suggestion names better.
 				stray = append(stray, k)
 			}
 		}

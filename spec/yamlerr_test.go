@@ -64,3 +64,15 @@ func TestYAMLOtherErrorsKeepTheirLine(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestYAMLTypoAfterEmptyWith: a near miss of a stage key after an empty
+// with: is a typo, said with the decoder's suggestion, not an option out of
+// place.
+func TestYAMLTypoAfterEmptyWith(t *testing.T) {
+	src := "version: 1\nstages:\n  - name: a\n    source: {items: [1]}\n  - name: b\n    step: compute\n    with:\n    timout: 5s\n"
+	_, err := spec.Parse("p.yaml", []byte(src), spec.Options{}, spectest.Registry())
+	want := `p.yaml:8:5: unknown key "timout" (did you mean "timeout"?)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v\nwant a line %s", err, want)
+	}
+}
