@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/flowrun/flow/steps"
@@ -24,8 +22,10 @@ type Report struct {
 	Duration Duration  `json:"duration"`
 	ExitCode int       `json:"exit_code"`
 	Status   Status    `json:"status"`
-
 	Reason   string    `json:"reason,omitempty"` // why the run did not succeed
+	// Problems lists, for a run refused before it started (status invalid),
+	// every problem found, each as FILE:LINE:COL: message.
+	Problems []string  `json:"problems,omitempty"`
 	Stages   []*Stage  `json:"stages"`
 	Failures []Failure `json:"failures"`
 	// FailuresOmitted counts the failed items left out of Failures, which
@@ -84,6 +84,10 @@ const (
 	StatusFailed      Status = "failed"      // items failed past the policies, or setup failed
 	StatusTimedOut    Status = "timed_out"   // the pipeline timeout or a stage deadline passed
 	StatusInterrupted Status = "interrupted" // a signal, or the caller's context
+	// The runs that never started, which still leave a report (flow run
+	// --report), so that it never shows an earlier run's status.
+	StatusSkipped Status = "skipped" // another run held the lock (exit 75)
+	StatusInvalid Status = "invalid" // the file or the command line (exit 2)
 )
 
 // Outcome is what became of one item in one stage. The first five are the
@@ -141,32 +145,5 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*d = Duration(f * float64(time.Second))
-	return nil
-}
-
-// WriteFile writes the report as indented JSON, atomically (temp file and
-// rename), so a reader never sees half a report.
-func (r *Report) WriteFile(path string) error {
-	b, err := r.marshal()
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".flow-report-*")
-	if err != nil {
-		return fmt.Errorf("writing report: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("writing report %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing report %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("writing report %s: %w", path, err)
-	}
 	return nil
 }

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -26,7 +27,7 @@ func lockOutside(p string) string {
 
 // check validates what a struct decode cannot: roles, names, references and
 // each kind's own options.
-func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
+func check(p *Pipeline, cat Catalog, ctx *conf.Context, f *folder) conf.Diags {
 	var ds conf.Diags
 	if len(p.Stages) == 0 {
 		// A missing or mistyped stages: is already reported by the decoder.
@@ -45,6 +46,13 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 			flag := l.File
 			if !filepath.IsAbs(flag) {
 				flag = filepath.Join(p.Dir, flag)
+				// p.Dir is absolute; the flag reads best as the user would
+				// type it from where they are.
+				if wd, err := os.Getwd(); err == nil {
+					if rel, err := filepath.Rel(wd, flag); err == nil {
+						flag = rel
+					}
+				}
 			}
 			// The short form (lock: FILE) has no node of its own.
 			ds.Add(conf.ValuePos(conf.Lookup(p.Node, "lock"), "file"), "lock file %q %s, and a pipeline's lock stays inside the pipeline's folder, as write: does, so that a pipeline from elsewhere cannot create or lock files outside it; name a file in the folder, such as run.lock, or give this path on the command line: --lock %s", l.File, why, flag)
@@ -118,7 +126,12 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 				c.NoItem = true
 				kctx = &c
 			}
+			if s.Role != steps.RoleStep {
+				// Options evaluated once: check them with their values.
+				opts = f.fold(opts)
+			}
 			kd, known := cat.CheckKind(s.Role, s.Kind, opts, kctx)
+			kd = f.attribute(kd)
 			if !known {
 				names := cat.KindNames(s.Role)
 				pos := conf.ValuePos(s.Node, string(s.Role))
@@ -131,7 +144,7 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context) conf.Diags {
 		}
 		ds = append(ds, checkPolicies(p, s)...)
 	}
-	return ds
+	return append(ds, f.ds...)
 }
 
 func stageLabel(s *Stage) string {

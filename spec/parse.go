@@ -30,6 +30,12 @@ type Options struct {
 	// Environ is the process environment ("K=V"); FLOW_VAR_<NAME> overrides
 	// variable NAME (the name matched exactly or upper-cased).
 	Environ []string
+	// Resolve computes the options evaluated once, before items exist (a
+	// source's, a sink's path), with the effective variables and Environ,
+	// and checks their values, as flow validate and flow run do. It is off
+	// for a reader that has not the run's variables and environment yet
+	// (a worker process re-reading the file its parent validated).
+	Resolve bool
 }
 
 // Load reads and parses a pipeline file.
@@ -46,7 +52,7 @@ func Load(file string, opts Options, cat Catalog) (*Pipeline, error) {
 func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, conf.Diags{yamlError(file, err)}
+		return nil, conf.Diags{yamlError(file, data, err)}
 	}
 	if len(doc.Content) == 0 {
 		return nil, conf.Diags{{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "the file is empty: a pipeline needs at least 'version: 1' and 'stages:'"}}
@@ -57,58 +63,47 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 		ds.AddErr(conf.NodePos(root), err)
 		return nil, ds.WithFile(file)
 	}
-	p := &Pipeline{File: file, Dir: filepath.Dir(file), Source: data}
+	p := &Pipeline{File: file, Dir: pipelineDir(file), Source: data}
 	var ds conf.Diags
 	// Variables first: expressions elsewhere are checked against them.
 	if vn := conf.Lookup(root, "vars"); vn != nil {
 		ds.AddErr(conf.NodePos(vn), p.Vars.UnmarshalNode(vn, nil))
 	}
-	ds = append(ds, applyOverrides(&p.Vars, opts, conf.NodePos(root))...)
+	ods, origins := applyOverrides(&p.Vars, opts)
+	ds = append(ds, ods...)
 	ctx := &conf.Context{Vars: p.Vars.Map()}
 	vars := p.Vars
 	ds = append(ds, conf.Decode(root, p, ctx)...)
 	p.Vars = vars // keep the overridden values, not the re-decoded defaults
-	p.File, p.Dir, p.Source = file, filepath.Dir(file), data
+	p.File, p.Dir, p.Source = file, pipelineDir(file), data
 	if len(ds) == 0 || p.Stages != nil {
-		ds = append(ds, check(p, cat, ctx)...)
+		ds = append(ds, check(p, cat, ctx, newFolder(p.Vars, opts, origins))...)
 	}
 	if len(ds) > 0 {
+		ds = explainFlatWith(root, ds)
 		return p, ds.WithFile(file).Sort()
 	}
 	return p, nil
 }
 
-func yamlError(file string, err error) conf.Diag {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	var line int
-	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
-		_, rest, _ := strings.Cut(msg, ": ")
-		if parserProblem(rest) {
-			line++
-		}
-		return conf.Diag{File: file, Pos: conf.Pos{Line: line, Col: 1}, Msg: "invalid YAML: " + rest}
+// pipelineDir is the absolute directory of the pipeline file. Relative paths
+// in the file resolve against it, and exec runs in it: resolved once here, it
+// makes every path in results absolute and the same whatever the working
+// directory of the run ("cd /; flow run a/b/p.yaml" or "cd a/b; flow run
+// p.yaml").
+func pipelineDir(file string) string {
+	dir := filepath.Dir(file)
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
 	}
-	return conf.Diag{File: file, Pos: conf.Pos{Line: 1, Col: 1}, Msg: "invalid YAML: " + msg}
+	return dir // no working directory: relative paths stay relative to it
 }
 
-// parserProblem reports whether a yaml.v3 message comes from its parser
-// rather than its scanner: yaml.v3 prints the parser's 0-based line as is (and
-// the scanner's plus one), so parser errors would point one line too early.
-func parserProblem(msg string) bool {
-	for _, p := range []string{
-		"did not find expected <", "did not find expected key", "did not find expected node content",
-		"did not find expected ',' or", "did not find expected '-' indicator",
-	} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
+// applyOverrides sets the variables overridden by the environment and by
+// --set, and says where each overridden value came from.
+func applyOverrides(vars *Vars, opts Options) (conf.Diags, map[string]string) {
 	var ds conf.Diags
+	origins := map[string]string{}
 	env := map[string]string{}
 	for _, kv := range opts.Environ {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FLOW_VAR_") {
@@ -116,10 +111,12 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 		}
 	}
 	for _, x := range vars.List {
-		if v, ok := env[x.Name]; ok {
-			x.Value = override(x, v)
-		} else if v, ok := env[strings.ToUpper(x.Name)]; ok {
-			x.Value = override(x, v)
+		for _, name := range []string{x.Name, strings.ToUpper(x.Name)} {
+			if v, ok := env[name]; ok {
+				x.Value = override(x, v)
+				origins[x.Name] = overrideOrigin("FLOW_VAR_", name, v, x.Secret)
+				break
+			}
 		}
 	}
 	names := make([]string, 0, len(opts.Set))
@@ -138,8 +135,9 @@ func applyOverrides(vars *Vars, opts Options, at conf.Pos) conf.Diags {
 			continue
 		}
 		x.Value = override(x, opts.Set[k])
+		origins[k] = overrideOrigin("--set ", k, opts.Set[k], x.Secret)
 	}
-	return ds
+	return ds, origins
 }
 
 // override is the value an override gives x: a secret keeps the text as

@@ -62,6 +62,7 @@ func TestScripts(t *testing.T) {
 
 // scriptCmds are the commands the scripts use beyond testscript's own.
 var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
+	"genimages": cmdGenImages, // see examples_test.go
 	// exits CODE PROG [ARGS...] runs PROG and checks its exact exit code;
 	// stdout and stderr are then checked as after exec.
 	"exits": func(ts *testscript.TestScript, neg bool, args []string) {

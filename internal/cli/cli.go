@@ -111,7 +111,8 @@ Results go to stdout; progress, logs and the closing summary go to stderr.
 Exit codes:
   0    every item succeeded (or failures stayed within max_errors)
   1    items failed, or a policy stopped the run
-  2    invalid pipeline file or command line
+  2    invalid pipeline file or command line; nothing was run
+  75   skipped: another run holds the --lock file (--lock-mode skip); nothing was run
   130  interrupted by SIGINT (report written)
   143  stopped by SIGTERM (report written)`,
 		Example: `  flow init hello                 # write hello.yaml, a pipeline to start from

@@ -38,19 +38,32 @@ func (a *app) versionCmd() *cobra.Command {
 		Use:   "version",
 		Short: "Print the version of flow",
 		Long: `Version prints the module version of this build (or "(devel)" for a build from
-a work tree), the revision it was built from when known, and the Go version.`,
+a work tree), the commit it was built from, and the Go version.
+
+The commit comes from the version control information Go stamps into a build
+made in a git clone (go build, go install; -buildvcs=true forces it). A build
+without it (go run, a git worktree, a source archive) says so, unless the
+commit was given at link time:
+  go build -ldflags="-X github.com/flowrun/flow/internal/cli.Revision=$(git rev-parse HEAD)" ./cmd/flow`,
 		Example: `  flow version`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprint(a.stdout, versionText())
+			bi, ok := debug.ReadBuildInfo()
+			fmt.Fprint(a.stdout, versionText(bi, ok, Revision))
 			return nil
 		},
 	}
 }
 
-func versionText() string {
+// Revision is the commit of a build made without Go's version control
+// stamping, set at link time with -ldflags "-X ...cli.Revision=COMMIT".
+var Revision string
+
+// versionText renders the build information: the module version, the
+// commit (from Go's vcs.* settings, else from Revision), the Go version.
+func versionText(bi *debug.BuildInfo, ok bool, linked string) string {
 	version, rev, when, modified := "(unknown)", "", "", false
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	if ok && bi != nil {
 		if bi.Main.Version != "" {
 			version = bi.Main.Version
 		}
@@ -66,8 +79,9 @@ func versionText() string {
 		}
 	}
 	out := "flow " + version + "\n"
-	if rev != "" {
-		out += "revision " + rev
+	switch {
+	case rev != "":
+		out += "commit " + rev
 		if when != "" {
 			out += " (" + when + ")"
 		}
@@ -75,7 +89,15 @@ func versionText() string {
 			out += " with local changes"
 		}
 		out += "\n"
+	case linked != "":
+		out += "commit " + linked + "\n"
+	default:
+		out += "commit unknown: built without version control information (go run, a git worktree or -buildvcs=false); build in a git clone with go build -buildvcs=true\n"
 	}
-	out += fmt.Sprintf("%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	goVersion := runtime.Version()
+	if ok && bi != nil && bi.GoVersion != "" {
+		goVersion = bi.GoVersion
+	}
+	out += fmt.Sprintf("%s %s/%s\n", goVersion, runtime.GOOS, runtime.GOARCH)
 	return out
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/lock"
-	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 )
 
@@ -101,15 +100,13 @@ func effectiveLock(f lockFlags, p *spec.Pipeline) (lockFlags, error) {
 }
 
 // takeLock acquires the --lock file, if any. On failure it calls stop (the
-// run never starts), writes a report saying why when one was asked for, and
-// returns the error that sets the exit code. The returned release is never
-// nil.
-func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func() os.Signal) (release func(), err error) {
+// run never starts), records why for the report, and returns the error that
+// sets the exit code. The returned release is never nil.
+func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func() os.Signal, o *outcome) (release func(), err error) {
 	if f.lock.file == "" {
 		return func() {}, nil
 	}
 	mode, _ := lock.ParseMode(f.lock.mode)
-	start := time.Now()
 	path := f.lock.file
 	if f.lock.root != "" {
 		path = f.lock.rel
@@ -137,7 +134,7 @@ func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func()
 	case errors.As(err, &refused):
 		// A wrong path, not a busy lock: nothing ran, as for an invalid
 		// file, and nothing was written.
-		code = ExitInvalid
+		code, status = ExitInvalid, "invalid"
 		where := "--lock: "
 		if f.lock.pos != "" {
 			where = f.lock.pos + ": lock: "
@@ -154,16 +151,6 @@ func (a *app) takeLock(ctx context.Context, file string, f runFlags, stop func()
 		err = fmt.Errorf("lock file %s: %v", f.lock.file, err)
 	}
 	fmt.Fprintf(a.stderr, "flow: %v\n", err)
-	if f.report != "" {
-		end := time.Now()
-		rep := &report.Report{
-			File: file, Start: start, End: end, Duration: report.Duration(end.Sub(start)),
-			ExitCode: code, Status: report.Status(status), Reason: strings.TrimPrefix(err.Error(), "skipped: "),
-			Stages: []*report.Stage{}, Failures: []report.Failure{},
-		}
-		if werr := rep.WriteFile(f.report); werr != nil {
-			fmt.Fprintf(a.stderr, "flow: %v\n", werr)
-		}
-	}
+	o.status, o.reason = status, strings.TrimPrefix(err.Error(), "skipped: ")
 	return nil, exitCode(code)
 }

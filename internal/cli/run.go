@@ -15,6 +15,7 @@ import (
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/internal/redact"
 	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/steps"
@@ -46,9 +47,17 @@ Variables declared under vars: take their defaults from the file; --set
 NAME=VALUE and the environment variable FLOW_VAR_NAME override them (--set
 wins).
 
+Validation comes first, with the variables as overridden: options evaluated
+once (a source's, a sink's path) are computed and checked, so a bad --set
+value is reported as FILE:LINE:COL (from --set NAME=VALUE) and nothing runs
+(exit 2).
+
 --report FILE writes the run report (JSON: every stage's counts, latencies and
-the failed items). It is written whatever happens: on success, on failure and
-on interrupt.
+the failed items). It is written whatever happens: on success, on failure, on
+interrupt, and when nothing was run (status "invalid", with every problem).
+FILE is tried first: one that cannot be written stops the run before it
+starts. It is replaced atomically (a symbolic link is written through) and
+readable by others (0644 less the umask).
 
 SIGINT (Ctrl-C) or SIGTERM stops the sources, cancels running work, drains the
 stages, writes the report and exits 130 or 143. A second signal exits at once.
@@ -95,7 +104,92 @@ it.`,
 
 var progressModes = progress.Modes
 
+// runPipeline runs a pipeline file and, with --report, leaves a report of
+// this run at that path whatever happens: a run refused before it starts
+// (status invalid), one that could not start or take its lock, one that
+// failed or was interrupted. The path is tried first, so that a report that
+// could not be written is known before any item runs.
 func (a *app) runPipeline(file string, f runFlags) error {
+	if f.report != "" {
+		if err := report.CheckPath(f.report); err != nil {
+			return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--report: %v; nothing was run", err)}
+		}
+	}
+	o := &outcome{start: time.Now()}
+	defer func() {
+		if o.release != nil {
+			o.release() // after the report: the next run to take the lock finds it written
+		}
+	}()
+	err := a.execute(file, f, o)
+	if f.report == "" {
+		return err
+	}
+	rep := o.rep
+	if rep == nil {
+		rep = o.refused(file, err)
+	}
+	if werr := rep.WriteFile(f.report); werr != nil {
+		fmt.Fprintf(a.stderr, "flow: %v\n", werr)
+		if err == nil {
+			return exitCode(ExitFailed)
+		}
+	}
+	return err
+}
+
+// outcome is what a run leaves for its report.
+type outcome struct {
+	start    time.Time
+	rep      *report.Report // the engine's, once the run started
+	name     string         // the pipeline's name, once read
+	status   string         // set by the runs that never started
+	reason   string
+	problems []string
+	release  func() // the --lock, held until the report is written
+}
+
+// refused is the report of a run that never started: its exit code and why.
+func (o *outcome) refused(file string, err error) *report.Report {
+	code, reason := ExitOK, o.reason
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+		if reason == "" {
+			reason = ee.msg
+		}
+	}
+	status := report.Status(o.status)
+	if status == "" {
+		status = map[int]report.Status{ExitOK: report.StatusSucceeded, ExitInvalid: report.StatusInvalid,
+			ExitLocked: report.StatusSkipped, ExitSIGINT: report.StatusInterrupted, ExitSIGTERM: report.StatusInterrupted}[code]
+		if status == "" {
+			status = report.StatusFailed
+		}
+	}
+	end := time.Now()
+	return &report.Report{
+		Pipeline: o.name, File: file, Start: o.start, End: end, Duration: report.Duration(end.Sub(o.start)),
+		ExitCode: code, Status: status, Reason: reason, Problems: o.problems,
+		Stages: []*report.Stage{}, Failures: []report.Failure{},
+	}
+}
+
+// problemList is every problem of an invalid pipeline, as printed: secret
+// values hidden.
+func problemList(file string, err error, red *redact.Redactor) []string {
+	var ds conf.Diags
+	if !errors.As(err, &ds) {
+		return []string{red.String(fmt.Sprintf("%s: %v", file, err))}
+	}
+	var out []string
+	for _, d := range ds.WithFile(file) {
+		out = append(out, red.String(d.String()))
+	}
+	return out
+}
+
+func (a *app) execute(file string, f runFlags, o *outcome) error {
 	set, err := parseSets(f.sets)
 	if err != nil {
 		return err
@@ -108,9 +202,17 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	}
 	p, err := a.load(file, set)
 	red := secretsOf(p)
+	if p != nil {
+		o.name = p.Name
+	}
 	if err != nil {
 		printDiags(a.stderr, file, err, red)
 		fmt.Fprintf(a.stderr, "flow: %s is not valid; nothing was run. Fix the problems above (flow validate %s checks again).\n", file, file)
+		o.problems = problemList(file, err, red)
+		o.reason = fmt.Sprintf("%s is not valid; nothing was run: %s", file, o.problems[0])
+		if n := len(o.problems); n > 1 {
+			o.reason += fmt.Sprintf(" (and %d more problems)", n-1)
+		}
 		return exitCode(ExitInvalid)
 	}
 	if f.lock, err = effectiveLock(f.lock, p); err != nil {
@@ -137,12 +239,12 @@ func (a *app) runPipeline(file string, f runFlags) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stop := a.handleSignals(cancel, stderr)
-	release, err := a.takeLock(ctx, file, f, stop)
+	release, err := a.takeLock(ctx, file, f, stop, o)
 	if err != nil {
 		out.close()
 		return err
 	}
-	defer release()
+	o.release = release
 	// What steps and worker processes write to stderr (a warning or a
 	// worker's panic message, say) may quote an item built from a secret.
 	runStderr := red.Writer(stderr)
@@ -177,10 +279,15 @@ func (a *app) runPipeline(file string, f runFlags) error {
 		// Options that only fail when built (a missing input file, say).
 		printDiags(stderr, file, runErr, red)
 		code = ExitInvalid
+		o.problems = problemList(file, runErr, red)
+		o.reason = "the run could not start: " + o.problems[0]
 	} else if runErr != nil && (sig == nil || !errors.Is(runErr, context.Canceled)) {
 		// Building a source or a sink fails with its options in the
 		// message, which may be made of secret variables.
 		fmt.Fprintln(stderr, red.String("flow: "+runErr.Error()))
+		if rep == nil {
+			o.reason = red.String("the run could not start: " + runErr.Error())
+		}
 	}
 	if rep != nil && code == ExitOK && runErr != nil {
 		code = ExitFailed
@@ -196,17 +303,8 @@ func (a *app) runPipeline(file string, f runFlags) error {
 			rep.Status, rep.Reason = "interrupted", reason
 		}
 	}
-	if f.report != "" {
-		if rep == nil {
-			fmt.Fprintf(stderr, "flow: no report written to %s: the run did not start\n", f.report)
-		} else if err := rep.WriteFile(f.report); err != nil {
-			fmt.Fprintln(stderr, red.String(fmt.Sprintf("flow: %v; check that the directory exists and is writable", err)))
-			if code == ExitOK {
-				code = ExitFailed
-			}
-		}
-	}
 	hist.finish(rep, code, runErr)
+	o.rep = rep
 	// Quiet keeps a successful run silent; why a run failed is always said.
 	if rep != nil && (!a.quiet || code != ExitOK) {
 		fmt.Fprintln(stderr, summary(rep))

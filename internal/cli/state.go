@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -229,6 +230,7 @@ func redactedVars(v spec.Vars) map[string]any {
 
 // flowVersion is the first line of flow version, without "flow ".
 func flowVersion() string {
-	line, _, _ := strings.Cut(versionText(), "\n")
+	bi, ok := debug.ReadBuildInfo()
+	line, _, _ := strings.Cut(versionText(bi, ok, Revision), "\n")
 	return strings.TrimPrefix(line, "flow ")
 }

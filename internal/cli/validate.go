@@ -18,8 +18,11 @@ func (a *app) validateCmd() *cobra.Command {
 		Long: `Validate parses each pipeline file and checks everything that can be checked
 without running it: keys and types, durations and rates, stage names and roles,
 step kinds and their options, and every ${ } expression (compiled and
-type-checked). Every problem of every file is printed to stderr as
-FILE:LINE:COL: message, sorted.
+type-checked). Options evaluated once, before items exist (a source's, a
+sink's path), are computed with the variables as --set and FLOW_VAR_NAME
+override them, and checked with their values: a problem they cause ends with
+"(from --set NAME=VALUE)". Every problem of every file is printed to stderr
+as FILE:LINE:COL: message, sorted.
 
 Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
 --quiet), 2 when any file has a problem. Use "-" to read a file from stdin.`,
@@ -66,7 +69,7 @@ Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
 // load reads and validates one pipeline file ("-" for stdin) with the
 // variable overrides of the command line and the environment.
 func (a *app) load(file string, set map[string]string) (*spec.Pipeline, error) {
-	opts := spec.Options{Set: set, Environ: a.environ}
+	opts := spec.Options{Set: set, Environ: a.environ, Resolve: true}
 	if file == "-" {
 		data, err := io.ReadAll(a.stdin)
 		if err != nil {

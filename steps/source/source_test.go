@@ -509,3 +509,16 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestDescribeInTheFormatsWords: what a bad value is, said without Go type
+// names ("got 2.5 (float64)" was the message).
+func TestDescribeInTheFormatsWords(t *testing.T) {
+	for v, want := range map[any]string{
+		2.5: "the number 2.5", int64(3): "the number 3", true: "the boolean true",
+		"x": `the string "x"`, nil: "nothing (null)",
+	} {
+		if got := describe(v); got != want {
+			t.Errorf("describe(%#v) = %q, want %q", v, got, want)
+		}
+	}
+}

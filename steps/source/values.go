@@ -146,8 +146,21 @@ func describe(v any) string {
 		return "a list"
 	case map[string]any:
 		return "a mapping"
+	case bool:
+		return fmt.Sprintf("the boolean %v", x)
 	}
-	return fmt.Sprintf("%v (%T)", v, v)
+	if _, ok := toInt64(v); ok || isFloat(v) {
+		return "the number " + tmpl.Stringify(v)
+	}
+	return tmpl.Stringify(v) // in the pipeline's words, never a Go type name
+}
+
+func isFloat(v any) bool {
+	switch v.(type) {
+	case float32, float64:
+		return true
+	}
+	return false
 }
 
 // resolve makes a relative path relative to the pipeline directory.
