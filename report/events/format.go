@@ -34,7 +34,7 @@ type Data struct {
 // Limits are the caps the recorder ran with, so a reader can say what
 // "aggregated" means.
 type Limits struct {
-	Bins          int `json:"bins"`           // time bins per series
+	Bins          int `json:"bins"`            // time bins per series
 	LanesPerStage int `json:"lanes_per_stage"` // worker lanes before "other workers"
 	ExactAttempts int `json:"exact_attempts"`  // attempts kept one by one per stage
 	Failures      int `json:"failures"`        // failed items kept, whole run
@@ -59,8 +59,8 @@ type Stage struct {
 	FirstUS int64       `json:"first_us"` // first attempt start (or first item), -1 none
 	LastUS  int64       `json:"last_us"`
 	// Series over time: bin i covers [i*BinUS, (i+1)*BinUS).
-	BinUS  int64  `json:"bin_us"`
-	Series Series `json:"series"`
+	BinUS  int64         `json:"bin_us"`
+	Series Series        `json:"series"`
 	Errors []*ErrorClass `json:"errors"`
 	// ErrorsOther counts failed items whose class was past the cap of
 	// classes kept.

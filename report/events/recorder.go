@@ -28,17 +28,17 @@ var DefaultLimits = Limits{
 }
 
 const (
-	slowest         = 10   // slowest items kept per stage
-	examplesPerErr  = 3    // example items per error class
-	maxErrorClasses = 50   // classes per stage before "other"
-	maxItemText     = 160  // bytes of an item's JSON kept
-	maxErrorText    = 400  // bytes of an error message kept
-	maxItemAttempts = 20   // attempts kept per kept item
-	firstBinWidth   = 1e6  // ns; doubles as the run outgrows the bins
-	maxOtherNames   = 1e5  // distinct workers counted in an "other" lane
-	histBuckets     = 520  // latency histogram, 8 buckets per power of two
-	outcomes        = 5    // succeeded, failed, skipped, cancelled, filtered
-	noOffset        = -1   // FirstUS/LastUS of a stage that saw nothing
+	slowest         = 10  // slowest items kept per stage
+	examplesPerErr  = 3   // example items per error class
+	maxErrorClasses = 50  // classes per stage before "other"
+	maxItemText     = 160 // bytes of an item's JSON kept
+	maxErrorText    = 400 // bytes of an error message kept
+	maxItemAttempts = 20  // attempts kept per kept item
+	firstBinWidth   = 1e6 // ns; doubles as the run outgrows the bins
+	maxOtherNames   = 1e5 // distinct workers counted in an "other" lane
+	histBuckets     = 520 // latency histogram, 8 buckets per power of two
+	outcomes        = 5   // succeeded, failed, skipped, cancelled, filtered
+	noOffset        = -1  // FirstUS/LastUS of a stage that saw nothing
 	defaultSeed     = 0x9e3779b97f4a7c15
 )
 
