@@ -136,6 +136,7 @@ Exit codes:
 		a.graphCmd(),
 		a.workerCmd(),
 		a.workersCmd(),
+		a.reportCmd(),
 	)
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -46,6 +47,18 @@ a work tree), the revision it was built from when known, and the Go version.`,
 			return nil
 		},
 	}
+}
+
+// buildVersion is the version of this build in one line, for reports:
+// the module version, and the revision when built from a work tree.
+func buildVersion() string {
+	first, rest, _ := strings.Cut(versionText(), "\n")
+	version := strings.TrimPrefix(first, "flow ")
+	if rev, ok := strings.CutPrefix(rest, "revision "); ok {
+		rev, _, _ = strings.Cut(rev, "\n")
+		version += " " + rev
+	}
+	return version
 }
 
 func versionText() string {
