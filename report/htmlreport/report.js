@@ -186,11 +186,13 @@
       if (es && es.bin_us && (es.series.busy_us.length || Object.keys(es.series.done).length)) {
         var charts = el("div", { cls: "charts" });
         var perS = 1e6 / es.bin_us;
-        var done = OUTCOMES.filter(function (o) { return es.series.done[o]; }).map(function (o) {
+        // Cancelled items are not throughput: a stopping run cancels its
+        // queue at once, and that spike would flatten the rest.
+        var done = OUTCOMES.filter(function (o) { return o !== "cancelled" && es.series.done[o]; }).map(function (o) {
           return { color: C[o], v: es.series.done[o].map(function (x) { return x * perS; }) };
         });
         var c1 = el("canvas", { "data-chart": "throughput" }), c2 = el("canvas", { "data-chart": "inflight" }), c3 = el("canvas", { "data-chart": "wait" });
-        charts.appendChild(el("div", { cls: "chart" }, [el("h4", { text: "Throughput (items/s, by outcome)" }), c1]));
+        charts.appendChild(el("div", { cls: "chart" }, [el("h4", { text: "Throughput (items/s, by outcome" + (es.outcomes.cancelled ? "; cancelled left out)" : ")") }), c1]));
         // Stages that run no attempts (sources, sinks, barriers) have no
         // items in flight to show.
         var ran = es.attempts > 0, waited = es.wait_us > 0;
@@ -296,10 +298,12 @@
         }
         g.globalAlpha = 1;
       }
-      var ex = l.exact || [];
+      // Over bins, the attempts kept one by one (the first ones) are drawn
+      // only once a bin is wide enough to tell them apart; failures always.
+      var ex = l.exact || [], okToo = !s.exact_omitted || s.bin_us / span * PW >= 24;
       for (var j = 0; j < ex.length; j++) {
         var a = ex[j];
-        if (a[0] > v1 || a[0] + a[1] < v0) continue;
+        if (a[0] > v1 || a[0] + a[1] < v0 || (!okToo && a[2] === 0)) continue;
         var xa = X(a[0]), xb = X(a[0] + a[1]);
         g.fillStyle = KINDS[a[2]] ? KINDS[a[2]].color : C.failed;
         g.fillRect(xa, y + 1, Math.max(1, xb - xa), bh);
@@ -386,6 +390,13 @@
         return { stage: f.stage, index: f.index, outcome: f.outcome, item: itemText(f.item), error: f.error, class: f.class, kept: "failure", n: f.attempts };
       });
     }
+    // Failures first, then the slowest, then the sample: items that ran
+    // attempts before those of sources and sinks, which say less.
+    var rank = { failure: 0, slow: 1, sample: 2 };
+    items.forEach(function (it, i) { it._order = i; });
+    items.sort(function (a, b) {
+      return (rank[a.kept] - rank[b.kept]) || ((b.attempts ? 1 : 0) - (a.attempts ? 1 : 0)) || (a._order - b._order);
+    });
     items.forEach(function (it) { itemsByKey[it.stage + "/" + it.index] = it; });
     var fs = document.getElementById("f-stage"), fo = document.getElementById("f-outcome");
     (rep.stages || []).forEach(function (s) { fs.appendChild(el("option", { value: s.name, text: s.name })); });
