@@ -180,7 +180,7 @@
       figs.appendChild(fig("retries", fmtN(s.retries)));
       if (es) {
         if (es.redelivered) figs.appendChild(fig("redelivered", fmtN(es.redelivered), "deliveries again after a worker process died"));
-        figs.appendChild(fig("waiting on limits", fmtUS(es.wait_us), fmtN(es.waited) + " items waited on rate or concurrency limits"));
+        figs.appendChild(fig("waiting on limits", es.wait_us ? fmtUS(es.wait_us) : "none", fmtN(es.waited) + " items waited on rate or concurrency limits"));
       }
       card.appendChild(figs);
       if (es && es.bin_us && (es.series.busy_us.length || Object.keys(es.series.done).length)) {
@@ -197,13 +197,13 @@
         // items in flight to show.
         var ran = es.attempts > 0, waited = es.wait_us > 0;
         if (ran) charts.appendChild(el("div", { cls: "chart" }, [el("h4", { text: "In flight vs " + es.workers + " worker" + (es.workers === 1 ? "" : "s") + " (dashed)" }), c2]));
-        if (ran || waited) charts.appendChild(el("div", { cls: "chart" }, [el("h4", { text: waited ? "Waiting on rate and concurrency limits (items)" : "Waiting on limits: never" }), c3]));
+        if (waited) charts.appendChild(el("div", { cls: "chart" }, [el("h4", { text: "Waiting on rate and concurrency limits (items)" }), c3]));
         card.appendChild(charts);
         later.push(function () {
           chart(c1, es, done, []);
           var inflight = es.series.busy_us.map(function (b) { return b / es.bin_us; });
           if (ran) chart(c2, es, [{ color: "rgba(91,155,213,.35)", v: inflight }], [{ color: C.filtered, v: inflight }, { color: "#1d2330", flat: es.workers, dash: [4, 3] }]);
-          if (ran || waited) chart(c3, es, [{ color: C.wait, v: es.series.wait_us.map(function (b) { return b / es.bin_us; }) }], []);
+          if (waited) chart(c3, es, [{ color: C.wait, v: es.series.wait_us.map(function (b) { return b / es.bin_us; }) }], []);
         });
       }
       if (es && es.errors && es.errors.length) {
@@ -266,7 +266,7 @@
     for (var t = Math.ceil(v0 / step) * step; t <= v1; t += step) {
       var x = Math.round(X(t)) + .5;
       g.beginPath(); g.moveTo(x, TL.top - 4); g.lineTo(x, c.h); g.stroke();
-      g.fillText(fmtUS(t), x + 3, 10);
+      g.fillText(t === 0 ? "0" : fmtUS(t), x + 3, 10);
     }
     var y = TL.top;
     TL.lanes.forEach(function (r) {
