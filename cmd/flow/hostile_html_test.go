@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/flowrun/flow/report/events"
 )
@@ -428,6 +430,14 @@ func TestMetricsFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("exit %d and no metrics: %v\n%s", r.code, err, r.stderr)
 	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatalf("Prometheus' parser refuses the metrics: %v\n%s", err, b)
+	}
+	if len(fams["flow_last_run_items"].GetMetric()) != 5*len(r.rep.Stages) {
+		t.Errorf("want 5 outcomes for each of %d stages:\n%s", len(r.rep.Stages), b)
+	}
 	var want []string
 	for _, s := range r.rep.Stages {
 		want = append(want, fmt.Sprintf(`flow_last_run_items{pipeline="nightly-import",stage=%q,outcome="skipped"} %d`, s.Name, s.Skipped))
@@ -437,5 +447,52 @@ func TestMetricsFile(t *testing.T) {
 		if !strings.Contains(string(b), w+"\n") {
 			t.Errorf("no line %s in\n%s", w, b)
 		}
+	}
+}
+
+// flow report: what it needs is said when missing, and a page is still
+// drawn when the events file is gone.
+func TestReportCommand(t *testing.T) {
+	r := relRun(t, failedPipeline, "--progress", "none", "--events", "events.jsonl")
+	exitCode := func(err error) int {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	}
+	out, err := flowCLI(t, r.dir, "report", "report.json")
+	if exitCode(err) != 2 || !strings.Contains(out, "--html") {
+		t.Errorf("without an output: exit %d, %q; want 2 naming --html", exitCode(err), out)
+	}
+	out, err = flowCLI(t, r.dir, "report", "p.yaml", "--html", "x.html")
+	if exitCode(err) != 2 || !strings.Contains(out, "not a run report") {
+		t.Errorf("given a pipeline: exit %d, %q; want 2, not a run report", exitCode(err), out)
+	}
+	if err := os.Rename(filepath.Join(r.dir, "events.jsonl"), filepath.Join(r.dir, "moved.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	out, err = flowCLI(t, r.dir, "report", "report.json", "--html", "gone.html", "--metrics", "flow.prom")
+	if exitCode(err) != 0 || !strings.Contains(out, "events.jsonl") || !strings.Contains(out, "--events") {
+		t.Errorf("events file gone: exit %d, %q; want 0 and a note naming the file and --events", exitCode(err), out)
+	}
+	for _, f := range []string{"gone.html", "flow.prom"} {
+		if _, err := os.Stat(filepath.Join(r.dir, f)); err != nil {
+			t.Errorf("%s not written: %v", f, err)
+		}
+	}
+	page, _ := os.ReadFile(filepath.Join(r.dir, "gone.html"))
+	if !strings.Contains(string(page), `"events":null`) {
+		t.Errorf("the page without events holds events")
+	}
+	out, err = flowCLI(t, r.dir, "report", "report.json", "--events", "moved.jsonl", "--html", "moved.html")
+	if exitCode(err) != 0 || out != "" {
+		t.Errorf("--events given: exit %d, %q", exitCode(err), out)
+	}
+	page, _ = os.ReadFile(filepath.Join(r.dir, "moved.html"))
+	if strings.Contains(string(page), `"events":null`) {
+		t.Errorf("the page drawn with --events has no events")
 	}
 }

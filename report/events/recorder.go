@@ -63,6 +63,9 @@ type Recorder struct {
 	mu     sync.Mutex
 	stages map[string]*stageRec
 	order  []*stageRec
+	// known is a copy of stages read without the lock: every event looks
+	// its stage up, from as many goroutines as there are stages.
+	known atomic.Pointer[map[string]*stageRec]
 
 	failures atomic.Int64 // failed items kept, whole run
 }
@@ -117,6 +120,11 @@ type laneRec struct {
 }
 
 func (r *Recorder) stage(name string) *stageRec {
+	if m := r.known.Load(); m != nil {
+		if s := (*m)[name]; s != nil {
+			return s
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stages[name]
@@ -130,6 +138,11 @@ func (r *Recorder) stage(name string) *stageRec {
 		}
 		r.stages[name] = s
 		r.order = append(r.order, s)
+		m := make(map[string]*stageRec, len(r.stages))
+		for k, v := range r.stages {
+			m[k] = v
+		}
+		r.known.Store(&m)
 	}
 	return s
 }

@@ -216,3 +216,16 @@ func TestConcurrentStages(t *testing.T) {
 		t.Errorf("%d failures, %d kept; want 8000, %d", failures, len(d.Items), DefaultLimits.Failures)
 	}
 }
+
+func BenchmarkItemDone(b *testing.B) {
+	r := New(t0, DefaultLimits)
+	r.StageStarted("work", 8, -1)
+	ev := &engine.ItemEvent{Stage: "work", Item: 1, Outcome: report.Succeeded, Attempts: make([]engine.Attempt, 1)}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		start := t0.Add(time.Duration(i) * time.Microsecond)
+		ev.Index = int64(i)
+		ev.Attempts[0] = engine.Attempt{Worker: "thread 1", Start: start, End: start.Add(time.Microsecond)}
+		r.ItemDone(ev)
+	}
+}
