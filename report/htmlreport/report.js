@@ -39,6 +39,8 @@
     var s = Math.round(us / 1e6), h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
     return (h ? h + "h" : "") + (h ? String(m).padStart(2, "0") : m) + "m" + String(s % 60).padStart(2, "0") + "s";
   }
+  // Durations measured in whole microseconds: 0 means under one.
+  function fmtLat(us) { return us === 0 ? "<1µs" : fmtUS(us); }
   function fmtN(n) { return n == null ? "–" : Number(n).toLocaleString("en-US"); }
   function fmtRate(n) { return n >= 100 ? fmtN(Math.round(n)) : n >= 1 ? n.toFixed(1) : n.toFixed(3); }
   function itemText(v) { if (typeof v === "string") return v; try { return JSON.stringify(v); } catch (e) { return String(v); } }
@@ -163,15 +165,19 @@
       if (s.timed_out) cl.appendChild(el("span", { text: fmtN(s.timed_out) + " timed out" }));
       cl.appendChild(el("span", { text: fmtN(s.out) + " passed on" }));
       card.appendChild(cl);
+      // As the closing summary says: a sink writing a file keeps the old
+      // one when the run does not succeed (print writes as it goes).
+      if (s.role === "sink" && s.kind !== "print" && rep.status !== "succeeded" && s.succeeded > 0)
+        card.appendChild(el("p", { cls: "note", text: "The run did not succeed: this sink kept the old file, so the " + fmtN(s.succeeded) + " items it took were not written." }));
       var figs = el("div", { cls: "figs" });
       figs.appendChild(fig("items/s", fmtRate(s.items_per_second || 0)));
       figs.appendChild(fig("stage time", fmtUS((s.duration || 0) * 1e6)));
       var lat = es && es.latency_us && es.latency_us.count ? es.latency_us : null;
       if (lat) {
-        figs.appendChild(fig("p50", fmtUS(lat.p50), "half the items took less"));
-        figs.appendChild(fig("p90", fmtUS(lat.p90)));
-        figs.appendChild(fig("p99", fmtUS(lat.p99)));
-        figs.appendChild(fig("max", fmtUS(lat.max)));
+        figs.appendChild(fig("p50", fmtLat(lat.p50), "half the items took less"));
+        figs.appendChild(fig("p90", fmtLat(lat.p90)));
+        figs.appendChild(fig("p99", fmtLat(lat.p99)));
+        figs.appendChild(fig("max", fmtLat(lat.max)));
       } else if (s.latency_p50) {
         figs.appendChild(fig("p50", fmtUS(s.latency_p50 * 1e6)));
         figs.appendChild(fig("p95", fmtUS(s.latency_p95 * 1e6)));
@@ -434,14 +440,14 @@
     shown.slice(page * PAGE, page * PAGE + PAGE).forEach(function (it) {
       var att = el("td");
       (it.attempts || []).forEach(function (a) {
-        att.appendChild(el("div", { cls: "att" + (a.class ? " bad" : ""), text: a.worker + " · " + fmtUS(a.dur_us) + (a.class ? " · " + a.class : "") + (a.redelivered ? " · redelivered " + a.redelivered + "×" : "") }));
+        att.appendChild(el("div", { cls: "att" + (a.class ? " bad" : ""), text: a.worker + " · " + fmtLat(a.dur_us) + (a.class ? " · " + a.class : "") + (a.redelivered ? " · redelivered " + a.redelivered + "×" : "") }));
       });
       if (it.attempts_omitted) att.appendChild(el("div", { cls: "att", text: "+" + it.attempts_omitted + " more" }));
       if (!it.attempts && it.n) att.textContent = it.n + " attempt" + (it.n === 1 ? "" : "s");
       var took = it.attempts && it.attempts.length ? (function () { var a = it.attempts, z = a[a.length - 1]; return z.start_us + z.dur_us - a[0].start_us; })() : null;
       tb.appendChild(el("tr", null, [el("td", { text: it.stage }), el("td", { cls: "num", text: String(it.index) }),
         el("td", null, [el("span", { cls: "outcome " + it.outcome, text: it.outcome }), it.kept === "slow" ? el("div", { cls: "hint", text: "among the slowest" }) : null]),
-        el("td", { cls: "item", text: it.item }), att, el("td", { cls: "num", text: took == null ? "" : fmtUS(took) }),
+        el("td", { cls: "item", text: it.item }), att, el("td", { cls: "num", text: took == null ? "" : fmtLat(took) }),
         el("td", { cls: "num", text: it.wait_us ? fmtUS(it.wait_us) : "" }), el("td", { cls: "err", text: (it.class ? "[" + it.class + "] " : "") + (it.error || "") })]));
     });
     document.getElementById("p-info").textContent = "page " + (page + 1) + " of " + pages;
