@@ -284,7 +284,7 @@
       }
       var s = r.stage, l = r.lane, h = TL.rowH, bh = Math.max(2, h - 3);
       g.fillStyle = "#6b7280"; g.font = (h >= 12 ? 11 : 9) + "px system-ui, sans-serif";
-      var label = l.other ? "other (" + l.workers + ")" : l.worker;
+      var label = l.other ? "other (" + l.workers + ")" : (l.worker || "(unnamed)");
       if (h >= 8) g.fillText(label, 16, y + h / 2);
       g.fillStyle = "#f7f8fa"; g.fillRect(L, y + 1, PW, bh);
       g.save(); g.beginPath(); g.rect(L, y, PW, h); g.clip();
