@@ -183,6 +183,14 @@
         figs.appendChild(fig("p95", fmtUS(s.latency_p95 * 1e6)));
         figs.appendChild(fig("max", fmtUS(s.latency_max * 1e6)));
       }
+      if (es && es.attempts) {
+        // Cumulative worker time, and the share of the workers' time it
+        // took: near 100% the stage is saturated, low it waits for input.
+        var busy = 0; es.lanes.forEach(function (l) { busy += l.busy_us; });
+        figs.appendChild(fig("worker time", fmtUS(busy), "attempt time summed over every worker"));
+        var span = Math.max(1, es.last_us - es.first_us) * Math.max(1, es.workers);
+        figs.appendChild(fig("workers busy", Math.min(100, Math.round(100 * busy / span)) + "%", "worker time / (stage time × workers)"));
+      }
       figs.appendChild(fig("retries", fmtN(s.retries)));
       if (es) {
         if (es.redelivered) figs.appendChild(fig("redelivered", fmtN(es.redelivered), "deliveries again after a worker process died"));
