@@ -406,7 +406,7 @@ func docShot(t *testing.T, b *browser, page string) {
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	defer cancel()
 	if err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(1200, 1650),
+		chromedp.EmulateViewport(1200, 1700),
 		chromedp.Navigate("file://"+page),
 		chromedp.WaitReady(`body[data-rendered="true"]`),
 	); err != nil {

@@ -194,7 +194,7 @@
       figs.appendChild(fig("retries", fmtN(s.retries)));
       if (es) {
         if (es.redelivered) figs.appendChild(fig("redelivered", fmtN(es.redelivered), "deliveries again after a worker process died"));
-        figs.appendChild(fig("waiting on limits", es.wait_us ? fmtUS(es.wait_us) : "none", fmtN(es.waited) + " items waited on rate or concurrency limits"));
+        figs.appendChild(fig("wait on limits", es.wait_us ? fmtUS(es.wait_us) : "none", fmtN(es.waited) + " items waited on rate or concurrency limits"));
       }
       card.appendChild(figs);
       if (es && es.bin_us && (es.series.busy_us.length || Object.keys(es.series.done).length)) {
