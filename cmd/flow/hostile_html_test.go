@@ -29,12 +29,12 @@ import (
 	"github.com/flowrun/flow/report/events"
 )
 
-// browser is one headless Chromium shared by the subtests.
-type browser struct {
+// htmlBrowser is one headless Chromium shared by the subtests.
+type htmlBrowser struct {
 	ctx context.Context
 }
 
-func newBrowser(t *testing.T) *browser {
+func newHTMLBrowser(t *testing.T) *htmlBrowser {
 	t.Helper()
 	path := ""
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -61,11 +61,11 @@ func newBrowser(t *testing.T) *browser {
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("starting %s: %v", path, err)
 	}
-	return &browser{ctx: ctx}
+	return &htmlBrowser{ctx: ctx}
 }
 
-// pageFacts is what a test reads from a rendered page.
-type pageFacts struct {
+// htmlPageFacts is what a test reads from a rendered page.
+type htmlPageFacts struct {
 	Rendered   bool    `json:"rendered"`
 	RenderMS   float64 `json:"renderMS"` // the page's script
 	LoadMS     float64 `json:"loadMS"`   // navigation start to rendered
@@ -79,10 +79,10 @@ type pageFacts struct {
 	FirstRow   string  `json:"firstRow"`
 }
 
-// factsJS reads the page: the status badge, the first failure, and how
+// htmlFactsJS reads the page: the status badge, the first failure, and how
 // many pixels of the timeline and of the charts are neither white nor
 // grey (bars and areas are coloured; axes and lane backgrounds are grey).
-const factsJS = `(() => {
+const htmlFactsJS = `(() => {
   const inked = (cv) => {
     if (!cv || !cv.width) return 0;
     const d = cv.getContext("2d").getImageData(0, 0, cv.width, cv.height).data;
@@ -114,7 +114,7 @@ const factsJS = `(() => {
 
 // open renders file in the browser and reads it; it fails the test on any
 // console message of type error or exception.
-func (b *browser) open(t *testing.T, file, shot string) *pageFacts {
+func (b *htmlBrowser) open(t *testing.T, file, shot string) *htmlPageFacts {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	defer cancel()
@@ -160,7 +160,7 @@ func (b *browser) open(t *testing.T, file, shot string) *pageFacts {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	facts, err := chromedp.Run(ctx, chromedp.Evaluate[*pageFacts](factsJS))
+	facts, err := chromedp.Run(ctx, chromedp.Evaluate[*htmlPageFacts](htmlFactsJS))
 	if err != nil {
 		t.Fatalf("reading the page: %v", err)
 	}
@@ -168,7 +168,7 @@ func (b *browser) open(t *testing.T, file, shot string) *pageFacts {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	saveShot(t, shot, png)
+	htmlSaveShot(t, shot, png)
 	// Hovering the timeline must not throw either: its handler reads the
 	// data under the pointer.
 	// (An exception in a handler goes to the console, not to Evaluate.)
@@ -199,7 +199,7 @@ func (b *browser) open(t *testing.T, file, shot string) *pageFacts {
 	return facts
 }
 
-func saveShot(t *testing.T, name string, png []byte) {
+func htmlSaveShot(t *testing.T, name string, png []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
@@ -238,7 +238,7 @@ func htmlRun(t *testing.T, pipeline string, args ...string) (*relResult, string)
 	return r, page
 }
 
-func checkDrawn(t *testing.T, f *pageFacts) {
+func htmlCheckDrawn(t *testing.T, f *htmlPageFacts) {
 	t.Helper()
 	if f.Timeline != "drawn" || f.Inked < 200 {
 		t.Errorf("timeline %q with %d coloured pixels: want it drawn", f.Timeline, f.Inked)
@@ -249,7 +249,7 @@ func checkDrawn(t *testing.T, f *pageFacts) {
 }
 
 func TestHTMLReport(t *testing.T) {
-	b := newBrowser(t)
+	b := newHTMLBrowser(t)
 
 	t.Run("small", func(t *testing.T) {
 		r, page := htmlRun(t, `version: 1
@@ -268,7 +268,7 @@ stages:
 			t.Fatalf("exit %d\n%s", r.code, r.stderr)
 		}
 		f := b.open(t, page, "small.png")
-		checkDrawn(t, f)
+		htmlCheckDrawn(t, f)
 		if f.Status != "succeeded" || f.Failure != "" {
 			t.Errorf("status %q, failure box %q", f.Status, f.Failure)
 		}
@@ -277,24 +277,24 @@ stages:
 		}
 		// Rendered later from the JSON report, which names its events file.
 		later := filepath.Join(r.dir, "later.html")
-		out, err := flowCLI(t, r.dir, "report", "report.json", "--html", later)
+		out, err := htmlCLI(t, r.dir, "report", "report.json", "--html", later)
 		if err != nil {
 			t.Fatalf("flow report: %v\n%s", err, out)
 		}
 		g := b.open(t, later, "small-later.png")
-		checkDrawn(t, g)
+		htmlCheckDrawn(t, g)
 		if g.Rows != f.Rows {
 			t.Errorf("rendered later: %d rows, at the run's end %d", g.Rows, f.Rows)
 		}
 	})
 
 	t.Run("failed", func(t *testing.T) {
-		r, page := htmlRun(t, failedPipeline)
+		r, page := htmlRun(t, htmlFailedPipeline)
 		if r.code != 1 {
 			t.Fatalf("exit %d, want 1\n%s", r.code, r.stderr)
 		}
 		f := b.open(t, page, "failed.png")
-		checkDrawn(t, f)
+		htmlCheckDrawn(t, f)
 		first := r.rep.Failures[0]
 		if f.Status != "failed" || !strings.Contains(f.Failure, fmt.Sprintf("item #%d", first.Index)) || !strings.Contains(f.Failure, "boom") {
 			t.Errorf("status %q; failure box %q: want item #%d and its error", f.Status, f.Failure, first.Index)
@@ -303,7 +303,7 @@ stages:
 			t.Errorf("first row of the table %q: want a failure first", f.FirstRow)
 		}
 		if os.Getenv("FLOW_SCREENSHOTS") == "docs" {
-			docShot(t, b, page)
+			htmlDocShot(t, b, page)
 		}
 	})
 
@@ -331,7 +331,7 @@ stages:
 			t.Errorf("report.html is %d bytes for a million items: want a few MB at most", fi.Size())
 		}
 		f := b.open(t, page, "million.png")
-		checkDrawn(t, f)
+		htmlCheckDrawn(t, f)
 		if !strings.Contains(f.RowsNote, "1,000,000") && !strings.Contains(f.RowsNote, "3,000,000") {
 			t.Errorf("the table's note %q does not say how many items there were", f.RowsNote)
 		}
@@ -360,7 +360,7 @@ stages:
 			t.Fatalf("exit %d\n%s", r.code, r.stderr)
 		}
 		f := b.open(t, page, "process-killed.png")
-		checkDrawn(t, f)
+		htmlCheckDrawn(t, f)
 		if !strings.Contains(f.Failure, "crash") || !strings.Contains(f.Failure, "worker process") {
 			t.Errorf("failure box %q: want the crash of the worker process", f.Failure)
 		}
@@ -381,9 +381,9 @@ stages:
 	})
 }
 
-// failedPipeline retries, skips, and then stops: a run with a bit of
+// htmlFailedPipeline retries, skips, and then stops: a run with a bit of
 // everything, for the picture in docs/report.md.
-const failedPipeline = `version: 1
+const htmlFailedPipeline = `version: 1
 name: nightly-import
 stages:
   - name: numbers
@@ -400,9 +400,9 @@ stages:
     sink: {write: {path: out.jsonl}}
 `
 
-// docShot refreshes docs/report.png: the top of the failed run's page at a
+// htmlDocShot refreshes docs/report.png: the top of the failed run's page at a
 // size that reads well in the docs (and stays small).
-func docShot(t *testing.T, b *browser, page string) {
+func htmlDocShot(t *testing.T, b *htmlBrowser, page string) {
 	ctx, cancel := chromedp.NewContext(b.ctx)
 	defer cancel()
 	if err := chromedp.Do(ctx,
@@ -423,8 +423,8 @@ func docShot(t *testing.T, b *browser, page string) {
 	t.Logf("wrote %s (%d KB)", path, len(png)/1024)
 }
 
-// flowCLI runs the CLI (this test binary as flow) in dir.
-func flowCLI(t *testing.T, dir string, args ...string) (string, error) {
+// htmlCLI runs the CLI (this test binary as flow) in dir.
+func htmlCLI(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Dir = dir
@@ -435,7 +435,7 @@ func flowCLI(t *testing.T, dir string, args ...string) (string, error) {
 
 // The metrics file of a real run parses and counts what the report counts.
 func TestMetricsFile(t *testing.T) {
-	r := relRun(t, failedPipeline, "--progress", "none", "--metrics", "flow.prom")
+	r := relRun(t, htmlFailedPipeline, "--progress", "none", "--metrics", "flow.prom")
 	b, err := os.ReadFile(filepath.Join(r.dir, "flow.prom"))
 	if err != nil {
 		t.Fatalf("exit %d and no metrics: %v\n%s", r.code, err, r.stderr)
@@ -463,7 +463,7 @@ func TestMetricsFile(t *testing.T) {
 // flow report: what it needs is said when missing, and a page is still
 // drawn when the events file is gone.
 func TestReportCommand(t *testing.T) {
-	r := relRun(t, failedPipeline, "--progress", "none", "--events", "events.jsonl")
+	r := relRun(t, htmlFailedPipeline, "--progress", "none", "--events", "events.jsonl")
 	exitCode := func(err error) int {
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode()
@@ -473,18 +473,18 @@ func TestReportCommand(t *testing.T) {
 		}
 		return 0
 	}
-	out, err := flowCLI(t, r.dir, "report", "report.json")
+	out, err := htmlCLI(t, r.dir, "report", "report.json")
 	if exitCode(err) != 2 || !strings.Contains(out, "--html") {
 		t.Errorf("without an output: exit %d, %q; want 2 naming --html", exitCode(err), out)
 	}
-	out, err = flowCLI(t, r.dir, "report", "p.yaml", "--html", "x.html")
+	out, err = htmlCLI(t, r.dir, "report", "p.yaml", "--html", "x.html")
 	if exitCode(err) != 2 || !strings.Contains(out, "not a run report") {
 		t.Errorf("given a pipeline: exit %d, %q; want 2, not a run report", exitCode(err), out)
 	}
 	if err := os.Rename(filepath.Join(r.dir, "events.jsonl"), filepath.Join(r.dir, "moved.jsonl")); err != nil {
 		t.Fatal(err)
 	}
-	out, err = flowCLI(t, r.dir, "report", "report.json", "--html", "gone.html", "--metrics", "flow.prom")
+	out, err = htmlCLI(t, r.dir, "report", "report.json", "--html", "gone.html", "--metrics", "flow.prom")
 	if exitCode(err) != 0 || !strings.Contains(out, "events.jsonl") || !strings.Contains(out, "--events") {
 		t.Errorf("events file gone: exit %d, %q; want 0 and a note naming the file and --events", exitCode(err), out)
 	}
@@ -497,7 +497,7 @@ func TestReportCommand(t *testing.T) {
 	if !strings.Contains(string(page), `"events":null`) {
 		t.Errorf("the page without events holds events")
 	}
-	out, err = flowCLI(t, r.dir, "report", "report.json", "--events", "moved.jsonl", "--html", "moved.html")
+	out, err = htmlCLI(t, r.dir, "report", "report.json", "--events", "moved.jsonl", "--html", "moved.html")
 	if exitCode(err) != 0 || out != "" {
 		t.Errorf("--events given: exit %d, %q", exitCode(err), out)
 	}
