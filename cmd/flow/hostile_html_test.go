@@ -506,3 +506,43 @@ func TestReportCommand(t *testing.T) {
 		t.Errorf("the page drawn with --events has no events")
 	}
 }
+
+// The page, the events file and the metrics show no secret: items built
+// from one, failing, kept in the table and in error examples, one long
+// enough to be cut where the secret was.
+func TestHTMLReportHidesSecrets(t *testing.T) {
+	r := relRun(t, fmt.Sprintf(`version: 1
+name: secretive
+vars:
+  amp: {default: %s, secret: true}
+stages:
+  - name: src
+    source: {range: {from: 1, to: 30}}
+  - name: mk
+    step: compute
+    with: {value: "${ (item %% 2 == 0 ? '%s' : 'k-') + vars.amp }"}
+  - name: bad
+    step: compute
+    on_error: skip
+    with: {value: "${ len(item) > 100 ? fail('refused ' + item) : item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, relYAML(secAmp), strings.Repeat("x", 150)), "--progress", "none", "--html", "report.html", "--events", "events.jsonl", "--metrics", "flow.prom")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if s := r.stage(t, "bad"); s.Skipped != 15 {
+		t.Fatalf("bad: %d skipped, want the 15 long items", s.Skipped)
+	}
+	for _, f := range []string{"report.html", "events.jsonl", "flow.prom"} {
+		b, err := os.ReadFile(filepath.Join(r.dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secretLeaks(t, f, string(b), secAmp)
+		if f != "flow.prom" && !strings.Contains(string(b), "k-***") {
+			t.Errorf("%s does not show the items, redacted", f)
+		}
+	}
+	secretScan(t, r, secAmp)
+}
