@@ -263,7 +263,9 @@
     TL.rowH = nl > 60 ? 8 : nl > 30 ? 12 : 18;
   })();
 
-  function tlY(i) { var y = TL.top; for (var k = 0; k < i; k++) y += TL.lanes[k].header ? 18 : TL.rowH; return y; }
+  // A lane whose worker held several items at once gets room for them.
+  function rowH(r) { return r.header ? 18 : Math.max(TL.rowH, Math.min(tracksOf(r.lane).n, MAXTRACKS) * 6 + 4); }
+  function tlY(i) { var y = TL.top; for (var k = 0; k < i; k++) y += rowH(TL.lanes[k]); return y; }
   function tlHeight() { return tlY(TL.lanes.length) + 6; }
   function drawTimeline() {
     if (!TL.lanes.length) return;
@@ -290,7 +292,7 @@
         g.strokeStyle = "#e3e6ec"; g.beginPath(); g.moveTo(0, y + .5); g.lineTo(W, y + .5); g.stroke();
         y += 18; return;
       }
-      var s = r.stage, l = r.lane, h = TL.rowH, bh = Math.max(2, h - 3);
+      var s = r.stage, l = r.lane, h = rowH(r), bh = Math.max(2, h - 3);
       g.fillStyle = "#6b7280"; g.font = (h >= 12 ? 11 : 9) + "px system-ui, sans-serif";
       var label = l.other ? "other (" + l.workers + ")" : (l.worker || "(unnamed)");
       if (h >= 8) g.fillText(label, 16, y + h / 2);
@@ -318,14 +320,35 @@
       for (var j = 0; j < ex.length; j++) {
         var a = ex[j];
         if (a[0] > v1 || a[0] + a[1] < v0 || (!okToo && a[2] === 0)) continue;
-        var xa = X(a[0]), xb = X(a[0] + a[1]);
+        var xa = X(a[0]), xb = X(a[0] + a[1]), tr = tracksOf(l);
+        var th = bh / tr.n, ty = y + 1 + tr.of[j] * th;
         g.fillStyle = KINDS[a[2]] ? KINDS[a[2]].color : C.failed;
-        g.fillRect(xa, y + 1, Math.max(1, xb - xa), bh);
+        g.fillRect(xa, ty, Math.max(1, xb - xa), Math.max(1, th - (tr.n > 1 ? .5 : 0)));
       }
       g.restore();
       y += h;
     });
     document.body.dataset.timeline = "drawn";
+  }
+  // tracksOf packs a lane's attempts into tracks so that none hides
+  // another: a worker process holds several items at once when the pool
+  // sends them ahead (process mode), and each track is a slot. Past
+  // MAXTRACKS, attempts share the last track.
+  var MAXTRACKS = 6;
+  function tracksOf(l) {
+    if (l._tracks) return l._tracks;
+    var ex = l.exact || [], idx = ex.map(function (_, i) { return i; });
+    idx.sort(function (i, j) { return ex[i][0] - ex[j][0]; });
+    var ends = [], of = new Array(ex.length);
+    idx.forEach(function (i) {
+      var a = ex[i], k = 0;
+      while (k < ends.length && ends[k] > a[0]) k++;
+      if (k >= MAXTRACKS) k = MAXTRACKS - 1;
+      ends[k] = Math.max(ends[k] || 0, a[0] + a[1]);
+      of[i] = k;
+    });
+    l._tracks = { n: Math.max(1, ends.length), of: of };
+    return l._tracks;
   }
   function mix(a, b, f) {
     function p(c) { c = c.replace("#", ""); return [0, 2, 4].map(function (i) { return parseInt(c.substr(i, 2), 16); }); }
@@ -335,8 +358,8 @@
   function laneAt(yy) {
     var y = TL.top;
     for (var i = 0; i < TL.lanes.length; i++) {
-      var h = TL.lanes[i].header ? 18 : TL.rowH;
-      if (yy >= y && yy < y + h) return TL.lanes[i];
+      var h = rowH(TL.lanes[i]);
+      if (yy >= y && yy < y + h) { TL.hoverY = yy - y; return TL.lanes[i]; }
       y += h;
     }
     return null;
@@ -374,7 +397,13 @@
       var row = laneAt(y);
       if (!row || row.header || x < TL.left) { tip.hidden = true; return; }
       var t = tAt(x), s = row.stage, l = row.lane, PWt = (TL.view1 - TL.view0) / (TL.W - TL.left - 8), best = null;
-      (l.exact || []).forEach(function (a) { if (t >= a[0] - 2 * PWt && t <= a[0] + a[1] + 2 * PWt && (!best || a[1] < best[1])) best = a; });
+      // The attempt under the pointer: in its track when the lane has
+      // several, the shortest when bars are thinner than a pixel.
+      var tr = tracksOf(l), track = Math.floor((TL.hoverY - 1) / (Math.max(2, rowH(row) - 3) / tr.n));
+      (l.exact || []).forEach(function (a, j) {
+        if (tr.n > 1 && tr.of[j] !== track) return;
+        if (t >= a[0] - 2 * PWt && t <= a[0] + a[1] + 2 * PWt && (!best || a[1] < best[1])) best = a;
+      });
       var text;
       if (best) {
         text = s.name + " · " + l.worker + "\nitem #" + best[3] + " — " + (KINDS[best[2]] ? KINDS[best[2]].name : "?") +
