@@ -420,7 +420,7 @@
       var tx = Math.min(x + 14, TL.W - 300), ty = y + 14;
       tip.style.left = Math.max(0, tx) + "px"; tip.style.top = ty + "px";
     });
-    window.addEventListener("resize", function () { drawTimeline(); });
+    window.addEventListener("resize", function () { drawTimeline(); later.forEach(function (f) { f(); }); });
   })();
 
   // ---- Items ----
