@@ -308,18 +308,20 @@
           var f = starts[i] ? (fails[i] || 0) / starts[i] : 0;
           var x0 = X(i * s.bin_us), x1 = X((i + 1) * s.bin_us);
           var per = l.other ? Math.max(1, l.workers) : 1;
-          g.globalAlpha = Math.min(1, .2 + .8 * b / per);
+          // Failures show at any load: a quick failing attempt keeps a
+          // worker busy for little time.
+          g.globalAlpha = Math.min(1, Math.max(.2 + .8 * b / per, f > 0 ? .4 + .6 * f : 0));
           g.fillStyle = f > 0 ? mix(C.succeeded, C.failed, Math.min(1, .3 + f)) : C.succeeded;
           g.fillRect(x0, y + 1, Math.max(1, x1 - x0 - .3), bh);
         }
         g.globalAlpha = 1;
       }
       // Over bins, the attempts kept one by one (the first ones) are drawn
-      // only once a bin is wide enough to tell them apart; failures always.
-      var ex = l.exact || [], okToo = !s.exact_omitted || s.bin_us / span * PW >= 24;
-      for (var j = 0; j < ex.length; j++) {
+      // only once a bin is wide enough to tell them apart.
+      var ex = l.exact || [], exact = !s.exact_omitted || s.bin_us / span * PW >= 24;
+      for (var j = 0; exact && j < ex.length; j++) {
         var a = ex[j];
-        if (a[0] > v1 || a[0] + a[1] < v0 || (!okToo && a[2] === 0)) continue;
+        if (a[0] > v1 || a[0] + a[1] < v0) continue;
         var xa = X(a[0]), xb = X(a[0] + a[1]), tr = tracksOf(l);
         var th = bh / tr.n, ty = y + 1 + tr.of[j] * th;
         g.fillStyle = KINDS[a[2]] ? KINDS[a[2]].color : C.failed;
