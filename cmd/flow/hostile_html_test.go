@@ -546,3 +546,30 @@ stages:
 	}
 	secretScan(t, r, secAmp)
 }
+
+// With progress on, both the progress display and the recorder get every
+// event (the CLI's fan-out sink).
+func TestHTMLReportBesideProgress(t *testing.T) {
+	r := relRun(t, `version: 1
+stages:
+  - name: src
+    source: {range: {from: 1, to: 40}}
+  - name: double
+    step: compute
+    with: {value: "${ item * 2 }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, "--events", "events.jsonl")
+	if r.code != 0 || !strings.Contains(r.stderr, "40/40") {
+		t.Fatalf("exit %d; want the plain progress to reach 40/40:\n%s", r.code, r.stderr)
+	}
+	ev, err := events.ReadFile(filepath.Join(r.dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ev.Stages {
+		if s.Outcomes["succeeded"] != 40 {
+			t.Errorf("stage %s: %d succeeded recorded, want 40", s.Name, s.Outcomes["succeeded"])
+		}
+	}
+}
