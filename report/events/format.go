@@ -37,6 +37,7 @@ type Limits struct {
 	Bins          int `json:"bins"`            // time bins per series
 	LanesPerStage int `json:"lanes_per_stage"` // worker lanes before "other workers"
 	ExactAttempts int `json:"exact_attempts"`  // attempts kept one by one per stage
+	ExactTotal    int `json:"exact_total"`     // and in the whole run
 	Failures      int `json:"failures"`        // failed items kept, whole run
 	Sample        int `json:"sample"`          // other items kept per stage
 }

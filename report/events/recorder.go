@@ -23,6 +23,7 @@ var DefaultLimits = Limits{
 	Bins:          512,
 	LanesPerStage: 32,
 	ExactAttempts: 20000,
+	ExactTotal:    60000,
 	Failures:      5000,
 	Sample:        300,
 }
@@ -68,6 +69,7 @@ type Recorder struct {
 	known atomic.Pointer[map[string]*stageRec]
 
 	failures atomic.Int64 // failed items kept, whole run
+	exact    atomic.Int64 // attempts kept one by one, whole run
 }
 
 var _ engine.EventSink = (*Recorder)(nil)
@@ -289,7 +291,7 @@ func (r *Recorder) attempt(s *stageRec, a *engine.Attempt, kind int, index int64
 	}
 	s.addOverlap(l.busy, start, end)
 	s.addOverlap(s.busy, start, end)
-	if s.exact < r.limits.ExactAttempts {
+	if s.exact < r.limits.ExactAttempts && r.exact.Add(1) <= int64(r.limits.ExactTotal) {
 		s.exact++
 		l.Exact = append(l.Exact, [4]int64{start / 1e3, (end - start) / 1e3, int64(kind), index})
 	} else {

@@ -51,7 +51,7 @@ func sum(b []int64) (n int64) {
 // Whatever the number of items, what is kept is bounded, and what is left
 // out is counted.
 func TestBoundedAndCounted(t *testing.T) {
-	lim := Limits{Bins: 64, LanesPerStage: 8, ExactAttempts: 1000, Failures: 50, Sample: 20}
+	lim := Limits{Bins: 64, LanesPerStage: 8, ExactAttempts: 1000, ExactTotal: 5000, Failures: 50, Sample: 20}
 	r := New(t0, lim)
 	r.now = func() time.Time { return t0.Add(time.Hour) }
 	const n, workers = 200000, 40
@@ -227,5 +227,28 @@ func BenchmarkItemDone(b *testing.B) {
 		ev.Index = int64(i)
 		ev.Attempts[0] = engine.Attempt{Worker: "thread 1", Start: start, End: start.Add(time.Microsecond)}
 		r.ItemDone(ev)
+	}
+}
+
+// Many stages share one budget of exact attempts.
+func TestExactAttemptsRunBudget(t *testing.T) {
+	lim := DefaultLimits
+	lim.ExactAttempts, lim.ExactTotal = 100, 250
+	r := New(t0, lim)
+	for s := 0; s < 4; s++ {
+		for i := 0; i < 200; i++ {
+			a := engine.Attempt{Worker: "thread 0", Start: t0, End: t0.Add(time.Millisecond)}
+			r.ItemDone(&engine.ItemEvent{Stage: fmt.Sprintf("s%d", s), Index: int64(i), Outcome: report.Succeeded, Attempts: []engine.Attempt{a}})
+		}
+	}
+	var kept, omitted int64
+	for _, s := range r.Data().Stages {
+		for _, l := range s.Lanes {
+			kept += int64(len(l.Exact))
+		}
+		omitted += s.ExactOmitted
+	}
+	if kept != 250 || kept+omitted != 800 {
+		t.Errorf("%d kept, %d omitted; want 250 of 800", kept, omitted)
 	}
 }
