@@ -22,6 +22,16 @@ type Report struct {
 	Duration Duration  `json:"duration"`
 	ExitCode int       `json:"exit_code"`
 	Status   Status    `json:"status"`
+
+	// Version is flow's version; FileSHA256 the hash of the pipeline text
+	// that ran, to tell two runs of edited files apart. Events names the
+	// events file written beside the report (--events), relative to the
+	// report's directory when it is inside it: `flow report` reads it for
+	// the timeline (docs/report-format.md).
+	Version    string `json:"flow_version,omitempty"`
+	FileSHA256 string `json:"file_sha256,omitempty"`
+	Events     string `json:"events,omitempty"`
+
 	Reason   string    `json:"reason,omitempty"` // why the run did not succeed
 	// Problems lists, for a run refused before it started (status invalid),
 	// every problem found, each as FILE:LINE:COL: message.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -53,6 +54,19 @@ commit was given at link time:
 			return nil
 		},
 	}
+}
+
+// buildVersion is the version of this build in one line, for reports:
+// the module version, and the revision when built from a work tree.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	first, rest, _ := strings.Cut(versionText(bi, ok, Revision), "\n")
+	version := strings.TrimPrefix(first, "flow ")
+	if rev, ok := strings.CutPrefix(rest, "revision "); ok {
+		rev, _, _ = strings.Cut(rev, "\n")
+		version += " " + rev
+	}
+	return version
 }
 
 // Revision is the commit of a build made without Go's version control

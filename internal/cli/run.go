@@ -18,12 +18,16 @@ import (
 	"github.com/flowrun/flow/internal/redact"
 	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/report/events"
 	"github.com/flowrun/flow/steps"
 )
 
 type runFlags struct {
 	sets     []string
 	report   string
+	events   string
+	html     string
+	metrics  string
 	progress string
 	lock     lockFlags
 	cluster  clusterFlags
@@ -59,6 +63,15 @@ FILE is tried first: one that cannot be written stops the run before it
 starts. It is replaced atomically (a symbolic link is written through) and
 readable by others (0644 less the umask).
 
+--html FILE writes a self-contained HTML page of the run: status, the first
+failure, per stage the outcomes, throughput, items in flight against the
+workers, time waiting on limits, latency percentiles and errors by class, a
+timeline with one lane per worker, and a table of items (failures first).
+--events FILE keeps what the page needs beside the JSON report, for flow
+report to draw it later. --metrics FILE writes the run's figures in the
+Prometheus text format, for node_exporter's textfile collector. All are
+written atomically, like the report, whatever happens.
+
 SIGINT (Ctrl-C) or SIGTERM stops the sources, cancels running work, drains the
 stages, writes the report and exits 130 or 143. A second signal exits at once.
 
@@ -78,6 +91,7 @@ it.`,
   FLOW_VAR_base_url=http://localhost:8080 flow run api.yaml
   flow run pipeline.yaml --progress plain 2> progress.log
   flow run pipeline.yaml > results.jsonl
+  flow run pipeline.yaml --html run.html --metrics /var/lib/node_exporter/textfile/flow.prom
   flow run nightly.yaml --lock /tmp/nightly.lock --lock-mode skip   # from cron
   flow run big.yaml --nats nats://queue.internal:4222             # mode: cluster stages on flow workers`,
 		Args:              oneFile,
@@ -91,6 +105,9 @@ it.`,
 	fl := cmd.Flags()
 	fl.StringArrayVar(&f.sets, "set", nil, "override variable NAME with VALUE (`NAME=VALUE`, repeatable)")
 	fl.StringVar(&f.report, "report", "", "write the run report as JSON to `FILE` (also on failure and interrupt)")
+	fl.StringVar(&f.html, "html", "", "write a self-contained HTML page of the run (timeline, charts, items) to `FILE`")
+	fl.StringVar(&f.events, "events", "", "write what the HTML page needs to `FILE` (JSON Lines), for flow report --html")
+	fl.StringVar(&f.metrics, "metrics", "", "write the run's figures in the Prometheus text format to `FILE` (node_exporter textfile collector)")
 	fl.StringVar(&f.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, nothing otherwise), bar, plain ([n/total] lines) or none")
 	addLockFlags(cmd, &f.lock)
 	addClusterFlags(cmd, &f.cluster)
@@ -98,6 +115,9 @@ it.`,
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("report", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
+	})
+	_ = cmd.RegisterFlagCompletionFunc("html", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"html"}, cobra.ShellCompDirectiveFilterFileExt
 	})
 	return cmd
 }
@@ -235,6 +255,11 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	// never overwrite it; after out.close they write straight through.
 	stderr := out.stderr
 	hist.writeTo(stderr)
+	files := outputs{report: f.report, events: f.events, html: f.html, metrics: f.metrics}
+	var rec *events.Recorder
+	if files.recording() {
+		out.events, rec = withRecorder(out.events, time.Now())
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -302,6 +327,13 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 			}
 			rep.Status, rep.Reason = "interrupted", reason
 		}
+	}
+	if rep == nil {
+		if names := files.others(); names != "" {
+			fmt.Fprintf(stderr, "flow: nothing written to %s: the run did not start\n", names)
+		}
+	} else if !files.write(stderr, red, p, rep, rec) && code == ExitOK {
+		code = ExitFailed
 	}
 	hist.finish(rep, code, runErr)
 	o.rep = rep
