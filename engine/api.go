@@ -118,4 +118,8 @@ type Attempt struct {
 	// worker that died holding the item is not the item's fault, and such
 	// a delivery does not count against the retry budget.
 	Redelivered int
+	// Cached: the result came from a result cache, not from running the
+	// step (a runner that consults one sets it). The stage counts such
+	// successes in report.Stage.Cached.
+	Cached bool
 }

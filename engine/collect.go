@@ -200,6 +200,9 @@ func (st *stepStage) account(c *chunk, from, to int, em *emitter) {
 				st.cancelled(e.in, &e.tries) // after the failure that stopped it
 				continue
 			}
+			if e.tries.last.Cached {
+				rep.Cached++
+			}
 			em.add(steps.Record{Index: e.in.Index, Item: e.res}, e.in, true, &e.tries)
 		case outLate:
 			rep.Cancelled++

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"github.com/flowrun/flow/spec"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -207,5 +209,37 @@ stages:
 	rep := runT(t, context.Background(), p, config{}, nil)
 	if rep.Status != report.StatusFailed || rep.ExitCode != 1 || !strings.Contains(rep.Reason, "complete: first wanted 1 success(es) and got 0") {
 		t.Fatalf("status %s exit %d: %s", rep.Status, rep.ExitCode, rep.Reason)
+	}
+}
+
+// cachedRunner answers from a "cache" for even items.
+type cachedRunner struct{}
+
+func (cachedRunner) Do(ctx context.Context, in steps.Input, at *Attempt) (any, error) {
+	at.Cached = in.Index%2 == 0
+	return in.Item, nil
+}
+func (cachedRunner) Close() error { return nil }
+
+// A runner that answers from a cache says so on the attempt; the stage
+// counts those successes apart.
+func TestCachedAttemptsAreCounted(t *testing.T) {
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 10}}
+  - {name: work, step: pass, mode: process}
+`)
+	ev := &recordEvents{stage: "work"}
+	rep, err := Run(context.Background(), p, Options{Registry: reg, Stdout: io.Discard, Events: ev,
+		Runners: Runners{spec.ModeProcess: func(StageRun) (Runner, error) { return cachedRunner{}, nil }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := stageOf(t, rep, "work"); w.Succeeded != 10 || w.Cached != 5 {
+		t.Fatalf("work %+v", *w)
+	}
+	if e := ev.byIndex(4); e == nil || len(e.Attempts) != 1 || !e.Attempts[0].Cached {
+		t.Errorf("item 4: %+v", e)
 	}
 }

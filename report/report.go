@@ -32,7 +32,7 @@ type Report struct {
 	FileSHA256 string `json:"file_sha256,omitempty"`
 	Events     string `json:"events,omitempty"`
 
-	Reason   string    `json:"reason,omitempty"` // why the run did not succeed
+	Reason string `json:"reason,omitempty"` // why the run did not succeed
 	// Problems lists, for a run refused before it started (status invalid),
 	// every problem found, each as FILE:LINE:COL: message.
 	Problems []string  `json:"problems,omitempty"`
@@ -61,7 +61,10 @@ type Stage struct {
 	Filtered  int64  `json:"filtered"`
 	TimedOut  int64  `json:"timed_out"`
 	Retries   int64  `json:"retries"`
-	Out       int64  `json:"out"` // items passed downstream
+	// Cached counts the succeeded items whose result came from the result
+	// cache instead of a run (a subset of Succeeded).
+	Cached int64 `json:"cached,omitempty"`
+	Out    int64 `json:"out"` // items passed downstream
 
 	LatencyP50 Duration `json:"latency_p50"`
 	LatencyP95 Duration `json:"latency_p95"`
