@@ -33,6 +33,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/internal/textsafe"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -207,12 +208,10 @@ func shortItem(v any) string {
 	return string(r[:head]) + "…" + string(r[len(r)-(n-head-1):])
 }
 
-func oneLine(s string) string {
-	if strings.ContainsAny(s, "\r\n") {
-		s = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
-	}
-	return s
-}
+// oneLine makes text from items, results and errors safe on a terminal:
+// on one line, with escape sequences and other controls shown escaped, so
+// that an item cannot colour, clear or forge a line of flow's own.
+func oneLine(s string) string { return textsafe.Line(s) }
 
 func shorten(s string, n int) string {
 	r := []rune(s)

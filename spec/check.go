@@ -180,6 +180,13 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 	if s.MaxErrors > 0 && s.OnError != OnErrorSkip && s.OnError != OnErrorKeep {
 		ds.Add(conf.KeyPos(s.Node, "max_errors"), "max_errors applies with on_error: skip or keep; with on_error: fail the first failure stops the run")
 	}
+	if max := MaxWorkers[s.Mode]; max > 0 && s.Workers.N > max {
+		ds.Add(conf.ValuePos(s.Node, "workers"), "workers: %d is more than mode: %s allows (%d): %s", s.Workers.N, s.Mode, max, map[Mode]string{
+			ModeProcess: "each worker is a process of its own; for many items in flight, use mode: thread (I/O) or split the work over stages",
+			ModeThread:  "each is a goroutine with an item in flight; for more, use mode: cluster",
+			ModeCluster: "it bounds the stage's items in flight across the cluster",
+		}[s.Mode])
+	}
 	if s.Mode != ModeProcess {
 		for _, k := range []string{"max_tasks_per_child", "memory"} {
 			if conf.Lookup(s.Node, k) != nil {
@@ -216,6 +223,11 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 
 	return ds
 }
+
+// MaxWorkers bounds workers: per mode, so that a typo (workers: 3000 for
+// 30) or a hostile file cannot fork thousands of processes or start
+// millions of goroutines.
+var MaxWorkers = map[Mode]int{ModeProcess: 256, ModeThread: 10000, ModeCluster: 100000}
 
 func typeWord(t reflect.Type) string {
 	switch t.Kind() {

@@ -265,3 +265,20 @@ func TestSecretMustBeOneString(t *testing.T) {
 		}
 	}
 }
+
+// workers: is bounded per mode.
+func TestWorkersBounded(t *testing.T) {
+	for src, want := range map[string]string{
+		"{name: w, step: compute, mode: process, workers: 300, with: {value: 1}}":    "workers: 300 is more than mode: process allows (256)",
+		"{name: w, step: compute, workers: 100000000, with: {value: 1}}":             "workers: 100000000 is more than mode: thread allows (10000)",
+		"{name: w, step: compute, mode: cluster, workers: 200000, with: {value: 1}}": "mode: cluster allows (100000)",
+	} {
+		_, err := spec.Parse("p.yaml", []byte("version: 1\nstages:\n  - {name: s, source: {items: [1]}}\n  - "+src+"\n"), spec.Options{}, spectest.Registry())
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "p.yaml:4:") {
+			t.Errorf("%s: got %v, want %q at line 4", src, err, want)
+		}
+	}
+	if _, err := spec.Parse("p.yaml", []byte("version: 1\nstages:\n  - {name: s, source: {items: [1]}}\n  - {name: w, step: compute, mode: process, workers: 256, with: {value: 1}}\n"), spec.Options{}, spectest.Registry()); err != nil {
+		t.Errorf("256 processes refused: %v", err)
+	}
+}

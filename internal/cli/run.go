@@ -16,6 +16,7 @@ import (
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/internal/redact"
+	"github.com/flowrun/flow/internal/textsafe"
 	"github.com/flowrun/flow/progress"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/report/events"
@@ -309,7 +310,7 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	} else if runErr != nil && (sig == nil || !errors.Is(runErr, context.Canceled)) {
 		// Building a source or a sink fails with its options in the
 		// message, which may be made of secret variables.
-		fmt.Fprintln(stderr, red.String("flow: "+runErr.Error()))
+		fmt.Fprintln(stderr, textsafe.Line(red.String("flow: "+runErr.Error())))
 		if rep == nil {
 			o.reason = red.String("the run could not start: " + runErr.Error())
 		}
@@ -410,7 +411,7 @@ func summary(r *report.Report) string {
 	}
 	fmt.Fprintf(&b, "flow: %s %s in %s", name, status, roundDuration(time.Duration(r.Duration)))
 	if r.Reason != "" && r.Status != "succeeded" {
-		fmt.Fprintf(&b, " (%s)", r.Reason)
+		fmt.Fprintf(&b, " (%s)", textsafe.Line(r.Reason))
 	}
 	for i, s := range r.Stages {
 		if i == 0 {
