@@ -42,7 +42,7 @@ func TestPlainFollowsTheLastStep(t *testing.T) {
 	p.ItemDone(itemEvent("thumbs", "cancelled", steps.Input{Index: 2, Item: "c.jpg"}, nil, nil))
 	p.ItemDone(itemEvent("thumbs", "skipped", steps.Input{Index: 2, Item: "c.jpg"}, nil, errors.New("timeout")))
 	p.Close()
-	want := "resize: b.jpg -> error: not an image: bad header\n" +
+	want := "resize: b.jpg -> error: not an image:\\nbad header\n" +
 		"[1/3] a.jpg -> resized/a.jpg\n" +
 		"[2/3] c.jpg -> error: timeout\n"
 	if buf.String() != want {
