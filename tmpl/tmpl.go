@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
@@ -434,14 +435,23 @@ func (t *T) Eval(s *Scope) (any, error) {
 	}
 	// Each evaluation gets its own memory budget and a ctx that is never
 	// nil (see guard.go); the caller's scope is left as it was.
-	st := &evalState{scope: *s}
-	st.ctx.Context = s.Ctx
+	st := evalStates.Get().(*evalState)
+	st.scope = *s
+	st.ctx = evalCtx{Context: s.Ctx}
 	if st.ctx.Context == nil {
 		st.ctx.Context = context.Background()
 	}
 	st.scope.Ctx = &st.ctx
-	return t.eval(&st.scope)
+	v, err := t.eval(&st.scope)
+	// Nothing keeps the state past the evaluation (results are values, and
+	// no function holds the context after it returns): reuse it, since an
+	// allocation per evaluation is a good part of a trivial step's cost.
+	*st = evalState{}
+	evalStates.Put(st)
+	return v, err
 }
+
+var evalStates = sync.Pool{New: func() any { return new(evalState) }}
 
 // evalState is what one evaluation allocates: a copy of the caller's scope
 // whose ctx is the evaluation's evalCtx.
