@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -217,4 +218,40 @@ stages:
 	if len(rep.Failures) != 1 || rep.Failures[0].Item != "poison" || rep.Failures[0].Class != "crash" || !strings.Contains(rep.Failures[0].Error, "delivered to workers 3 times") {
 		t.Fatalf("failures %+v", rep.Failures)
 	}
+}
+
+// Twenty workers SIGKILLed at random moments of one run (each restarted,
+// as systemd would): no item is lost, none comes out twice.
+func TestClusterTwentyKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills twenty worker processes: about half a minute")
+	}
+	srv := startServer(t, "127.0.0.1:0")
+	url := srv.ClientURL()
+	ws := []*workerProc{startProc(t, url, "a", 4, true), startProc(t, url, "b", 4, true)}
+	done := make(chan struct{})
+	kills := 0
+	go func() {
+		defer close(done)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for kills < 20 {
+			time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+			ws[rng.IntN(len(ws))].signal(syscall.SIGKILL)
+			kills++
+		}
+	}()
+	rep, out := runCluster(t, srv, `version: 1
+stages:
+  - {name: src, source: {range: {from: 1, to: 600}}}
+  - {name: calc, step: compute, mode: cluster, workers: 16, with: {value: "${ sleep(0.02) ?? item }"}}
+`, nil)
+	<-done
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	got := sortedUnique(t, out)
+	if len(got) != 600 || got[0] != 1 || got[599] != 600 {
+		t.Fatalf("%d items out after %d kills", len(got), kills)
+	}
+	t.Logf("600 items, each once, through %d worker kills", kills)
 }
