@@ -190,15 +190,6 @@ func (st *stepStage) exec() {
 	if st.stopAt >= 0 && st.stopNext != nil && st.r.stopReason() == nil {
 		st.r.stopRun(st.stopNext) // the items before it never all came back
 	}
-	if st.halted {
-		// Downstream has drained what came before the failure; the run
-		// stops now.
-		defer func() {
-			if s := st.r.stopReason(); s != nil {
-				st.r.cancel(s)
-			}
-		}()
-	}
 	if d := st.done; d.first > 0 && !d.met && st.policy.failed > 0 && st.r.stopReason() == nil {
 		// wait(FIRST_COMPLETED) then .result() raises when what completed
 		// failed: no success is a failure, not an empty success.
