@@ -72,11 +72,21 @@ func startProc(t testing.TB, url, name string, slots int, keep bool) *workerProc
 	t.Cleanup(func() {
 		w.mu.Lock()
 		w.keep = false
-		c := w.cmd
 		w.mu.Unlock()
-		c.Process.Signal(syscall.SIGCONT)
-		c.Process.Kill()
-		<-w.done
+		// A restart may be under way: kill whatever process is current
+		// until the last one is gone.
+		for {
+			w.mu.Lock()
+			c := w.cmd
+			w.mu.Unlock()
+			c.Process.Signal(syscall.SIGCONT)
+			c.Process.Kill()
+			select {
+			case <-w.done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	})
 	return w
 }

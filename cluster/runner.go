@@ -425,10 +425,14 @@ func (r *Runner) send(b *batch) error {
 		ack, err := r.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.c.run+"."+strconv.Itoa(r.stage)+"."+strconv.FormatUint(b.id, 10)))
 		cancel()
 		if err == nil {
-			b.seq = ack.Sequence
-			r.outstanding.Add(1)
+			// The answers may be back before the acknowledgement: record
+			// the batch only if some of it is still out.
 			r.c.mu.Lock()
-			r.c.bySeq[ack.Sequence] = b
+			b.seq = ack.Sequence
+			if !r.allSettled(b) {
+				r.c.bySeq[ack.Sequence] = b
+				r.outstanding.Add(1)
+			}
 			r.c.mu.Unlock()
 			return nil
 		}
