@@ -33,6 +33,7 @@ type runFlags struct {
 	lock     lockFlags
 	cluster  clusterFlags
 	state    stateFlags
+	resume   resumeFlags
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -113,6 +114,7 @@ it.`,
 	addLockFlags(cmd, &f.lock)
 	addClusterFlags(cmd, &f.cluster)
 	addStateFlags(cmd, &f.state, true)
+	addResumeFlags(cmd, &f.resume)
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions(progressModes, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("report", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
@@ -280,6 +282,10 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 		return err
 	}
 	defer closeCluster()
+	if rs, err = a.cachedRunners(rs, hist, file, p, f.resume, runStderr); err != nil {
+		out.close()
+		return err
+	}
 	hist.start(file, p)
 
 	rep, runErr := runEngine(ctx, p, engine.Options{

@@ -1,0 +1,160 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/steps"
+	"github.com/flowrun/flow/store"
+)
+
+// pureKinds are the kinds whose results are stored by default and reused
+// by `flow run --resume`: running an item again gives the same result and
+// does nothing else that matters (resize writes its output file again, the
+// same bytes). exec and fetch with a method other than GET or HEAD have
+// effects: they are cached only when the stage says `cache: on`.
+var pureKinds = map[string]bool{"compute": true, "analyze-logs": true, "resize": true, "fetch": true}
+
+// Policy says whether a stage writes and reads the cache.
+type Policy struct {
+	Store bool // successes are stored
+	Read  bool // stored successes answer in place of running
+	TTL   time.Duration
+	Why   string // for people: how the policy was decided
+}
+
+// PolicyOf decides a stage's policy. `cache: off` neither reads nor
+// writes; `cache: on` (or a mapping) reads and writes on every run. Without
+// `cache:`, a kind without effects stores its successes on every run and
+// reads them with --resume only, so that a plain `flow run` always computes
+// afresh and an interrupted run can be taken up where it stopped.
+func PolicyOf(s *spec.Stage, k *Keyer, resume bool) Policy {
+	if s.Cache != nil {
+		if !s.Cache.On {
+			return Policy{Why: "cache: off"}
+		}
+		return Policy{Store: true, Read: true, TTL: s.Cache.TTL, Why: "cache: on"}
+	}
+	if !pureKinds[s.Kind] {
+		return Policy{Why: fmt.Sprintf("%s has effects: cached only with cache: on", s.Kind)}
+	}
+	if s.Kind == "fetch" {
+		m, _ := k.options["method"].(string)
+		if m = strings.ToUpper(m); m != "" && m != "GET" && m != "HEAD" {
+			return Policy{Why: fmt.Sprintf("fetch %s has effects: cached only with cache: on", m)}
+		}
+	}
+	if !k.pure {
+		return Policy{Why: "an expression calls now(): cached only with cache: on"}
+	}
+	return Policy{Store: true, Read: resume, Why: "default: stored, reused with --resume"}
+}
+
+// Options configure Wrap.
+type Options struct {
+	DB       *store.DB
+	Pipeline string // absolute path of the pipeline file, the entries' scope
+	Resume   bool
+	Secrets  []string
+	Stderr   io.Writer
+}
+
+// Wrap returns a factory whose runners consult and fill the cache around
+// the runners inner builds. A stage whose policy is off gets inner's
+// runner unchanged.
+func Wrap(inner engine.RunnerFactory, o Options) engine.RunnerFactory {
+	return func(sr engine.StageRun) (engine.Runner, error) {
+		r, err := inner(sr)
+		if err != nil || o.DB == nil {
+			return r, err
+		}
+		k, err := NewKeyer(sr.Stage, sr.Registry, sr.Env, o.Secrets, o.DB)
+		if err != nil {
+			// The kind decoded these options already; a stage the cache
+			// cannot describe simply runs uncached.
+			return r, nil
+		}
+		pol := PolicyOf(sr.Stage, k, o.Resume)
+		if !pol.Store && !pol.Read {
+			return r, nil
+		}
+		stderr := o.Stderr
+		if stderr == nil {
+			stderr = sr.Stderr
+		}
+		return &runner{inner: r, keyer: k, pol: pol, db: o.DB, scope: store.Scope{Pipeline: o.Pipeline, Stage: sr.Stage.Name}, stderr: stderr}, nil
+	}
+}
+
+type runner struct {
+	inner  engine.Runner
+	keyer  *Keyer
+	pol    Policy
+	db     *store.DB
+	scope  store.Scope
+	stderr io.Writer
+	warn   sync.Once
+}
+
+// warnf says once per stage that the cache is not doing its job; the run
+// goes on uncached, its results unchanged.
+func (r *runner) warnf(format string, args ...any) {
+	r.warn.Do(func() {
+		if r.stderr != nil {
+			fmt.Fprintf(r.stderr, "flow: warning: stage %s: "+format+"; its items run uncached\n", append([]any{r.scope.Stage}, args...)...)
+		}
+	})
+}
+
+func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
+	key, err := r.keyer.Key(ctx, in)
+	if err != nil {
+		// No key (a missing input file, a path that is not a string): the
+		// step itself says what is wrong, in its own words.
+		return r.inner.Do(ctx, in, at)
+	}
+	if r.pol.Read {
+		res, ok, err := r.db.Get(ctx, key.Digest)
+		if err != nil {
+			r.warnf("reading the cache: %v", err)
+		} else if ok {
+			v, err := steps.DecodeJSON(res)
+			if err == nil {
+				at.Cached = true
+				at.Worker = "cache"
+				return v, nil
+			}
+			r.warnf("a stored result does not decode: %v", err)
+		}
+	}
+	v, err := r.inner.Do(ctx, in, at)
+	if err != nil || !r.pol.Store {
+		return v, err
+	}
+	b, merr := json.Marshal(v)
+	if merr != nil {
+		r.warnf("a result does not encode: %v", merr)
+		return v, nil
+	}
+	if perr := r.db.Put(ctx, r.scope, key, b, r.pol.TTL); perr != nil && ctx.Err() == nil {
+		r.warnf("storing a result: %v", perr)
+	}
+	return v, nil
+}
+
+func (r *runner) Close() error { return r.inner.Close() }
+
+// InFlight passes on the inner runner's (the process pool's batching).
+func (r *runner) InFlight() int {
+	if f, ok := r.inner.(engine.InFlighter); ok {
+		return f.InFlight()
+	}
+	return 0
+}
