@@ -257,6 +257,7 @@ type stageBar struct {
 	first     atomic.Int64 // unix nanos of the first finished item
 	n         atomic.Int64 // items finished, any outcome
 	ok        atomic.Int64
+	cached    atomic.Int64 // of ok: answered by the result cache
 	failed    atomic.Int64
 	skipped   atomic.Int64
 	cancelled atomic.Int64
@@ -339,6 +340,9 @@ func (b *Bar) ItemDone(ev *engine.ItemEvent) {
 	// finished than it can break down.
 	switch ev.Outcome {
 	case report.Succeeded:
+		if n := len(ev.Attempts); n > 0 && ev.Attempts[n-1].Cached {
+			s.cached.Add(1)
+		}
 		s.ok.Add(1)
 	case report.Failed:
 		s.failed.Add(1)
@@ -505,6 +509,7 @@ func (s *stageBar) counts() string {
 		}
 	}
 	add(s.ok.Load(), "ok")
+	add(s.cached.Load(), "cached")
 	add(s.failed.Load(), "failed")
 	add(s.skipped.Load(), "skipped")
 	add(s.cancelled.Load(), "cancelled")
@@ -531,7 +536,7 @@ func (s *stageBar) line(now time.Time, nameW, width int) string {
 	}
 	name := s.name + strings.Repeat(" ", nameW-len([]rune(s.name)))
 	var tail []string
-	if s.total < 0 || s.ok.Load() != n {
+	if s.total < 0 || s.ok.Load() != n || s.cached.Load() > 0 {
 		tail = append(tail, s.counts())
 	}
 	if rate > 0 {

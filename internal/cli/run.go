@@ -438,6 +438,7 @@ func summary(r *report.Report) string {
 		} else {
 			add(s.Succeeded, "ok")
 		}
+		add(s.Cached, "cached") // of the ok: answered by the result cache
 		add(s.Failed, "failed")
 		add(s.Skipped, "skipped")
 		add(s.Cancelled, "cancelled")
