@@ -138,6 +138,7 @@ Exit codes:
 		a.workerCmd(),
 		a.workersCmd(),
 		a.runsCmd(),
+		a.cacheCmd(),
 		a.reportCmd(),
 	)
 	return root
