@@ -32,9 +32,8 @@ import (
 // for the item) is the path of a file the item reads: the content of that
 // file is part of the key, so that changing it re-runs the items that read
 // it, and touching it re-runs nothing. A kind not listed reads no files as
-// far as the cache knows: a kind that reads files must be listed here, or
-// its results must not be cached (its default policy is then off unless
-// listed in pureKinds).
+// far as the cache knows: a kind that reads files must be listed here
+// before it is cached by default (resumeKinds) or a stage says cache: on.
 var FileOptions = map[string][]string{
 	"analyze-logs": {"path"},
 	"resize":       {"src"},

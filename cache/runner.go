@@ -15,12 +15,15 @@ import (
 	"github.com/flowrun/flow/store"
 )
 
-// pureKinds are the kinds whose results are stored by default and reused
-// by `flow run --resume`: running an item again gives the same result and
-// does nothing else that matters (resize writes its output file again, the
-// same bytes). exec and fetch with a method other than GET or HEAD have
-// effects: they are cached only when the stage says `cache: on`.
-var pureKinds = map[string]bool{"compute": true, "analyze-logs": true, "resize": true, "fetch": true}
+// resumeKinds are the kinds whose results are stored by default and
+// reused by `flow run --resume`: running an item again gives the same
+// result and does nothing else that matters (resize writes its output
+// file again, the same bytes), and an item costs more than storing its
+// result (about 100 µs). exec and fetch with a method other than GET or
+// HEAD have effects: they are cached only when the stage says so. compute
+// is pure but mostly cheaper to run again than to store and look up: it is
+// cached when the stage says so (cache: resume for an expensive one).
+var resumeKinds = map[string]bool{"analyze-logs": true, "resize": true, "fetch": true}
 
 // Policy says whether a stage writes and reads the cache.
 type Policy struct {
@@ -31,30 +34,36 @@ type Policy struct {
 }
 
 // PolicyOf decides a stage's policy. `cache: off` neither reads nor
-// writes; `cache: on` (or a mapping) reads and writes on every run. Without
-// `cache:`, a kind without effects stores its successes on every run and
-// reads them with --resume only, so that a plain `flow run` always computes
-// afresh and an interrupted run can be taken up where it stopped.
+// writes; `cache: on` (or a mapping) reads and writes on every run;
+// `cache: resume` writes on every run and reads with --resume only, so
+// that a plain `flow run` computes afresh and an interrupted run can be
+// taken up where it stopped. Without `cache:`, the kind's default.
 func PolicyOf(s *spec.Stage, k *Keyer, resume bool) Policy {
-	if s.Cache != nil {
-		if !s.Cache.On {
+	if c := s.Cache; c != nil {
+		switch {
+		case !c.On:
 			return Policy{Why: "cache: off"}
+		case c.ResumeOnly:
+			return Policy{Store: true, Read: resume, TTL: c.TTL, Why: "cache: resume"}
 		}
-		return Policy{Store: true, Read: true, TTL: s.Cache.TTL, Why: "cache: on"}
+		return Policy{Store: true, Read: true, TTL: c.TTL, Why: "cache: on"}
 	}
-	if !pureKinds[s.Kind] {
-		return Policy{Why: fmt.Sprintf("%s has effects: cached only with cache: on", s.Kind)}
+	if !resumeKinds[s.Kind] {
+		if s.Kind == "compute" {
+			return Policy{Why: "compute is cheaper to run again than to store: cached with cache: resume or on"}
+		}
+		return Policy{Why: fmt.Sprintf("%s has effects: cached only with cache: on or resume", s.Kind)}
 	}
 	if s.Kind == "fetch" {
 		m, _ := k.options["method"].(string)
 		if m = strings.ToUpper(m); m != "" && m != "GET" && m != "HEAD" {
-			return Policy{Why: fmt.Sprintf("fetch %s has effects: cached only with cache: on", m)}
+			return Policy{Why: fmt.Sprintf("fetch %s has effects: cached only with cache: on or resume", m)}
 		}
 	}
 	if !k.pure {
-		return Policy{Why: "an expression calls now(): cached only with cache: on"}
+		return Policy{Why: "an expression calls now(): cached only with cache: on or resume"}
 	}
-	return Policy{Store: true, Read: resume, Why: "default: stored, reused with --resume"}
+	return Policy{Store: true, Read: resume, Why: "default of " + s.Kind + ": stored, reused with --resume"}
 }
 
 // Options configure Wrap.
@@ -143,7 +152,7 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 		r.warnf("a result does not encode: %v", merr)
 		return v, nil
 	}
-	if perr := r.db.Put(ctx, r.scope, key, b, r.pol.TTL); perr != nil && ctx.Err() == nil {
+	if perr := r.db.PutQueued(ctx, r.scope, key, b, r.pol.TTL); perr != nil && ctx.Err() == nil {
 		r.warnf("storing a result: %v", perr)
 	}
 	return v, nil

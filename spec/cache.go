@@ -8,21 +8,26 @@ import (
 	"github.com/flowrun/flow/conf"
 )
 
-// CacheSpec is a stage's `cache:`: `off`, `on`, or a mapping (which means
-// on) with a TTL, a salt and the environment variables the stage depends
-// on. A stage without one gets its kind's default (docs/state.md).
+// CacheSpec is a stage's `cache:`: `off`, `on`, `resume`, or a mapping
+// (which means on) with a TTL, a salt and the environment variables the
+// stage depends on. A stage without one gets its kind's default
+// (docs/state.md).
 type CacheSpec struct {
-	On   bool
-	TTL  time.Duration
-	Salt string
-	Env  []string
+	On bool
+	// ResumeOnly: results are stored on every run but reused by
+	// `flow run --resume` only.
+	ResumeOnly bool
+	TTL        time.Duration
+	Salt       string
+	Env        []string
 }
 
 // cacheOptions is the mapping form of `cache:`.
 type cacheOptions struct {
-	TTL  time.Duration `yaml:"ttl" desc:"How long a stored result may be reused, as a Go duration (24h). 0 keeps it until 'flow cache rm' or 'flow cache gc'." example:"24h"`
-	Salt string        `yaml:"salt" desc:"Any text; changing it makes every stored result of the stage a miss." example:"v2"`
-	Env  []string      `yaml:"env" desc:"Environment variables the results depend on; a change in their values is a miss. Other variables never are." example:"[LANG]"`
+	Reuse string        `yaml:"reuse" enum:"always,resume" default:"always" desc:"When stored results are reused: 'always', or only by 'flow run --resume' ('resume')."`
+	TTL   time.Duration `yaml:"ttl" desc:"How long a stored result may be reused, as a Go duration (24h). 0 keeps it until 'flow cache rm' or 'flow cache gc'." example:"24h"`
+	Salt  string        `yaml:"salt" desc:"Any text; changing it makes every stored result of the stage a miss." example:"v2"`
+	Env   []string      `yaml:"env" desc:"Environment variables the results depend on; a change in their values is a miss. Other variables never are." example:"[LANG]"`
 }
 
 // UnmarshalNode reads `off`, `on` or {ttl, salt, env}.
@@ -30,6 +35,9 @@ func (c *CacheSpec) UnmarshalNode(n *yaml.Node, ctx *conf.Context) error {
 	switch {
 	case n.Kind == yaml.ScalarNode && (n.Value == "on" || n.Value == "true"):
 		*c = CacheSpec{On: true}
+		return nil
+	case n.Kind == yaml.ScalarNode && n.Value == "resume":
+		*c = CacheSpec{On: true, ResumeOnly: true}
 		return nil
 	case n.Kind == yaml.ScalarNode && (n.Value == "off" || n.Value == "false"):
 		*c = CacheSpec{}
@@ -42,23 +50,24 @@ func (c *CacheSpec) UnmarshalNode(n *yaml.Node, ctx *conf.Context) error {
 		if o.TTL < 0 {
 			return conf.Errorf(conf.NodePos(n), "cache.ttl must not be negative, got %s", o.TTL)
 		}
-		*c = CacheSpec{On: true, TTL: o.TTL, Salt: o.Salt, Env: o.Env}
+		*c = CacheSpec{On: true, ResumeOnly: o.Reuse == "resume", TTL: o.TTL, Salt: o.Salt, Env: o.Env}
 		return nil
 	}
-	return conf.Errorf(conf.NodePos(n), "cache must be \"on\", \"off\" or {ttl: 24h, salt: x, env: [VAR]}, got %q%s", n.Value, conf.Suggest(n.Value, []string{"on", "off"}))
+	return conf.Errorf(conf.NodePos(n), "cache must be \"on\", \"off\", \"resume\" or {ttl: 24h, salt: x, env: [VAR], reuse: resume}, got %q%s", n.Value, conf.Suggest(n.Value, []string{"on", "off", "resume"}))
 }
 
 // JSONSchema describes the three forms.
 func (*CacheSpec) JSONSchema() map[string]any {
 	return map[string]any{"anyOf": []any{
-		map[string]any{"type": "string", "enum": []any{"on", "off"}},
+		map[string]any{"type": "string", "enum": []any{"on", "off", "resume"}},
 		map[string]any{"type": "boolean"},
 		map[string]any{
 			"type": "object",
 			"properties": map[string]any{
-				"ttl":  map[string]any{"type": "string", "description": "How long a stored result may be reused, as a Go duration (24h). Without it, until 'flow cache rm' or 'flow cache gc'."},
-				"salt": map[string]any{"type": "string", "description": "Any text; changing it makes every stored result of the stage a miss."},
-				"env":  map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "description": "Environment variables the results depend on; a change in their values is a miss. Other variables never are."},
+				"reuse": map[string]any{"type": "string", "enum": []any{"always", "resume"}, "description": "When stored results are reused: 'always' (the default), or only by 'flow run --resume'."},
+				"ttl":   map[string]any{"type": "string", "description": "How long a stored result may be reused, as a Go duration (24h). Without it, until 'flow cache rm' or 'flow cache gc'."},
+				"salt":  map[string]any{"type": "string", "description": "Any text; changing it makes every stored result of the stage a miss."},
+				"env":   map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "description": "Environment variables the results depend on; a change in their values is a miss. Other variables never are."},
 			},
 			"additionalProperties": false,
 		},

@@ -82,7 +82,7 @@ type Stage struct {
 	MaxErrors int      `yaml:"max_errors" desc:"With 'skip' or 'keep': the run fails once more than this many items of the stage have failed. 0 means no threshold."`
 	When      *tmpl.T  `yaml:"when" desc:"Expression; items for which it is false skip this stage's work and are counted as filtered." example:"${ item.size > 0 }"`
 
-	Cache *CacheSpec `yaml:"cache" desc:"Reuse stored results of this stage: 'off', 'on' (stored results are reused on every run), or '{ttl: 24h, salt: x, env: [VAR]}' (on, with a lifetime, a salt and the environment variables results depend on). Without it, the default of the kind: results are stored and reused by 'flow run --resume' for kinds without effects (compute, analyze-logs, resize, fetch GET), never for exec and other fetch methods. See docs/state.md."`
+	Cache *CacheSpec `yaml:"cache" desc:"Reuse stored results of this stage: 'off'; 'on' (results are stored and reused on every run); 'resume' (stored on every run, reused by 'flow run --resume' only); or '{ttl: 24h, salt: x, env: [VAR], reuse: resume}' (on, with a lifetime, a salt and the environment variables results depend on). Without it, the default of the kind: 'resume' for analyze-logs, resize and fetch GET; 'off' for exec and other fetch methods (effects) and compute (cheaper to run again than to store). See docs/state.md."`
 
 	MaxTasksPerChild int      `yaml:"max_tasks_per_child" desc:"With 'mode: process': replace a worker process after it has handled this many items. 0 means never."`
 	Memory           ByteSize `yaml:"memory" desc:"With 'mode: process': memory limit per worker process, e.g. \"512MiB\". An item that exceeds it fails and its worker is replaced." example:"512MiB"`

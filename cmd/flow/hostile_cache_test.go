@@ -30,8 +30,9 @@ const cacheItems = 10000
 // cacheResumePipeline: a cheap compute, then a fetch per item whose
 // requests the test server counts (the side channel: each request is one
 // execution of the item), then a compute keeping the body only, into
-// out.jsonl in input order. Every stage is on its kind's default cache
-// policy: stored on every run, reused with --resume.
+// out.jsonl in input order. Every stage stores its results on every run
+// and reuses them with --resume: fetch GET by default, compute with
+// cache: resume.
 func cacheResumePipeline(base string) string {
 	return fmt.Sprintf(`version: 1
 name: resume
@@ -40,6 +41,7 @@ stages:
     source: {range: {from: 1, to: %d}}
   - name: triple
     step: compute
+    cache: resume
     with: {value: "${ item * 3 }"}
   - name: get
     step: fetch
@@ -49,6 +51,7 @@ stages:
       decode: json
   - name: body
     step: compute
+    cache: resume
     with: {value: "${ item.body }"}
   - name: out
     sink: {write: {path: out.jsonl}}
@@ -246,9 +249,11 @@ stages:
     step: analyze-logs
   - name: weigh
     step: compute
+    cache: resume
     with: {value: "${ item.errors * %d }"}
   - name: label
     step: compute
+    cache: resume
     with: {value: "${ string(item) + '!' }"}
   - name: out
     sink: {write: {path: out.jsonl}}

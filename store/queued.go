@@ -1,0 +1,45 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"time"
+
+	"github.com/flowrun/flow/store/cachekey"
+)
+
+// PutQueued stores a result as Put does, without waiting for the commit:
+// it returns once the write is queued (waiting for room in the queue, so
+// that a fast stage cannot outrun the writer without bound). Queued writes
+// are committed by the hundred, where callers waiting on Put one by one
+// commit a transaction per item or two. Close commits what is queued; a
+// process killed before that loses the last writes, which for a cache only
+// means running those items again. An error is only the queueing's: ctx
+// done or the DB closed.
+func (db *DB) PutQueued(ctx context.Context, s Scope, k cachekey.Key, result json.RawMessage, ttl time.Duration) error {
+	parts, err := json.Marshal(k.Parts)
+	if err != nil {
+		return err
+	}
+	now := db.nowMS()
+	var expires any
+	if ttl > 0 {
+		expires = now + ttl.Milliseconds()
+	}
+	fn := func(tx *sql.Tx) error {
+		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now)
+		return err
+	}
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	select {
+	case db.reqs <- writeReq{fn: fn}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
