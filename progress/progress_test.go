@@ -227,7 +227,12 @@ func TestBarCountsInTheSummaryWords(t *testing.T) {
 	b.StageStarted("top", 1, -1)
 	b.StageStarted("out", 1, -1)
 	for i, o := range []string{"succeeded", "skipped", "succeeded", "succeeded"} {
-		b.ItemDone(itemEvent("check", o, steps.Input{Index: int64(i)}, nil, nil))
+		ev := itemEvent("check", o, steps.Input{Index: int64(i)}, nil, nil)
+		if i >= 2 {
+			// Answered by the result cache.
+			ev.Attempts = []engine.Attempt{{Worker: "cache", Cached: true}}
+		}
+		b.ItemDone(ev)
 	}
 	for i, o := range []string{"filtered", "succeeded", "succeeded", "filtered", "cancelled"} {
 		b.ItemDone(itemEvent("top", o, steps.Input{Index: int64(i)}, nil, nil))
@@ -239,7 +244,7 @@ func TestBarCountsInTheSummaryWords(t *testing.T) {
 	b.Close()
 	got := screen.All()
 	for i, want := range []string{
-		"4/4 100%  3 ok, 1 skipped  done in 0s",
+		"4/4 100%  3 ok, 2 cached, 1 skipped  done in 0s",
 		"top   2 ok, 1 cancelled, 2 filtered  done in 0s",
 		"out   1 failed  done in 0s",
 	} {
