@@ -47,7 +47,7 @@ type cacheExplainFlags struct {
 func (a *app) cacheExplainCmd() *cobra.Command {
 	var f cacheExplainFlags
 	cmd := &cobra.Command{
-		Use:   "explain STAGE FILE --item JSON",
+		Use:   "explain STAGE [FILE] --item JSON",
 		Short: "Tell whether an item of a stage would be answered by the cache, and if not, why",
 		Long: `Explain computes the key of one item in one stage of the pipeline FILE, as
 flow run would now (same options, variables with --set, environment, file
@@ -56,12 +56,14 @@ stored entry (the same item in the same stage, else the same stage, else the
 same kind): options key by key, file digests, the format version, the salt,
 environment variables.
 
-The item is the stage's input, as JSON: what the stage before it gives.`,
+The item is the stage's input, as JSON: what the stage before it gives.
+Without FILE, the pipeline of the latest run recorded in ./.flow (or
+--state DIR / FLOW_STATE).`,
 		Example: `  flow cache explain square pipeline.yaml --item 7
   flow cache explain scan logs.yaml --item '{"path": "logs/a.log"}'`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%s needs STAGE and FILE, e.g. %s square pipeline.yaml --item 7", cmd.CommandPath(), cmd.CommandPath())
+			if len(args) < 1 || len(args) > 2 {
+				return fmt.Errorf("%s needs STAGE and optionally FILE, e.g. %s square pipeline.yaml --item 7", cmd.CommandPath(), cmd.CommandPath())
 			}
 			return nil
 		},
@@ -70,16 +72,42 @@ The item is the stage's input, as JSON: what the stage before it gives.`,
 			if !cmd.Flags().Changed("item") {
 				return &exitError{code: ExitInvalid, msg: "--item is required: the stage's input item as JSON, e.g. --item 7 or --item '{\"path\": \"a.log\"}'"}
 			}
-			return a.explainCache(args[0], args[1], f)
+			file := optArg(args[1:])
+			if file == "" {
+				var err error
+				if file, err = a.latestPipeline(f.state); err != nil {
+					return err
+				}
+			}
+			return a.explainCache(args[0], file, f)
 		},
 	}
 	addStateFlags(cmd, &f.state, false)
 	fl := cmd.Flags()
 	fl.StringVar(&f.item, "item", "", "the item, as JSON")
-	fl.Int64Var(&f.index, "index", 0, "the item's index in the source (matters only to stages whose options read index)")
+	fl.Int64Var(&f.index, "item-index", 0, "the item's index in the source (matters only to stages whose options read index)")
 	fl.StringArrayVar(&f.sets, "set", nil, "override variable NAME with VALUE, as for flow run (`NAME=VALUE`, repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the explanation as JSON")
 	return cmd
+}
+
+// latestPipeline is the pipeline file of the latest recorded run.
+func (a *app) latestPipeline(f stateFlags) (string, error) {
+	db, path, err := a.openRuns("", f)
+	if errors.Is(err, store.ErrNotExist) {
+		return "", &exitError{code: ExitInvalid, msg: fmt.Sprintf("no FILE and no run recorded (there is no %s): name the pipeline file", path)}
+	} else if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	runs, err := db.Runs(context.Background(), store.RunFilter{Limit: 1})
+	if err != nil {
+		return "", &exitError{code: ExitFailed, msg: err.Error()}
+	}
+	if len(runs) == 0 || runs[0].File == "" || runs[0].File == "<stdin>" {
+		return "", &exitError{code: ExitInvalid, msg: fmt.Sprintf("no FILE, and %s records no run of a pipeline file: name the pipeline file", db.Path())}
+	}
+	return runs[0].File, nil
 }
 
 func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
