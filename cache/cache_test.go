@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -185,5 +186,45 @@ func TestWrapAnswersFromTheCache(t *testing.T) {
 	}
 	if m := v2.(map[string]any); m["big"] != int64(1)<<60 || m["x"] != int64(7) {
 		t.Errorf("cached %#v, ran %#v", v2, v1)
+	}
+}
+
+type secretRunner struct{}
+
+func (secretRunner) Do(context.Context, steps.Input, *engine.Attempt) (any, error) {
+	return map[string]any{"auth": "Bearer s3cr3t"}, nil
+}
+func (secretRunner) Close() error { return nil }
+
+// A result holding a secret is not stored: state.db never holds one in
+// clear.
+func TestWrapDoesNotStoreSecrets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	db, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, s := stage(t, dir, "    step: compute\n    cache: on\n    with: {value: 1}\n")
+	f := Wrap(func(engine.StageRun) (engine.Runner, error) { return secretRunner{}, nil }, Options{DB: db, Pipeline: "/p.yaml", Secrets: []string{"s3cr3t"}})
+	r, err := f(engine.StageRun{Pipeline: p, Stage: s, Registry: all.Registry(), Env: &steps.Env{Vars: p.Vars.Map()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Do(context.Background(), steps.Input{Item: 1}, &engine.Attempt{}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	b, _ := os.ReadFile(path)
+	w, _ := os.ReadFile(path + "-wal")
+	if bytes.Contains(b, []byte("s3cr3t")) || bytes.Contains(w, []byte("s3cr3t")) {
+		t.Fatal("the secret is in the state database")
+	}
+	if db, err = store.Open(path, store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if l, _ := db.List(context.Background(), store.CacheFilter{}); len(l) != 0 {
+		t.Fatalf("%d entries stored, want none", len(l))
 	}
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -87,7 +88,11 @@ func Wrap(inner engine.RunnerFactory, o Options) engine.RunnerFactory {
 		k, err := NewKeyer(sr.Stage, sr.Registry, sr.Env, o.Secrets, o.DB)
 		if err != nil {
 			// The kind decoded these options already; a stage the cache
-			// cannot describe simply runs uncached.
+			// cannot describe runs uncached, which only the user who asked
+			// for a cache needs to hear.
+			if c := sr.Stage.Cache; c != nil && c.On && o.Stderr != nil {
+				fmt.Fprintf(o.Stderr, "flow: warning: stage %s: cache: its options cannot be part of a key (%v); its items run uncached\n", sr.Stage.Name, err)
+			}
 			return r, nil
 		}
 		pol := PolicyOf(sr.Stage, k, o.Resume)
@@ -98,7 +103,7 @@ func Wrap(inner engine.RunnerFactory, o Options) engine.RunnerFactory {
 		if stderr == nil {
 			stderr = sr.Stderr
 		}
-		return &runner{inner: r, keyer: k, pol: pol, db: o.DB, scope: store.Scope{Pipeline: o.Pipeline, Stage: sr.Stage.Name}, stderr: stderr}, nil
+		return &runner{inner: r, keyer: k, pol: pol, db: o.DB, scope: store.Scope{Pipeline: o.Pipeline, Stage: sr.Stage.Name}, stderr: stderr, secrets: jsonSpellings(o.Secrets)}, nil
 	}
 }
 
@@ -110,6 +115,8 @@ type runner struct {
 	scope  store.Scope
 	stderr io.Writer
 	warn   sync.Once
+	// secrets' JSON spellings, as they would appear in a stored result
+	secrets []string
 }
 
 // warnf says once per stage that the cache is not doing its job; the run
@@ -152,6 +159,13 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 		r.warnf("a result does not encode: %v", merr)
 		return v, nil
 	}
+	// The state database never holds a secret in clear: a result that
+	// carries one is not stored (its item runs again on resume).
+	for _, sec := range r.secrets {
+		if sec != "" && bytes.Contains(b, []byte(sec)) {
+			return v, nil
+		}
+	}
 	if perr := r.db.PutQueued(ctx, r.scope, key, b, r.pol.TTL); perr != nil && ctx.Err() == nil {
 		r.warnf("storing a result: %v", perr)
 	}
@@ -166,4 +180,18 @@ func (r *runner) InFlight() int {
 		return f.InFlight()
 	}
 	return 0
+}
+
+// jsonSpellings are the secrets as they appear inside a JSON string
+// (escaped), the form a stored result would hold them in.
+func jsonSpellings(secrets []string) []string {
+	var out []string
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		b, _ := json.Marshal(s)
+		out = append(out, string(b[1:len(b)-1]))
+	}
+	return out
 }
