@@ -67,6 +67,11 @@ func PolicyOf(s *spec.Stage, k *Keyer, resume bool) Policy {
 	return Policy{Store: true, Read: resume, Why: "default of " + s.Kind + ": stored, reused with --resume"}
 }
 
+// MaxResult is the largest result stored, as JSON: a crawl of large
+// pages must not turn the state database into a copy of the web. A larger
+// result runs again on resume.
+const MaxResult = 1 << 20
+
 // Options configure Wrap.
 type Options struct {
 	DB       *store.DB
@@ -157,6 +162,9 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 	b, merr := json.Marshal(v)
 	if merr != nil {
 		r.warnf("a result does not encode: %v", merr)
+		return v, nil
+	}
+	if len(b) > MaxResult {
 		return v, nil
 	}
 	// The state database never holds a secret in clear: a result that
