@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/flowrun/flow/engine"
@@ -226,5 +227,38 @@ func TestWrapDoesNotStoreSecrets(t *testing.T) {
 	defer db.Close()
 	if l, _ := db.List(context.Background(), store.CacheFilter{}); len(l) != 0 {
 		t.Fatalf("%d entries stored, want none", len(l))
+	}
+}
+
+type fixedRunner struct{ v any }
+
+func (r fixedRunner) Do(context.Context, steps.Input, *engine.Attempt) (any, error) { return r.v, nil }
+func (fixedRunner) Close() error                                                    { return nil }
+
+// A result over MaxResult is not stored; one just under it is.
+func TestWrapDoesNotStoreHugeResults(t *testing.T) {
+	for _, c := range []struct {
+		size int
+		want int
+	}{{MaxResult - 2, 1}, {MaxResult, 0}} {
+		dir := t.TempDir()
+		db, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, s := stage(t, dir, "    step: compute\n    cache: on\n    with: {value: 1}\n")
+		f := Wrap(func(engine.StageRun) (engine.Runner, error) { return fixedRunner{strings.Repeat("x", c.size)}, nil }, Options{DB: db, Pipeline: "/p.yaml"})
+		r, err := f(engine.StageRun{Pipeline: p, Stage: s, Registry: all.Registry(), Env: &steps.Env{Vars: p.Vars.Map()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Do(context.Background(), steps.Input{Item: 1}, &engine.Attempt{})
+		db.Close()
+		db, _ = store.Open(filepath.Join(dir, "state.db"), store.Options{})
+		l, _ := db.List(context.Background(), store.CacheFilter{})
+		db.Close()
+		if len(l) != c.want {
+			t.Errorf("result of %d bytes: %d entries, want %d", c.size+2, len(l), c.want)
+		}
 	}
 }
