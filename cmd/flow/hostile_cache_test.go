@@ -313,3 +313,51 @@ stages:
 		t.Errorf("output after the change: %q, want 5 lines, the third \"70!\"", out)
 	}
 }
+
+// SIGINT mid-run: every success of the run is in the store when it exits
+// (the queued results are committed on the way out), so that a --resume
+// runs only what had not succeeded.
+func TestHostileCacheInterruptKeepsEverySuccess(t *testing.T) {
+	const answered = 500
+	var n atomic.Int64
+	reached := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) > answered {
+			once.Do(func() { close(reached) })
+			<-r.Context().Done() // held until flow gives up on it
+			return
+		}
+		fmt.Fprint(w, `{"ok": true}`)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	cmd := relCommand(t, dir, cacheResumePipeline(srv.URL))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reached:
+	case <-time.After(relGuard):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the run never got past %d requests\n%s", answered, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), stdout.String(), stderr.String())
+	if r.code != 130 {
+		t.Fatalf("exit %d, want 130\n%s", r.code, r.stderr)
+	}
+	// Every success the report counts is stored; so are items that
+	// succeeded but were still held for order: input when the run stopped
+	// (counted cancelled), never more than the server answered.
+	ok := r.stage(t, "get").Succeeded
+	got := int64(len(storedItems(t, dir, "get")))
+	if got < ok || got > answered {
+		t.Errorf("%d results stored; want at least the %d successes and at most the %d answered", got, ok, answered)
+	}
+	t.Logf("answered %d, succeeded %d, stored %d", answered, ok, got)
+}
