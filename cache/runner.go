@@ -129,7 +129,7 @@ type runner struct {
 func (r *runner) warnf(format string, args ...any) {
 	r.warn.Do(func() {
 		if r.stderr != nil {
-			fmt.Fprintf(r.stderr, "flow: warning: stage %s: "+format+"; its items run uncached\n", append([]any{r.scope.Stage}, args...)...)
+			fmt.Fprintf(r.stderr, "flow: warning: stage %s: "+format+"; such items run uncached (the run goes on)\n", append([]any{r.scope.Stage}, args...)...)
 		}
 	})
 }
