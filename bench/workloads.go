@@ -157,7 +157,7 @@ func (h *harness) flowRun(pipeline, reportName, stdout string, vars map[string]s
 
 func (h *harness) flowRunBin(bin, pipeline, reportName, stdout string, vars map[string]string) invocation {
 	argv := []string{bin, "run", filepath.Join(h.root, "bench", "pipelines", pipeline),
-		"--progress", "none", "--report", filepath.Join(h.out, "reports", reportName)}
+		"--progress", "none", "--no-state", "--report", filepath.Join(h.out, "reports", reportName)}
 	for _, k := range sortedKeys(vars) {
 		argv = append(argv, "--set", k+"="+vars[k])
 	}
