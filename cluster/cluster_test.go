@@ -23,7 +23,7 @@ import (
 
 // testSettings keep the bounds short, so that a dead worker's batch comes
 // back within seconds.
-var testSettings = Settings{AckWait: 2 * time.Second, MaxDeliver: 3, RunTTL: 3 * time.Second}
+var testSettings = Settings{AckWait: 2 * time.Second, MaxDeliver: 3, RunTTL: 3 * time.Second, Unreachable: 2 * time.Second}
 
 func startServer(t testing.TB, listen string) *server.Server {
 	t.Helper()
@@ -182,4 +182,31 @@ func TestSecretsNeedAPrivateConnection(t *testing.T) {
 	}
 	_ = json.Valid
 	_ = os.Getpid
+}
+
+// The NATS server goes away mid-run and does not come back: the items out
+// fail with class connection once it has been unreachable past the bound,
+// and the run ends with every item accounted; it never hangs.
+func TestClusterServerGoneFailsCleanly(t *testing.T) {
+	srv := startServer(t, "127.0.0.1:0")
+	startWorkers(t, srv, 1, 4)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		srv.Shutdown()
+	}()
+	rep, _ := runCluster(t, srv, `version: 1
+stages:
+  - {name: src, source: {range: {from: 1, to: 40}}}
+  - {name: calc, step: compute, mode: cluster, workers: 8, on_error: skip, with: {value: "${ sleep(0.2) ?? item }"}}
+`, nil)
+	calc := rep.Stages[1]
+	if rep.Status == report.StatusInterrupted || calc.Skipped == 0 {
+		t.Fatalf("status %s (%s), calc %+v", rep.Status, rep.Reason, *calc)
+	}
+	for _, f := range rep.Failures {
+		if f.Class != "connection" {
+			t.Errorf("failure of class %q, want connection: %s", f.Class, f.Error)
+		}
+	}
+	t.Logf("calc %d in: %d succeeded before the server went, %d failed with it", calc.In, calc.Succeeded, calc.Skipped)
 }

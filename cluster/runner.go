@@ -35,6 +35,7 @@ type Client struct {
 	runners map[int]*Runner
 	bySeq   map[uint64]*batch // batches in the work stream, for max-delivery advisories
 
+	lostAt  time.Time // when the connection went down (guarded by mu)
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	results jetstream.ConsumeContext
@@ -127,21 +128,66 @@ const (
 	lingerMax = 2 * time.Millisecond
 )
 
-// keepAlive refreshes the run's key; workers drop the work of runs whose
-// key expired.
+// keepAlive refreshes the run's key (workers drop the work of runs whose
+// key expired) and watches the connection: items out when NATS has been
+// unreachable too long fail, so that the run ends instead of waiting.
 func (c *Client) keepAlive() {
 	defer c.wg.Done()
-	t := time.NewTicker(c.settings.RunTTL / 3)
+	t := time.NewTicker(min(c.settings.RunTTL/3, c.settings.Unreachable/4))
 	defer t.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
+			if err := c.unreachable(); err != nil {
+				c.mu.Lock()
+				rs := make([]*Runner, 0, len(c.runners))
+				for _, r := range c.runners {
+					rs = append(rs, r)
+				}
+				c.mu.Unlock()
+				for _, r := range rs {
+					r.failSent(err)
+				}
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), c.settings.RunTTL/3)
 			_, _ = c.st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339)))
 			cancel()
 		}
+	}
+}
+
+// unreachable says, once NATS has been out of reach for longer than
+// Settings.Unreachable, why the items out fail.
+func (c *Client) unreachable() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nc.Status() == nats.CONNECTED {
+		c.lostAt = time.Time{}
+		return nil
+	}
+	if c.lostAt.IsZero() {
+		c.lostAt = time.Now()
+	}
+	if d := time.Since(c.lostAt); d > c.settings.Unreachable {
+		return &steps.Error{Class: "connection", Err: fmt.Errorf("NATS has been unreachable for %s (%s): the items out on the cluster are failed, not waited for; retry: and on_error: decide what follows", d.Round(time.Second), c.nc.Status())}
+	}
+	return nil
+}
+
+// failSent fails every item published and not answered.
+func (r *Runner) failSent(err error) {
+	r.mu.Lock()
+	var out []*task
+	for id, t := range r.sent {
+		out = append(out, t)
+		delete(r.sent, id)
+	}
+	r.mu.Unlock()
+	for _, t := range out {
+		t.Finish(taskq.Sent, nil, err)
 	}
 }
 
@@ -440,6 +486,9 @@ func (r *Runner) send(b *batch) error {
 		case <-r.done:
 			return errClosed
 		case <-time.After(wait):
+		}
+		if err := r.c.unreachable(); err != nil {
+			return err
 		}
 		if r.c.nc.IsClosed() {
 			return fmt.Errorf("the connection to NATS is closed: %w", err)

@@ -30,6 +30,11 @@ type Settings struct {
 	// MaxWorkBytes bounds the work stream; publishing past it waits
 	// (backpressure) rather than dropping anything.
 	MaxWorkBytes int64
+	// Unreachable is how long a run waits for NATS to come back (a server
+	// restarting, a partition) before it fails the items it has out with
+	// class "connection", which the stage's retry and on_error then
+	// handle: a run never hangs on a server that is gone.
+	Unreachable time.Duration
 }
 
 func (s *Settings) defaults() {
@@ -47,6 +52,9 @@ func (s *Settings) defaults() {
 	}
 	if s.MaxWorkBytes <= 0 {
 		s.MaxWorkBytes = 1 << 30
+	}
+	if s.Unreachable <= 0 {
+		s.Unreachable = 2 * time.Minute
 	}
 }
 
