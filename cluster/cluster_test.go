@@ -85,6 +85,12 @@ func (a *attempts) ItemDone(ev *engine.ItemEvent) {
 
 func runCluster(t testing.TB, srv *server.Server, text string, ev engine.EventSink) (*report.Report, string) {
 	t.Helper()
+	return runClusterOn(t, Conn{Embedded: srv}, text, ev)
+}
+
+// runClusterOn runs text with its cluster stages through conn.
+func runClusterOn(t testing.TB, conn Conn, text string, ev engine.EventSink) (*report.Report, string) {
+	t.Helper()
 	reg := all.Registry()
 	p, err := spec.Parse("p.yaml", []byte(text), spec.Options{}, reg)
 	if err != nil {
@@ -92,7 +98,7 @@ func runCluster(t testing.TB, srv *server.Server, text string, ev engine.EventSi
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := NewClient(ctx, dial(t, Conn{Embedded: srv}), testSettings)
+	c, err := NewClient(ctx, dial(t, conn), testSettings)
 	if err != nil {
 		t.Fatal(err)
 	}

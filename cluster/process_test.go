@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/nats-io/nats-server/v2/server"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -264,4 +266,44 @@ stages:
 		t.Fatalf("%d items out after %d kills", len(got), kills)
 	}
 	t.Logf("600 items, each once, through %d worker kills", kills)
+}
+
+// The NATS server restarts mid-run (same port, same JetStream files):
+// the run and its worker processes reconnect, and every item comes out
+// once.
+func TestClusterServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	start := func() (*server.Server, func()) {
+		srv, stop, err := Embedded{Listen: addr, StoreDir: dir}.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv, stop
+	}
+	srv, stop := start()
+	url := srv.ClientURL()
+	startProc(t, url, "a", 4, false)
+	startProc(t, url, "b", 4, false)
+	restarted := make(chan func(), 1)
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		stop()
+		time.Sleep(500 * time.Millisecond)
+		_, stop2 := start()
+		restarted <- stop2
+	}()
+	rep, out := runClusterOn(t, Conn{URL: url}, slowPipeline, nil)
+	defer (<-restarted)()
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	if got := sortedUnique(t, out); len(got) != 24 {
+		t.Fatalf("items out: %v", got)
+	}
 }
