@@ -188,6 +188,9 @@ func (st *stepStage) account(c *chunk, from, to int, em *emitter) {
 			}
 		}
 		rep.In++
+		if rep.ByWorker != nil && e.tries.n > 0 {
+			rep.ByWorker[e.tries.last.Worker]++
+		}
 		if e.tries.n > 1 {
 			rep.Retries += int64(e.tries.n - 1)
 		}

@@ -452,6 +452,11 @@ func (r *run) buildStepStage(b *stage, s *spec.Stage, k *steps.Kind, env *steps.
 		return nil, fmt.Errorf("starting the %s runner: %w", s.Mode, err)
 	}
 	b.rep.Mode = string(s.Mode)
+	if s.Mode != spec.ModeThread {
+		// Which process or machine ran what; goroutine slots of thread
+		// mode say nothing worth a map update per item.
+		b.rep.ByWorker = map[string]int64{}
+	}
 	st := &stepStage{stage: b, runner: runner, workers: workers}
 	// A runner that queues items ahead (the process pool batches them
 	// over its pipes) needs more callers than workers.

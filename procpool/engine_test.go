@@ -289,8 +289,19 @@ stages:
 		t.Fatal(err)
 	}
 	checkNoOrphans(t)
-	if st := stageNamed(rep, "work"); st.Succeeded != 6 {
+	st := stageNamed(rep, "work")
+	if st.Succeeded != 6 {
 		t.Fatalf("work: %+v", *st)
+	}
+	var byWorker int64
+	for w, n := range st.ByWorker {
+		if !strings.HasPrefix(w, "pid ") {
+			t.Errorf("report counts items of worker %q", w)
+		}
+		byWorker += n
+	}
+	if byWorker != 6 {
+		t.Errorf("the report's counts by worker add up to %d, want 6: %v", byWorker, st.ByWorker)
 	}
 	n := 0
 	for w, c := range ev.workers {

@@ -64,7 +64,11 @@ type Stage struct {
 	// Cached counts the succeeded items whose result came from the result
 	// cache instead of a run (a subset of Succeeded).
 	Cached int64 `json:"cached,omitempty"`
-	Out    int64 `json:"out"` // items passed downstream
+	// ByWorker counts, for stages run elsewhere (mode: process, cluster),
+	// the items that ran by the worker of their last attempt ("pid 4242",
+	// a flow worker's name).
+	ByWorker map[string]int64 `json:"by_worker,omitempty"`
+	Out      int64            `json:"out"` // items passed downstream
 
 	LatencyP50 Duration `json:"latency_p50"`
 	LatencyP95 Duration `json:"latency_p95"`

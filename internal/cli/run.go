@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -449,8 +450,43 @@ func summary(r *report.Report) string {
 			parts = append(parts, "0 items")
 		}
 		b.WriteString(" " + strings.Join(parts, ", "))
+		if w := byWorker(s.ByWorker); w != "" {
+			b.WriteString(" (" + w + ")")
+		}
 	}
 	return b.String()
+}
+
+// byWorker renders a stage's items per worker, busiest first, the first
+// eight by name and the rest counted together.
+func byWorker(m map[string]int64) string {
+	if len(m) < 2 {
+		return "" // one worker: nothing to compare
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if m[names[i]] != m[names[j]] {
+			return m[names[i]] > m[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	var parts []string
+	var rest, others int64
+	for i, n := range names {
+		if i < 8 {
+			parts = append(parts, fmt.Sprintf("%s %d", textsafe.Line(n), m[n]))
+			continue
+		}
+		rest += m[n]
+		others++
+	}
+	if others > 0 {
+		parts = append(parts, fmt.Sprintf("%d more workers %d", others, rest))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // keepsOldOnFailure tells whether a sink kind's output is thrown away when
