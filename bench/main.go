@@ -54,7 +54,7 @@ func main() {
 func run() error {
 	runs := flag.Int("runs", 3, "timed runs of every contender (alternating flow and its peers)")
 	smoke := flag.Bool("smoke", false, "tiny sizes and one run: checks that every workload still works, in seconds; the numbers mean nothing")
-	only := flag.String("only", "", "comma-separated workloads to run: engine, memory, analyze-logs, resize, fetch, fetch-rate, process")
+	only := flag.String("only", "", "comma-separated workloads to run: engine, memory, analyze-logs, resize, fetch, fetch-rate, process, cluster")
 	install := flag.String("install", "auto", "install missing peers with apt-get: auto (yes unless --smoke), yes or no")
 	flowBin := flag.String("flow", "", "use this flow binary instead of building ./cmd/flow")
 	profile := flag.Bool("profile", false, "run flow built with a CPU profile (./bench/flowprof) and keep the last run's profile of every workload in bench/out/profiles/WORKLOAD.cpu, for go tool pprof")

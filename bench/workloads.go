@@ -232,7 +232,7 @@ func (h *harness) py(script string, args ...string) invocation {
 }
 
 func (h *harness) workloads() []*workload {
-	return []*workload{h.engineW(), h.memoryW(), h.logsW(), h.resizeW(), h.fetchW(), h.fetchRatedW(), h.processW()}
+	return []*workload{h.engineW(), h.memoryW(), h.logsW(), h.resizeW(), h.fetchW(), h.fetchRatedW(), h.processW(), h.clusterW()}
 }
 
 func (h *harness) engineW() *workload {
@@ -705,6 +705,34 @@ func (h *harness) processW() *workload {
 			ts = append(ts, target{text: "items/s against " + c.name + " (reported, no set target)", measured: fmt.Sprintf("%.2fx", r), met: r >= 1, na: math.IsNaN(r)})
 		}
 		return ts
+	}
+	return w
+}
+
+// clusterW: trivial items through a mode: cluster stage (embedded NATS
+// JetStream, in-process workers) beside the same stage in mode: process.
+func (h *harness) clusterW() *workload {
+	n := h.sz.processN
+	w := &workload{id: "cluster", title: fmt.Sprintf("cluster mode: %s tiny items over JetStream", thousands(n)), unit: "items"}
+	flow := &contender{name: "flow, mode: cluster", units: float64(n),
+		note: "range -> compute `${ item * 2 }` in `mode: cluster`: an embedded NATS server, in-process workers, every item through the work and results streams",
+		prepare: func() (invocation, error) {
+			return h.flowRun("cluster.yaml", "cluster.json", "", map[string]string{"n": strconv.Itoa(n)}), nil
+		},
+		check: h.flowCheck("cluster.json", n)}
+	proc := &contender{name: "flow, mode: process", peer: true, units: float64(n),
+		note: "the same stage in `mode: process` (bench/pipelines/process.yaml)",
+		prepare: func() (invocation, error) {
+			return h.flowRun("process.yaml", "cluster-process.json", "", map[string]string{"n": strconv.Itoa(n)}), nil
+		},
+		check: h.flowCheck("cluster-process.json", n)}
+	w.cs = []*contender{flow, proc}
+	w.targets = func() []target {
+		r := flow.rate()
+		return []target{
+			{text: ">= 100,000 items/s through a cluster stage (issue 15)", measured: fmt.Sprintf("%s items/s", thousands(int(r))), met: r >= 100_000},
+			{text: "against mode: process (reported, no set target)", measured: fmt.Sprintf("%.2fx", r/proc.rate()), met: r >= proc.rate(), na: math.IsNaN(r / proc.rate())},
+		}
 	}
 	return w
 }
