@@ -11,6 +11,7 @@ package clock
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,16 +59,48 @@ func Sleep(ctx context.Context, d time.Duration) error {
 // WithTimeoutCause is context.WithTimeoutCause on c: the returned context
 // is cancelled with cause once d has passed on c. On Real it is exactly
 // context.WithTimeoutCause, so a real run keeps the runtime's timers.
+//
+// On another clock the context's Err is context.DeadlineExceeded once the
+// time passed, as on Real, and context.Cause is cause; contexts derived
+// from it report context.Canceled (with the same cause), since only the
+// runtime's own timers can end a context with DeadlineExceeded. Its
+// Deadline is its parent's: a time on a virtual clock means nothing to a
+// socket.
 func WithTimeoutCause(ctx context.Context, c Clock, d time.Duration, cause error) (context.Context, context.CancelFunc) {
 	if _, ok := c.(realClock); ok {
 		return context.WithTimeoutCause(ctx, d, cause)
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
-	t := c.AfterFunc(d, func() { cancel(cause) })
-	return cctx, func() {
+	tc := &timeoutCtx{Context: cctx}
+	if cause == nil {
+		cause = context.DeadlineExceeded // as context.WithTimeoutCause does
+	}
+	t := c.AfterFunc(d, func() {
+		// Ended already (its parent was cancelled): the timeout did not
+		// end it, and Err stays what the parent gave.
+		if cctx.Err() == nil {
+			tc.expired.Store(true)
+			cancel(cause)
+		}
+	})
+	return tc, func() {
 		t.Stop()
 		cancel(context.Canceled)
 	}
+}
+
+// timeoutCtx is a context ended by a timer of a clock other than Real.
+type timeoutCtx struct {
+	context.Context
+	expired atomic.Bool
+}
+
+func (c *timeoutCtx) Err() error {
+	err := c.Context.Err()
+	if err != nil && c.expired.Load() {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 type realClock struct{}
@@ -90,6 +123,13 @@ func (realClock) SleepUntil(ctx context.Context, t time.Time) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+// IsReal tells whether c is the wall clock, for code that takes a cheaper
+// path there (the runtime's timers rather than the clock's).
+func IsReal(c Clock) bool {
+	_, ok := c.(realClock)
+	return ok
 }
 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }

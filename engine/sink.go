@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/steps"
@@ -55,9 +54,9 @@ func (s *sinkStage) exec() {
 				continue
 			}
 			if s.rep.In%sampleEvery == 1 {
-				start := time.Now()
+				start := s.r.clk.Now()
 				err = s.sink.Write(s.ctx, rec)
-				s.hist.record(time.Since(start))
+				s.hist.record(s.r.clk.Now().Sub(start))
 			} else {
 				err = s.sink.Write(s.ctx, rec)
 			}
