@@ -100,6 +100,9 @@ type Env struct {
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// Outside is how the kind reaches the network, programs and files; nil
+	// is the real world (see Outside). `flow test` sets it to its mocks.
+	Outside Outside
 }
 
 // Scope returns an expression scope for one item.
