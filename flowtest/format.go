@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowrun/flow/flowtest/mock"
 	"github.com/flowrun/flow/tmpl"
 )
 
@@ -38,7 +39,7 @@ type Case struct {
 	Clock   string        `yaml:"clock" enum:"virtual,real" default:"virtual" desc:"'virtual' (sleeps, timeouts, deadlines, backoff, Retry-After and rates take no real time, and attempt times are exact and the same on every run) or 'real' (the wall clock, for a step whose timing must be real)."`
 	Timeout time.Duration `yaml:"timeout" default:"1m" desc:"Bound on the case in real time: a run still going after it is cancelled and the case fails. It guards against a hang; it is not an assertion." example:"10s"`
 
-	Mocks *yaml.Node `yaml:"mocks" desc:"What the pipeline reaches outside (fetch per URL pattern, exec per command line, files as a fixture folder). Outside access that no mock answers fails the item: a test never makes a real request."`
+	Mocks *mock.Set `yaml:"mocks" desc:"What the pipeline finds outside: HTTP responses for fetch per URL pattern, program outcomes for exec per argv pattern, files from a fixture folder (what it writes is captured). Outside access that no mock answers fails the item and the test: a test never makes a real request."`
 
 	Expect Expect `yaml:"expect" desc:"What the run must give. Without any expectation a case passes when the run exits 0."`
 

@@ -17,7 +17,7 @@ func useClock(c *Case, opts *engine.Options) time.Time {
 // mockable checks that a case can run with its mocks.
 func mockable(s *Suite, c *Case, p *spec.Pipeline) *Failure {
 	if c.Mocks != nil {
-		return &Failure{File: s.File, Pos: conf.NodePos(c.Mocks), Msg: fmt.Sprintf("mocks: not available yet")}
+		return &Failure{File: s.File, Pos: conf.KeyPos(c.Node, "mocks"), Msg: fmt.Sprintf("mocks: not available yet")}
 	}
 	return nil
 }

@@ -140,6 +140,7 @@ Exit codes:
 		a.runsCmd(),
 		a.cacheCmd(),
 		a.reportCmd(),
+		a.testCmd(),
 	)
 	return root
 }
