@@ -143,11 +143,11 @@ func (r *ExecResult) Validate() error {
 
 // ExecRule answers the program runs that match it.
 type ExecRule struct {
-	Argv     []string     `yaml:"argv" desc:"The argv pattern, one element per argument: an element matches one argument exactly, a '*' in it matching any run of characters, and an element that is exactly '**' matches any number of arguments, none included. For 'shell: true' stages it matches the arguments \"$1\"... after 'command'." example:"[wc, -l, \"*\"]"`
-	Command  string       `yaml:"command" desc:"For 'shell: true' stages: a pattern of the command line ('*' matches any run of characters). A rule with 'command' matches only shell runs, one without it only direct ones." example:"sort \"$1\" | uniq -c*"`
-	Stage    string       `yaml:"stage" desc:"Match only the runs of this stage. Default: any stage."`
-	Per      string       `yaml:"per" enum:"argv,rule" default:"argv" desc:"What a 'sequence' counts: 'argv', the runs of each distinct argv (and command) apart; or 'rule', every run the rule answers, in the order they arrive."`
-	Sequence []ExecResult `yaml:"sequence" desc:"Outcomes given in turn, each 'times' times; after the last, the last repeats. Instead of a single outcome written in the rule itself." example:"[{exit_code: 1, stderr: busy, times: 2}, {stdout: done}]"`
+	Argv       []string     `yaml:"argv" desc:"The argv pattern, one element per argument: an element matches one argument exactly, a '*' in it matching any run of characters, and an element that is exactly '**' matches any number of arguments, none included. For 'shell: true' stages it matches the arguments \"$1\"... after 'command'." example:"[wc, -l, \"*\"]"`
+	Command    string       `yaml:"command" desc:"For 'shell: true' stages: a pattern of the command line ('*' matches any run of characters). A rule with 'command' matches only shell runs, one without it only direct ones." example:"sort \"$1\" | uniq -c*"`
+	Stage      string       `yaml:"stage" desc:"Match only the runs of this stage. Default: any stage."`
+	Per        string       `yaml:"per" enum:"argv,rule" default:"argv" desc:"What a 'sequence' counts: 'argv', the runs of each distinct argv (and command) apart; or 'rule', every run the rule answers, in the order they arrive."`
+	Sequence   []ExecResult `yaml:"sequence" desc:"Outcomes given in turn, each 'times' times; after the last, the last repeats. Instead of a single outcome written in the rule itself." example:"[{exit_code: 1, stderr: busy, times: 2}, {stdout: done}]"`
 	ExecResult `yaml:",inline"`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
