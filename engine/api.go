@@ -74,6 +74,10 @@ type Options struct {
 	// clock.Real); `flow test` gives a clock.Virtual. Its context carries
 	// it to the kinds (clock.From).
 	Clock clock.Clock
+	// Outside, if set, is every kind's way out of the process (the
+	// network, programs, files) in place of the real world: `flow test`
+	// gives its mocks (steps.Env.Outside).
+	Outside steps.Outside
 }
 
 // EventSink receives progress as it happens. Calls come from many goroutines

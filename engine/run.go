@@ -483,7 +483,7 @@ func (r *run) stepEnv(s *spec.Stage, workers int) *steps.Env {
 		stdout = os.Stdout
 	}
 	return &steps.Env{Dir: r.p.Dir, Stage: s.Name, Vars: r.vars, Env: r.env, Workers: workers, Timeout: s.Timeout,
-		Stdin: stdin, Stdout: stdout, Stderr: r.stderr}
+		Stdin: stdin, Stdout: stdout, Stderr: r.stderr, Outside: r.opts.Outside}
 }
 
 // ThreadRunner is the runner of `mode: thread`: the step built in this

@@ -73,6 +73,9 @@ func (a *asserter) check() {
 	if e.Errors != nil {
 		return // checkErrors said the pipeline turned out valid
 	}
+	for _, u := range a.o.unmocked {
+		a.failAt(conf.KeyPos(a.c.Node, "mocks"), "%s", u.Error())
+	}
 	if a.o.exit != want {
 		f := a.failAt(a.key("exit"), "exit status: want %d, got %d", want, a.o.exit)
 		if a.o.reason != "" {

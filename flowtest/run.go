@@ -15,6 +15,7 @@ import (
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/flowtest/mock"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -72,6 +73,7 @@ type outcome struct {
 	stdout   []byte
 	start    time.Time // the run's start on its clock
 	attempts map[attemptKey]*attemptLog
+	unmocked []mock.Access // outside access no mock answered
 }
 
 type attemptKey struct {
@@ -129,9 +131,6 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 	if fail != nil {
 		return nil, "", fail
 	}
-	if fail := mockable(s, c, q); fail != nil {
-		return nil, "", fail
-	}
 
 	o := &outcome{attempts: map[attemptKey]*attemptLog{}}
 	var stdout, stderr bytes.Buffer
@@ -146,11 +145,11 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 		Events:   rec,
 	}
 	o.start = useClock(c, &opts)
-	undo, err := useMocks(s, c, &opts)
-	if err != nil {
-		return nil, "", at("mocks: %v", err)
+	rec2, fail := useMocks(s, c, q, &opts)
+	if fail != nil {
+		return nil, "", fail
 	}
-	defer undo()
+	defer rec2.Close()
 	ctx, cancel := context.WithTimeoutCause(context.Background(), c.Timeout,
 		fmt.Errorf("the case ran longer than its timeout of %s (real time); raise timeout: if it needs more", c.Timeout))
 	defer cancel()
@@ -159,6 +158,7 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 		return nil, stderr.String(), at("%v", cause)
 	}
 	o.rep, o.stdout = rep, stdout.Bytes()
+	o.unmocked = rec2.Unmocked()
 	var ds conf.Diags
 	switch {
 	case rep == nil && errors.As(runErr, &ds):
