@@ -142,9 +142,14 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if !filepath.IsAbs(p) && s.env.Dir != "" {
 		p = filepath.Join(s.env.Dir, p)
 	}
+	// Where the file is read: p itself, or where a test's mocks keep it.
+	at, err := steps.OutsidePath(ctx, s.env, in.Index, steps.OpRead, p)
+	if err != nil {
+		return nil, err
+	}
 	// A FIFO or a device picked up by a glob must fail its item, not block
 	// the open past every timeout.
-	f, _, err := regular.Open(p)
+	f, _, err := regular.Open(at)
 	if err != nil {
 		return nil, fileError(p, err)
 	}

@@ -135,23 +135,17 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err != nil {
 		return nil, steps.Permanent(err)
 	}
-	var cmd *osexec.Cmd
+	var line string
 	if s.cfg.Shell {
-		line, err := s.cfg.Command.EvalString(sc)
-		if err != nil {
+		if line, err = s.cfg.Command.EvalString(sc); err != nil {
 			return nil, steps.Permanent(err)
 		}
-		// "flow-exec" becomes $0, the name the shell reports errors under.
-		cmd = osexec.CommandContext(ctx, "/bin/sh", append([]string{"-c", line, "flow-exec"}, args...)...)
-	} else {
-		if len(args) == 0 || args[0] == "" {
-			return nil, steps.Permanent(errors.New("argv gave no program to run"))
-		}
-		cmd = osexec.CommandContext(ctx, args[0], args[1:]...)
+	} else if len(args) == 0 || args[0] == "" {
+		return nil, steps.Permanent(errors.New("argv gave no program to run"))
 	}
-	name := cmd.Args[0]
-	if s.cfg.Shell {
-		name = "sh -c"
+	name := "sh -c"
+	if !s.cfg.Shell {
+		name = args[0]
 	}
 
 	dir := s.env.Dir
@@ -165,57 +159,58 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		}
 		dir = d
 	}
-	cmd.Dir = dir
-
-	tag := newTag()
-	env, outer := childEnv(os.Environ())
+	var added []string
 	for k, t := range s.cfg.Env {
 		v, err := t.EvalString(sc)
 		if err != nil {
 			return nil, steps.Permanent(fmt.Errorf("env %s: %w", k, err))
 		}
-		env = append(env, k+"="+v)
+		added = append(added, k+"="+v)
 	}
-	// Last: of two entries with one name, os/exec keeps the last one, so
-	// env: cannot drop the tag.
-	cmd.Env = append(env, tagEntry(outer, tag))
+	var stdin io.Reader
 	if s.cfg.Stdin != nil {
 		text, err := s.cfg.Stdin.EvalString(sc)
 		if err != nil {
 			return nil, steps.Permanent(err)
 		}
-		cmd.Stdin = strings.NewReader(text)
+		stdin = strings.NewReader(text)
 	}
-
 	stdout := &capped{max: s.maxOutput}
+	var out io.Writer = stdout
 	if s.cfg.Capture == "none" {
-		cmd.Stdout = io.Discard
-	} else {
-		cmd.Stdout = stdout
+		out = io.Discard
 	}
 	stderr := &tail{max: tailBytes}
-	cmd.Stderr = stderr
 
-	group := newGroup(cmd)
-	dieWithFlow(cmd.SysProcAttr)
-	cmd.Cancel = group.terminate
-	cmd.WaitDelay = s.grace
-	stdout.overflow = group.kill
-
-	unlock := lockThread()
-	if err := cmd.Start(); err != nil {
-		unlock()
-		return nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
+	var (
+		code   int
+		killed string // how the program was killed, when code < 0
+		werr   error
+	)
+	if o := s.env.Outside; o != nil {
+		// Under `flow test`: the mocks answer and no program starts.
+		c := &steps.Command{At: steps.At{Stage: s.env.Stage, Index: in.Index}, Shell: s.cfg.Shell, Line: line,
+			Argv: args, Dir: dir, Env: added, Stdin: stdin, Stdout: out, Stderr: stderr}
+		code, err = o.Run(ctx, c)
+		if err != nil && ctx.Err() == nil && !stdout.exceeded {
+			var se *steps.Error
+			if errors.As(err, &se) {
+				return nil, &steps.Error{Err: fmt.Errorf("%s: %w", name, se.Err), Class: se.Class, Permanent: se.Permanent}
+			}
+			return nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
+		}
+		if code < 0 {
+			killed = "signal"
+		}
+	} else {
+		var ps *os.ProcessState
+		ps, werr, err = s.start(ctx, line, args, dir, added, stdin, out, stdout, stderr, name)
+		if err != nil {
+			return nil, err
+		}
+		code = ps.ExitCode()
+		killed = ps.String()
 	}
-	untrack := track(cmd.Process.Pid)
-	werr := cmd.Wait()
-	untrack()
-	unlock()
-	// Whatever the outcome, nothing started for this item may outlive it:
-	// its process group, and what left the group (setsid) but still
-	// carries the item's tag.
-	group.kill()
-	sweep(tag)
 
 	if stdout.exceeded {
 		return nil, &steps.Error{Err: fmt.Errorf("%s wrote more than %d bytes to standard output (max_output); it was stopped", name, s.maxOutput), Class: "too_large", Permanent: true}
@@ -223,7 +218,6 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if ctx.Err() != nil {
 		return nil, &steps.Error{Err: fmt.Errorf("%s was stopped: %w", name, context.Cause(ctx)), Class: steps.ClassOf(ctx.Err())}
 	}
-	code := cmd.ProcessState.ExitCode()
 	errTail := stderr.String()
 	if werr != nil && !errors.Is(werr, osexec.ErrWaitDelay) {
 		var ee *osexec.ExitError
@@ -234,7 +228,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if code < 0 || !s.okCodes[code] {
 		what := fmt.Sprintf("exited with status %d", code)
 		if code < 0 {
-			what = "was killed: " + cmd.ProcessState.String()
+			what = "was killed: " + killed
 		}
 		msg := fmt.Sprintf("%s %s", name, what)
 		if errTail != "" {
@@ -257,6 +251,54 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		res["stdout"] = v
 	}
 	return res, nil
+}
+
+// start runs the program for real, in a process group of its own, and
+// waits for it and for everything it started. err is set when it could not
+// start; werr is what Wait said.
+func (s *step) start(ctx context.Context, line string, args []string, dir string, added []string, stdin io.Reader, out io.Writer, stdout *capped, stderr *tail, name string) (ps *os.ProcessState, werr, err error) {
+	var cmd *osexec.Cmd
+	if s.cfg.Shell {
+		// "flow-exec" becomes $0, the name the shell reports errors under.
+		cmd = osexec.CommandContext(ctx, "/bin/sh", append([]string{"-c", line, "flow-exec"}, args...)...)
+	} else {
+		cmd = osexec.CommandContext(ctx, args[0], args[1:]...)
+	}
+	cmd.Dir = dir
+
+	tag := newTag()
+	env, outer := childEnv(os.Environ())
+	env = append(env, added...)
+	// Last: of two entries with one name, os/exec keeps the last one, so
+	// env: cannot drop the tag.
+	cmd.Env = append(env, tagEntry(outer, tag))
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	cmd.Stdout = out
+	cmd.Stderr = stderr
+
+	group := newGroup(cmd)
+	dieWithFlow(cmd.SysProcAttr)
+	cmd.Cancel = group.terminate
+	cmd.WaitDelay = s.grace
+	stdout.overflow = group.kill
+
+	unlock := lockThread()
+	if err := cmd.Start(); err != nil {
+		unlock()
+		return nil, nil, steps.Permanent(fmt.Errorf("cannot start %s: %w", name, err))
+	}
+	untrack := track(cmd.Process.Pid)
+	werr = cmd.Wait()
+	untrack()
+	unlock()
+	// Whatever the outcome, nothing started for this item may outlive it:
+	// its process group, and what left the group (setsid) but still
+	// carries the item's tag.
+	group.kill()
+	sweep(tag)
+	return cmd.ProcessState, werr, nil
 }
 
 // args evaluates argv. A single-expression element that gives a list adds

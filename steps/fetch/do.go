@@ -81,6 +81,9 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	defer cancel()
 
 	v := &verdict{}
+	if s.env.Outside != nil {
+		rctx = steps.WithAt(rctx, steps.At{Stage: s.env.Stage, Index: in.Index})
+	}
 	var body any
 	if r.body != nil {
 		body = r.body
@@ -269,6 +272,11 @@ func (s *step) transportError(ctx context.Context, where string, r *request, v *
 	}
 	if ctx.Err() != nil {
 		return &steps.Error{Err: fmt.Errorf("%s: %w", where, context.Cause(ctx)), Class: steps.ClassOf(ctx.Err())}
+	}
+	// A transport that knows its class (the mocks of `flow test`) keeps it.
+	var se *steps.Error
+	if errors.As(err, &se) {
+		return &steps.Error{Err: fmt.Errorf("%s: %s", where, r.scrub(se.Err.Error())), Class: se.Class, Permanent: se.Permanent, RetryAfter: se.RetryAfter}
 	}
 	// url.Error repeats the full URL, secrets included: keep its cause only.
 	cause := err

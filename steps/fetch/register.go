@@ -176,8 +176,14 @@ func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 		ExpectContinueTimeout: time.Second,
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12}, //nolint:gosec // opt-in, documented
 	}
+	var rt http.RoundTripper = s.transport
+	if env.Outside != nil {
+		// Under `flow test`: the mocks answer, redirects included (the
+		// client follows them through the same transport).
+		rt = env.Outside.Transport(env.Stage)
+	}
 	s.client = &retryablehttp.Client{
-		HTTPClient: &http.Client{Transport: s.transport, CheckRedirect: s.checkRedirect},
+		HTTPClient: &http.Client{Transport: rt, CheckRedirect: s.checkRedirect},
 		Logger:     nil,
 		RetryMax:   0,
 		// Classify only: the verdict travels in the request context, and

@@ -189,8 +189,10 @@ type input struct {
 // many pixels needs (8 bytes per pixel, for an uncompressed 16-bit RGBA
 // PNG, plus fileSlack): a 20 GB file behind a small header is not read
 // whole. It then waits for the image's share of the decode budget.
-func (s *step) readImage(ctx context.Context, src string, z sizing) (in input, err error) {
-	f, fi, err := regular.Open(src)
+// at is where the file is read: src itself, or where a test's mocks keep
+// it; messages name src.
+func (s *step) readImage(ctx context.Context, at, src string, z sizing) (in input, err error) {
+	f, fi, err := regular.Open(at)
 	if err != nil {
 		return in, fileError(src, err)
 	}

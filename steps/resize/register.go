@@ -397,7 +397,12 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		return nil, steps.Permanent(err)
 	}
 
-	img, err := s.readImage(ctx, src, z)
+	// Where src is read: src itself, or where a test's mocks keep it.
+	at, err := steps.OutsidePath(ctx, s.env, in.Index, steps.OpRead, src)
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.readImage(ctx, at, src, z)
 	if err != nil {
 		return nil, err
 	}
@@ -453,7 +458,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.writeAtomic(outDir, outRel, name, buf.Bytes()); err != nil {
+	if err := s.writeAtomic(ctx, in.Index, outDir, outRel, name, buf.Bytes()); err != nil {
 		return nil, &steps.Error{Err: err, Class: "io", Permanent: errors.Is(err, fs.ErrPermission)}
 	}
 	return map[string]any{
@@ -680,15 +685,24 @@ func flatten(m *image.RGBA) {
 // openOutDir creates and opens out_dir, dir. With rel set (out_dir
 // confined to the pipeline directory, as rel inside it), every step goes
 // through an os.Root of the pipeline directory, so that a symbolic link on
-// the way cannot lead out of it, whenever it was put there.
-func (s *step) openOutDir(dir, rel string) (*os.Root, error) {
+// the way cannot lead out of it, whenever it was put there. Under a test's
+// mocks the folder opened is where they keep dir or the pipeline directory.
+func (s *step) openOutDir(ctx context.Context, index int64, dir, rel string) (*os.Root, error) {
 	if rel == "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		at, err := steps.OutsidePath(ctx, s.env, index, steps.OpWrite, dir)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(at, 0o755); err != nil {
 			return nil, fmt.Errorf("creating 'out_dir': %w", err)
 		}
-		return os.OpenRoot(dir)
+		return os.OpenRoot(at)
 	}
-	base, err := os.OpenRoot(s.base)
+	top, err := steps.OutsidePath(ctx, s.env, index, steps.OpWrite, s.base)
+	if err != nil {
+		return nil, err
+	}
+	base, err := os.OpenRoot(top)
 	if err != nil {
 		return nil, fmt.Errorf("opening the pipeline directory: %w", err)
 	}
@@ -717,8 +731,8 @@ func outDirError(dir string, err error) error {
 // openOutDir): a temporary file in the same directory, then a rename over
 // the destination. All file operations go through an os.Root, so neither
 // '..' nor a symbolic link can lead outside dir.
-func (s *step) writeAtomic(dir, rel, name string, data []byte) error {
-	root, err := s.openOutDir(dir, rel)
+func (s *step) writeAtomic(ctx context.Context, index int64, dir, rel, name string, data []byte) error {
+	root, err := s.openOutDir(ctx, index, dir, rel)
 	if err != nil {
 		return err
 	}

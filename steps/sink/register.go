@@ -278,11 +278,13 @@ type fileSink struct {
 	// mu makes a Close from the engine's abort path safe against a Write
 	// still in progress on the sink's own goroutine.
 	mu sync.Mutex
-	// path is the destination as shown in messages; dir is its directory,
+	// path is the destination as shown in messages, and parent the folder
+	// that holds it (where a test's mocks keep it); dir is that folder,
 	// opened once when the sink is built, and base its name there. Every
 	// file operation goes through dir, so that a symbolic link swapped in
 	// for a directory on the way mid-run cannot take the output elsewhere.
 	path    string
+	parent  string
 	dir     *os.Root
 	base    string
 	tmp     *os.File // created on the first write, named tmpName in dir
@@ -315,7 +317,19 @@ func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
 	if !filepath.IsAbs(p) {
 		dest = filepath.Join(dirOf(env), p)
 	}
-	dir, err := openParent(c, env, p, dest)
+	// Where the folders are: the pipeline's and dest's, or where a test's
+	// mocks keep them (a sandbox); messages name dest all the same.
+	top, parent := dirOf(env), filepath.Dir(dest)
+	if env.Outside != nil {
+		bg := context.Background()
+		if top, err = steps.OutsidePath(bg, env, -1, steps.OpWrite, top); err != nil {
+			return nil, err
+		}
+		if parent, err = steps.OutsidePath(bg, env, -1, steps.OpWrite, parent); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := openParent(c, top, parent, p, dest)
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +338,7 @@ func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
 		dir.Close()
 		return nil, at(c.Path, "cannot write %s: it is a directory", dest)
 	}
-	s := &fileSink{path: dest, dir: dir, base: base}
+	s := &fileSink{path: dest, parent: parent, dir: dir, base: base}
 	// Try the directory now: an unwritable one then stops the run before
 	// any work is done, rather than after all of it. The real temporary
 	// file is created on the first write, so a sink that is built but never
@@ -344,8 +358,8 @@ func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
 // openParent creates the destination's directory when missing and opens
 // it. Inside the pipeline directory this goes through an os.Root, which
 // refuses ".." and symbolic links that lead out, before creating anything.
-func openParent(c *WriteConfig, env *steps.Env, p, dest string) (*os.Root, error) {
-	parent := filepath.Dir(dest)
+// top is the pipeline directory and parent dest's, where they are read.
+func openParent(c *WriteConfig, top, parent, p, dest string) (*os.Root, error) {
 	if c.AllowOutside {
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return nil, fmt.Errorf("cannot write %s: cannot create its directory: %v", dest, unwrapPath(err))
@@ -356,16 +370,16 @@ func openParent(c *WriteConfig, env *steps.Env, p, dest string) (*os.Root, error
 		}
 		return dir, nil
 	}
-	top, err := os.OpenRoot(dirOf(env))
+	tr, err := os.OpenRoot(top)
 	if err != nil {
 		return nil, fmt.Errorf("cannot write %s: cannot open the pipeline directory: %v", dest, unwrapPath(err))
 	}
-	defer top.Close()
+	defer tr.Close()
 	rel := filepath.Dir(filepath.Clean(p))
-	err = top.MkdirAll(rel, 0o755)
+	err = tr.MkdirAll(rel, 0o755)
 	var dir *os.Root
 	if err == nil {
-		dir, err = top.OpenRoot(rel)
+		dir, err = tr.OpenRoot(rel)
 	}
 	switch {
 	case err == nil:
@@ -510,7 +524,7 @@ func (s *fileSink) open() error {
 // sink fails instead, and the run with it.
 func (s *fileSink) sameDir() error {
 	parent := filepath.Dir(s.path)
-	now, err := os.Stat(parent)
+	now, err := os.Stat(s.parent)
 	if err != nil {
 		return fmt.Errorf("cannot write %s: %v", s.path, unwrapPath(err))
 	}
@@ -523,7 +537,7 @@ func (s *fileSink) sameDir() error {
 	}
 	if !os.SameFile(now, was) {
 		what := "another directory"
-		if fi, err := os.Lstat(parent); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if fi, err := os.Lstat(s.parent); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 			what = "a symbolic link"
 		}
 		return fmt.Errorf("cannot write %s: %s was replaced by %s while the run was writing; not writing there (the previous output, if any, is untouched)", s.path, parent, what)

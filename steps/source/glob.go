@@ -32,7 +32,9 @@ func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }
 // absolute paths so that every later step can open them, whatever its
 // working directory. Only regular files match (see matches); symbolic links
 // to directories are not followed, which keeps '**' out of link loops.
-func expand(ctx context.Context, dir string, patterns []string) ([]string, map[string]string, error) {
+// With real set (a test's steps.Outside), the tree read is the one real
+// gives for each path; the results keep the pipeline's paths.
+func expand(ctx context.Context, dir string, patterns []string, real func(p string) (string, error)) ([]string, map[string]string, error) {
 	seen := map[string]bool{}
 	missing := map[string]string{}
 	for _, p := range patterns {
@@ -43,7 +45,7 @@ func expand(ctx context.Context, dir string, patterns []string) ([]string, map[s
 		if err != nil {
 			return nil, nil, fmt.Errorf("glob %q: %v", p, err)
 		}
-		root, err := expandOne(ctx, abs, seen)
+		root, err := expandOne(ctx, abs, seen, real)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -61,7 +63,7 @@ func expand(ctx context.Context, dir string, patterns []string) ([]string, map[s
 
 // expandOne adds the matches of one absolute pattern to seen. It returns
 // the directory the pattern starts from when that does not exist.
-func expandOne(ctx context.Context, pattern string, seen map[string]bool) (missing string, err error) {
+func expandOne(ctx context.Context, pattern string, seen map[string]bool, real func(string) (string, error)) (missing string, err error) {
 	segs := strings.Split(filepath.ToSlash(pattern), "/")
 	// The root is the longest leading run of segments without wildcards:
 	// the walk starts there instead of at "/".
@@ -70,14 +72,20 @@ func expandOne(ctx context.Context, pattern string, seen map[string]bool) (missi
 		i++
 	}
 	if i == len(segs) {
-		fi, err := os.Lstat(pattern)
+		at := pattern
+		if real != nil {
+			if at, err = real(pattern); err != nil {
+				return "", err
+			}
+		}
+		fi, err := os.Lstat(at)
 		switch {
 		case err == nil:
-			if matches(pattern, fi.Mode().Type()) {
+			if matches(at, fi.Mode().Type()) {
 				seen[pattern] = true
 			}
 		case errors.Is(err, fs.ErrNotExist):
-			if _, derr := os.Stat(filepath.Dir(pattern)); errors.Is(derr, fs.ErrNotExist) {
+			if _, derr := os.Stat(filepath.Dir(at)); errors.Is(derr, fs.ErrNotExist) {
 				missing = filepath.Dir(pattern)
 			}
 		}
@@ -87,22 +95,33 @@ func expandOne(ctx context.Context, pattern string, seen map[string]bool) (missi
 	if root == "" {
 		root = "/"
 	}
+	// walk is the tree read: root itself, or where a test's mocks keep it.
+	walk := root
+	if real != nil {
+		if walk, err = real(root); err != nil {
+			return "", err
+		}
+	}
 	pat := segs[i:]
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(walk, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(walk, p)
+		shown := p
+		if walk != root {
+			shown = filepath.Join(root, rel)
+		}
 		if err != nil {
-			if p == root && errors.Is(err, fs.ErrNotExist) {
+			if p == walk && errors.Is(err, fs.ErrNotExist) {
 				missing = root
 				return fs.SkipAll // a pattern under a missing directory matches nothing
 			}
-			return fmt.Errorf("glob %q: cannot read %s: %v", pattern, p, unwrapPath(err))
+			return fmt.Errorf("glob %q: cannot read %s: %v", pattern, shown, unwrapPath(err))
 		}
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
-		if p == root {
+		if p == walk {
 			return nil
 		}
-		rel, _ := filepath.Rel(root, p)
 		rs := strings.Split(filepath.ToSlash(rel), "/")
 		if d.IsDir() {
 			if !couldMatchBelow(pat, rs) {
@@ -111,7 +130,7 @@ func expandOne(ctx context.Context, pattern string, seen map[string]bool) (missi
 			return nil
 		}
 		if matchSegs(pat, rs) && matches(p, d.Type()) {
-			seen[p] = true
+			seen[shown] = true
 		}
 		return nil
 	})

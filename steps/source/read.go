@@ -125,8 +125,10 @@ func formatSize(n int64) string {
 }
 
 // openFile opens a file for reading, transparently decompressing ".gz".
-func openFile(path string) (io.ReadCloser, error) {
-	f, err := os.Open(path)
+// at is where the file is read (path itself, or where a test's mocks keep
+// it); messages name path.
+func openFile(at, path string) (io.ReadCloser, error) {
+	f, err := os.Open(at)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
 	}

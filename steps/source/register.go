@@ -348,7 +348,13 @@ func newGlob(c *GlobConfig, env *steps.Env) (steps.Source, error) {
 }
 
 func (s *globSource) list(ctx context.Context) ([]string, error) {
-	s.once.Do(func() { s.files, s.missing, s.err = expand(ctx, s.dir, s.patterns) })
+	s.once.Do(func() {
+		var real func(string) (string, error)
+		if s.env.Outside != nil {
+			real = func(p string) (string, error) { return steps.OutsidePath(ctx, s.env, -1, steps.OpRead, p) }
+		}
+		s.files, s.missing, s.err = expand(ctx, s.dir, s.patterns, real)
+	})
 	return s.files, s.err
 }
 
@@ -486,7 +492,11 @@ func newJSONL(c *JSONLConfig, env *steps.Env) (steps.Source, error) {
 }
 
 func (s *fileSource) Items(ctx context.Context, emit func(any) error) error {
-	f, err := openFile(s.path)
+	at, err := steps.OutsidePath(ctx, s.env, -1, steps.OpRead, s.path)
+	if err != nil {
+		return err
+	}
+	f, err := openFile(at, s.path)
 	if err != nil {
 		return err
 	}
