@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -89,7 +90,11 @@ func (a *asserter) check() {
 			f.Got = "(none: the run succeeded)"
 		}
 	}
+	if e.Duration != nil && a.o.rep != nil && time.Duration(a.o.rep.Duration) != *e.Duration {
+		a.failAt(a.key("duration"), "duration: want %s, got %s on the virtual clock", fmtDur(*e.Duration), fmtDur(time.Duration(a.o.rep.Duration)))
+	}
 	a.checkOutput()
+	a.checkFiles()
 	a.checkStages()
 	a.checkAttempts()
 }
@@ -454,4 +459,42 @@ func truth(t *tmpl.T, item any, index int64) (bool, error) {
 		return false, fmt.Errorf("the expression gave %s, not true or false", canon(v))
 	}
 	return b, nil
+}
+
+func (a *asserter) checkFiles() {
+	e := &a.c.Expect
+	if e.Written != nil {
+		var want []any
+		for _, w := range e.Written {
+			want = append(want, filepath.ToSlash(filepath.Clean(w)))
+		}
+		var got []any
+		for _, g := range a.o.written {
+			got = append(got, g)
+		}
+		if extra, missing := match(want, got); len(extra)+len(missing) > 0 {
+			f := a.failAt(a.key("written"), "written: the files the run wrote differ (in any order)")
+			f.Want, f.Got = strings.Join(sortedStrings(want), "\n"), strings.Join(sortedStrings(got), "\n")
+		}
+	}
+	files := conf.Lookup(e.Node, "files")
+	for p, w := range e.Files {
+		if msg, bad := a.o.filesErr[p]; bad {
+			a.failAt(conf.ValuePos(files, p), "files: %s", msg)
+			continue
+		}
+		if got := a.o.files[p]; got != w {
+			f := a.failAt(conf.ValuePos(files, p), "files: %s: the text differs", p)
+			f.Want, f.Got = w, got
+		}
+	}
+}
+
+func sortedStrings(vs []any) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = fmt.Sprint(v)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -16,10 +16,10 @@ import (
 	"github.com/flowrun/flow/tmpl"
 )
 
-// File is a test file.
+// File is a test file, NAME_test.yaml: the tests of NAME.yaml beside it. It
+// is a pipeline file's `tests:` section on its own.
 type File struct {
-	Pipeline string  `yaml:"pipeline" desc:"The pipeline file the tests run, relative to this file and inside its folder. Default: NAME.yaml for NAME_test.yaml." example:"map_timeout.yaml"`
-	Tests    []*Case `yaml:"tests" required:"true" desc:"The test cases, run one after the other in this order. 'flow test --run REGEX' picks cases by name."`
+	Tests []*Case `yaml:"tests" required:"true" desc:"The test cases, run one after the other in this order. 'flow test --run REGEX' picks cases by name."`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
 }
@@ -59,8 +59,12 @@ type Expect struct {
 	Stdout   *string    `yaml:"stdout" desc:"The exact text the sink printed (the print sink, or the default JSON Lines sink)."`
 	Snapshot *Snapshot  `yaml:"snapshot" desc:"Compare the output items with a stored file, one JSON value per line: 'true' (testdata/NAME_test/CASE.jsonl beside the test file) or a path relative to the test file. 'flow test --update' writes it."`
 
+	Written []string          `yaml:"written" desc:"Every file the run wrote (into the test's sandbox), as paths relative to the pipeline's folder, in any order." example:"[out/report.jsonl]"`
+	Files   map[string]string `yaml:"files" desc:"The exact text of files the run wrote, by path relative to the pipeline's folder." example:"{out.txt: \"3\\n\"}"`
+
 	Stages   map[string]*Counts `yaml:"stages" desc:"The report's counts per stage name: only the counts written are checked."`
 	Attempts []*Attempts        `yaml:"attempts" desc:"The attempts of one item in one stage: how many, when each started and ended on the virtual clock (from the start of the run), their error classes."`
+	Duration *time.Duration     `yaml:"duration" desc:"How long the run took on the virtual clock: the sum of the waits it could not overlap (sleeps, latencies, backoff, rate and concurrency limits), exactly." example:"200ms"`
 	Error    string             `yaml:"error" desc:"Text that the reason the run did not succeed must contain." example:"did not finish within its deadline"`
 	Errors   []string           `yaml:"errors" desc:"The validation errors of the pipeline, each as 'LINE:COL: text', where text is part of the message: the pipeline must be invalid with exactly these." example:"[\"12:14: unknown key\"]"`
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -73,7 +74,10 @@ type outcome struct {
 	stdout   []byte
 	start    time.Time // the run's start on its clock
 	attempts map[attemptKey]*attemptLog
-	unmocked []mock.Access // outside access no mock answered
+	unmocked []mock.Access     // outside access no mock answered
+	written  []string          // files written, relative to the pipeline's folder
+	files    map[string]string // the content of the files expect.files names
+	filesErr map[string]string // or why it could not be read
 }
 
 type attemptKey struct {
@@ -135,7 +139,7 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 	o := &outcome{attempts: map[attemptKey]*attemptLog{}}
 	var stdout, stderr bytes.Buffer
 	stages := q.RunStages()
-	rec := &recorder{sink: stages[len(stages)-1].Name, o: o}
+	rec := &recorder{sink: stages[len(stages)-1].Name, o: o, dir: q.Dir}
 	opts := engine.Options{
 		Registry: r.Registry,
 		Stdin:    strings.NewReader(""),
@@ -157,8 +161,11 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 	if cause := context.Cause(ctx); cause != nil && ctx.Err() == context.DeadlineExceeded {
 		return nil, stderr.String(), at("%v", cause)
 	}
-	o.rep, o.stdout = rep, stdout.Bytes()
+	// Paths under the pipeline's folder read relative to it, as in the
+	// output items (relative).
+	o.rep, o.stdout = rep, bytes.ReplaceAll(stdout.Bytes(), []byte(q.Dir+"/"), []byte("./"))
 	o.unmocked = rec2.Unmocked()
+	captureFiles(o, rec2, q.Dir, c.Expect.Files)
 	var ds conf.Diags
 	switch {
 	case rep == nil && errors.As(runErr, &ds):
@@ -329,6 +336,7 @@ func inProcess() engine.Runners {
 // recorder keeps what the assertions read of a run's events.
 type recorder struct {
 	sink string
+	dir  string // the pipeline's folder, absolute
 	mu   sync.Mutex
 	o    *outcome
 }
@@ -340,7 +348,7 @@ func (r *recorder) ItemDone(ev *engine.ItemEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ev.Stage == r.sink && ev.Outcome == report.Succeeded {
-		r.o.output = append(r.o.output, ev.Item)
+		r.o.output = append(r.o.output, relative(ev.Item, r.dir))
 	}
 	if len(r.o.attempts) < maxAttemptLogs {
 		r.o.attempts[attemptKey{ev.Stage, ev.Index}] = &attemptLog{outcome: ev.Outcome, attempts: append([]engine.Attempt(nil), ev.Attempts...)}
@@ -395,4 +403,53 @@ func envList(env map[string]string) []string {
 		out = append(out, k+"="+v)
 	}
 	return out
+}
+
+// relative writes the absolute paths under the pipeline's folder that an
+// item holds as paths relative to it ("./logs/db.log"), so that a test's
+// expected output is the same in every checkout. It copies what it changes.
+func relative(v any, dir string) any {
+	if dir == "" || dir == "/" {
+		return v
+	}
+	switch x := v.(type) {
+	case string:
+		if x == dir {
+			return "."
+		}
+		return strings.ReplaceAll(x, dir+"/", "./")
+	case []any:
+		out := make([]any, len(x))
+		for i := range x {
+			out[i] = relative(x[i], dir)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = relative(e, dir)
+		}
+		return out
+	}
+	return v
+}
+
+// captureFiles keeps what the run wrote, before the sandbox goes.
+func captureFiles(o *outcome, rec *mock.Recorder, dir string, want map[string]string) {
+	outs, _ := rec.Outputs()
+	for _, p := range outs {
+		if rel, err := filepath.Rel(dir, p); err == nil && filepath.IsLocal(rel) {
+			p = filepath.ToSlash(rel)
+		}
+		o.written = append(o.written, p)
+	}
+	o.files, o.filesErr = map[string]string{}, map[string]string{}
+	for p := range want {
+		b, err := rec.Output(p)
+		if err != nil {
+			o.filesErr[p] = err.Error()
+			continue
+		}
+		o.files[p] = string(b)
+	}
 }
