@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/flowtest"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 )
@@ -60,6 +61,7 @@ var (
 	nodePtrType      = reflect.TypeFor[*yaml.Node]()
 	stageType        = reflect.TypeFor[spec.Stage]()
 	pipelineType     = reflect.TypeFor[spec.Pipeline]()
+	testCaseType     = reflect.TypeFor[flowtest.Case]()
 	codeSpan         = regexp.MustCompile(`'([^']*)'`)
 	stageRoleFields  = []string{"source", "step", "sink"}
 	draft07          = "http://json-schema.org/draft-07/schema#"
@@ -117,21 +119,56 @@ func (g *gen) build(reg *steps.Registry) (map[string]any, error) {
 	stage["title"] = "stage"
 	g.defs["stage"] = stage
 
+	if err := g.testCase(); err != nil {
+		return nil, err
+	}
 	root, err := g.object(pipelineType, func(f conf.Field) (map[string]any, bool) {
-		if f.Key == "stages" {
+		switch f.Key {
+		case "stages":
 			return map[string]any{"type": "array", "minItems": 1, "items": map[string]any{"$ref": "#/definitions/stage"}}, true
+		case "tests":
+			return map[string]any{"type": "array", "minItems": 1, "items": map[string]any{"$ref": "#/definitions/test-case"}}, true
 		}
 		return nil, false
 	})
 	if err != nil {
 		return nil, err
 	}
+	// One schema for pipelines and their test files (NAME_test.yaml, a
+	// pipeline's tests: section alone), so that one modeline serves both:
+	// a file with version or stages is a pipeline and needs both; any
+	// other file is a test file and needs tests.
+	delete(root, "required")
+	root["if"] = map[string]any{"anyOf": []any{
+		map[string]any{"required": []any{"version"}},
+		map[string]any{"required": []any{"stages"}},
+	}}
+	root["then"] = map[string]any{"required": []any{"version", "stages"}}
+	root["else"] = map[string]any{"required": []any{"tests"}}
 	root["$schema"] = draft07
 	root["$id"] = "https://github.com/flowrun/flow/schema.json"
 	root["title"] = "flow pipeline"
 	describe(root, pipelineDocument)
 	root["definitions"] = g.defs
 	return root, nil
+}
+
+// testCase defines a test case of flow test (package flowtest).
+func (g *gen) testCase() error {
+	tc, err := g.object(testCaseType, nil)
+	if err != nil {
+		return err
+	}
+	// Items are any YAML value; the lists that hold them are lists.
+	props := tc["properties"].(map[string]any)
+	props["input"].(map[string]any)["type"] = "array"
+	expect := props["expect"].(map[string]any)["properties"].(map[string]any)
+	for _, k := range []string{"output", "contains"} {
+		expect[k].(map[string]any)["type"] = "array"
+	}
+	tc["title"] = "test case"
+	g.defs["test-case"] = tc
+	return nil
 }
 
 // withDocs adds the kind's documentation to the schema of its options, so

@@ -23,7 +23,7 @@ type Pipeline struct {
 	Timeout     time.Duration     `yaml:"timeout" desc:"Bound on the whole run, as a Go duration (\"30s\", \"5m\"). When it passes, running work is cancelled and the run fails." example:"10m"`
 	Lock        *Lock             `yaml:"lock" desc:"Hold an exclusive lock on a file for the whole run, so that overlapping runs (from cron, say) never run at once: a path, or a mapping such as '{file: run.lock, mode: skip}'. The flags '--lock', '--lock-mode' and '--lock-timeout' override it." example:"/var/lock/nightly.lock"`
 	Stages      []*Stage          `yaml:"stages" required:"true" desc:"The stages, in order: a source first, then steps, then optionally a sink. Each stage streams its results into the next."`
-	Tests       *yaml.Node        `yaml:"tests" desc:"Test cases of this pipeline, run by 'flow test' and ignored by 'flow run' (they may also live in NAME_test.yaml beside the file). See docs/testing.md."`
+	Tests       []*yaml.Node      `yaml:"tests" desc:"Test cases of this pipeline, run by 'flow test' and ignored by 'flow run' (they may also live in NAME_test.yaml beside the file). See docs/testing.md."`
 
 	// File is the path the pipeline was read from; Dir its directory.
 	File string `yaml:"-"`
