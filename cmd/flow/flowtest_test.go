@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/xml"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -99,4 +101,58 @@ func TestEveryExampleHasTests(t *testing.T) {
 			t.Errorf("examples/%s.yaml has no tests: write examples/%s_test.yaml (see docs/testing.md)", name, name)
 		}
 	}
+}
+
+// TestTestingDocRuns: the files docs/testing.md shows (each code block
+// after a "<!-- file: NAME -->" line) are written to a folder and their
+// tests pass, so the guide cannot drift from what flow test does.
+func TestTestingDocRuns(t *testing.T) {
+	root := repoRoot(t)
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "testing.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	lines := strings.Split(string(doc), "\n")
+	files := 0
+	for i := 0; i < len(lines); i++ {
+		name, ok := strings.CutPrefix(lines[i], "<!-- file: ")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, " -->")
+		if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "```") {
+			t.Fatalf("docs/testing.md:%d: a file marker must come just before a code block", i+1)
+		}
+		var body []string
+		for i += 2; i < len(lines) && lines[i] != "```"; i++ {
+			body = append(body, lines[i])
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.Join(body, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files++
+	}
+	if files < 4 {
+		t.Fatalf("docs/testing.md shows %d files, want the pipelines and tests it teaches with", files)
+	}
+	stdout, stderr, code := runCLI(t, dir, "test", ".")
+	if code != 0 || strings.Contains(stdout, "FAIL") {
+		t.Errorf("flow test on the files of docs/testing.md: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// runCLI runs the real command line in a process of its own, in dir.
+func runCLI(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	code = relWait(t, cmd)
+	return out.String(), errb.String(), code
 }
