@@ -366,3 +366,73 @@ stages:
 		t.Errorf("attempts ended at %v, want %v", ends, want)
 	}
 }
+
+// Waits due at the same instant are released in the order they were set:
+// an attempt's timeout is set before the step starts, so timeout: 1s ends
+// sleep(1), on every run.
+func TestVirtualTimeoutWinsATie(t *testing.T) {
+	rep, _, _ := runVirtual(t, all.Registry(), `
+version: 1
+stages:
+  - name: one
+    source: {items: [1, 2]}
+  - name: slow
+    step: compute
+    timeout: 1s
+    on_error: skip
+    with: {value: "${ sleep(item) ?? item }"}
+`, nil)
+	if s := stageOf(t, rep, "slow"); s.TimedOut != 2 || s.Skipped != 2 {
+		t.Errorf("slow %+v: sleep(1) and sleep(2) both time out at 1s", *s)
+	}
+	if time.Duration(rep.Duration) != time.Second {
+		t.Errorf("run took %s, want 1s", time.Duration(rep.Duration))
+	}
+}
+
+// A named limit shared by two stages hands out one slot every 100ms to
+// both: 20 starts, the last at 1.9s.
+func TestVirtualSharedLimit(t *testing.T) {
+	a, b := &recordEvents{stage: "a"}, &recordEvents{stage: "b"}
+	rep, _, _ := runVirtual(t, reg, `
+version: 1
+limits:
+  api: {rate: 10/s}
+stages:
+  - {name: src, source: {nums: 10}}
+  - {name: a, step: pass, workers: 1, limit: [api]}
+  - {name: b, step: pass, workers: 1, limit: [api]}
+`, fanout{a, b})
+	var got []time.Duration
+	for i := range int64(10) {
+		got = append(got, starts(t, a, i)...)
+		got = append(got, starts(t, b, i)...)
+	}
+	slices.Sort(got)
+	for k, s := range got {
+		if s != time.Duration(k)*100*time.Millisecond {
+			t.Fatalf("starts %v, want one every 100ms from 0 to 1.9s", got)
+		}
+	}
+	if time.Duration(rep.Duration) != 1900*time.Millisecond {
+		t.Errorf("run took %s, want 1.9s", time.Duration(rep.Duration))
+	}
+}
+
+type fanout []EventSink
+
+func (f fanout) StageStarted(s string, w int, n int64) {
+	for _, e := range f {
+		e.StageStarted(s, w, n)
+	}
+}
+func (f fanout) ItemDone(ev *ItemEvent) {
+	for _, e := range f {
+		e.ItemDone(ev)
+	}
+}
+func (f fanout) StageDone(s string) {
+	for _, e := range f {
+		e.StageDone(s)
+	}
+}
