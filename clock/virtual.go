@@ -140,6 +140,18 @@ func (v *Virtual) Busy() (release func()) {
 	}
 }
 
+// Hold holds the clock of ctx still, if it is one that can be held (a
+// Virtual), until release is called; on Real it does nothing. A kind
+// whose wait the clock cannot see calls it around that wait (a reply
+// over a real socket in a test, say): the wait then takes no virtual
+// time, and no virtual timeout can end it.
+func Hold(ctx context.Context) (release func()) {
+	if h, ok := From(ctx).(interface{ Busy() func() }); ok {
+		return h.Busy()
+	}
+	return func() {}
+}
+
 // Pending returns the number of waits not yet released.
 func (v *Virtual) Pending() int {
 	v.mu.Lock()

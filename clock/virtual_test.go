@@ -256,3 +256,22 @@ func TestGoroutineStates(t *testing.T) {
 		t.Error("another virtual clock's driver holds this one up")
 	}
 }
+
+func TestHold(t *testing.T) {
+	Hold(context.Background())() // Real: nothing to hold
+	v := NewVirtual(t0)
+	ctx := NewContext(context.Background(), v)
+	release := Hold(ctx)
+	tctx, cancel := WithTimeoutCause(ctx, v, time.Millisecond, nil)
+	defer cancel()
+	select {
+	case <-tctx.Done():
+		t.Fatal("the clock moved while held")
+	case <-time.After(20 * time.Millisecond):
+	}
+	release()
+	<-tctx.Done()
+	if tctx.Err() != context.DeadlineExceeded || context.Cause(tctx) != context.DeadlineExceeded {
+		t.Errorf("err %v cause %v", tctx.Err(), context.Cause(tctx))
+	}
+}

@@ -96,7 +96,7 @@ func (st *stepStage) process(w *workerState, e *entry) {
 		}
 		return
 	}
-	if !w.sample() {
+	if !w.sample() && !st.r.timeAll {
 		st.attempts(w, e, keys, false)
 		return
 	}

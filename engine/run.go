@@ -82,6 +82,11 @@ type run struct {
 	limits map[string]*limit
 	stderr *lockedWriter
 
+	// timeAll: time every item for the latency percentiles, not a
+	// sample: on a clock other than Real reading it is cheap, and which
+	// items a sample holds would vary from run to run.
+	timeAll bool
+
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
@@ -126,6 +131,7 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 	if r.clk == nil {
 		r.clk = clock.Real
 	}
+	r.timeAll = !clock.IsReal(r.clk)
 	r.vars = p.Vars.Map()
 	// One lock on stderr for the run: steps and runners (worker processes'
 	// forwarded lines) of different stages write whole lines through it, so

@@ -53,7 +53,7 @@ func (s *sinkStage) exec() {
 			if !ok {
 				continue
 			}
-			if s.rep.In%sampleEvery == 1 {
+			if s.rep.In%sampleEvery == 1 || s.r.timeAll {
 				start := s.r.clk.Now()
 				err = s.sink.Write(s.ctx, rec)
 				s.hist.record(s.r.clk.Now().Sub(start))
