@@ -200,7 +200,7 @@ func (s *Set) Install(testDir, pipelineDir string) (*Recorder, error) {
 		r.exec = append(r.exec, execRule{ExecRule: &s.Exec[i], index: i})
 	}
 	if err := r.layout(pd); err == nil {
-		err = r.copyFixtures(troot, s.Files, &ds)
+		err = r.copyFixtures(troot, s.Files, conf.ValuePos(s.Node, "files"), &ds)
 		if err != nil {
 			ds.AddErr(conf.Pos{}, err)
 		}
