@@ -745,3 +745,38 @@ func TestFixturesConfined(t *testing.T) {
 		}
 	}
 }
+
+// The kinds' own protections hold on the sandbox too: the write sink stays
+// in the pipeline's folder, analyze-logs opens only regular files.
+func TestProtectionsHoldUnderMocks(t *testing.T) {
+	rec, _, dir := install(t, decode(t, "files: fx\n"), map[string]string{"fx/logs/dir/x.log": appLog})
+	k, _ := all.Registry().Lookup("write")
+	var n yaml.Node
+	yaml.Unmarshal([]byte(`../escape.jsonl`), &n)
+	if _, err := k.Build(&n, &conf.Context{}, &steps.Env{Dir: dir, Stage: "out", Outside: rec}); err == nil || !strings.Contains(err.Error(), "leaves the pipeline directory") {
+		t.Errorf("write ../escape.jsonl: %v", err)
+	}
+	_, err := build(t, steps.RoleStep, "analyze-logs", "{}", dir, rec).Step.Do(context.Background(), steps.Input{Item: "logs/dir"})
+	if steps.ClassOf(err) != "io" || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("analyze-logs of a folder: %v", err)
+	}
+}
+
+// Redirects are followed through the mocks, each hop recorded.
+func TestFetchRedirectThroughMocks(t *testing.T) {
+	rec, _, _ := install(t, decode(t, `
+fetch:
+  - {url: https://a.test/old, status: 301, headers: {Location: /new}}
+  - {url: https://a.test/new, body: moved here}
+`), nil)
+	res, err := fetchStep(t, rec, `url: https://a.test/old`).Do(context.Background(), steps.Input{Item: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := res.(map[string]any); m["final_url"] != "https://a.test/new" || m["body"] != "moved here" {
+		t.Errorf("result %v", m)
+	}
+	if r := rec.Requests(); len(r) != 2 || r[1].URL != "https://a.test/new" || r[1].Rule != 1 {
+		t.Errorf("requests %+v", r)
+	}
+}
