@@ -780,3 +780,65 @@ fetch:
 		t.Errorf("requests %+v", r)
 	}
 }
+
+// The engine honours a mocked Retry-After: the second attempt comes no
+// sooner than the header says (on the real clock here; on flow test's
+// virtual clock the wait passes at once, exactly).
+func TestFetchRetryAfterWithEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits a second")
+	}
+	rec, _, dir := install(t, decode(t, `
+fetch:
+  - url: https://api.test/x
+    sequence:
+      - {status: 429, headers: {Retry-After: "1"}}
+      - {status: 200, body: ok}
+`), nil)
+	_, rep := run(t, context.Background(), dir, `
+version: 1
+stages:
+  - name: ids
+    source: {items: [1]}
+  - name: get
+    step: fetch
+    retry: {attempts: 2, backoff: 1ms, jitter: 0}
+    with: {url: "https://api.test/x"}
+  - name: out
+    sink: {print: jsonl}
+`, rec)
+	reqs := rec.Requests()
+	if rep.Status != "succeeded" || len(reqs) != 2 {
+		t.Fatalf("status %s, %d requests", rep.Status, len(reqs))
+	}
+	if gap := reqs[1].Time.Sub(reqs[0].Time); gap < time.Second {
+		t.Errorf("retried after %v, before the Retry-After of 1s", gap)
+	}
+}
+
+// On the engine, a mocked exit code fails the item with class exit and the
+// mocked stderr in the report's failure.
+func TestExecExitClassInReport(t *testing.T) {
+	rec, _, dir := install(t, decode(t, `
+exec:
+  - {argv: [check, "**"], exit_code: 2, stderr: "check: bad input\n"}
+`), nil)
+	_, rep := run(t, context.Background(), dir, `
+version: 1
+stages:
+  - name: items
+    source: {items: [a]}
+  - name: check
+    step: exec
+    on_error: skip
+    with: {argv: [check, "${ item }"]}
+  - name: out
+    sink: {print: jsonl}
+`, rec)
+	if len(rep.Failures) != 1 {
+		t.Fatalf("failures %+v", rep.Failures)
+	}
+	if f := rep.Failures[0]; f.Class != "exit" || !strings.Contains(f.Error, "check exited with status 2; stderr:\ncheck: bad input") {
+		t.Errorf("failure %+v", f)
+	}
+}
