@@ -842,3 +842,32 @@ stages:
 		t.Errorf("failure %+v", f)
 	}
 }
+
+// per: rule walks one sequence for every request the rule answers; a Set
+// built by hand gets the decoded defaults (status 200, times 1).
+func TestFetchSequencePerRuleAndHandBuiltSet(t *testing.T) {
+	rec, _, _ := install(t, decode(t, `
+fetch:
+  - url: "https://api.test/*"
+    per: rule
+    sequence: [{status: 503}, {status: 200}]
+`), nil)
+	_, err := fetchStep(t, rec, `url: https://api.test/a`).Do(context.Background(), steps.Input{Item: 1})
+	if steps.ClassOf(err) != "http_5xx" {
+		t.Fatalf("first request: %v", err)
+	}
+	if _, err := fetchStep(t, rec, `url: https://api.test/b`).Do(context.Background(), steps.Input{Item: 1}); err != nil {
+		t.Fatalf("second request, another URL: %v", err)
+	}
+
+	set := &mock.Set{Fetch: []mock.FetchRule{{URL: "https://api.test/x", Response: mock.Response{Body: "hi"}}}}
+	rec2, err := set.Install(t.TempDir(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec2.Close()
+	res, err := fetchStep(t, rec2, `url: https://api.test/x`).Do(context.Background(), steps.Input{Item: 1})
+	if err != nil || res.(map[string]any)["status"] != int64(200) || res.(map[string]any)["body"] != "hi" {
+		t.Fatalf("%v %v", res, err)
+	}
+}
