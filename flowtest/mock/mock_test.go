@@ -388,6 +388,7 @@ stages:
   - name: get
     step: fetch
     on_error: skip
+    retry: {attempts: 3, backoff: 1ms}
     with: {url: "`+srv.URL+`/${ item }?token=hunter2"}
   - name: out
     sink: {print: jsonl}
@@ -399,7 +400,7 @@ stages:
 		t.Fatalf("stage get %+v", s)
 	}
 	un := rec.Unmocked()
-	if len(un) != 2 {
+	if len(un) != 2 || len(rec.Requests()) != 2 { // never retried
 		t.Fatalf("unmocked %v", un)
 	}
 	for _, a := range un {
