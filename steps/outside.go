@@ -97,11 +97,33 @@ func AtFrom(ctx context.Context) (at At, ok bool) {
 	return at, ok
 }
 
-// OutsidePath is Outside.Path for a kind holding env: p itself when env has
-// no Outside, the real world.
-func OutsidePath(ctx context.Context, env *Env, index int64, op FileOp, p string) (string, error) {
-	if env == nil || env.Outside == nil {
-		return p, nil
+// ReadPath is where a kind holding env (not nil) reads the file or folder
+// p: p itself when env has no Outside, the real world, else what
+// Outside.Path says. It inlines to a nil check.
+func ReadPath(ctx context.Context, env *Env, index int64, p string) (string, error) {
+	if env.Outside != nil {
+		return env.outsideRead(ctx, index, p)
 	}
-	return env.Outside.Path(ctx, At{Stage: env.Stage, Index: index}, op, p)
+	return p, nil
+}
+
+// WritePath is ReadPath for a file or folder the kind writes.
+func WritePath(ctx context.Context, env *Env, index int64, p string) (string, error) {
+	if env.Outside != nil {
+		return env.outsideWrite(ctx, index, p)
+	}
+	return p, nil
+}
+
+// The calls of Outside.Path stay out of line so that ReadPath and
+// WritePath inline.
+
+//go:noinline
+func (e *Env) outsideRead(ctx context.Context, index int64, p string) (string, error) {
+	return e.Outside.Path(ctx, At{Stage: e.Stage, Index: index}, OpRead, p)
+}
+
+//go:noinline
+func (e *Env) outsideWrite(ctx context.Context, index int64, p string) (string, error) {
+	return e.Outside.Path(ctx, At{Stage: e.Stage, Index: index}, OpWrite, p)
 }

@@ -3,7 +3,6 @@ package mock
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,8 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/steps"
@@ -88,7 +85,7 @@ func (r *Recorder) holdsMount(p string) bool {
 // copyFixtures copies the fixture folder and the mapped fixtures into the
 // sandbox. Problems with a fixture are added to ds at its position; the
 // error is for the sandbox itself.
-func (r *Recorder) copyFixtures(troot *os.Root, f *Files, ds *conf.Diags) error {
+func (r *Recorder) copyFixtures(troot *os.Root, f *Files, at conf.Pos, ds *conf.Diags) error {
 	if f == nil {
 		return nil
 	}
@@ -104,8 +101,8 @@ func (r *Recorder) copyFixtures(troot *os.Root, f *Files, ds *conf.Diags) error 
 	var list []mapping
 	if f.Fixtures != "" {
 		pos := conf.ValuePos(f.Node, "fixtures")
-		if f.Node == nil || f.Node.Kind != yaml.MappingNode { // 'files: FOLDER'
-			pos = conf.NodePos(f.Node)
+		if f.Node == nil { // 'files: FOLDER'
+			pos = at
 		}
 		list = append(list, mapping{from: f.Fixtures, to: r.pipelineDir, pos: pos})
 	}
@@ -141,7 +138,7 @@ func (r *Recorder) copyFixtures(troot *os.Root, f *Files, ds *conf.Diags) error 
 		}
 		r.mounts = append(r.mounts, m.to)
 		if !fi.IsDir() {
-			if err := r.copyFile(troot, from, m.to, &budget); err != nil {
+			if err := r.copyFile(troot, from, m.to, &budget, limit); err != nil {
 				ds.Add(m.pos, "fixture %q: %v", m.from, err)
 			}
 			continue
@@ -156,25 +153,22 @@ func (r *Recorder) copyFixtures(troot *os.Root, f *Files, ds *conf.Diags) error 
 			case d.IsDir():
 				return os.MkdirAll(r.real(to), 0o755)
 			case d.Type().IsRegular():
-				return r.copyFile(troot, filepath.FromSlash(p), to, &budget)
+				return r.copyFile(troot, filepath.FromSlash(p), to, &budget, limit)
 			}
 			return fmt.Errorf("%s is not a regular file or a folder (fixtures hold files and folders only, no symbolic links)", p)
 		})
 		if err != nil {
-			if budget < 0 {
-				err = fmt.Errorf("the fixtures hold more than max_bytes (%d bytes); raise 'max_bytes' or use smaller fixtures", limit)
-			}
 			ds.Add(m.pos, "fixture %q: %v", m.from, unwrap(err))
 		}
 	}
 	return nil
 }
 
-var errBudget = errors.New("over max_bytes")
-
-func (r *Recorder) copyFile(troot *os.Root, from, to string, budget *int64) error {
-	if *budget < 0 {
-		return errBudget
+// copyFile copies one fixture file, taking its size from budget (the rest
+// of limit).
+func (r *Recorder) copyFile(troot *os.Root, from, to string, budget *int64, limit int64) error {
+	if fi, err := troot.Stat(from); err == nil && fi.Size() > *budget {
+		return fmt.Errorf("the fixtures hold more than max_bytes (%d bytes); raise 'max_bytes' or use smaller fixtures", limit)
 	}
 	b, err := readBounded(troot, from, *budget, "fixture")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -188,6 +189,9 @@ func (s *Set) Install(testDir, pipelineDir string) (*Recorder, error) {
 			ds.AddErr(conf.NodePos(fr.Node), fr.Validate())
 		}
 		for _, resp := range fr.FetchRule.responses() {
+			if resp.Status == 0 {
+				resp.Status = http.StatusOK // a Set built by hand, without the tag's default
+			}
 			body, err := bodyOf(troot, &resp)
 			if err != nil {
 				ds.AddErr(conf.ValuePos(resp.Node, "body_file"), err)
@@ -200,7 +204,7 @@ func (s *Set) Install(testDir, pipelineDir string) (*Recorder, error) {
 		r.exec = append(r.exec, execRule{ExecRule: &s.Exec[i], index: i})
 	}
 	if err := r.layout(pd); err == nil {
-		err = r.copyFixtures(troot, s.Files, &ds)
+		err = r.copyFixtures(troot, s.Files, conf.ValuePos(s.Node, "files"), &ds)
 		if err != nil {
 			ds.AddErr(conf.Pos{}, err)
 		}

@@ -22,10 +22,6 @@ type Set struct {
 	Node *yaml.Node `yaml:"-" conf:"node"`
 }
 
-// Validate checks each rule's patterns (the fields of one rule are checked
-// by the rule; this only keeps the section's position).
-func (s *Set) Validate() error { return nil }
-
 // Response is one HTTP response of a fetch mock.
 type Response struct {
 	Status   int               `yaml:"status" default:"200" desc:"The HTTP status code." example:"503"`

@@ -143,7 +143,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		p = filepath.Join(s.env.Dir, p)
 	}
 	// Where the file is read: p itself, or where a test's mocks keep it.
-	at, err := steps.OutsidePath(ctx, s.env, in.Index, steps.OpRead, p)
+	at, err := steps.ReadPath(ctx, s.env, in.Index, p)
 	if err != nil {
 		return nil, err
 	}

@@ -398,7 +398,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	}
 
 	// Where src is read: src itself, or where a test's mocks keep it.
-	at, err := steps.OutsidePath(ctx, s.env, in.Index, steps.OpRead, src)
+	at, err := steps.ReadPath(ctx, s.env, in.Index, src)
 	if err != nil {
 		return nil, err
 	}
@@ -689,7 +689,7 @@ func flatten(m *image.RGBA) {
 // mocks the folder opened is where they keep dir or the pipeline directory.
 func (s *step) openOutDir(ctx context.Context, index int64, dir, rel string) (*os.Root, error) {
 	if rel == "" {
-		at, err := steps.OutsidePath(ctx, s.env, index, steps.OpWrite, dir)
+		at, err := steps.WritePath(ctx, s.env, index, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -698,7 +698,7 @@ func (s *step) openOutDir(ctx context.Context, index int64, dir, rel string) (*o
 		}
 		return os.OpenRoot(at)
 	}
-	top, err := steps.OutsidePath(ctx, s.env, index, steps.OpWrite, s.base)
+	top, err := steps.WritePath(ctx, s.env, index, s.base)
 	if err != nil {
 		return nil, err
 	}

@@ -322,10 +322,10 @@ func newWrite(c *WriteConfig, env *steps.Env) (steps.Sink, error) {
 	top, parent := dirOf(env), filepath.Dir(dest)
 	if env.Outside != nil {
 		bg := context.Background()
-		if top, err = steps.OutsidePath(bg, env, -1, steps.OpWrite, top); err != nil {
+		if top, err = steps.WritePath(bg, env, -1, top); err != nil {
 			return nil, err
 		}
-		if parent, err = steps.OutsidePath(bg, env, -1, steps.OpWrite, parent); err != nil {
+		if parent, err = steps.WritePath(bg, env, -1, parent); err != nil {
 			return nil, err
 		}
 	}

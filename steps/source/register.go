@@ -351,7 +351,7 @@ func (s *globSource) list(ctx context.Context) ([]string, error) {
 	s.once.Do(func() {
 		var real func(string) (string, error)
 		if s.env.Outside != nil {
-			real = func(p string) (string, error) { return steps.OutsidePath(ctx, s.env, -1, steps.OpRead, p) }
+			real = func(p string) (string, error) { return steps.ReadPath(ctx, s.env, -1, p) }
 		}
 		s.files, s.missing, s.err = expand(ctx, s.dir, s.patterns, real)
 	})
@@ -492,7 +492,7 @@ func newJSONL(c *JSONLConfig, env *steps.Env) (steps.Source, error) {
 }
 
 func (s *fileSource) Items(ctx context.Context, emit func(any) error) error {
-	at, err := steps.OutsidePath(ctx, s.env, -1, steps.OpRead, s.path)
+	at, err := steps.ReadPath(ctx, s.env, -1, s.path)
 	if err != nil {
 		return err
 	}
