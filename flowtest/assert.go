@@ -95,6 +95,7 @@ func (a *asserter) check() {
 	}
 	a.checkOutput()
 	a.checkFiles()
+	a.checkRequests()
 	a.checkStages()
 	a.checkAttempts()
 }
@@ -497,4 +498,67 @@ func sortedStrings(vs []any) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func (a *asserter) checkRequests() {
+	for _, w := range a.c.Expect.Requests {
+		if w == nil {
+			continue
+		}
+		var at []string
+		for _, r := range a.o.requests {
+			if wildcard(w.URL, r.URL) && (w.Method == "" || strings.EqualFold(w.Method, r.Method)) {
+				at = append(at, fmtDur(r.Time.Sub(a.o.start)))
+			}
+		}
+		if w.Count != nil && len(at) != *w.Count {
+			a.failAt(conf.ValuePos(w.Node, "count"), "requests: %s: want %d requests, got %d", w.URL, *w.Count, len(at))
+		}
+		if w.At != nil && strings.Join(durs(w.At), ", ") != strings.Join(at, ", ") {
+			f := a.failAt(conf.ValuePos(w.Node, "at"), "requests: %s: the times they arrived differ", w.URL)
+			f.Want, f.Got = "["+strings.Join(durs(w.At), ", ")+"]", "["+strings.Join(at, ", ")+"]"
+		}
+	}
+	for _, w := range a.c.Expect.Calls {
+		if w == nil {
+			continue
+		}
+		n := 0
+		for _, c := range a.o.calls {
+			if len(c.Argv) != len(w.Argv) {
+				continue
+			}
+			ok := true
+			for i := range c.Argv {
+				ok = ok && wildcard(w.Argv[i], c.Argv[i])
+			}
+			if ok {
+				n++
+			}
+		}
+		if n != w.Count {
+			a.failAt(conf.ValuePos(w.Node, "count"), "calls: %s: want %d runs, got %d", strings.Join(w.Argv, " "), w.Count, n)
+		}
+	}
+}
+
+// wildcard reports whether s matches pattern, where '*' matches any run of
+// characters and everything else is literal (as in the mocks' url).
+func wildcard(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return strings.HasSuffix(s, parts[len(parts)-1])
 }

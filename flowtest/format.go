@@ -62,6 +62,9 @@ type Expect struct {
 	Written []string          `yaml:"written" desc:"Every file the run wrote (into the test's sandbox), as paths relative to the pipeline's folder, in any order." example:"[out/report.jsonl]"`
 	Files   map[string]string `yaml:"files" desc:"The exact text of files the run wrote, by path relative to the pipeline's folder." example:"{out.txt: \"3\\n\"}"`
 
+	Requests []*Requests `yaml:"requests" desc:"The HTTP requests the run made to a URL (through the fetch mocks): how many, and when each arrived on the virtual clock."`
+	Calls    []*Calls    `yaml:"calls" desc:"The program runs the run asked for with an argv (through the exec mocks): how many."`
+
 	Stages   map[string]*Counts `yaml:"stages" desc:"The report's counts per stage name: only the counts written are checked."`
 	Attempts []*Attempts        `yaml:"attempts" desc:"The attempts of one item in one stage: how many, when each started and ended on the virtual clock (from the start of the run), their error classes."`
 	Duration *time.Duration     `yaml:"duration" desc:"How long the run took on the virtual clock: the sum of the waits it could not overlap (sleeps, latencies, backoff, rate and concurrency limits), exactly." example:"200ms"`
@@ -95,6 +98,24 @@ type Attempts struct {
 	End     []time.Duration `yaml:"end" desc:"When each attempt ended, from the start of the run, on the virtual clock." example:"[50ms, 150ms, 350ms]"`
 	Classes []string        `yaml:"classes" desc:"The error class of each attempt, '' for one that succeeded." example:"[http_5xx, http_5xx, \"\"]"`
 	Outcome string          `yaml:"outcome" enum:"succeeded,failed,skipped,cancelled,filtered" desc:"The item's outcome in the stage."`
+
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Requests is what the requests to one URL must be.
+type Requests struct {
+	URL    string          `yaml:"url" required:"true" desc:"The URL as sent; '*' matches any run of characters." example:"https://api.example.com/posts/*"`
+	Method string          `yaml:"method" desc:"Only requests of this method. Default: any." example:"POST"`
+	Count  *int            `yaml:"count" desc:"How many requests matched."`
+	At     []time.Duration `yaml:"at" desc:"When each matching request arrived, in order, from the start of the run, on the virtual clock." example:"[0s, 1s]"`
+
+	Node *yaml.Node `yaml:"-" conf:"node"`
+}
+
+// Calls is what the runs of one program must be.
+type Calls struct {
+	Argv  []string `yaml:"argv" required:"true" desc:"The program and its arguments, exactly as run; '*' in an element matches any run of characters." example:"[wc, -l, \"*\"]"`
+	Count int      `yaml:"count" required:"true" desc:"How many runs matched."`
 
 	Node *yaml.Node `yaml:"-" conf:"node"`
 }

@@ -166,6 +166,14 @@ func checkExpect(c *Case) conf.Diags {
 	if c.Clock == "real" && e.Duration != nil {
 		ds.Add(conf.KeyPos(e.Node, "duration"), "duration needs the virtual clock: on the real clock it is never exact")
 	}
+	for _, r := range e.Requests {
+		if r != nil && c.Clock == "real" && r.At != nil {
+			ds.Add(conf.KeyPos(r.Node, "at"), "request times need the virtual clock")
+		}
+		if r != nil && r.Count != nil && r.At != nil && len(r.At) != *r.Count {
+			ds.Add(conf.ValuePos(r.Node, "at"), "at lists %d requests but count says %d", len(r.At), *r.Count)
+		}
+	}
 	for _, a := range e.Attempts {
 		if a == nil {
 			continue

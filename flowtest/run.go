@@ -74,7 +74,9 @@ type outcome struct {
 	stdout   []byte
 	start    time.Time // the run's start on its clock
 	attempts map[attemptKey]*attemptLog
-	unmocked []mock.Access     // outside access no mock answered
+	unmocked []mock.Access // outside access no mock answered
+	requests []mock.Request
+	calls    []mock.Call
 	written  []string          // files written, relative to the pipeline's folder
 	files    map[string]string // the content of the files expect.files names
 	filesErr map[string]string // or why it could not be read
@@ -164,7 +166,7 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 	// Paths under the pipeline's folder read relative to it, as in the
 	// output items (relative).
 	o.rep, o.stdout = rep, bytes.ReplaceAll(stdout.Bytes(), []byte(q.Dir+"/"), []byte("./"))
-	o.unmocked = rec2.Unmocked()
+	o.unmocked, o.requests, o.calls = rec2.Unmocked(), rec2.Requests(), rec2.Calls()
 	captureFiles(o, rec2, q.Dir, c.Expect.Files)
 	var ds conf.Diags
 	switch {
