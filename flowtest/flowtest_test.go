@@ -260,3 +260,36 @@ func TestRelative(t *testing.T) {
 		t.Errorf("relative = %s", got)
 	}
 }
+
+// TestSetAndEnv: a case's set: overrides variables as --set does, and its
+// env: is the run's environment, for that case only.
+func TestSetAndEnv(t *testing.T) {
+	dir := write(t, map[string]string{
+		"g.yaml": `version: 1
+vars:
+  n: 1
+stages:
+  - name: s
+    source: {items: ["${ vars.n + 1 }"]}
+  - name: greet
+    step: compute
+    with: {value: "${ string(item) + ' ' + env.FLOWTEST_GREETING }"}
+`,
+		"g_test.yaml": `tests:
+  - name: with
+    set: {n: 41}
+    env: {FLOWTEST_GREETING: hi}
+    expect: {output: ["42 hi"]}
+  - name: without
+    expect: {output: ["2 "]}
+`,
+	})
+	for _, r := range runAll(t, dir, "g_test.yaml", false) {
+		if !r.Passed() {
+			t.Errorf("%s: %v", r.Case.Name, r.Failures)
+		}
+	}
+	if _, ok := os.LookupEnv("FLOWTEST_GREETING"); ok {
+		t.Error("a case's env: outlived the case")
+	}
+}
