@@ -84,6 +84,9 @@ func Parse(file string, data []byte) (*Suite, error) {
 		ds = conf.Decode(root, &f, nil)
 		s.Cases = f.Tests
 		s.Pipeline = PipelineOf(file)
+		if st, err := os.Stat(s.Pipeline); err != nil || !st.Mode().IsRegular() {
+			ds.Add(conf.Pos{Line: 1, Col: 1}, "no pipeline %s beside this test file: a test file NAME_test.yaml tests NAME.yaml in its folder", filepath.Base(s.Pipeline))
+		}
 	} else {
 		// A pipeline file with a `tests:` section: the pipeline's own keys
 		// are checked by spec when the cases load it.

@@ -31,6 +31,9 @@ type Runner struct {
 	Environ []string
 	// Update writes snapshots instead of comparing with them.
 	Update bool
+	// Context, if set, stops a case's run when it is done (an interrupt):
+	// the run is cancelled and its sandbox removed.
+	Context context.Context
 }
 
 // Result is what one case gave.
@@ -156,12 +159,19 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 		return nil, "", fail
 	}
 	defer rec2.Close()
-	ctx, cancel := context.WithTimeoutCause(context.Background(), c.Timeout,
+	parent := r.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeoutCause(parent, c.Timeout,
 		fmt.Errorf("the case ran longer than its timeout of %s (real time); raise timeout: if it needs more", c.Timeout))
 	defer cancel()
 	rep, runErr := engine.Run(ctx, q, opts)
 	if cause := context.Cause(ctx); cause != nil && ctx.Err() == context.DeadlineExceeded {
 		return nil, stderr.String(), at("%v", cause)
+	}
+	if parent.Err() != nil {
+		return nil, stderr.String(), at("interrupted")
 	}
 	// Paths under the pipeline's folder read relative to it, as in the
 	// output items (relative).

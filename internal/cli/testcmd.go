@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -104,7 +105,12 @@ func (a *app) runTests(args []string, f testFlags) error {
 	}
 
 	begin := time.Now()
-	r := &flowtest.Runner{Registry: flowtest.NewRegistry(), Environ: a.environ, Update: f.update}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first SIGINT or SIGTERM stops the case running (its sandbox is
+	// removed) and the cases after it; a second exits at once.
+	stop := a.handleSignals(cancel, a.stderr)
+	r := &flowtest.Runner{Registry: flowtest.NewRegistry(), Environ: a.environ, Update: f.update, Context: ctx}
 	out := a.stdout
 	var (
 		results []*flowtest.Result
@@ -131,7 +137,7 @@ func (a *app) runTests(args []string, f testFlags) error {
 			continue
 		}
 		for _, c := range s.Cases {
-			if pick != nil && !pick.MatchString(c.Name) {
+			if pick != nil && !pick.MatchString(c.Name) || ctx.Err() != nil {
 				continue
 			}
 			ran++
@@ -156,6 +162,10 @@ func (a *app) runTests(args []string, f testFlags) error {
 				failed = -1 // the run is not a success if its record is missing
 			}
 		}
+	}
+	if sig := stop(); sig != nil {
+		fmt.Fprintf(out, "flow test: stopped by %s after %d cases\n", signalName(sig), len(results))
+		return exitCode(signalCode(sig))
 	}
 	passed := len(results) - max(failed, 0)
 	switch {
