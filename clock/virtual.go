@@ -6,6 +6,7 @@ import (
 	"context"
 	"reflect"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,7 @@ type Virtual struct {
 	ops     uint64 // calls of the clock: a program that calls it is busy
 	driving bool
 	buf     []byte // the driver's goroutine dump
+	sched   []metrics.Sample
 }
 
 // NewVirtual returns a virtual clock whose time starts at start.
@@ -221,7 +223,7 @@ func (v *Virtual) drive() {
 		// no need to stop the world for a dump to know it.
 		busy = busy || ops != lastOps
 		lastOps = ops
-		if !busy && v.quiescent() {
+		if !busy && !v.schedBusy() && v.quiescent() {
 			v.mu.Lock()
 			// Nothing changed since the dump: release the earliest.
 			if v.gen == gen && v.ops == ops && v.busy == 0 && len(v.waits) > 0 {
@@ -255,6 +257,23 @@ func pause(round int) {
 	}
 	d := 20 * time.Microsecond << min(round-4, 7)
 	time.Sleep(min(d, 2*time.Millisecond))
+}
+
+// schedBusy tells from the scheduler's counts, cheaply and roughly,
+// whether some goroutine other than the caller runs or is ready to: then
+// there is no need to stop the world for a dump to know the program is
+// not idle. (The counts cannot tell the rest: a goroutine blocked for good
+// from one in a system call.)
+func (v *Virtual) schedBusy() bool {
+	if v.sched == nil {
+		v.sched = []metrics.Sample{{Name: "/sched/goroutines/running:goroutines"}, {Name: "/sched/goroutines/runnable:goroutines"}}
+	}
+	metrics.Read(v.sched)
+	running, runnable := v.sched[0].Value, v.sched[1].Value
+	if running.Kind() != metrics.KindUint64 || runnable.Kind() != metrics.KindUint64 {
+		return false // not in this Go: the dump decides alone
+	}
+	return running.Uint64() > 1 || runnable.Uint64() > 0
 }
 
 // quiescent tells whether every goroutine of the process but the caller is
