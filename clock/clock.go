@@ -6,7 +6,16 @@
 // order every time.
 //
 // A run's clock travels in its context (NewContext, From); code that has no
-// clock in its context gets Real.
+// clock in its context gets Real. Real is the wall clock; Virtual (see its
+// doc for exactly what is deterministic) moves only when the program waits
+// for it, so a test of timeouts, backoff and rates takes milliseconds and
+// gives the same times on every run.
+//
+// Code that waits or measures time in a run must use the clock of its
+// context: clock.Sleep for a pause, WithTimeoutCause for a bound on a
+// call, From(ctx).Now for a time, and Hold around a wait the clock cannot
+// see. A time.Sleep, time.After or context.WithTimeout is wall time even
+// under `flow test`, and the virtual clock counts its goroutine as idle.
 package clock
 
 import (

@@ -6,6 +6,7 @@ import (
 	"context"
 	"reflect"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"time"
@@ -64,8 +65,10 @@ type Virtual struct {
 	waits   waitHeap
 	busy    int
 	gen     uint64 // changes with every wait added, removed or released
+	ops     uint64 // calls of the clock: a program that calls it is busy
 	driving bool
 	buf     []byte // the driver's goroutine dump
+	sched   []metrics.Sample
 }
 
 // NewVirtual returns a virtual clock whose time starts at start.
@@ -77,6 +80,7 @@ func NewVirtual(start time.Time) *Virtual {
 func (v *Virtual) Now() time.Time {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.ops++
 	return v.now
 }
 
@@ -86,6 +90,7 @@ func (v *Virtual) SleepUntil(ctx context.Context, t time.Time) error {
 		return context.Cause(ctx)
 	}
 	v.mu.Lock()
+	v.ops++
 	if !t.After(v.now) {
 		v.mu.Unlock()
 		return nil
@@ -111,6 +116,7 @@ func (v *Virtual) SleepUntil(ctx context.Context, t time.Time) error {
 func (v *Virtual) AfterFunc(d time.Duration, f func()) Timer {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.ops++
 	w := &wait{t: v.now.Add(d), f: f}
 	if d <= 0 {
 		go f()
@@ -203,6 +209,7 @@ func (v *Virtual) remove(w *wait) bool {
 // process is idle.
 func (v *Virtual) drive() {
 	idleRounds := 0
+	var lastOps uint64
 	for {
 		v.mu.Lock()
 		if len(v.waits) == 0 {
@@ -210,12 +217,16 @@ func (v *Virtual) drive() {
 			v.mu.Unlock()
 			return
 		}
-		gen, busy := v.gen, v.busy > 0
+		gen, ops, busy := v.gen, v.ops, v.busy > 0
 		v.mu.Unlock()
-		if !busy && v.quiescent() {
+		// A program that used the clock since the last look is not idle:
+		// no need to stop the world for a dump to know it.
+		busy = busy || ops != lastOps
+		lastOps = ops
+		if !busy && !v.schedBusy() && v.quiescent() {
 			v.mu.Lock()
 			// Nothing changed since the dump: release the earliest.
-			if v.gen == gen && v.busy == 0 && len(v.waits) > 0 {
+			if v.gen == gen && v.ops == ops && v.busy == 0 && len(v.waits) > 0 {
 				w := heap.Pop(&v.waits).(*wait)
 				v.gen++
 				if w.t.After(v.now) {
@@ -246,6 +257,23 @@ func pause(round int) {
 	}
 	d := 20 * time.Microsecond << min(round-4, 7)
 	time.Sleep(min(d, 2*time.Millisecond))
+}
+
+// schedBusy tells from the scheduler's counts, cheaply and roughly,
+// whether some goroutine other than the caller runs or is ready to: then
+// there is no need to stop the world for a dump to know the program is
+// not idle. (The counts cannot tell the rest: a goroutine blocked for good
+// from one in a system call.)
+func (v *Virtual) schedBusy() bool {
+	if v.sched == nil {
+		v.sched = []metrics.Sample{{Name: "/sched/goroutines/running:goroutines"}, {Name: "/sched/goroutines/runnable:goroutines"}}
+	}
+	metrics.Read(v.sched)
+	running, runnable := v.sched[0].Value, v.sched[1].Value
+	if running.Kind() != metrics.KindUint64 || runnable.Kind() != metrics.KindUint64 {
+		return false // not in this Go: the dump decides alone
+	}
+	return running.Uint64() > 1 || runnable.Uint64() > 0
 }
 
 // quiescent tells whether every goroutine of the process but the caller is
@@ -307,10 +335,20 @@ func goroutineIdle(g []byte) bool {
 	if bytes.Contains(g, driveFrame) {
 		return true
 	}
-	if state == "syscall" {
+	switch state {
+	case "syscall":
 		// os/signal's receiver sits in a system call for the life of
 		// the process; any other system call is work in progress.
 		return bytes.Contains(g, []byte("os/signal.signal_recv"))
+	case "semacquire":
+		// A semaphore of package sync or of a file's lock is held by
+		// another goroutine; the runtime's own (a garbage collection
+		// starting, the world being stopped for this very dump) is
+		// let go of by the runtime: work in progress. The runtime's
+		// frames are not shown, so the first frame tells.
+		_, rest, _ := bytes.Cut(g, []byte("\n"))
+		return bytes.HasPrefix(rest, []byte("sync.")) || bytes.HasPrefix(rest, []byte("internal/sync.")) ||
+			bytes.HasPrefix(rest, []byte("internal/poll."))
 	}
 	return blockedStates[state]
 }
@@ -331,7 +369,7 @@ var blockedStates = map[string]bool{
 	"chan receive": true, "chan send": true, "select": true,
 	"chan receive (nil chan)": true, "chan send (nil chan)": true, "select (no cases)": true,
 	"sync.Mutex.Lock": true, "sync.RWMutex.RLock": true, "sync.RWMutex.Lock": true,
-	"sync.Cond.Wait": true, "sync.WaitGroup.Wait": true, "semacquire": true,
+	"sync.Cond.Wait": true, "sync.WaitGroup.Wait": true,
 	"sleep": true, "IO wait": true,
 	// Shown only with GOTRACEBACK=system: the runtime's idle helpers.
 	"finalizer wait": true, "cleanup wait": true, "force gc (idle)": true,

@@ -236,6 +236,8 @@ func TestGoroutineStates(t *testing.T) {
 		"goroutine 12 [sync.Cond.Wait]:\nsync.runtime_notifyListWait()",
 		"goroutine 13 [IO wait]:\ninternal/poll.runtime_pollWait()",
 		"goroutine 14 gp=0xc000007c00 m=nil [sleep]:\ntime.Sleep(0x3b9aca00)",
+		"goroutine 15 [semacquire]:\nsync.runtime_Semacquire(0xc0000a)\n\t/sema.go:71",
+		"goroutine 16 [semacquire]:\ninternal/poll.runtime_Semacquire(0xc0000b)\n\t/sema.go:76",
 	}, "\n\n") + "\n"
 	if !allBlocked([]byte(dump)) {
 		t.Error("blocked goroutines read as busy")
@@ -246,6 +248,8 @@ func TestGoroutineStates(t *testing.T) {
 		"goroutine 22 [syscall]:\nsyscall.Syscall()\nos.(*File).Read()",
 		"goroutine 23 [GC assist wait]:\nmain.alloc()",
 		"goroutine 24 [preempted]:\nmain.work()",
+		// A GC starting while the world is stopped for the dump.
+		"goroutine 25 [semacquire]:\nstrconv.Itoa(...)\nmain.work()",
 	} {
 		if allBlocked([]byte(dump + "\n" + busy + "\n")) {
 			t.Errorf("%q read as blocked", strings.SplitN(busy, "\n", 2)[0])
