@@ -154,11 +154,11 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 		Events:   rec,
 	}
 	o.start = useClock(c, &opts)
-	rec2, fail := useMocks(s, c, q, &opts)
+	world, fail := useMocks(s, c, q, &opts)
 	if fail != nil {
 		return nil, "", fail
 	}
-	defer rec2.Close()
+	defer world.Close()
 	parent := r.Context
 	if parent == nil {
 		parent = context.Background()
@@ -176,8 +176,8 @@ func (r *Runner) execute(s *Suite, c *Case) (*outcome, string, *Failure) {
 	// Paths under the pipeline's folder read relative to it, as in the
 	// output items (relative).
 	o.rep, o.stdout = rep, bytes.ReplaceAll(stdout.Bytes(), []byte(q.Dir+"/"), []byte("./"))
-	o.unmocked, o.requests, o.calls = rec2.Unmocked(), rec2.Requests(), rec2.Calls()
-	captureFiles(o, rec2, q.Dir, c.Expect.Files)
+	o.unmocked, o.requests, o.calls = world.Unmocked(), world.Requests(), world.Calls()
+	captureFiles(o, world, q.Dir, c.Expect.Files)
 	var ds conf.Diags
 	switch {
 	case rep == nil && errors.As(runErr, &ds):

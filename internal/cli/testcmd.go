@@ -93,12 +93,18 @@ func (a *app) runTests(args []string, f testFlags) error {
 		args = []string{"."}
 	}
 	var files []string
+	seen := map[string]bool{}
 	for _, arg := range args {
 		found, err := flowtest.Find(arg)
 		if err != nil {
 			return &exitError{code: ExitInvalid, msg: fmt.Sprintf("%s: %v", arg, err)}
 		}
-		files = append(files, found...)
+		for _, f := range found {
+			if !seen[filepath.Clean(f)] {
+				seen[filepath.Clean(f)] = true
+				files = append(files, f)
+			}
+		}
 	}
 	if len(files) == 0 {
 		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("no test files in %s: write NAME_test.yaml beside NAME.yaml (see docs/testing.md)", strings.Join(args, ", "))}
@@ -155,29 +161,28 @@ func (a *app) runTests(args []string, f testFlags) error {
 			failed++
 		}
 	}
+	junitLost := false
 	if f.junit != "" {
 		if err := writeJUnit(f.junit, results, broken, total); err != nil {
 			fmt.Fprintf(a.stderr, "flow: --junit: %v\n", err)
-			if failed == 0 && len(broken) == 0 {
-				failed = -1 // the run is not a success if its record is missing
-			}
+			junitLost = true // CI would read no record: not a success
 		}
 	}
 	if sig := stop(); sig != nil {
 		fmt.Fprintf(out, "flow test: stopped by %s after %d cases\n", signalName(sig), len(results))
 		return exitCode(signalCode(sig))
 	}
-	passed := len(results) - max(failed, 0)
+	passed := len(results) - failed
 	switch {
 	case len(broken) > 0:
-		fmt.Fprintf(out, "flow test: %d invalid test files, %d passed, %d failed (%s)\n", len(broken), passed, max(failed, 0), roundDuration(total))
+		fmt.Fprintf(out, "flow test: %d invalid test files, %d passed, %d failed (%s)\n", len(broken), passed, failed, roundDuration(total))
 		return exitCode(ExitInvalid)
 	case ran == 0 && pick != nil:
 		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--run %q matches no case in %d test files", f.run, len(files))}
-	case failed != 0:
-		if failed > 0 {
-			fmt.Fprintf(out, "flow test: %d passed, %d failed (%s)\n", passed, failed, roundDuration(total))
-		}
+	case failed > 0:
+		fmt.Fprintf(out, "flow test: %d passed, %d failed (%s)\n", passed, failed, roundDuration(total))
+		return exitCode(ExitFailed)
+	case junitLost:
 		return exitCode(ExitFailed)
 	}
 	if !a.quiet {
