@@ -17,6 +17,7 @@ import (
 	"github.com/flowrun/flow/flowtest"
 	"github.com/flowrun/flow/internal/textsafe"
 	"github.com/flowrun/flow/report"
+	"github.com/flowrun/flow/spec"
 )
 
 type testFlags struct {
@@ -252,4 +253,18 @@ func writeJUnit(path string, results []*flowtest.Result, broken []flowtest.Broke
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// loadAny is load for flow validate, which also checks test files
+// (NAME_test.yaml): `flow validate dir/*.yaml` covers a folder whose
+// pipelines have their tests beside them.
+func (a *app) loadAny(file string, set map[string]string) (*spec.Pipeline, error) {
+	if !flowtest.IsTestFile(filepath.Base(file)) {
+		return a.load(file, set)
+	}
+	s, err := flowtest.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Close()
 }

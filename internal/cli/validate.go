@@ -24,6 +24,8 @@ override them, and checked with their values: a problem they cause ends with
 "(from --set NAME=VALUE)". Every problem of every file is printed to stderr
 as FILE:LINE:COL: message, sorted.
 
+A test file (NAME_test.yaml, see flow test) is checked as a test file.
+
 Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
 --quiet), 2 when any file has a problem. Use "-" to read a file from stdin.`,
 		Example: `  flow validate pipeline.yaml
@@ -44,7 +46,7 @@ Exit code 0 when every file is valid ("FILE: ok" on stdout for each, unless
 			}
 			bad := 0
 			for _, file := range args {
-				if p, err := a.load(file, set); err != nil {
+				if p, err := a.loadAny(file, set); err != nil {
 					printDiags(a.stderr, file, err, secretsOf(p))
 					bad++
 					continue
