@@ -18,8 +18,10 @@ import (
 func TestFlowTestScripts(t *testing.T) {
 	root := repoRoot(t)
 	cmds := map[string]func(ts *testscript.TestScript, neg bool, args []string){"junit": cmdJUnit}
-	for k, v := range scriptCmds {
-		cmds[k] = v
+	for _, m := range []map[string]func(*testscript.TestScript, bool, []string){scriptCmds, exampleCmds} {
+		for k, v := range m {
+			cmds[k] = v
+		}
 	}
 	testscript.Run(t, testscript.Params{
 		Dir:                 filepath.Join(root, "testdata", "flowtest"),

@@ -260,7 +260,16 @@ func writeJUnit(path string, results []*flowtest.Result, broken []flowtest.Broke
 // pipelines have their tests beside them.
 func (a *app) loadAny(file string, set map[string]string) (*spec.Pipeline, error) {
 	if !flowtest.IsTestFile(filepath.Base(file)) {
-		return a.load(file, set)
+		p, err := a.load(file, set)
+		if err != nil || p.Tests == nil || file == "-" {
+			return p, err
+		}
+		// Its tests: section too.
+		s, err := flowtest.Parse(file, p.Source)
+		if err != nil {
+			return p, err
+		}
+		return p, s.Close()
 	}
 	s, err := flowtest.Load(file)
 	if err != nil {
