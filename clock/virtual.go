@@ -50,6 +50,19 @@ import (
 // with Busy. Work that happens in other processes (mode: process and mode:
 // cluster) is not on this clock.
 //
+// Busy and Hold hold the clock still: a wait on the clock while it is held
+// does not end until it is released (a mocked latency sleeps outside any
+// Hold).
+//
+// The clock reads whether the process is idle from the goroutines' states
+// in a dump of all stacks (runtime.Stack, which stops the world for a
+// consistent moment): blocked on a channel, a select, a lock, a condition,
+// a wait group, a sleep of package time or the network is idle; running,
+// ready to run, in a system call, or waiting on the runtime's own business
+// (a garbage collection) is not. The scheduler's counts (runtime/metrics)
+// spare most dumps. No synctest bubble and no hook into the runtime: it
+// works in a command (flow test), not only in go test.
+//
 // If nothing waits on the clock, it does nothing: a program blocked for
 // another reason stays blocked, as it would on the wall clock. If the
 // program never blocks, the clock never moves.

@@ -460,3 +460,35 @@ stages:
 		t.Errorf("latency max %s, want the 1s of item 150", time.Duration(w.LatencyMax))
 	}
 }
+
+// A source that waits on the clock between items: each item reaches the
+// step at the instant it was emitted. (With the real clock's flush tick an
+// item could sit in a partial batch while the virtual clock, seeing every
+// goroutine blocked, jumped to the source's next wait.)
+func TestVirtualSlowSource(t *testing.T) {
+	src := fn(sourceFunc(func(ctx context.Context, emit func(any) error) error {
+		for i := range int64(4) {
+			if i > 0 {
+				if err := clock.Sleep(ctx, time.Second); err != nil {
+					return err
+				}
+			}
+			if err := emit(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	ev := &recordEvents{stage: "work"}
+	runVirtual(t, reg, `
+version: 1
+stages:
+  - {name: src, source: {src: `+src+`}}
+  - {name: work, step: pass, workers: 1}
+`, ev)
+	for i := range int64(4) {
+		if got, want := starts(t, ev, i), []time.Duration{time.Duration(i) * time.Second}; !slices.Equal(got, want) {
+			t.Errorf("item %d started at %v, want %v", i, got, want)
+		}
+	}
+}
