@@ -92,6 +92,7 @@ func ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*store, er
 		st.cons, err = st.work.CreateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable: workConsumer, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: s.AckWait, MaxDeliver: s.MaxDeliver, MaxAckPending: s.MaxAckPending,
+			FilterSubject: sharedFilter, // labelled work has consumers of its own (labels.go)
 			// No BackOff: it would replace AckWait as the redelivery delay.
 		})
 		if errors.Is(err, jetstream.ErrConsumerExists) {

@@ -94,7 +94,11 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 	conn := f.nats.conn
 	conn.Name = "flow run " + p.File
 	local := f.localSlots
+	var localLabels []string
 	if conn.URL == "" {
+		// The run's own workers stand for the whole cluster: they offer
+		// every label, so that a stage with labels: runs on a laptop.
+		localLabels = []string{"*"}
 		token := ""
 		for _, kv := range a.environ {
 			if v, ok := strings.CutPrefix(kv, "FLOW_SERVE_TOKEN="); ok {
@@ -137,7 +141,7 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 			closeAll()
 			return nil, nil, err
 		}
-		w, err := cluster.NewWorker(ctx, wnc, cluster.WorkerConfig{Name: "local", Slots: local, Registry: a.reg, Settings: settings, Log: stderr})
+		w, err := cluster.NewWorker(ctx, wnc, cluster.WorkerConfig{Name: "local", Slots: local, Labels: localLabels, Registry: a.reg, Settings: settings, Log: stderr})
 		if err != nil {
 			wnc.Close()
 			closeAll()
@@ -186,6 +190,11 @@ Workers never print items or variables.`,
   flow worker --nats nats://127.0.0.1:4222 --label gpu --name gpu-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, l := range labels {
+				if !spec.ValidLabel(l) {
+					return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--label %q: a label is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit", l)}
+				}
+			}
 			nf.fill(a.environ)
 			nf.conn.Name = "flow worker " + name
 			nc, err := nf.conn.Dial()
@@ -222,7 +231,7 @@ Workers never print items or variables.`,
 	fl := cmd.Flags()
 	addNATSFlags(fl, &nf)
 	fl.IntVar(&slots, "slots", runtime.NumCPU(), "items run at once")
-	fl.StringArrayVar(&labels, "label", nil, "a `LABEL` this worker offers, shown by flow workers (repeatable)")
+	fl.StringArrayVar(&labels, "label", nil, "a `LABEL` this worker offers (repeatable): it also runs the items of stages with labels: it has every one of, shown by flow workers")
 	fl.StringVar(&name, "name", "", "this worker's name in attempts and flow workers (default host:pid)")
 	return cmd
 }
