@@ -41,6 +41,7 @@ type Client struct {
 	results jetstream.ConsumeContext
 	advSub  *nats.Subscription
 	closed  atomic.Bool
+	xfer    runFiles // the bucket of transfer: true stages (transfer.go)
 }
 
 // NewClient makes the run's client on nc.
@@ -115,6 +116,14 @@ func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
 		// Cheap items cross by the hundred in one message: the engine must
 		// keep more of them in flight than the stage has workers.
 		r.inFlight = sr.Workers * inFlightPerWorker
+	}
+	if sr.Stage.Transfer {
+		if r.xfer, err = newShipper(ctx, c, sr); err != nil {
+			return nil, err
+		}
+		// Each item in flight holds its files in the bucket: no more
+		// than the stage's workers.
+		r.inFlight = sr.Workers
 	}
 	c.mu.Lock()
 	c.runners[idx] = r
@@ -218,6 +227,7 @@ func (c *Client) Close() error {
 	c.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.dropFiles(ctx)
 	_ = c.st.runs.Delete(ctx, c.run)
 	c.mu.Lock()
 	for idx := range c.runners {
@@ -292,6 +302,7 @@ type Runner struct {
 	// noWorker is set while no live worker has offered the labels for
 	// too long: the error items fail with.
 	noWorker atomic.Pointer[error]
+	xfer     *shipper // transfer: true: files go with the items
 	nextID   atomic.Uint64
 	nextB    atomic.Uint64
 	queue    *taskq.Queue[*batch]
@@ -335,6 +346,13 @@ var errClosed = errors.New("the cluster runner was closed before a worker took t
 
 // Do runs one item on a worker of the cluster.
 func (r *Runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
+	if r.xfer != nil {
+		return r.xfer.run(ctx, in, at, r.do)
+	}
+	return r.do(ctx, in, at)
+}
+
+func (r *Runner) do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

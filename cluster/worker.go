@@ -420,6 +420,9 @@ func (w *Worker) stageFor(ctx context.Context, run string, stage int) *hosted {
 			break
 		}
 		h.step, h.err = stagehost.Build(hello, w.cfg.Registry, w.cfg.Log)
+		if h.err == nil {
+			h.step, h.err = w.transferring(run, hello, h.step)
+		}
 		if h.err != nil {
 			fmt.Fprintf(w.cfg.Log, "flow worker %s: run %s, stage %s: %v\n", w.cfg.Name, run, hello.Stage, h.err)
 		}
