@@ -85,6 +85,7 @@ func transferKinds() string {
 type runFiles struct {
 	mu    sync.Mutex
 	store jetstream.ObjectStore
+	seq   atomic.Uint64 // names the run's inputs, across its stages
 }
 
 // files returns the run's bucket, creating it on first use.
@@ -126,7 +127,6 @@ type shipper struct {
 	outDir  *tmpl.T   // nil: the kind writes nothing
 	outside bool      // the output directory may leave dir
 	store   jetstream.ObjectStore
-	seq     atomic.Uint64
 	limits  Settings
 }
 
@@ -341,7 +341,7 @@ func (s *shipper) upload(ctx context.Context, p string, maxFile int64, total *in
 	if *total += info.Size(); *total > s.limits.TransferMaxItem {
 		return transferFile{}, tooLarge("%s: the item's files come to more than the %d bytes an item may ship to a worker (flow run --transfer-max-item)", p, s.limits.TransferMaxItem)
 	}
-	name := "in." + s.c.run + "." + strconv.FormatUint(s.seq.Add(1), 10)
+	name := "in." + s.c.run + "." + strconv.FormatUint(s.c.xfer.seq.Add(1), 10)
 	h := sha256.New()
 	lr := &io.LimitedReader{R: io.TeeReader(f, h), N: maxFile + 1}
 	oi, err := s.store.Put(ctx, jetstream.ObjectMeta{Name: name}, lr)
