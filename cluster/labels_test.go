@@ -153,3 +153,49 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A worker offers a set of labels when it has every one, or "*".
+func TestOffers(t *testing.T) {
+	for _, c := range []struct {
+		labels []string
+		key    string
+		want   bool
+	}{
+		{nil, "", true},
+		{nil, "gpu", false},
+		{[]string{"gpu"}, "fast+gpu", false},
+		{[]string{"gpu", "fast", "x"}, labelKey([]string{"gpu", "fast", "gpu"}), true},
+		{[]string{"*"}, "fast+gpu", true},
+	} {
+		if got := offers(c.labels, c.key); got != c.want {
+			t.Errorf("offers(%v, %q) = %v", c.labels, c.key, got)
+		}
+	}
+}
+
+// A worker with labels asks each of its consumers first in turn: the
+// shared one and that of its labels alternate, so neither starves.
+func TestPullFromRotates(t *testing.T) {
+	srv := startServer(t, "")
+	ctx := context.Background()
+	w, err := NewWorker(ctx, dial(t, Conn{Embedded: srv}), WorkerConfig{Name: "g", Slots: 1, Labels: []string{"gpu"}, Registry: all.Registry(), Settings: testSettings})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"gpu", "fast+gpu"} {
+		if err := ensureLabelConsumer(ctx, w.st, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	firsts := map[string]int{}
+	for range 6 {
+		cons := w.pullFrom(ctx)
+		if len(cons) != 2 {
+			t.Fatalf("%d consumers, want the shared one and gpu's (not fast+gpu's)", len(cons))
+		}
+		firsts[cons[0].CachedInfo().Name]++
+	}
+	if firsts[workConsumer] != 3 || firsts[labelConsumer("gpu")] != 3 {
+		t.Errorf("asked first: %v", firsts)
+	}
+}
