@@ -259,3 +259,73 @@ func TestTransferMirrorConfined(t *testing.T) {
 		t.Errorf("unmirror: %v", v)
 	}
 }
+
+// A worker bounds what it ships back: an output over its
+// --transfer-max-file fails the item, naming the flag.
+func TestClusterTransferWorkerBoundsOutputs(t *testing.T) {
+	dir := transferDir(t)
+	in, err := os.Stat(filepath.Join(dir, "photos", "app0.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, "")
+	ws := testSettings
+	ws.TransferMaxFile = in.Size() + 1 // the input passes, a 10x larger image does not
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := NewWorker(ctx, dial(t, Conn{Embedded: srv}), WorkerConfig{Name: "small", Slots: 1, Registry: all.Registry(), Settings: ws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); w.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	rep, _, _ := runIn(t, srv, testSettings, dir, `version: 1
+stages:
+  - {name: src, source: {items: [photos/app0.png]}}
+  - {name: big, step: resize, mode: cluster, transfer: true, on_error: skip, with: {width: 640, out_dir: big}}
+`)
+	if len(rep.Failures) != 1 || rep.Failures[0].Class != "too_large" || !strings.Contains(rep.Failures[0].Error, "flow worker --transfer-max-file") ||
+		!strings.Contains(rep.Failures[0].Error, filepath.Join(dir, "big", "app0.png")) {
+		t.Fatalf("failures %+v", rep.Failures)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "big", "app0.png")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the output was written: %v", err)
+	}
+}
+
+// The run writes back only names inside the output directory, whatever a
+// worker claims, and only bytes that match the announced checksum.
+func TestTransferWriteBackConfined(t *testing.T) {
+	srv := startServer(t, "")
+	js, err := jetstream.New(dial(t, Conn{Embedded: srv}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	store, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.PutBytes(ctx, "o", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	const sum = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" // sha256("hello")
+	dir := t.TempDir()
+	s := &shipper{dir: dir, store: store, limits: Settings{TransferMaxFile: 100, TransferMaxItem: 100}}
+	out := filepath.Join(dir, "out")
+	for _, name := range []string{"../evil", "/etc/evil", "a/../../evil"} {
+		if err := s.writeBack(ctx, out, []transferFile{{Path: name, Object: "o", Size: 5, SHA256: sum}}); err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	bad := strings.Repeat("0", 64)
+	if err := s.writeBack(ctx, out, []transferFile{{Path: "x", Object: "o", Size: 5, SHA256: bad}}); err == nil || !strings.Contains(err.Error(), "does not match its checksum") {
+		t.Errorf("checksum: %v", err)
+	}
+	if err := s.writeBack(ctx, out, []transferFile{{Path: "sub/ok", Object: "o", Size: 5, SHA256: sum}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readTree(t, dir); len(got) != 1 || string(got[filepath.Join("out", "sub", "ok")]) != "hello" {
+		t.Errorf("files written: %v", got)
+	}
+}
