@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,7 +10,9 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -327,5 +330,60 @@ func TestTransferWriteBackConfined(t *testing.T) {
 	}
 	if got := readTree(t, dir); len(got) != 1 || string(got[filepath.Join("out", "sub", "ok")]) != "hello" {
 		t.Errorf("files written: %v", got)
+	}
+}
+
+// The same with a worker process whose working directory and temporary
+// directory are elsewhere, while each input is away from its path: what it
+// reads and writes can only have come through the Object Store.
+func TestClusterTransferWorkerProcessElsewhere(t *testing.T) {
+	dir := transferDir(t)
+	rep, want, _ := runIn(t, nil, testSettings, dir, transferPipeline("mode: thread"))
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("thread mode: %s %s", rep.Status, rep.Reason)
+	}
+	wantThumbs := readTree(t, filepath.Join(dir, "thumbs"))
+	os.RemoveAll(filepath.Join(dir, "thumbs"))
+
+	// A port of its own: ":0" would be NATS's default, 4222, maybe taken.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	srv := startServer(t, addr)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), testWorkerEnv+"="+srv.ClientURL(), "FLOW_CLUSTER_TEST_NAME=elsewhere",
+		"FLOW_CLUSTER_TEST_SLOTS=2", "TMPDIR="+t.TempDir())
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		t.Fatalf("the worker did not start: %q", line)
+	}
+	hideWhileShipped(t)
+	rep, got, _ := runIn(t, srv, testSettings, dir, transferPipeline("mode: cluster\n    transfer: true"))
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("cluster mode: %s %s %+v", rep.Status, rep.Reason, rep.Failures)
+	}
+	if got != want {
+		t.Errorf("results differ from thread mode's\ncluster:\n%s\nthread:\n%s", got, want)
+	}
+	gotThumbs := readTree(t, filepath.Join(dir, "thumbs"))
+	if len(gotThumbs) != len(wantThumbs) {
+		t.Errorf("thumbs: %d files, want %d", len(gotThumbs), len(wantThumbs))
+	}
+	for name, b := range wantThumbs {
+		if !bytes.Equal(gotThumbs[name], b) {
+			t.Errorf("thumbs/%s differs from thread mode's", name)
+		}
+	}
+	if bw := rep.Stages[3].ByWorker; bw["elsewhere"] != 6 {
+		t.Errorf("resize ran on %v", bw)
 	}
 }
