@@ -136,9 +136,12 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 	local := f.localSlots
 	var localLabels []string
 	if conn.URL == "" {
-		// The run's own workers stand for the whole cluster: they offer
-		// every label, so that a stage with labels: runs on a laptop.
-		localLabels = []string{"*"}
+		if f.serve == "" {
+			// The run's own workers are the whole cluster: they offer
+			// every label, so that a stage with labels: runs on a laptop.
+			// With --serve, labelled work waits for the workers that join.
+			localLabels = []string{"*"}
+		}
 		token := ""
 		for _, kv := range a.environ {
 			if v, ok := strings.CutPrefix(kv, "FLOW_SERVE_TOKEN="); ok {
