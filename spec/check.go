@@ -194,6 +194,7 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 			}
 		}
 	}
+	ds = append(ds, checkClusterFields(s)...)
 	if s.Role != steps.RoleStep {
 		for _, k := range []string{"mode", "workers", "rate", "burst", "limit", "timeout", "retry", "order", "key", "complete", "on_error", "max_errors", "cache"} {
 			if s.Role == steps.RoleSource && (k == "rate" || k == "burst" || k == "limit") {
