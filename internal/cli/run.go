@@ -283,10 +283,12 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 		return err
 	}
 	defer closeCluster()
-	if rs, err = a.cachedRunners(rs, hist, file, p, f.resume, runStderr); err != nil {
+	rs, closeCache, err := a.cachedRunners(rs, hist, file, p, f.resume, f.cluster.nats, runStderr)
+	if err != nil {
 		out.close()
 		return err
 	}
+	defer closeCache()
 	hist.start(file, p)
 
 	rep, runErr := runEngine(ctx, p, engine.Options{
