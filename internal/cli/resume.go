@@ -104,3 +104,18 @@ func (a *app) openSharedCache(nf natsFlags, claimTTL time.Duration) (*cache.KV, 
 	// nothing is left to flush.
 	return kv, nc.Close, nil
 }
+
+// forCluster is cf as the cluster's runners should see it: --nats given
+// for the shared cache alone is not a --nats that "changes nothing".
+func (f resumeFlags) forCluster(cf clusterFlags, p *spec.Pipeline) clusterFlags {
+	if f.cacheStore != "nats" {
+		return cf
+	}
+	for _, s := range p.Stages {
+		if s.Mode == spec.ModeCluster {
+			return cf
+		}
+	}
+	cf.nats.conn.URL = ""
+	return cf
+}

@@ -277,7 +277,7 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	// What steps and worker processes write to stderr (a warning or a
 	// worker's panic message, say) may quote an item built from a secret.
 	runStderr := red.Writer(stderr)
-	rs, closeCluster, err := a.clusterRunners(p, f.cluster, runStderr)
+	rs, closeCluster, err := a.clusterRunners(p, f.resume.forCluster(f.cluster, p), runStderr)
 	if err != nil {
 		out.close()
 		return err
