@@ -106,6 +106,10 @@ func NewKeyer(s *spec.Stage, reg *steps.Registry, env *steps.Env, secrets []stri
 	return kr, nil
 }
 
+// ReadsIndex reports whether a template of the stage reads index: the
+// key then covers {item, index}, not the item alone.
+func (k *Keyer) ReadsIndex() bool { return k.index }
+
 // Key is the key of one item.
 func (k *Keyer) Key(ctx context.Context, in steps.Input) (cachekey.Key, error) {
 	item := in.Item

@@ -7,11 +7,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -360,4 +362,104 @@ func TestHostileCacheInterruptKeepsEverySuccess(t *testing.T) {
 		t.Errorf("%d results stored; want at least the %d successes and at most the %d answered", got, ok, answered)
 	}
 	t.Logf("answered %d, succeeded %d, stored %d", answered, ok, got)
+}
+
+// flowCmd runs the flow binary with args in dir and returns its exit
+// code, stdout and stderr.
+func flowCmd(t *testing.T, dir string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return relWait(t, cmd), stdout.String(), stderr.String()
+}
+
+// flow cache explain, by --item and by --index N of the last run: a hit,
+// a miss naming the option that changed, and an error that says what to
+// do for each way --index can fail.
+func TestHostileCacheExplainByIndex(t *testing.T) {
+	dir := t.TempDir()
+	pipeline := func(expr string) string {
+		return fmt.Sprintf(`version: 1
+name: explain
+stages:
+  - name: nums
+    source: {range: {from: 0, to: 9}}
+  - name: odd
+    step: compute
+    when: "${ item %% 2 == 1 }"
+    cache: resume
+    with: {value: "${ item }"}
+  - name: square
+    step: compute
+    cache: resume
+    with: {value: "%s"}
+  - name: plain
+    step: compute
+    with: {value: "${ item }"}
+  - name: ranked
+    step: sort
+    with: {by: "${ item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, expr)
+	}
+	explain := func(args ...string) (int, string, string) {
+		t.Helper()
+		return flowCmd(t, dir, append([]string{"cache", "explain"}, args...)...)
+	}
+	relWrite(t, filepath.Join(dir, "p.yaml"), []byte(pipeline("${ item * item }")))
+	if code, _, stderr := explain("square", "p.yaml", "--index", "3"); code != 2 || !strings.Contains(stderr, "no run of p.yaml is recorded") || !strings.Contains(stderr, "--item JSON") {
+		t.Errorf("before any run: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := flowCmd(t, dir, "run", "p.yaml", "--quiet"); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, stderr)
+	}
+
+	code, stdout, stderr := explain("square", "p.yaml", "--index", "3")
+	if code != 0 || !strings.Contains(stdout, "item 3 of run ") || !strings.Contains(stdout, "in stage square: 3\n") || !strings.Contains(stdout, "hit: ") {
+		t.Errorf("--index 3 after the run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, _ := explain("square", "p.yaml", "--item", "3"); code != 0 || !strings.HasPrefix(stdout, "hit: ") {
+		t.Errorf("--item 3: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = explain("square", "p.yaml", "--index", "5", "--json")
+	var x struct {
+		Hit   bool   `json:"hit"`
+		Run   string `json:"run"`
+		Index int64  `json:"index"`
+		Item  any    `json:"item"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &x); code != 0 || err != nil || !x.Hit || x.Run == "" || x.Index != 5 || x.Item != float64(5) {
+		t.Errorf("--index 5 --json: exit %d, %v: %s", code, err, stdout)
+	}
+
+	// The option changed since: a miss that says which.
+	relWrite(t, filepath.Join(dir, "p.yaml"), []byte(pipeline("${ item * item + 1 }")))
+	code, stdout, _ = explain("square", "p.yaml", "--index", "3")
+	if code != 0 || !strings.Contains(stdout, "miss: ") || !strings.Contains(stdout, `option value changed: "${ item * item }" -> "${ item * item + 1 }"`) {
+		t.Errorf("after the change: exit %d\n%s", code, stdout)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"square", "p.yaml", "--index", "10"}, "--index 10 is out of range: the last run"},
+		{[]string{"square", "p.yaml", "--index", "4"}, "stored no success of item 4 in stage square"}, // filtered out by odd
+		{[]string{"plain", "p.yaml", "--index", "3"}, "stage plain is not cached"},
+		{[]string{"ranked", "p.yaml", "--index", "3"}, `no step stage "ranked" whose results are cached`},
+		{[]string{"square", "p.yaml", "--index", "3", "--item", "3"}, "give one"},
+		{[]string{"square", "p.yaml"}, "--item JSON"},
+	} {
+		code, _, stderr := explain(c.args...)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("explain %s: exit %d, stderr %q, want exit 2 and %q", strings.Join(c.args, " "), code, stderr, c.want)
+		}
+	}
 }
