@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -461,5 +462,90 @@ stages:
 		if code != 2 || !strings.Contains(stderr, c.want) {
 			t.Errorf("explain %s: exit %d, stderr %q, want exit 2 and %q", strings.Join(c.args, " "), code, stderr, c.want)
 		}
+	}
+}
+
+// Two runs of one pipeline at once, both storing thousands of results in
+// one state database named with --state: both succeed without a warning
+// (a SQLITE_BUSY that escaped the writer's retries would be one), both are
+// recorded, every result is stored once, and the database passes SQLite's
+// integrity check. A third run with --resume answers every item from it.
+func TestHostileCacheConcurrentRunsOneStore(t *testing.T) {
+	const items = 5000
+	dir := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
+	pipeline := fmt.Sprintf(`version: 1
+name: twice
+stages:
+  - name: nums
+    source: {range: {from: 1, to: %d}}
+  - name: square
+    step: compute
+    cache: resume
+    workers: 4
+    with: {value: "${ item * item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, items)
+	const n = 2
+	cmds := make([]*exec.Cmd, n)
+	stderrs := make([]bytes.Buffer, n)
+	for i := range cmds {
+		cmds[i] = relCommand(t, dir, pipeline, "--state", state)
+		cmds[i].Stderr = &stderrs[i]
+	}
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); codes[i] = relWait(t, cmd) }()
+	}
+	wg.Wait()
+	for i := range n {
+		if codes[i] != 0 || strings.Contains(stderrs[i].String(), "warning") || strings.Contains(stderrs[i].String(), "SQLITE_BUSY") {
+			t.Errorf("run %d: exit %d\n%s", i, codes[i], stderrs[i].String())
+		}
+	}
+	db, err := store.Open(filepath.Join(state, store.FileName), store.Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := db.List(context.Background(), store.CacheFilter{Stage: "square"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := db.Runs(context.Background(), store.RunFilter{})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != items {
+		t.Errorf("%d results stored, want %d", len(l), items)
+	}
+	if len(runs) != n || runs[0].Status != "succeeded" || runs[1].Status != "succeeded" {
+		t.Errorf("runs recorded: %+v", runs)
+	}
+	sq, err := sql.Open("sqlite", filepath.Join(state, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var check string
+	if err := sq.QueryRow("PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		t.Errorf("integrity check: %q, %v", check, err)
+	}
+	sq.Close()
+
+	cmd := relCommand(t, dir, pipeline, "--state", state, "--resume")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), stdout.String(), stderr.String())
+	if r.code != 0 || r.stage(t, "square").Cached != items {
+		t.Errorf("resumed: exit %d, cached %d, want %d\n%s", r.code, r.stage(t, "square").Cached, items, r.stderr)
 	}
 }
