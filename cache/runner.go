@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowrun/flow/engine"
@@ -135,6 +136,9 @@ type runner struct {
 	stderr io.Writer
 	warn   sync.Once
 	swarn  sync.Once
+	// sharedOff: the shared cache failed once; the stage goes on with the
+	// local one rather than wait on a server that is gone for every item.
+	sharedOff atomic.Bool
 	// secrets' JSON spellings, as they would appear in a stored result
 	secrets []string
 }
@@ -152,9 +156,10 @@ func (r *runner) warnf(format string, args ...any) {
 // sharedWarnf says once per stage that the shared cache failed; the run
 // goes on with the local one.
 func (r *runner) sharedWarnf(format string, args ...any) {
+	r.sharedOff.Store(true)
 	r.swarn.Do(func() {
 		if r.stderr != nil {
-			fmt.Fprintf(r.stderr, "flow: warning: stage %s: shared cache: "+format+"; such items use the local cache only (the run goes on)\n", append([]any{r.scope.Stage}, args...)...)
+			fmt.Fprintf(r.stderr, "flow: warning: stage %s: shared cache: "+format+"; the stage goes on with the local cache only\n", append([]any{r.scope.Stage}, args...)...)
 		}
 	})
 }
@@ -179,7 +184,8 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 		}
 	}
 	var claim Held
-	if r.shared != nil && r.pol.Read {
+	shared := r.shared != nil && !r.sharedOff.Load()
+	if shared && r.pol.Read {
 		sv, h, err := r.shared.Claim(ctx, key.Digest)
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -212,7 +218,7 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 		return v, nil
 	}
 	r.storeLocal(ctx, scope, key, b)
-	if r.shared != nil {
+	if claim != nil || (shared && !r.sharedOff.Load()) {
 		sv := Value{Parts: key.Parts, Result: b}
 		var serr error
 		if claim != nil {
