@@ -67,6 +67,9 @@ type KVOptions struct {
 	// MaxValue bounds a stored value (parts and result, as JSON);
 	// MaxSharedValue when 0. A larger one stays in the local store only.
 	MaxValue int
+	// Existing opens the bucket only if it is there (a reader such as
+	// flow cache explain must not create one).
+	Existing bool
 }
 
 const (
@@ -117,14 +120,19 @@ func OpenKV(ctx context.Context, nc *nats.Conn, o KVOptions) (*KV, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      o.Bucket,
-		Description: "flow's shared result cache (docs/state.md)",
-		History:     1,
-		// Per-key TTLs (the claims) need it; a marker is how the waiters
-		// learn that a claim expired.
-		LimitMarkerTTL: 10 * time.Minute,
-	})
+	var kv jetstream.KeyValue
+	if o.Existing {
+		kv, err = js.KeyValue(ctx, o.Bucket)
+	} else {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      o.Bucket,
+			Description: "flow's shared result cache (docs/state.md)",
+			History:     1,
+			// Per-key TTLs (the claims) need it; a marker is how the waiters
+			// learn that a claim expired.
+			LimitMarkerTTL: 10 * time.Minute,
+		})
+	}
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		kv, err = js.KeyValue(ctx, o.Bucket)
 	}

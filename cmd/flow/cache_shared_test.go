@@ -87,7 +87,7 @@ func (c *sharedCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c.onHit != nil {
 		c.onHit(n, count)
 	}
-	time.Sleep(2 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
 	fmt.Fprintf(w, `{"n": %d}`, n)
 }
 
@@ -156,6 +156,20 @@ func TestSharedCacheTwoRunsComputeEachItemOnce(t *testing.T) {
 		t.Errorf("cached %d + %d, want %d: each item computed by one run and answered to the other", ca, cb, sharedItems)
 	}
 	t.Logf("run a computed %d, run b %d", sharedItems-ca, sharedItems-cb)
+
+	// explain --nats: with this machine's entries removed, a local miss
+	// and a hit in the shared cache.
+	if code, _, stderr := flowCmd(t, a.dir, "cache", "rm", "--all"); code != 0 {
+		t.Fatalf("cache rm: exit %d\n%s", code, stderr)
+	}
+	code, stdout, stderr := flowCmd(t, a.dir, "cache", "explain", "get", "p.yaml", "--item", "7", "--nats", url)
+	if code != 0 || !strings.Contains(stdout, "miss: ") || !strings.Contains(stdout, "shared: hit: ") {
+		t.Errorf("explain --nats: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = flowCmd(t, a.dir, "cache", "explain", "get", "p.yaml", "--item", "7000", "--nats", url)
+	if code != 0 || !strings.Contains(stdout, "shared: miss: ") {
+		t.Errorf("explain --nats, an item never run: exit %d\n%s", code, stdout)
+	}
 
 	// A third run, another machine with an empty state database: all of it
 	// from the shared cache.

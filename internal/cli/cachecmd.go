@@ -44,6 +44,7 @@ type cacheExplainFlags struct {
 	byIndex bool
 	sets    []string
 	json    bool
+	nats    natsFlags // --nats: also look in the shared cache
 }
 
 func (a *app) cacheExplainCmd() *cobra.Command {
@@ -104,7 +105,27 @@ Without FILE, the pipeline of the latest run recorded in ./.flow (or
 	fl.Int64Var(&f.ofRun, "index", 0, "explain item `N` (its index in the source, from 0) of the last recorded run of the pipeline, instead of --item")
 	fl.StringArrayVar(&f.sets, "set", nil, "override variable NAME with VALUE, as for flow run (`NAME=VALUE`, repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the explanation as JSON")
+	fl.StringVar(&f.nats.conn.URL, "nats", "", "on a local miss, also look the key up in the shared cache (flow run --cache-store nats) on this NATS server, e.g. `nats://host:4222` (token or password from FLOW_NATS_TOKEN / FLOW_NATS_PASSWORD)")
 	return cmd
+}
+
+// sharedHit looks key up in the shared cache's bucket on f.nats.
+func (a *app) sharedHit(f cacheExplainFlags, key string) (bool, error) {
+	f.nats.fill(a.environ)
+	f.nats.conn.Name = "flow cache explain"
+	nc, err := f.nats.conn.Dial()
+	if err != nil {
+		return false, err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := cache.OpenKV(ctx, nc, cache.KVOptions{Existing: true})
+	if err != nil {
+		return false, err
+	}
+	_, ok, err := kv.Lookup(ctx, key)
+	return ok, err
 }
 
 // latestPipeline is the pipeline file of the latest recorded run.
@@ -203,14 +224,23 @@ func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
 	if err != nil {
 		return &exitError{code: ExitFailed, msg: err.Error()}
 	}
+	var shared *bool
+	if !x.Hit && f.nats.conn.URL != "" {
+		hit, err := a.sharedHit(f, key.Digest)
+		if err != nil {
+			return &exitError{code: ExitFailed, msg: fmt.Sprintf("--nats %s: the shared cache: %v", f.nats.conn.URL, err)}
+		}
+		shared = &hit
+	}
 	if f.json {
 		out := struct {
 			store.Explanation
-			Policy string `json:"policy"`
-			Run    string `json:"run,omitempty"`   // with --index: the run the item is from
-			Index  *int64 `json:"index,omitempty"` // with --index
-			Item   any    `json:"item,omitempty"`  // with --index: the item recovered
-		}{Explanation: x, Policy: pol.Why}
+			SharedHit *bool  `json:"shared_hit,omitempty"` // with --nats, on a local miss
+			Policy    string `json:"policy"`
+			Run       string `json:"run,omitempty"`   // with --index: the run the item is from
+			Index     *int64 `json:"index,omitempty"` // with --index
+			Item      any    `json:"item,omitempty"`  // with --index: the item recovered
+		}{Explanation: x, SharedHit: shared, Policy: pol.Why}
 		if f.byIndex {
 			out.Run, out.Index, out.Item = run, &f.ofRun, item
 		}
@@ -222,6 +252,12 @@ func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
 		return nil
 	}
 	fmt.Fprint(a.stdout, x.String())
+	switch {
+	case shared != nil && *shared:
+		fmt.Fprintf(a.stdout, "shared: hit: %s is in the shared cache on %s (a run with --cache-store nats takes it from there; this machine's store has no copy yet)\n", short(key.Digest), f.nats.conn.URL)
+	case shared != nil:
+		fmt.Fprintf(a.stdout, "shared: miss: %s is not in the shared cache on %s either\n", short(key.Digest), f.nats.conn.URL)
+	}
 	fmt.Fprintf(a.stdout, "stage %s: %s\n", s.Name, policyWords(pol))
 	return nil
 }
