@@ -191,3 +191,32 @@ func TestSharedKVLargeValueStaysLocal(t *testing.T) {
 		t.Fatalf("after a value too large: %v %v %v, want a claim", v, h, err)
 	}
 }
+
+// Put (a run computing afresh, without a claim) stores a value that a
+// later Claim answers with, and a per-entry TTL lets it go.
+func TestSharedKVPutThenClaim(t *testing.T) {
+	srv := natsServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, _ := openKV(t, srv, time.Hour)
+	key := testKey(4)
+	if err := kv.Put(ctx, key, cache.Value{Parts: cachekey.Parts{Kind: "fetch", Salt: "s"}, Result: json.RawMessage(`{"ok":true}`)}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	v, h, err := kv.Claim(ctx, key)
+	if err != nil || h != nil || v == nil || string(v.Result) != `{"ok":true}` || v.Parts.Kind != "fetch" || v.Parts.Salt != "s" {
+		t.Fatalf("claim after put: %+v %v %v", v, h, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, ok, err := kv.Lookup(ctx, key); err != nil {
+			t.Fatal(err)
+		} else if !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an entry with a 1s TTL is still there after 20s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
