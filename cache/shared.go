@@ -374,7 +374,11 @@ func (h *held) Fill(ctx context.Context, v Value, ttl time.Duration) error {
 	if rev == 0 {
 		// The claim was taken over: the value goes in anyway, unless the
 		// new holder stored its own first (then both are the item's).
-		_, err := h.s.kv.Create(ctx, h.k, b)
+		var opts []jetstream.KVCreateOpt
+		if ttl > 0 {
+			opts = append(opts, jetstream.KeyTTL(ttl))
+		}
+		_, err := h.s.kv.Create(ctx, h.k, b, opts...)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return nil
 		}

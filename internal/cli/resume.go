@@ -30,6 +30,21 @@ func addResumeFlags(cmd *cobra.Command, f *resumeFlags) {
 	fl.DurationVar(&f.claimTTL, "cache-claim-ttl", cache.DefaultClaimTTL, "with --cache-store nats: how long another run waits for an item whose claimer stopped renewing its claim (died) before computing it itself")
 }
 
+// check refuses a --cache-store that cannot work before anything is
+// opened or run.
+func (f resumeFlags) check(nf natsFlags) error {
+	switch f.cacheStore {
+	case "local", "":
+	case "nats":
+		if nf.conn.URL == "" {
+			return &exitError{code: ExitInvalid, msg: "--cache-store nats needs --nats URL: the shared cache lives on a NATS server that outlives runs (an embedded server's store goes with its run); nothing was run"}
+		}
+	default:
+		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--cache-store %q: use local or nats; nothing was run", f.cacheStore)}
+	}
+	return nil
+}
+
 // cachedRunners wraps every mode's runner factory with the result cache
 // of the state database (and the shared one of --cache-store nats).
 // Without a database nothing is cached, and --resume is refused before
@@ -38,17 +53,8 @@ func addResumeFlags(cmd *cobra.Command, f *resumeFlags) {
 func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.Pipeline, f resumeFlags, nf natsFlags, stderr io.Writer) (engine.Runners, func(), error) {
 	resume := f.resume || f.resumeFailed
 	noop := func() {}
-	switch f.cacheStore {
-	case "local", "":
-	case "nats":
-		if nf.conn.URL == "" {
-			return nil, nil, &exitError{code: ExitInvalid, msg: "--cache-store nats needs --nats URL: the shared cache lives on a NATS server that outlives runs (an embedded server's store goes with its run); nothing was run"}
-		}
-		if h == nil {
-			return nil, nil, &exitError{code: ExitInvalid, msg: "--cache-store nats needs the state database too (explain, ls and the local copy read it): drop --no-state, or name one with --state DIR; nothing was run"}
-		}
-	default:
-		return nil, nil, &exitError{code: ExitInvalid, msg: fmt.Sprintf("--cache-store %q: use local or nats", f.cacheStore)}
+	if f.cacheStore == "nats" && h == nil {
+		return nil, nil, &exitError{code: ExitInvalid, msg: "--cache-store nats needs the state database too (explain, ls and the local copy read it): drop --no-state, or name one with --state DIR; nothing was run"}
 	}
 	if h == nil {
 		if resume {

@@ -224,6 +224,9 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	if err := checkLockFlags(f.lock); err != nil {
 		return err
 	}
+	if err := f.resume.check(f.cluster.nats); err != nil {
+		return err
+	}
 	p, err := a.load(file, set)
 	red := secretsOf(p)
 	if p != nil {
