@@ -203,30 +203,38 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 			claim = h
 		}
 	}
+	if claim != nil {
+		// Released however the item ends without a stored value (an
+		// error, a result not stored, a panic the engine recovers), so
+		// that no other run waits on it until it expires.
+		defer func() {
+			if claim != nil {
+				claim.Release()
+			}
+		}()
+	}
 	v, err := r.inner.Do(ctx, in, at)
 	if err != nil || !r.pol.Store {
-		if claim != nil {
-			claim.Release()
-		}
 		return v, err
 	}
 	b, ok := r.storable(v)
 	if !ok {
-		if claim != nil {
-			claim.Release()
-		}
 		return v, nil
 	}
 	r.storeLocal(ctx, scope, key, b)
 	if claim != nil || (shared && !r.sharedOff.Load()) {
 		sv := Value{Parts: key.Parts, Result: b}
+		// The item is done: its value is stored even if the run is being
+		// stopped, so that the runs waiting on it need not compute it.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		var serr error
 		if claim != nil {
-			serr = claim.Fill(ctx, sv, r.pol.TTL)
+			serr, claim = claim.Fill(sctx, sv, r.pol.TTL), nil
 		} else {
-			serr = r.shared.Put(ctx, key.Digest, sv, r.pol.TTL)
+			serr = r.shared.Put(sctx, key.Digest, sv, r.pol.TTL)
 		}
-		if serr != nil && ctx.Err() == nil {
+		cancel()
+		if serr != nil {
 			r.sharedWarnf("storing a result: %v", serr)
 		}
 	}
