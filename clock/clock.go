@@ -6,11 +6,21 @@
 // order every time.
 //
 // A run's clock travels in its context (NewContext, From); code that has no
-// clock in its context gets Real.
+// clock in its context gets Real. Real is the wall clock; Virtual (see its
+// doc for exactly what is deterministic) moves only when the program waits
+// for it, so a test of timeouts, backoff and rates takes milliseconds and
+// gives the same times on every run.
+//
+// Code that waits or measures time in a run must use the clock of its
+// context: clock.Sleep for a pause, WithTimeoutCause for a bound on a
+// call, From(ctx).Now for a time, and Hold around a wait the clock cannot
+// see. A time.Sleep, time.After or context.WithTimeout is wall time even
+// under `flow test`, and the virtual clock counts its goroutine as idle.
 package clock
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,16 +68,48 @@ func Sleep(ctx context.Context, d time.Duration) error {
 // WithTimeoutCause is context.WithTimeoutCause on c: the returned context
 // is cancelled with cause once d has passed on c. On Real it is exactly
 // context.WithTimeoutCause, so a real run keeps the runtime's timers.
+//
+// On another clock the context's Err is context.DeadlineExceeded once the
+// time passed, as on Real, and context.Cause is cause; contexts derived
+// from it report context.Canceled (with the same cause), since only the
+// runtime's own timers can end a context with DeadlineExceeded. Its
+// Deadline is its parent's: a time on a virtual clock means nothing to a
+// socket.
 func WithTimeoutCause(ctx context.Context, c Clock, d time.Duration, cause error) (context.Context, context.CancelFunc) {
 	if _, ok := c.(realClock); ok {
 		return context.WithTimeoutCause(ctx, d, cause)
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
-	t := c.AfterFunc(d, func() { cancel(cause) })
-	return cctx, func() {
+	tc := &timeoutCtx{Context: cctx}
+	if cause == nil {
+		cause = context.DeadlineExceeded // as context.WithTimeoutCause does
+	}
+	t := c.AfterFunc(d, func() {
+		// Ended already (its parent was cancelled): the timeout did not
+		// end it, and Err stays what the parent gave.
+		if cctx.Err() == nil {
+			tc.expired.Store(true)
+			cancel(cause)
+		}
+	})
+	return tc, func() {
 		t.Stop()
 		cancel(context.Canceled)
 	}
+}
+
+// timeoutCtx is a context ended by a timer of a clock other than Real.
+type timeoutCtx struct {
+	context.Context
+	expired atomic.Bool
+}
+
+func (c *timeoutCtx) Err() error {
+	err := c.Context.Err()
+	if err != nil && c.expired.Load() {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 type realClock struct{}
@@ -90,6 +132,13 @@ func (realClock) SleepUntil(ctx context.Context, t time.Time) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+// IsReal tells whether c is the wall clock, for code that takes a cheaper
+// path there (the runtime's timers rather than the clock's).
+func IsReal(c Clock) bool {
+	_, ok := c.(realClock)
+	return ok
 }
 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -69,6 +70,10 @@ type Options struct {
 	// timeline, a journal). Without it the engine builds no events and
 	// times only a sample of items, for the report's latency percentiles.
 	Events EventSink
+	// Clock is the time the run waits on and measures with (nil:
+	// clock.Real); `flow test` gives a clock.Virtual. Its context carries
+	// it to the kinds (clock.From).
+	Clock clock.Clock
 }
 
 // EventSink receives progress as it happens. Calls come from many goroutines

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/steps"
 )
 
@@ -96,13 +96,14 @@ func (st *stepStage) process(w *workerState, e *entry) {
 		}
 		return
 	}
-	if !w.sample() {
+	if !w.sample() && !st.r.timeAll {
 		st.attempts(w, e, keys, false)
 		return
 	}
-	start := time.Now()
+	clk := st.r.clk
+	start := clk.Now()
 	st.attempts(w, e, keys, false)
-	e.lat, e.timed = time.Since(start), true
+	e.lat, e.timed = clk.Now().Sub(start), true
 	w.observe(e.lat)
 }
 
@@ -130,7 +131,7 @@ func (st *stepStage) attempts(w *workerState, e *entry, keys []string, timed boo
 		}
 		actx, cancel := st.ctx, context.CancelFunc(nil)
 		if st.timeout > 0 {
-			actx, cancel = context.WithTimeout(st.ctx, st.timeout)
+			actx, cancel = clock.WithTimeoutCause(st.ctx, clk, st.timeout, nil)
 		}
 		// The attempt lives in the entry (pooled), so that handing the
 		// runner a pointer to it costs no allocation.
@@ -180,7 +181,7 @@ func (st *stepStage) attempts(w *workerState, e *entry, keys []string, timed boo
 				err, se.RetryAfter, st.retry.MaxBackoff)}
 			return
 		}
-		if sleep(st.r.clk, st.ctx, st.backoff(attempt, err)) != nil {
+		if clk.SleepUntil(st.ctx, clk.Now().Add(st.backoff(e.in.Index, attempt, err))) != nil {
 			e.outcome = outCancelled
 			return
 		}
@@ -221,7 +222,7 @@ func (st *stepStage) retryable(err error, attempt int) bool {
 // backoff is the wait before attempt+1: exponential from retry.backoff,
 // capped by max_backoff, spread by jitter, and never shorter than the
 // step's RetryAfter hint.
-func (st *stepStage) backoff(attempt int, err error) time.Duration {
+func (st *stepStage) backoff(index int64, attempt int, err error) time.Duration {
 	r := st.retry
 	d := float64(r.Backoff)
 	for i := 1; i < attempt && d < float64(r.MaxBackoff); i++ {
@@ -231,7 +232,7 @@ func (st *stepStage) backoff(attempt int, err error) time.Duration {
 		d = float64(r.MaxBackoff)
 	}
 	if r.Jitter != nil && *r.Jitter > 0 {
-		d *= 1 + *r.Jitter*(2*rand.Float64()-1)
+		d *= 1 + *r.Jitter*(2*st.jitter(index, attempt)-1)
 	}
 	wait := time.Duration(d)
 	var se *steps.Error

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/steps"
@@ -52,7 +51,7 @@ func (s *barrierStage) exec() {
 		em.close()
 		return
 	}
-	start := time.Now()
+	start := s.r.clk.Now()
 	var emitted int64
 	err := s.bar.Flush(s.ctx, func(in steps.Input) error {
 		if s.ctx.Err() != nil || s.downCtx.Err() != nil {
@@ -70,7 +69,7 @@ func (s *barrierStage) exec() {
 		return nil
 	})
 	em.flush()
-	s.hist.record(time.Since(start))
+	s.hist.record(s.r.clk.Now().Sub(start))
 	passed := min(emitted, added)
 	rest := added - passed
 	switch {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
@@ -119,15 +120,15 @@ func BenchmarkLimiter(b *testing.B) {
 		lim  func() *limit
 		keys int
 	}{
-		{"rate", func() *limit { return newLimit("r", fast, 1, 0, nil, 0, realClock{}) }, 0},
-		{"concurrency", func() *limit { return newLimit("c", nil, 0, 1<<20, nil, 0, realClock{}) }, 0},
-		{"rate+concurrency", func() *limit { return newLimit("rc", fast, 1, 1<<20, nil, 0, realClock{}) }, 0},
+		{"rate", func() *limit { return newLimit("r", fast, 1, 0, nil, 0, clock.Real) }, 0},
+		{"concurrency", func() *limit { return newLimit("c", nil, 0, 1<<20, nil, 0, clock.Real) }, 0},
+		{"rate+concurrency", func() *limit { return newLimit("rc", fast, 1, 1<<20, nil, 0, clock.Real) }, 0},
 		{"keyed-rate-1000-keys", func() *limit {
 			key, err := tmpl.Compile("${ item }")
 			if err != nil {
 				b.Fatal(err)
 			}
-			return newLimit("k", fast, 1, 0, key, 0, realClock{})
+			return newLimit("k", fast, 1, 0, key, 0, clock.Real)
 		}, 1000},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -1,42 +1,41 @@
 package engine
 
 import (
-	"context"
-	"time"
+	"hash/fnv"
+	"math/rand/v2"
+
+	"github.com/flowrun/flow/clock"
 )
 
-// clock is the time the engine waits on for rate limits and retry backoff.
-// Tests swap in a virtual clock so that limiter and backoff behaviour is
-// asserted on reservations and waits, not on wall time.
-type clock interface {
-	Now() time.Time
-	// SleepUntil waits until t or until ctx is done, whichever comes
-	// first, and returns the context's cause in the second case.
-	SleepUntil(ctx context.Context, t time.Time) error
+// Every wait and every measure of time in a run goes through the run's
+// clock (Options.Clock, clock.Real when nil): rate and concurrency limits,
+// retry backoff and Retry-After, attempt timeouts, stage deadlines, the
+// pipeline timeout, the report's times and durations, attempts' Start and
+// End and the latency percentiles. The run's context carries it
+// (clock.NewContext), so kinds that wait (compute's sleep, fetch's
+// timeout) wait on the same clock. On a virtual clock (clock.Virtual, `flow
+// test`) a run is then a function of its input: the same waits, times and
+// outcomes on every run.
+
+// jitter returns a number in [0, 1) that spreads one retry wait: random on
+// the wall clock; on any other clock a function of the stage, the item and
+// the attempt, so that a run on a virtual clock waits the same every time.
+func (st *stepStage) jitter(index int64, attempt int) float64 {
+	if clock.IsReal(st.r.clk) {
+		return rand.Float64()
+	}
+	f := fnv.New64a()
+	f.Write([]byte(st.name))
+	h := splitmix(f.Sum64() ^ splitmix(uint64(index)<<8^uint64(attempt)))
+	return float64(h>>11) / (1 << 53)
 }
 
-func sleep(c clock, ctx context.Context, d time.Duration) error {
-	return c.SleepUntil(ctx, c.Now().Add(d))
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
-func (realClock) SleepUntil(ctx context.Context, t time.Time) error {
-	d := time.Until(t)
-	if d <= 0 {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		return nil
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
+// splitmix is SplitMix64's finaliser: a cheap, well-spread hash of x.
+func splitmix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }

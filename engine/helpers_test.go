@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -317,6 +318,10 @@ func (c *fakeClock) SleepUntil(ctx context.Context, t time.Time) error {
 	}
 	return nil
 }
+
+// AfterFunc runs f after d of real time: only sleeps are virtual here
+// (clock.Virtual is the whole virtual clock).
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) clock.Timer { return time.AfterFunc(d, f) }
 
 func (c *fakeClock) elapsed(from time.Time) time.Duration { return c.Now().Sub(from) }
 

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -25,7 +26,7 @@ type limit struct {
 	conc    int // 0: no concurrency bound
 	key     *tmpl.T
 	maxKeys int
-	clk     clock
+	clk     clock.Clock
 
 	mu      sync.Mutex
 	single  *bucket
@@ -41,7 +42,7 @@ type bucket struct {
 	inUse int
 }
 
-func newLimit(name string, r *spec.Rate, burst, conc int, key *tmpl.T, maxKeys int, clk clock) *limit {
+func newLimit(name string, r *spec.Rate, burst, conc int, key *tmpl.T, maxKeys int, clk clock.Clock) *limit {
 	l := &limit{name: name, conc: conc, key: key, maxKeys: maxKeys, clk: clk}
 	if r != nil && r.N > 0 {
 		l.rate = rate.Limit(r.PerSecond())
@@ -215,7 +216,7 @@ func (lm *limiter) release(h *held, n int) {
 func (lm *limiter) done(h *held) { lm.release(h, len(lm.limits)) }
 
 // buildLimits makes the named limits of a pipeline, shared by its stages.
-func buildLimits(p *spec.Pipeline, clk clock) map[string]*limit {
+func buildLimits(p *spec.Pipeline, clk clock.Clock) map[string]*limit {
 	out := map[string]*limit{}
 	for name, l := range p.Limits {
 		if l == nil {
@@ -228,7 +229,7 @@ func buildLimits(p *spec.Pipeline, clk clock) map[string]*limit {
 
 // stageLimiter returns the limits a stage obeys: its own rate, then the
 // named limits sorted by name; nil when there are none.
-func stageLimiter(s *spec.Stage, named map[string]*limit, clk clock) *limiter {
+func stageLimiter(s *spec.Stage, named map[string]*limit, clk clock.Clock) *limiter {
 	var ls []*limit
 	if s.Rate != nil {
 		ls = append(ls, newLimit("rate of stage "+s.Name, s.Rate, s.Burst, 0, nil, 0, clk))

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/conf"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
@@ -65,21 +66,26 @@ func Run(ctx context.Context, p *spec.Pipeline, opts Options) (*report.Report, e
 
 // config holds what tests may change.
 type config struct {
-	clock  clock
-	window int // reorder window of `order: input`, in items (0: default)
+	clock  clock.Clock // overrides Options.Clock
+	window int         // reorder window of `order: input`, in items (0: default)
 }
 
 type run struct {
 	p      *spec.Pipeline
 	opts   Options
 	cfg    config
-	clk    clock
+	clk    clock.Clock
 	ev     EventSink
 	red    *redactor
 	vars   map[string]any
 	env    map[string]string
 	limits map[string]*limit
 	stderr *lockedWriter
+
+	// timeAll: time every item for the latency percentiles, not a
+	// sample: on a clock other than Real reading it is cheap, and which
+	// items a sample holds would vary from run to run.
+	timeAll bool
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -118,10 +124,14 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 	if len(p.Stages) == 0 {
 		return nil, errors.New("engine: the pipeline has no stages")
 	}
-	r := &run{p: p, opts: opts, cfg: cfg, clk: cfg.clock, ev: opts.Events, red: newRedactor(p.Vars.Secrets())}
-	if r.clk == nil {
-		r.clk = realClock{}
+	r := &run{p: p, opts: opts, cfg: cfg, clk: opts.Clock, ev: opts.Events, red: newRedactor(p.Vars.Secrets())}
+	if cfg.clock != nil {
+		r.clk = cfg.clock
 	}
+	if r.clk == nil {
+		r.clk = clock.Real
+	}
+	r.timeAll = !clock.IsReal(r.clk)
 	r.vars = p.Vars.Map()
 	// One lock on stderr for the run: steps and runners (worker processes'
 	// forwarded lines) of different stages write whole lines through it, so
@@ -138,11 +148,13 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 		return nil, err
 	}
 
-	rep := &report.Report{Pipeline: p.Name, File: p.File, Start: time.Now(), Failures: []report.Failure{}}
-	base := parent
+	rep := &report.Report{Pipeline: p.Name, File: p.File, Start: r.clk.Now(), Failures: []report.Failure{}}
+	// Kinds find the run's clock in their context: compute's sleep and
+	// fetch's timeout wait on it.
+	base := clock.NewContext(parent, r.clk)
 	if p.Timeout > 0 {
 		var cancelT context.CancelFunc
-		base, cancelT = context.WithTimeoutCause(parent, p.Timeout, &runStop{
+		base, cancelT = clock.WithTimeoutCause(base, r.clk, p.Timeout, &runStop{
 			status: report.StatusTimedOut, timeout: true, limit: p.Timeout,
 			msg: fmt.Sprintf("the pipeline timeout of %s passed; running work was cancelled (raise timeout: to allow more time)", p.Timeout),
 		})
@@ -197,7 +209,7 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 		s.base().cancel(nil)
 	}
 
-	rep.End = time.Now()
+	rep.End = r.clk.Now()
 	rep.Duration = report.Duration(rep.End.Sub(rep.Start))
 	r.finalize(rep, stages)
 	return rep, nil

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/steps"
@@ -54,10 +53,10 @@ func (s *sinkStage) exec() {
 			if !ok {
 				continue
 			}
-			if s.rep.In%sampleEvery == 1 {
-				start := time.Now()
+			if s.rep.In%sampleEvery == 1 || s.r.timeAll {
+				start := s.r.clk.Now()
 				err = s.sink.Write(s.ctx, rec)
-				s.hist.record(time.Since(start))
+				s.hist.record(s.r.clk.Now().Sub(start))
 			} else {
 				err = s.sink.Write(s.ctx, rec)
 			}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/steps"
 )
@@ -12,6 +13,12 @@ import (
 // sourceStage runs a source. Items are batched as they are emitted; a
 // ticker hands on a partial batch that waited a tick, so a slow source (stdin
 // in a terminal) still streams item by item.
+//
+// The tick and the grace after a stop are real time on every clock: they
+// bound how long an item or a stuck source waits in this process, not a
+// time of the pipeline. On a virtual clock there is no tick: every item is
+// handed on as it is emitted, so that no item waits for real time while the
+// virtual clock takes the run for idle.
 type sourceStage struct {
 	*stage
 	src steps.Source
@@ -21,6 +28,7 @@ type sourceStage struct {
 	next   int64 // index of the next item
 	closed bool
 	fresh  bool // items were added since the last tick
+	eager  bool // hand on every item at once (a virtual clock: no tick)
 }
 
 const sourceTick = 2 * time.Millisecond
@@ -30,21 +38,26 @@ func (s *sourceStage) abort(err error) { _ = steps.Built{Source: s.src}.Close() 
 func (s *sourceStage) exec() {
 	s.begin()
 	s.em = newEmitter(s.stage)
+	s.eager = !clock.IsReal(s.r.clk)
 	done := make(chan struct{})
 	var srcErr error
 	go func() {
 		defer close(done)
 		srcErr = s.runSource()
 	}()
-	tick := time.NewTicker(sourceTick)
-	defer tick.Stop()
+	var tickC <-chan time.Time
+	if !s.eager {
+		tick := time.NewTicker(sourceTick)
+		defer tick.Stop()
+		tickC = tick.C
+	}
 	stopped := s.ctx.Done()
 loop:
 	for {
 		select {
 		case <-done:
 			break loop
-		case <-tick.C:
+		case <-tickC:
 			s.mu.Lock()
 			if !s.fresh && !s.closed {
 				s.em.flush()
@@ -152,6 +165,9 @@ func (s *sourceStage) emit(item any) error {
 	s.rep.In++
 	s.fresh = true
 	s.em.add(steps.Record{Index: in.Index, Item: item}, in, true, nil)
+	if s.eager {
+		s.em.flush()
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
@@ -46,7 +47,7 @@ type stage struct {
 
 	hist     hist
 	started  time.Time
-	deadline *time.Timer
+	deadline clock.Timer
 	finished atomic.Bool
 
 	toOnce sync.Once
@@ -66,9 +67,9 @@ func (s *stage) begin() {
 	if !s.started.IsZero() {
 		return
 	}
-	s.started = time.Now()
+	s.started = s.r.clk.Now()
 	if d := s.spec.Deadline; d > 0 {
-		s.deadline = time.AfterFunc(d, func() {
+		s.deadline = s.r.clk.AfterFunc(d, func() {
 			if s.finished.Load() {
 				return
 			}
@@ -89,7 +90,7 @@ func (s *stage) finish() {
 	rep.LatencyP95 = report.Duration(s.hist.quantile(0.95))
 	rep.LatencyMax = report.Duration(s.hist.max)
 	if !s.started.IsZero() {
-		d := time.Since(s.started)
+		d := s.r.clk.Now().Sub(s.started)
 		rep.Duration = report.Duration(d)
 		if d > 0 {
 			rep.PerSecond = float64(rep.Succeeded+rep.Failed+rep.Skipped) / d.Seconds()

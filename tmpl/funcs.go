@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/file"
+
+	"github.com/flowrun/flow/clock"
 )
 
 // The function library available in every expression, besides expr-lang's
@@ -326,19 +328,16 @@ func thousands(v any) (string, error) {
 	return sign + b.String() + frac, nil
 }
 
-// Sleep waits for d or until ctx is done, whichever comes first.
+// Sleep waits for d on the clock of ctx (clock.From: the run's, which is
+// virtual under `flow test`) or until ctx is done, whichever comes first.
 func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("sleep interrupted: %w", context.Cause(ctx))
+	if err := clock.Sleep(ctx, d); err != nil {
+		return fmt.Errorf("sleep interrupted: %w", err)
 	}
+	return nil
 }
 
 // segmentBits is how many odd numbers one sieve segment covers: 256 Ki bits,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/flowrun/flow/clock"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -76,7 +77,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	// The request's own bound, so that a server that never answers cannot
 	// hold a worker for good when the stage sets no timeout. ctx keeps the
 	// engine's: its errors are told apart by which context ended.
-	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	rctx, cancel := clock.WithTimeoutCause(ctx, clock.From(ctx), s.timeout, nil)
 	defer cancel()
 
 	v := &verdict{}
