@@ -3,10 +3,12 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/spec"
@@ -259,6 +261,66 @@ func TestWrapDoesNotStoreHugeResults(t *testing.T) {
 		db.Close()
 		if len(l) != c.want {
 			t.Errorf("result of %d bytes: %d entries, want %d", c.size+2, len(l), c.want)
+		}
+	}
+}
+
+// fakeShared hands out claims and records what becomes of them.
+type fakeShared struct{ filled, released int }
+
+func (f *fakeShared) Claim(context.Context, string) (*Value, Held, error) {
+	return nil, fakeHeld{f}, nil
+}
+func (f *fakeShared) Put(context.Context, string, Value, time.Duration) error {
+	return errors.New("no put with a claim")
+}
+func (f *fakeShared) Lookup(context.Context, string) (*Value, bool, error) { return nil, false, nil }
+
+type fakeHeld struct{ f *fakeShared }
+
+func (h fakeHeld) Fill(context.Context, Value, time.Duration) error { h.f.filled++; return nil }
+func (h fakeHeld) Release()                                         { h.f.released++ }
+
+type panicRunner struct{}
+
+func (panicRunner) Do(context.Context, steps.Input, *engine.Attempt) (any, error) { panic("boom") }
+func (panicRunner) Close() error                                                  { return nil }
+
+type failRunner struct{}
+
+func (failRunner) Do(context.Context, steps.Input, *engine.Attempt) (any, error) {
+	return nil, errors.New("no")
+}
+func (failRunner) Close() error { return nil }
+
+// A claim on the shared cache is filled by a success and released however
+// else the item ends, a panic included, so that no other run waits on it
+// until it expires.
+func TestWrapSharedClaimFilledOrReleased(t *testing.T) {
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	p, s := stage(t, dir, "    step: compute\n    cache: on\n    with: {value: 1}\n")
+	for _, c := range []struct {
+		name             string
+		inner            engine.Runner
+		filled, released int
+	}{{"success", &countRunner{}, 1, 0}, {"error", failRunner{}, 0, 1}, {"panic", panicRunner{}, 0, 1}} {
+		sh := &fakeShared{}
+		f := Wrap(func(engine.StageRun) (engine.Runner, error) { return c.inner, nil }, Options{DB: db, Pipeline: "/p.yaml", Shared: sh})
+		r, err := f(engine.StageRun{Pipeline: p, Stage: s, Registry: all.Registry(), Env: &steps.Env{Vars: p.Vars.Map()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() { _ = recover() }()
+			_, _ = r.Do(context.Background(), steps.Input{Item: c.name}, &engine.Attempt{})
+		}()
+		if sh.filled != c.filled || sh.released != c.released {
+			t.Errorf("%s: filled %d, released %d; want %d, %d", c.name, sh.filled, sh.released, c.filled, c.released)
 		}
 	}
 }

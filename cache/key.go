@@ -88,7 +88,12 @@ func NewKeyer(s *spec.Stage, reg *steps.Registry, env *steps.Env, secrets []stri
 		kr.envVals[name] = env.Env[name]
 	}
 	kr.index = w.index
-	kr.options = opts
+	// Made canonical once: every item of the stage shares them.
+	prepared, err := cachekey.PrepareOptions(opts, secrets)
+	if err != nil {
+		return nil, err
+	}
+	kr.options = prepared
 	for _, key := range FileOptions[s.Kind] {
 		if t := w.byKey[key]; t != nil {
 			kr.files = append(kr.files, t)
@@ -106,13 +111,17 @@ func NewKeyer(s *spec.Stage, reg *steps.Registry, env *steps.Env, secrets []stri
 	return kr, nil
 }
 
+// ReadsIndex reports whether a template of the stage reads index: the
+// key then covers {item, index}, not the item alone.
+func (k *Keyer) ReadsIndex() bool { return k.index }
+
 // Key is the key of one item.
 func (k *Keyer) Key(ctx context.Context, in steps.Input) (cachekey.Key, error) {
 	item := in.Item
 	if k.index {
 		item = map[string]any{"item": in.Item, "index": in.Index}
 	}
-	ki := cachekey.Input{Kind: k.kind, Options: k.options, Item: item, Env: k.envVals, Salt: k.salt, Secrets: k.secrets}
+	ki := cachekey.Input{Kind: k.kind, Options: k.options, Prepared: true, Item: item, Env: k.envVals, Salt: k.salt, Secrets: k.secrets}
 	for _, t := range k.files {
 		var v any = in.Item
 		if t != nil {

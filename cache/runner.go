@@ -8,12 +8,14 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/store"
+	"github.com/flowrun/flow/store/cachekey"
 )
 
 // resumeKinds are the kinds whose results are stored by default and
@@ -79,6 +81,14 @@ type Options struct {
 	Resume   bool
 	Secrets  []string
 	Stderr   io.Writer
+	// Run is the id of the run in the state database, read when a stage
+	// starts: entries record the run and item index that last used them
+	// (flow cache explain --index). Nil or "" records none.
+	Run func() string
+	// Shared, when set, is a cache several machines share (KV): read after
+	// the local store, written beside it, and claimed so that two runs
+	// never compute one item at once.
+	Shared Shared
 }
 
 // Wrap returns a factory whose runners consult and fill the cache around
@@ -108,7 +118,11 @@ func Wrap(inner engine.RunnerFactory, o Options) engine.RunnerFactory {
 		if stderr == nil {
 			stderr = sr.Stderr
 		}
-		return &runner{inner: r, keyer: k, pol: pol, db: o.DB, scope: store.Scope{Pipeline: o.Pipeline, Stage: sr.Stage.Name}, stderr: stderr, secrets: jsonSpellings(o.Secrets)}, nil
+		scope := store.Scope{Pipeline: o.Pipeline, Stage: sr.Stage.Name}
+		if o.Run != nil {
+			scope.Run = o.Run()
+		}
+		return &runner{inner: r, keyer: k, pol: pol, db: o.DB, shared: o.Shared, scope: scope, stderr: stderr, secrets: jsonSpellings(o.Secrets)}, nil
 	}
 }
 
@@ -117,9 +131,14 @@ type runner struct {
 	keyer  *Keyer
 	pol    Policy
 	db     *store.DB
+	shared Shared
 	scope  store.Scope
 	stderr io.Writer
 	warn   sync.Once
+	swarn  sync.Once
+	// sharedOff: the shared cache failed once; the stage goes on with the
+	// local one rather than wait on a server that is gone for every item.
+	sharedOff atomic.Bool
 	// secrets' JSON spellings, as they would appear in a stored result
 	secrets []string
 }
@@ -134,6 +153,17 @@ func (r *runner) warnf(format string, args ...any) {
 	})
 }
 
+// sharedWarnf says once per stage that the shared cache failed; the run
+// goes on with the local one.
+func (r *runner) sharedWarnf(format string, args ...any) {
+	r.sharedOff.Store(true)
+	r.swarn.Do(func() {
+		if r.stderr != nil {
+			fmt.Fprintf(r.stderr, "flow: warning: stage %s: shared cache: "+format+"; the stage goes on with the local cache only\n", append([]any{r.scope.Stage}, args...)...)
+		}
+	})
+}
+
 func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
 	key, err := r.keyer.Key(ctx, in)
 	if err != nil {
@@ -141,43 +171,113 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 		// step itself says what is wrong, in its own words.
 		return r.inner.Do(ctx, in, at)
 	}
+	scope := r.scope
+	scope.Index = in.Index
 	if r.pol.Read {
-		res, ok, err := r.db.Get(ctx, key.Digest)
+		res, ok, err := r.db.GetFor(ctx, key.Digest, scope)
 		if err != nil {
 			r.warnf("reading the cache: %v", err)
 		} else if ok {
-			v, err := steps.DecodeJSON(res)
-			if err == nil {
-				at.Cached = true
-				at.Worker = "cache"
+			if v, ok := r.answer(res, at); ok {
 				return v, nil
 			}
-			r.warnf("a stored result does not decode: %v", err)
 		}
+	}
+	var claim Held
+	shared := r.shared != nil && !r.sharedOff.Load()
+	if shared && r.pol.Read {
+		sv, h, err := r.shared.Claim(ctx, key.Digest)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, err
+		case err != nil:
+			r.sharedWarnf("%v", err)
+		case sv != nil:
+			if v, ok := r.answer(sv.Result, at); ok {
+				// Kept here too: explain and ls see it, and the next run
+				// reads it without the network.
+				r.storeLocal(ctx, scope, key, sv.Result)
+				return v, nil
+			}
+		default:
+			claim = h
+		}
+	}
+	if claim != nil {
+		// Released however the item ends without a stored value (an
+		// error, a result not stored, a panic the engine recovers), so
+		// that no other run waits on it until it expires.
+		defer func() {
+			if claim != nil {
+				claim.Release()
+			}
+		}()
 	}
 	v, err := r.inner.Do(ctx, in, at)
 	if err != nil || !r.pol.Store {
 		return v, err
 	}
-	b, merr := json.Marshal(v)
-	if merr != nil {
-		r.warnf("a result does not encode: %v", merr)
+	b, ok := r.storable(v)
+	if !ok {
 		return v, nil
 	}
+	r.storeLocal(ctx, scope, key, b)
+	if claim != nil || (shared && !r.sharedOff.Load()) {
+		sv := Value{Parts: key.Parts, Result: b}
+		// The item is done: its value is stored even if the run is being
+		// stopped, so that the runs waiting on it need not compute it.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		var serr error
+		if claim != nil {
+			serr, claim = claim.Fill(sctx, sv, r.pol.TTL), nil
+		} else {
+			serr = r.shared.Put(sctx, key.Digest, sv, r.pol.TTL)
+		}
+		cancel()
+		if serr != nil {
+			r.sharedWarnf("storing a result: %v", serr)
+		}
+	}
+	return v, nil
+}
+
+// answer decodes a stored result as the item's.
+func (r *runner) answer(res []byte, at *engine.Attempt) (any, bool) {
+	v, err := steps.DecodeJSON(res)
+	if err != nil {
+		r.warnf("a stored result does not decode: %v", err)
+		return nil, false
+	}
+	at.Cached = true
+	at.Worker = "cache"
+	return v, true
+}
+
+// storable is the result as JSON, unless it must not be stored: too large,
+// or holding a secret.
+func (r *runner) storable(v any) ([]byte, bool) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		r.warnf("a result does not encode: %v", err)
+		return nil, false
+	}
 	if len(b) > MaxResult {
-		return v, nil
+		return nil, false
 	}
 	// The state database never holds a secret in clear: a result that
 	// carries one is not stored (its item runs again on resume).
 	for _, sec := range r.secrets {
 		if sec != "" && bytes.Contains(b, []byte(sec)) {
-			return v, nil
+			return nil, false
 		}
 	}
-	if perr := r.db.PutQueued(ctx, r.scope, key, b, r.pol.TTL); perr != nil && ctx.Err() == nil {
-		r.warnf("storing a result: %v", perr)
+	return b, true
+}
+
+func (r *runner) storeLocal(ctx context.Context, scope store.Scope, key cachekey.Key, b []byte) {
+	if err := r.db.PutQueued(ctx, scope, key, b, r.pol.TTL); err != nil && ctx.Err() == nil {
+		r.warnf("storing a result: %v", err)
 	}
-	return v, nil
 }
 
 func (r *runner) Close() error { return r.inner.Close() }

@@ -41,6 +41,7 @@ type Client struct {
 	results jetstream.ConsumeContext
 	advSub  *nats.Subscription
 	closed  atomic.Bool
+	xfer    runFiles // the bucket of transfer: true stages (transfer.go)
 }
 
 // NewClient makes the run's client on nc.
@@ -72,7 +73,8 @@ func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) 
 		c.Close()
 		return nil, fmt.Errorf("reading results: %w", err)
 	}
-	adv := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + workStream + "." + workConsumer
+	// Any consumer of the work stream: the shared one and those of labels.
+	adv := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + workStream + ".*"
 	if c.advSub, err = nc.Subscribe(adv, c.onMaxDeliveries); err != nil {
 		c.Close()
 		return nil, err
@@ -103,17 +105,35 @@ func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
 		return nil, fmt.Errorf("stage %q: giving the pipeline to workers: %w", sr.Stage.Name, err)
 	}
 	r := &Runner{c: c, stage: idx, name: sr.Stage.Name, queue: taskq.New[*batch](), sent: map[uint64]*task{},
-		inFlight: sr.Workers, done: make(chan struct{})}
+		inFlight: sr.Workers, done: make(chan struct{}), subject: workSubject(c.run, idx)}
+	if r.labels = labelKey(sr.Stage.Labels); r.labels != "" {
+		if err := ensureLabelConsumer(ctx, c.st, r.labels); err != nil {
+			return nil, fmt.Errorf("stage %q: %w", sr.Stage.Name, err)
+		}
+		r.subject = labelledSubject(r.labels, c.run, idx)
+	}
 	if sr.Stage.Timeout <= 0 {
 		// Cheap items cross by the hundred in one message: the engine must
 		// keep more of them in flight than the stage has workers.
 		r.inFlight = sr.Workers * inFlightPerWorker
+	}
+	if sr.Stage.Transfer {
+		if r.xfer, err = newShipper(ctx, c, sr); err != nil {
+			return nil, err
+		}
+		// Each item in flight holds its files in the bucket: no more
+		// than the stage's workers.
+		r.inFlight = sr.Workers
 	}
 	c.mu.Lock()
 	c.runners[idx] = r
 	c.mu.Unlock()
 	r.wg.Add(1)
 	go r.publish()
+	if r.labels != "" {
+		r.wg.Add(1)
+		go r.watchLabels(sr.Stderr)
+	}
 	return r, nil
 }
 
@@ -207,6 +227,7 @@ func (c *Client) Close() error {
 	c.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.dropFiles(ctx)
 	_ = c.st.runs.Delete(ctx, c.run)
 	c.mu.Lock()
 	for idx := range c.runners {
@@ -276,6 +297,12 @@ type Runner struct {
 	stage    int
 	name     string
 	inFlight int
+	subject  string // where its batches go: by labels, if it has some
+	labels   string // labelKey of the stage's labels
+	// noWorker is set while no live worker has offered the labels for
+	// too long: the error items fail with.
+	noWorker atomic.Pointer[error]
+	xfer     *shipper // transfer: true: files go with the items
 	nextID   atomic.Uint64
 	nextB    atomic.Uint64
 	queue    *taskq.Queue[*batch]
@@ -319,8 +346,18 @@ var errClosed = errors.New("the cluster runner was closed before a worker took t
 
 // Do runs one item on a worker of the cluster.
 func (r *Runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
+	if r.xfer != nil {
+		return r.xfer.run(ctx, in, at, r.do)
+	}
+	return r.do(ctx, in, at)
+}
+
+func (r *Runner) do(ctx context.Context, in steps.Input, at *engine.Attempt) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if e := r.noWorker.Load(); e != nil {
+		return nil, *e
 	}
 	raw, err := protocol.AppendValue(nil, in.Item)
 	if err != nil {
@@ -459,7 +496,7 @@ func (r *Runner) send(b *batch) error {
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(workSubject(r.c.run, r.stage))
+	msg := nats.NewMsg(r.subject)
 	msg.Header.Set(hdrRun, r.c.run)
 	msg.Header.Set(hdrStage, strconv.Itoa(r.stage))
 	msg.Header.Set(hdrBatch, strconv.FormatUint(b.id, 10))

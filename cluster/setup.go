@@ -30,6 +30,10 @@ type Settings struct {
 	// MaxWorkBytes bounds the work stream; publishing past it waits
 	// (backpressure) rather than dropping anything.
 	MaxWorkBytes int64
+	// TransferMaxFile and TransferMaxItem bound what a transfer: true
+	// stage ships for one item, each way: the size of one file, and of
+	// all of an item's files together (1 GiB and 4 GiB by default).
+	TransferMaxFile, TransferMaxItem int64
 	// Unreachable is how long a run waits for NATS to come back (a server
 	// restarting, a partition) before it fails the items it has out with
 	// class "connection", which the stage's retry and on_error then
@@ -52,6 +56,12 @@ func (s *Settings) defaults() {
 	}
 	if s.MaxWorkBytes <= 0 {
 		s.MaxWorkBytes = 1 << 30
+	}
+	if s.TransferMaxFile <= 0 {
+		s.TransferMaxFile = 1 << 30
+	}
+	if s.TransferMaxItem <= 0 {
+		s.TransferMaxItem = 4 << 30
 	}
 	if s.Unreachable <= 0 {
 		s.Unreachable = 2 * time.Minute
@@ -92,6 +102,7 @@ func ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*store, er
 		st.cons, err = st.work.CreateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable: workConsumer, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: s.AckWait, MaxDeliver: s.MaxDeliver, MaxAckPending: s.MaxAckPending,
+			FilterSubject: sharedFilter, // labelled work has consumers of its own (labels.go)
 			// No BackOff: it would replace AckWait as the redelivery delay.
 		})
 		if errors.Is(err, jetstream.ErrConsumerExists) {

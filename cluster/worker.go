@@ -22,9 +22,12 @@ import (
 
 // WorkerConfig configures a `flow worker`.
 type WorkerConfig struct {
-	Name     string   // shown by `flow workers` and in attempts; default host:pid
-	Slots    int      // items run at once
-	Labels   []string // what this worker offers (shown by `flow workers`)
+	Name  string // shown by `flow workers` and in attempts; default host:pid
+	Slots int    // items run at once
+	// Labels are what this worker offers: it runs the items of stages
+	// that require some of them, beside unlabelled ones. "*" offers
+	// every label (a run's in-process workers on its embedded server).
+	Labels   []string
 	Registry *steps.Registry
 	Settings Settings
 	// Log receives one line per event worth a person's attention (a stage
@@ -47,6 +50,8 @@ type Worker struct {
 	dropped map[string]map[uint64]bool               // cancelled before they started
 	busy    int
 	done    int64
+
+	srcs sources // the consumers it pulls from (labels.go)
 }
 
 // hosted is a stage built in this worker, or why it could not be.
@@ -112,6 +117,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 		// What is there now, at once; when nothing is, wait for one (a
 		// Fetch of several would wait for all of them).
 		got := 0
+		cons := w.pullFrom(ctx)
 		take := func(msgs jetstream.MessageBatch) {
 			for m := range msgs.Messages() {
 				got++
@@ -123,12 +129,21 @@ func (w *Worker) Serve(ctx context.Context) error {
 				}()
 			}
 		}
-		msgs, err := w.st.cons.FetchNoWait(free)
-		if err == nil {
-			take(msgs)
+		var err error
+		for _, c := range cons {
+			if got == free || err != nil {
+				break
+			}
+			var msgs jetstream.MessageBatch
+			if msgs, err = c.FetchNoWait(free - got); err == nil {
+				take(msgs)
+			}
 		}
 		if got == 0 && err == nil && ctx.Err() == nil {
-			if msgs, err = w.st.cons.Fetch(1, jetstream.FetchMaxWait(time.Second)); err == nil {
+			// The first of the rotation waits, shorter when there are
+			// several to come back to.
+			var msgs jetstream.MessageBatch
+			if msgs, err = cons[0].Fetch(1, jetstream.FetchMaxWait(time.Second/time.Duration(len(cons)))); err == nil {
 				take(msgs)
 			}
 		}
@@ -405,6 +420,9 @@ func (w *Worker) stageFor(ctx context.Context, run string, stage int) *hosted {
 			break
 		}
 		h.step, h.err = stagehost.Build(hello, w.cfg.Registry, w.cfg.Log)
+		if h.err == nil {
+			h.step, h.err = w.transferring(run, hello, h.step)
+		}
 		if h.err != nil {
 			fmt.Fprintf(w.cfg.Log, "flow worker %s: run %s, stage %s: %v\n", w.cfg.Name, run, hello.Stage, h.err)
 		}

@@ -6,6 +6,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/steps"
 )
 
 // CacheSpec is a stage's `cache:`: `off`, `on`, `resume`, or a mapping
@@ -72,4 +73,30 @@ func (*CacheSpec) JSONSchema() map[string]any {
 			"additionalProperties": false,
 		},
 	}}
+}
+
+// kindLookup is the part of a catalog (steps.Registry) that tells a
+// barrier from a step; a catalog without it checks no barriers.
+type kindLookup interface {
+	Lookup(name string) (*steps.Kind, bool)
+}
+
+// checkCacheOnBarrier refuses `cache:` on a barrier kind (sort, top): a
+// barrier's output depends on all its items at once, so there is no one
+// item whose result could be stored and reused, and a cache there would
+// only be a promise not kept.
+func checkCacheOnBarrier(s *Stage, cat Catalog) conf.Diags {
+	if s.Role != steps.RoleStep || conf.Lookup(s.Node, "cache") == nil {
+		return nil
+	}
+	kl, ok := cat.(kindLookup)
+	if !ok {
+		return nil
+	}
+	if k, ok := kl.Lookup(s.Kind); ok && k.Barrier {
+		var ds conf.Diags
+		ds.Add(conf.KeyPos(s.Node, "cache"), "cache: does not apply to %s, a %s: a barrier's output depends on all its items at once, so no one item's result can be stored and reused; cache the stages before it", stageLabel(s), s.Kind)
+		return ds
+	}
+	return nil
 }

@@ -139,6 +139,8 @@ func check(p *Pipeline, cat Catalog, ctx *conf.Context, f *folder) conf.Diags {
 					pos = conf.NodePos(kn.Content[0]) // the kind's name, not the brace before it
 				}
 				ds.Add(pos, "unknown %s kind %q%s; known: %s", s.Role, s.Kind, conf.Suggest(s.Kind, names), strings.Join(names, ", "))
+			} else {
+				kd = append(kd, checkCacheOnBarrier(s, cat)...)
 			}
 			ds = append(ds, kd...)
 		}
@@ -194,6 +196,7 @@ func checkPolicies(p *Pipeline, s *Stage) conf.Diags {
 			}
 		}
 	}
+	ds = append(ds, checkClusterFields(s)...)
 	if s.Role != steps.RoleStep {
 		for _, k := range []string{"mode", "workers", "rate", "burst", "limit", "timeout", "retry", "order", "key", "complete", "on_error", "max_errors", "cache"} {
 			if s.Role == steps.RoleSource && (k == "rate" || k == "burst" || k == "limit") {

@@ -85,6 +85,9 @@ type Stage struct {
 
 	Cache *CacheSpec `yaml:"cache" desc:"Reuse stored results of this stage: 'off'; 'on' (results are stored and reused on every run); 'resume' (stored on every run, reused by 'flow run --resume' only); or '{ttl: 24h, salt: x, env: [VAR], reuse: resume}' (on, with a lifetime, a salt and the environment variables results depend on). Without it, the default of the kind: 'resume' for analyze-logs, resize and fetch GET; 'off' for exec and other fetch methods (effects) and compute (cheaper to run again than to store). See docs/state.md."`
 
+	Labels   []string `yaml:"labels" desc:"With 'mode: cluster': the labels a worker must offer ('flow worker --label gpu') to run the items of this stage; a worker needs every one. Letters, digits, '-' and '_', starting with a letter or digit. Without it, any worker runs them." example:"[gpu]"`
+	Transfer bool     `yaml:"transfer" default:"false" desc:"With 'mode: cluster': ship the files an item reads (the 'path' of analyze-logs, the 'src' of resize) to the worker through the JetStream Object Store, and bring back what it writes (the output of resize under 'out_dir'), for workers that do not share the file system of this machine. Sizes are bounded ('flow run --transfer-max-file', '--transfer-max-item') and checksums verified. See docs/cluster.md."`
+
 	MaxTasksPerChild int      `yaml:"max_tasks_per_child" desc:"With 'mode: process': replace a worker process after it has handled this many items. 0 means never."`
 	Memory           ByteSize `yaml:"memory" desc:"With 'mode: process': memory limit per worker process, e.g. \"512MiB\". An item that exceeds it fails and its worker is replaced." example:"512MiB"`
 

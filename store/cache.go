@@ -18,6 +18,18 @@ import (
 type Scope struct {
 	Pipeline string // absolute path of the pipeline file
 	Stage    string
+	// Run and Index, when Run is set, record which run last stored or
+	// reused an entry and the item's index in it (ItemOfRun).
+	Run   string
+	Index int64
+}
+
+// runArgs are Scope's run and index as SQL values (NULL without a run).
+func (s Scope) runArgs() (run, index any) {
+	if s.Run == "" {
+		return nil, nil
+	}
+	return s.Run, s.Index
 }
 
 // Entry is one cached result.
@@ -46,17 +58,19 @@ func (db *DB) Put(ctx context.Context, s Scope, k cachekey.Key, result json.RawM
 	if ttl > 0 {
 		expires = now + ttl.Milliseconds()
 	}
+	run, index := s.runArgs()
 	return db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now)
+		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index)
 		return err
 	})
 }
 
-const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts, result, created_ms, expires_ms, used_ms, hits)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts, result, created_ms, expires_ms, used_ms, hits, run_id, item_index)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
 	ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, pipeline = excluded.pipeline, stage = excluded.stage,
 		item_digest = excluded.item_digest, parts = excluded.parts, result = excluded.result,
-		created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, used_ms = excluded.used_ms`
+		created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, used_ms = excluded.used_ms,
+		run_id = coalesce(excluded.run_id, run_id), item_index = coalesce(excluded.item_index, item_index)`
 
 // prepare prepares the hot statements, once the schema has them.
 func (db *DB) prepare() error {
@@ -67,7 +81,8 @@ func (db *DB) prepare() error {
 	if db.putStmt, err = db.w.Prepare(putSQL); err != nil {
 		return err
 	}
-	db.touchStmt, err = db.w.Prepare(`UPDATE cache SET hits = hits + 1, used_ms = max(used_ms, ?) WHERE key = ?`)
+	db.touchStmt, err = db.w.Prepare(`UPDATE cache SET hits = hits + 1, used_ms = max(used_ms, ?),
+		run_id = coalesce(?, run_id), item_index = coalesce(?, item_index) WHERE key = ?`)
 	return err
 }
 
@@ -75,11 +90,18 @@ func (db *DB) prepare() error {
 // its TTL. The hit is counted without waiting for the write (the count is
 // for people; it may be dropped when the writer is saturated).
 func (db *DB) Get(ctx context.Context, key string) (res json.RawMessage, ok bool, err error) {
-	err = retryBusy(func() error { res, ok, err = db.get(ctx, key); return err })
+	return db.GetFor(ctx, key, Scope{})
+}
+
+// GetFor is Get for an item of s: with s.Run set, a hit also records the
+// run and the item's index on the entry (ItemOfRun), queued as a stored
+// result is (PutQueued), so that no hit of a run goes unrecorded.
+func (db *DB) GetFor(ctx context.Context, key string, s Scope) (res json.RawMessage, ok bool, err error) {
+	err = retryBusy(func() error { res, ok, err = db.get(ctx, key, s); return err })
 	return res, ok, err
 }
 
-func (db *DB) get(ctx context.Context, key string) (json.RawMessage, bool, error) {
+func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bool, error) {
 	var (
 		result  []byte
 		expires sql.NullInt64
@@ -95,10 +117,16 @@ func (db *DB) get(ctx context.Context, key string) (json.RawMessage, bool, error
 	if expires.Valid && expires.Int64 <= now {
 		return nil, false, nil
 	}
-	db.tryWrite(func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.touchStmt).Exec(now, key)
+	run, index := s.runArgs()
+	touch := func(tx *sql.Tx) error {
+		_, err := tx.Stmt(db.touchStmt).Exec(now, run, index, key)
 		return err
-	})
+	}
+	if s.Run == "" {
+		db.tryWrite(touch)
+	} else if err := db.queue(ctx, touch); err != nil {
+		return nil, false, err
+	}
 	return json.RawMessage(result), true, nil
 }
 
@@ -355,4 +383,23 @@ func (db *DB) GC(ctx context.Context, olderThan time.Duration) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// ItemOfRun returns the entry that item index of stage stored or reused in
+// run: its parts hold the item (Parts.Item, when it is under 4 KiB). ok is
+// false when the run recorded no success of that item in that stage (it
+// failed, never ran, the stage is not cached, or its entry was removed or
+// reused since by a later run). An item equal to another of the same run
+// is one entry, found under the index of the last of them.
+func (db *DB) ItemOfRun(ctx context.Context, run, stage string, index int64) (e Entry, ok bool, err error) {
+	err = retryBusy(func() error {
+		e, err = scanEntry(db.r.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM cache WHERE run_id = ? AND stage = ? AND item_index = ? LIMIT 1`, run, stage, index))
+		if errors.Is(err, sql.ErrNoRows) {
+			ok, err = false, nil
+			return nil
+		}
+		ok = err == nil
+		return db.wrap(err)
+	})
+	return e, ok, err
 }

@@ -215,3 +215,53 @@ func TestExplainNothingComparable(t *testing.T) {
 		t.Errorf("Explain on an empty cache: %+v %v", x, err)
 	}
 }
+
+// An entry records the run and item index that last stored or reused it:
+// ItemOfRun finds item N of a run by them, and a later run's hit moves it.
+func TestItemOfRun(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), FileName), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	k, err := cachekey.Build(cachekey.Input{Kind: "compute", Item: map[string]any{"n": 7}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Scope{Pipeline: "/p.yaml", Stage: "square", Run: "run1", Index: 4}
+	if err := db.Put(ctx, s, k, json.RawMessage(`49`), 0); err != nil {
+		t.Fatal(err)
+	}
+	e, ok, err := db.ItemOfRun(ctx, "run1", "square", 4)
+	if err != nil || !ok || string(e.Parts.Item) != `{"n":7}` {
+		t.Fatalf("run1 item 4: %+v %v %v", e, ok, err)
+	}
+	for _, miss := range []struct {
+		run, stage string
+		index      int64
+	}{{"run1", "square", 3}, {"run1", "other", 4}, {"run2", "square", 4}} {
+		if _, ok, err := db.ItemOfRun(ctx, miss.run, miss.stage, miss.index); ok || err != nil {
+			t.Errorf("%v: found (%v)", miss, err)
+		}
+	}
+	// A hit of a later run, at another index, is queued with the run's
+	// writes; Put waits for its commit, and the writer keeps order.
+	if _, ok, err := db.GetFor(ctx, k.Digest, Scope{Pipeline: "/p.yaml", Stage: "square", Run: "run2", Index: 9}); !ok || err != nil {
+		t.Fatalf("GetFor: %v %v", ok, err)
+	}
+	other, _ := cachekey.Build(cachekey.Input{Kind: "compute", Item: 1}, nil)
+	if err := db.Put(ctx, Scope{Pipeline: "/p.yaml", Stage: "square"}, other, json.RawMessage(`1`), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := db.ItemOfRun(ctx, "run2", "square", 9); !ok {
+		t.Error("run2's hit at index 9 is not recorded")
+	}
+	// A Get without a run (explain, tools) leaves the record alone.
+	if _, ok, _ := db.Get(ctx, k.Digest); !ok {
+		t.Fatal("Get missed")
+	}
+	if _, ok, _ := db.ItemOfRun(ctx, "run2", "square", 9); !ok {
+		t.Error("a Get without a run moved the record")
+	}
+}

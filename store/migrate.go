@@ -70,6 +70,13 @@ var migrations = []string{
 		sha256     TEXT NOT NULL,
 		checked_ms INTEGER NOT NULL
 	) STRICT;`,
+
+	// 3: which run last stored or reused an entry, and the item's index in
+	// it, so that `flow cache explain --index N` finds item N of the last
+	// run (its input is kept in parts.item) without a row per item per run.
+	`ALTER TABLE cache ADD COLUMN run_id TEXT;
+	ALTER TABLE cache ADD COLUMN item_index INTEGER;
+	CREATE INDEX cache_run_item ON cache(run_id, stage, item_index);`,
 }
 
 // SchemaVersion is the schema version this flow writes.

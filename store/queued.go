@@ -27,10 +27,16 @@ func (db *DB) PutQueued(ctx context.Context, s Scope, k cachekey.Key, result jso
 	if ttl > 0 {
 		expires = now + ttl.Milliseconds()
 	}
-	fn := func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now)
+	run, index := s.runArgs()
+	return db.queue(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index)
 		return err
-	}
+	})
+}
+
+// queue hands fn to the writer without waiting for its commit, waiting
+// only for room in the queue.
+func (db *DB) queue(ctx context.Context, fn func(*sql.Tx) error) error {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {

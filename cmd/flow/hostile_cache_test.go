@@ -7,11 +7,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -360,4 +363,189 @@ func TestHostileCacheInterruptKeepsEverySuccess(t *testing.T) {
 		t.Errorf("%d results stored; want at least the %d successes and at most the %d answered", got, ok, answered)
 	}
 	t.Logf("answered %d, succeeded %d, stored %d", answered, ok, got)
+}
+
+// flowCmd runs the flow binary with args in dir and returns its exit
+// code, stdout and stderr.
+func flowCmd(t *testing.T, dir string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return relWait(t, cmd), stdout.String(), stderr.String()
+}
+
+// flow cache explain, by --item and by --index N of the last run: a hit,
+// a miss naming the option that changed, and an error that says what to
+// do for each way --index can fail.
+func TestHostileCacheExplainByIndex(t *testing.T) {
+	dir := t.TempDir()
+	pipeline := func(expr string) string {
+		return fmt.Sprintf(`version: 1
+name: explain
+stages:
+  - name: nums
+    source: {range: {from: 0, to: 9}}
+  - name: odd
+    step: compute
+    when: "${ item %% 2 == 1 }"
+    cache: resume
+    with: {value: "${ item }"}
+  - name: square
+    step: compute
+    cache: resume
+    with: {value: "%s"}
+  - name: plain
+    step: compute
+    with: {value: "${ item }"}
+  - name: ranked
+    step: sort
+    with: {by: "${ item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, expr)
+	}
+	explain := func(args ...string) (int, string, string) {
+		t.Helper()
+		return flowCmd(t, dir, append([]string{"cache", "explain"}, args...)...)
+	}
+	relWrite(t, filepath.Join(dir, "p.yaml"), []byte(pipeline("${ item * item }")))
+	if code, _, stderr := explain("square", "p.yaml", "--index", "3"); code != 2 || !strings.Contains(stderr, "no run of p.yaml is recorded") || !strings.Contains(stderr, "--item JSON") {
+		t.Errorf("before any run: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := flowCmd(t, dir, "run", "p.yaml", "--quiet"); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, stderr)
+	}
+
+	code, stdout, stderr := explain("square", "p.yaml", "--index", "3")
+	if code != 0 || !strings.Contains(stdout, "item 3 of run ") || !strings.Contains(stdout, "in stage square: 3\n") || !strings.Contains(stdout, "hit: ") {
+		t.Errorf("--index 3 after the run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, _ := explain("square", "p.yaml", "--item", "3"); code != 0 || !strings.HasPrefix(stdout, "hit: ") {
+		t.Errorf("--item 3: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = explain("square", "p.yaml", "--index", "5", "--json")
+	var x struct {
+		Hit   bool   `json:"hit"`
+		Run   string `json:"run"`
+		Index int64  `json:"index"`
+		Item  any    `json:"item"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &x); code != 0 || err != nil || !x.Hit || x.Run == "" || x.Index != 5 || x.Item != float64(5) {
+		t.Errorf("--index 5 --json: exit %d, %v: %s", code, err, stdout)
+	}
+
+	// The option changed since: a miss that says which.
+	relWrite(t, filepath.Join(dir, "p.yaml"), []byte(pipeline("${ item * item + 1 }")))
+	code, stdout, _ = explain("square", "p.yaml", "--index", "3")
+	if code != 0 || !strings.Contains(stdout, "miss: ") || !strings.Contains(stdout, `option value changed: "${ item * item }" -> "${ item * item + 1 }"`) {
+		t.Errorf("after the change: exit %d\n%s", code, stdout)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"square", "p.yaml", "--index", "10"}, "--index 10 is out of range: the last run"},
+		{[]string{"square", "p.yaml", "--index", "4"}, "stored no success of item 4 in stage square"}, // filtered out by odd
+		{[]string{"plain", "p.yaml", "--index", "3"}, "stage plain is not cached"},
+		{[]string{"ranked", "p.yaml", "--index", "3"}, `no step stage "ranked" whose results are cached`},
+		{[]string{"square", "p.yaml", "--index", "3", "--item", "3"}, "give one"},
+		{[]string{"square", "p.yaml"}, "--item JSON"},
+	} {
+		code, _, stderr := explain(c.args...)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("explain %s: exit %d, stderr %q, want exit 2 and %q", strings.Join(c.args, " "), code, stderr, c.want)
+		}
+	}
+}
+
+// Two runs of one pipeline at once, both storing thousands of results in
+// one state database named with --state: both succeed without a warning
+// (a SQLITE_BUSY that escaped the writer's retries would be one), both are
+// recorded, every result is stored once, and the database passes SQLite's
+// integrity check. A third run with --resume answers every item from it.
+func TestHostileCacheConcurrentRunsOneStore(t *testing.T) {
+	const items = 5000
+	dir := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
+	pipeline := fmt.Sprintf(`version: 1
+name: twice
+stages:
+  - name: nums
+    source: {range: {from: 1, to: %d}}
+  - name: square
+    step: compute
+    cache: resume
+    workers: 4
+    with: {value: "${ item * item }"}
+  - name: out
+    sink: {write: {path: out.jsonl}}
+`, items)
+	const n = 2
+	cmds := make([]*exec.Cmd, n)
+	stderrs := make([]bytes.Buffer, n)
+	for i := range cmds {
+		cmds[i] = relCommand(t, dir, pipeline, "--state", state)
+		cmds[i].Stderr = &stderrs[i]
+	}
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); codes[i] = relWait(t, cmd) }()
+	}
+	wg.Wait()
+	for i := range n {
+		if codes[i] != 0 || strings.Contains(stderrs[i].String(), "warning") || strings.Contains(stderrs[i].String(), "SQLITE_BUSY") {
+			t.Errorf("run %d: exit %d\n%s", i, codes[i], stderrs[i].String())
+		}
+	}
+	db, err := store.Open(filepath.Join(state, store.FileName), store.Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := db.List(context.Background(), store.CacheFilter{Stage: "square"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := db.Runs(context.Background(), store.RunFilter{})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != items {
+		t.Errorf("%d results stored, want %d", len(l), items)
+	}
+	if len(runs) != n || runs[0].Status != "succeeded" || runs[1].Status != "succeeded" {
+		t.Errorf("runs recorded: %+v", runs)
+	}
+	sq, err := sql.Open("sqlite", filepath.Join(state, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var check string
+	if err := sq.QueryRow("PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		t.Errorf("integrity check: %q, %v", check, err)
+	}
+	sq.Close()
+
+	cmd := relCommand(t, dir, pipeline, "--state", state, "--resume")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := relCollect(t, dir, relWait(t, cmd), stdout.String(), stderr.String())
+	if r.code != 0 || r.stage(t, "square").Cached != items {
+		t.Errorf("resumed: exit %d, cached %d, want %d\n%s", r.code, r.stage(t, "square").Cached, items, r.stderr)
+	}
 }

@@ -323,6 +323,10 @@ fetch:
 	if body := res.(map[string]any)["body"]; body != "done" {
 		t.Errorf("body %v", body)
 	}
+	// elapsed is read on the run's clock, so a test can assert it.
+	if el := res.(map[string]any)["elapsed"]; el != 3600.0 {
+		t.Errorf("elapsed %v, want 3600 (the mocked latency on the virtual clock)", el)
+	}
 	if !reflect.DeepEqual(vc.slept, []time.Duration{time.Hour}) {
 		t.Errorf("slept %v, want [1h]", vc.slept)
 	}

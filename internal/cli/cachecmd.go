@@ -37,17 +37,20 @@ entries.`,
 }
 
 type cacheExplainFlags struct {
-	state stateFlags
-	item  string
-	index int64
-	sets  []string
-	json  bool
+	state   stateFlags
+	item    string
+	index   int64 // --item-index: the index of --item
+	ofRun   int64 // --index: item N of the last run
+	byIndex bool
+	sets    []string
+	json    bool
+	nats    natsFlags // --nats: also look in the shared cache
 }
 
 func (a *app) cacheExplainCmd() *cobra.Command {
 	var f cacheExplainFlags
 	cmd := &cobra.Command{
-		Use:   "explain STAGE [FILE] --item JSON",
+		Use:   "explain STAGE [FILE] --item JSON | --index N",
 		Short: "Tell whether an item of a stage would be answered by the cache, and if not, why",
 		Long: `Explain computes the key of one item in one stage of the pipeline FILE, as
 flow run would now (same options, variables with --set, environment, file
@@ -57,9 +60,14 @@ same kind): options key by key, file digests, the format version, the salt,
 environment variables.
 
 The item is the stage's input, as JSON: what the stage before it gives.
+Or --index N: item N (its index in the source, from 0) of the last recorded
+run of the pipeline, as that run gave it to the stage; the store keeps the
+input of each item a cached stage stored or reused (up to 4 KiB), with the
+run and index that last used it.
 Without FILE, the pipeline of the latest run recorded in ./.flow (or
 --state DIR / FLOW_STATE).`,
 		Example: `  flow cache explain square pipeline.yaml --item 7
+  flow cache explain fetch pipeline.yaml --index 41999
   flow cache explain scan logs.yaml --item '{"path": "logs/a.log"}'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
@@ -69,8 +77,16 @@ Without FILE, the pipeline of the latest run recorded in ./.flow (or
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.state.changed = cmd.Flags().Changed
-			if !cmd.Flags().Changed("item") {
-				return &exitError{code: ExitInvalid, msg: "--item is required: the stage's input item as JSON, e.g. --item 7 or --item '{\"path\": \"a.log\"}'"}
+			f.byIndex = cmd.Flags().Changed("index")
+			switch item := cmd.Flags().Changed("item"); {
+			case !item && !f.byIndex:
+				return &exitError{code: ExitInvalid, msg: "name the item: --item JSON (the stage's input, e.g. --item 7 or --item '{\"path\": \"a.log\"}') or --index N (item N of the last run)"}
+			case item && f.byIndex:
+				return &exitError{code: ExitInvalid, msg: "--item and --index both name the item: give one (--item-index sets the index of an --item)"}
+			case f.byIndex && cmd.Flags().Changed("item-index"):
+				return &exitError{code: ExitInvalid, msg: "--item-index is the index of an --item; with --index N the index is N: drop --item-index"}
+			case f.byIndex && f.ofRun < 0:
+				return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d: an index counts the source's items from 0", f.ofRun)}
 			}
 			file := optArg(args[1:])
 			if file == "" {
@@ -85,10 +101,31 @@ Without FILE, the pipeline of the latest run recorded in ./.flow (or
 	addStateFlags(cmd, &f.state, false)
 	fl := cmd.Flags()
 	fl.StringVar(&f.item, "item", "", "the item, as JSON")
-	fl.Int64Var(&f.index, "item-index", 0, "the item's index in the source (matters only to stages whose options read index)")
+	fl.Int64Var(&f.index, "item-index", 0, "the --item's index in the source (matters only to stages whose options read index)")
+	fl.Int64Var(&f.ofRun, "index", 0, "explain item `N` (its index in the source, from 0) of the last recorded run of the pipeline, instead of --item")
 	fl.StringArrayVar(&f.sets, "set", nil, "override variable NAME with VALUE, as for flow run (`NAME=VALUE`, repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the explanation as JSON")
+	fl.StringVar(&f.nats.conn.URL, "nats", "", "on a local miss, also look the key up in the shared cache (flow run --cache-store nats) on this NATS server, e.g. `nats://host:4222` (token or password from FLOW_NATS_TOKEN / FLOW_NATS_PASSWORD)")
 	return cmd
+}
+
+// sharedHit looks key up in the shared cache's bucket on f.nats.
+func (a *app) sharedHit(f cacheExplainFlags, key string) (bool, error) {
+	f.nats.fill(a.environ)
+	f.nats.conn.Name = "flow cache explain"
+	nc, err := f.nats.conn.Dial()
+	if err != nil {
+		return false, err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := cache.OpenKV(ctx, nc, cache.KVOptions{Existing: true})
+	if err != nil {
+		return false, err
+	}
+	_, ok, err := kv.Lookup(ctx, key)
+	return ok, err
 }
 
 // latestPipeline is the pipeline file of the latest recorded run.
@@ -111,9 +148,12 @@ func (a *app) latestPipeline(f stateFlags) (string, error) {
 }
 
 func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
-	item, err := steps.DecodeJSON([]byte(f.item))
-	if err != nil {
-		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--item %q is not JSON: %v; strings need quotes: --item '\"a\"'", f.item, err)}
+	var item any
+	if !f.byIndex {
+		var err error
+		if item, err = steps.DecodeJSON([]byte(f.item)); err != nil {
+			return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--item %q is not JSON: %v; strings need quotes: --item '\"a\"'", f.item, err)}
+		}
 	}
 	set, err := parseSets(f.sets)
 	if err != nil {
@@ -139,12 +179,16 @@ func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
 	}
 	db, path, err := a.openRuns(file, f.state)
 	if errors.Is(err, store.ErrNotExist) {
+		if f.byIndex {
+			return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d: no run of %s is recorded (there is no %s yet): run it first, or give the item with --item JSON", f.ofRun, file, path)}
+		}
 		fmt.Fprintf(a.stdout, "miss: nothing is stored: there is no %s yet (flow run creates it)\n", path)
 		return nil
 	} else if err != nil {
 		return err
 	}
 	defer db.Close()
+	abs, _ := filepath.Abs(file)
 	env := map[string]string{}
 	for _, kv := range a.environ {
 		if k, v, ok := strings.Cut(kv, "="); ok {
@@ -157,20 +201,50 @@ func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
 		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("stage %s: %v", stage, err)}
 	}
 	pol := cache.PolicyOf(s, k, false)
+	what := f.item
+	var run string
+	if f.byIndex {
+		var recovered any
+		run, recovered, err = a.itemOfLastRun(db, abs, s, k, pol, f.ofRun)
+		if err != nil {
+			return err
+		}
+		item, f.index = recovered, f.ofRun
+		b, _ := json.Marshal(item)
+		what = fmt.Sprintf("item %d (%s)", f.ofRun, b)
+		if !f.json {
+			fmt.Fprintf(a.stdout, "item %d of run %s in stage %s: %s\n", f.ofRun, run, s.Name, b)
+		}
+	}
 	key, err := k.Key(context.Background(), steps.Input{Index: f.index, Item: item})
 	if err != nil {
-		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("stage %s, item %s: no key: %v", stage, f.item, err)}
+		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("stage %s, item %s: no key: %v", stage, what, err)}
 	}
-	abs, _ := filepath.Abs(file)
 	x, err := db.Explain(context.Background(), store.Scope{Pipeline: abs, Stage: s.Name}, key)
 	if err != nil {
 		return &exitError{code: ExitFailed, msg: err.Error()}
 	}
+	var shared *bool
+	if !x.Hit && f.nats.conn.URL != "" {
+		hit, err := a.sharedHit(f, key.Digest)
+		if err != nil {
+			return &exitError{code: ExitFailed, msg: fmt.Sprintf("--nats %s: the shared cache: %v", f.nats.conn.URL, err)}
+		}
+		shared = &hit
+	}
 	if f.json {
-		b, err := json.MarshalIndent(struct {
+		out := struct {
 			store.Explanation
-			Policy string `json:"policy"`
-		}{x, pol.Why}, "", "  ")
+			SharedHit *bool  `json:"shared_hit,omitempty"` // with --nats, on a local miss
+			Policy    string `json:"policy"`
+			Run       string `json:"run,omitempty"`   // with --index: the run the item is from
+			Index     *int64 `json:"index,omitempty"` // with --index
+			Item      any    `json:"item,omitempty"`  // with --index: the item recovered
+		}{Explanation: x, SharedHit: shared, Policy: pol.Why}
+		if f.byIndex {
+			out.Run, out.Index, out.Item = run, &f.ofRun, item
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
 			return err
 		}
@@ -178,8 +252,64 @@ func (a *app) explainCache(stage, file string, f cacheExplainFlags) error {
 		return nil
 	}
 	fmt.Fprint(a.stdout, x.String())
+	switch {
+	case shared != nil && *shared:
+		fmt.Fprintf(a.stdout, "shared: hit: %s is in the shared cache on %s (a run with --cache-store nats takes it from there; this machine's store has no copy yet)\n", short(key.Digest), f.nats.conn.URL)
+	case shared != nil:
+		fmt.Fprintf(a.stdout, "shared: miss: %s is not in the shared cache on %s either\n", short(key.Digest), f.nats.conn.URL)
+	}
 	fmt.Fprintf(a.stdout, "stage %s: %s\n", s.Name, policyWords(pol))
 	return nil
+}
+
+// itemOfLastRun recovers the input of item index of stage s in the last
+// recorded run of the pipeline file abs, from the cache entry that run
+// stored or reused for it (store.ItemOfRun).
+func (a *app) itemOfLastRun(db *store.DB, abs string, s *spec.Stage, k *cache.Keyer, pol cache.Policy, index int64) (string, any, error) {
+	ctx := context.Background()
+	runs, err := db.Runs(ctx, store.RunFilter{File: abs, Limit: 1})
+	if err != nil {
+		return "", nil, &exitError{code: ExitFailed, msg: err.Error()}
+	}
+	if len(runs) == 0 {
+		return "", nil, &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d: no run of %s is recorded in %s: run it first, or give the item with --item JSON", index, abs, db.Path())}
+	}
+	run := runs[0]
+	if len(run.Stages) > 0 && run.Stages[0].Out >= 0 && index >= run.Stages[0].Out {
+		n := run.Stages[0].Out
+		return "", nil, &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d is out of range: the last run (%s) had %d items from its source %s (indexes 0 to %d)", index, run.ID, n, run.Stages[0].Name, n-1)}
+	}
+	if !pol.Store {
+		return "", nil, &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d: stage %s is not cached (%s), so no run keeps its items: give the item with --item JSON", index, s.Name, pol.Why)}
+	}
+	e, ok, err := db.ItemOfRun(ctx, run.ID, s.Name, index)
+	if err != nil {
+		return "", nil, &exitError{code: ExitFailed, msg: err.Error()}
+	}
+	if !ok {
+		return "", nil, &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d: the last run (%s, %s) stored no success of item %d in stage %s: it failed, was filtered, did not reach the stage, or was still in flight when the run was killed (only successes are kept, with their input); give the item with --item JSON", index, run.ID, run.Status, index, s.Name)}
+	}
+	if len(e.Parts.Item) == 0 {
+		return "", nil, &exitError{code: ExitInvalid, msg: fmt.Sprintf("--index %d: item %d of stage %s is over 4 KiB and is kept as its digest only (entry %s): give it with --item JSON", index, index, s.Name, short(e.Key))}
+	}
+	item, err := steps.DecodeJSON(e.Parts.Item)
+	if err != nil {
+		return "", nil, &exitError{code: ExitFailed, msg: fmt.Sprintf("entry %s: its item does not decode: %v", short(e.Key), err)}
+	}
+	if k.ReadsIndex() {
+		// The key of a stage reading index covers {item, index}.
+		if m, ok := item.(map[string]any); ok {
+			item = m["item"]
+		}
+	}
+	return run.ID, item, nil
+}
+
+func short(key string) string {
+	if len(key) > 12 {
+		return key[:12]
+	}
+	return key
 }
 
 // cachedStage: a step stage that runs items one at a time (barriers see

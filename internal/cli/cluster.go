@@ -60,12 +60,52 @@ type clusterFlags struct {
 	nats       natsFlags
 	serve      string
 	localSlots int
+	xfer       transferFlags
 }
+
+// transferFlags bound what transfer: true stages ship per item, on the
+// run's side and on a worker's alike.
+type transferFlags struct{ maxFile, maxItem byteSizeFlag }
+
+func addTransferFlags(fl *pflag.FlagSet, f *transferFlags) {
+	f.maxFile, f.maxItem = 1<<30, 4<<30
+	fl.Var(&f.maxFile, "transfer-max-file", "largest `SIZE` of one file a transfer: true stage ships to or from a worker (e.g. 512MiB)")
+	fl.Var(&f.maxItem, "transfer-max-item", "largest `SIZE` of all the files of one item a transfer: true stage ships, each way")
+}
+
+// byteSizeFlag is a size written as in pipelines: "512MiB", "1GB", "65536".
+type byteSizeFlag int64
+
+func (b *byteSizeFlag) String() string {
+	switch v := int64(*b); {
+	case v >= 1<<30 && v%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", v>>30)
+	case v >= 1<<20 && v%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", v>>20)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+func (b *byteSizeFlag) Set(s string) error {
+	v, err := spec.ParseByteSize(s)
+	if err != nil {
+		return err
+	}
+	if v <= 0 {
+		return fmt.Errorf("%q: a size must be more than 0", s)
+	}
+	*b = byteSizeFlag(v)
+	return nil
+}
+
+func (b *byteSizeFlag) Type() string { return "size" }
 
 func addClusterFlags(cmd *cobra.Command, f *clusterFlags) {
 	fl := cmd.Flags()
 	addNATSFlags(fl, &f.nats)
 	fl.StringVar(&f.serve, "serve", "", "with mode: cluster stages and no --nats: let workers on other machines connect to this run's embedded NATS server at `host:port` (they present FLOW_SERVE_TOKEN; required beyond loopback)")
+	addTransferFlags(fl, &f.xfer)
 	fl.IntVar(&f.localSlots, "local-slots", -1, "items this run runs itself for its mode: cluster stages, in-process (default: one per CPU without --nats, none with it)")
 }
 
@@ -94,7 +134,14 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 	conn := f.nats.conn
 	conn.Name = "flow run " + p.File
 	local := f.localSlots
+	var localLabels []string
 	if conn.URL == "" {
+		if f.serve == "" {
+			// The run's own workers are the whole cluster: they offer
+			// every label, so that a stage with labels: runs on a laptop.
+			// With --serve, labelled work waits for the workers that join.
+			localLabels = []string{"*"}
+		}
 		token := ""
 		for _, kv := range a.environ {
 			if v, ok := strings.CutPrefix(kv, "FLOW_SERVE_TOKEN="); ok {
@@ -122,7 +169,7 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 		return nil, nil, err
 	}
 	stops = append(stops, nc.Close)
-	settings := cluster.Settings{AckWait: f.nats.ackWait}
+	settings := cluster.Settings{AckWait: f.nats.ackWait, TransferMaxFile: int64(f.xfer.maxFile), TransferMaxItem: int64(f.xfer.maxItem)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client, err := cluster.NewClient(ctx, nc, settings)
@@ -137,7 +184,7 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 			closeAll()
 			return nil, nil, err
 		}
-		w, err := cluster.NewWorker(ctx, wnc, cluster.WorkerConfig{Name: "local", Slots: local, Registry: a.reg, Settings: settings, Log: stderr})
+		w, err := cluster.NewWorker(ctx, wnc, cluster.WorkerConfig{Name: "local", Slots: local, Labels: localLabels, Registry: a.reg, Settings: settings, Log: stderr})
 		if err != nil {
 			wnc.Close()
 			closeAll()
@@ -162,6 +209,7 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 func (a *app) workerCmd() *cobra.Command {
 	var (
 		nf     natsFlags
+		xf     transferFlags
 		slots  int
 		labels []string
 		name   string
@@ -174,7 +222,10 @@ that any 'flow run --nats' sends there, --slots at a time, until SIGINT or
 SIGTERM (then what it was running goes back to the stream for another
 worker). It builds each stage from the pipeline text the run validated, so
 the workers need no copy of the pipeline files; files the steps read must be
-at the same paths on the worker (a shared folder).
+at the same paths on the worker (a shared folder), or the stage says
+transfer: true (they travel through the Object Store, bounded by
+--transfer-max-file and --transfer-max-item). --label makes this worker take
+the items of stages with labels: it has every one of, beside unlabelled ones.
 
 A worker that dies loses nothing: the batches it held come back to another
 worker once --ack-wait passes without a sign of life from it.
@@ -186,6 +237,11 @@ Workers never print items or variables.`,
   flow worker --nats nats://127.0.0.1:4222 --label gpu --name gpu-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, l := range labels {
+				if !spec.ValidLabel(l) {
+					return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--label %q: a label is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit", l)}
+				}
+			}
 			nf.fill(a.environ)
 			nf.conn.Name = "flow worker " + name
 			nc, err := nf.conn.Dial()
@@ -206,7 +262,7 @@ Workers never print items or variables.`,
 				os.Exit(130)
 			}()
 			w, err := cluster.NewWorker(ctx, nc, cluster.WorkerConfig{Name: name, Slots: slots, Labels: labels,
-				Registry: a.reg, Settings: cluster.Settings{AckWait: nf.ackWait}, Log: a.stderr})
+				Registry: a.reg, Settings: cluster.Settings{AckWait: nf.ackWait, TransferMaxFile: int64(xf.maxFile), TransferMaxItem: int64(xf.maxItem)}, Log: a.stderr})
 			if err != nil {
 				return &exitError{code: ExitFailed, msg: err.Error()}
 			}
@@ -221,8 +277,9 @@ Workers never print items or variables.`,
 	}
 	fl := cmd.Flags()
 	addNATSFlags(fl, &nf)
+	addTransferFlags(fl, &xf)
 	fl.IntVar(&slots, "slots", runtime.NumCPU(), "items run at once")
-	fl.StringArrayVar(&labels, "label", nil, "a `LABEL` this worker offers, shown by flow workers (repeatable)")
+	fl.StringArrayVar(&labels, "label", nil, "a `LABEL` this worker offers (repeatable): it also runs the items of stages with labels: it has every one of, shown by flow workers")
 	fl.StringVar(&name, "name", "", "this worker's name in attempts and flow workers (default host:pid)")
 	return cmd
 }

@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -11,28 +14,53 @@ import (
 	"github.com/flowrun/flow/spec"
 )
 
-// resumeFlags: --resume reuses stored successes (docs/state.md).
+// resumeFlags: --resume reuses stored successes; --cache-store nats shares
+// them across machines (docs/state.md).
 type resumeFlags struct {
 	resume, resumeFailed bool
+	cacheStore           string
+	claimTTL             time.Duration
 }
 
 func addResumeFlags(cmd *cobra.Command, f *resumeFlags) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.resume, "resume", false, "reuse the results of items that succeeded in earlier runs (stages with a cache: see docs/state.md); what failed or never ran runs")
 	fl.BoolVar(&f.resumeFailed, "resume-failed", false, "the same as --resume: failures are never stored, so a resumed run always runs again what failed")
+	fl.StringVar(&f.cacheStore, "cache-store", "local", "where cached results live: local (the state database) or nats (also a JetStream key-value bucket on the --nats server, shared by every run that names it; an item is computed by one run at a time)")
+	fl.DurationVar(&f.claimTTL, "cache-claim-ttl", cache.DefaultClaimTTL, "with --cache-store nats: how long another run waits for an item whose claimer stopped renewing its claim (died) before computing it itself")
+}
+
+// check refuses a --cache-store that cannot work before anything is
+// opened or run.
+func (f resumeFlags) check(nf natsFlags) error {
+	switch f.cacheStore {
+	case "local", "":
+	case "nats":
+		if nf.conn.URL == "" {
+			return &exitError{code: ExitInvalid, msg: "--cache-store nats needs --nats URL: the shared cache lives on a NATS server that outlives runs (an embedded server's store goes with its run); nothing was run"}
+		}
+	default:
+		return &exitError{code: ExitInvalid, msg: fmt.Sprintf("--cache-store %q: use local or nats; nothing was run", f.cacheStore)}
+	}
+	return nil
 }
 
 // cachedRunners wraps every mode's runner factory with the result cache
-// of the state database. Without a database nothing is cached, and
-// --resume is refused before anything runs: it would silently start from
-// zero.
-func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.Pipeline, f resumeFlags, stderr io.Writer) (engine.Runners, error) {
+// of the state database (and the shared one of --cache-store nats).
+// Without a database nothing is cached, and --resume is refused before
+// anything runs: it would silently start from zero. The returned func
+// closes the shared cache's connection.
+func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.Pipeline, f resumeFlags, nf natsFlags, stderr io.Writer) (engine.Runners, func(), error) {
 	resume := f.resume || f.resumeFailed
+	noop := func() {}
+	if f.cacheStore == "nats" && h == nil {
+		return nil, nil, &exitError{code: ExitInvalid, msg: "--cache-store nats needs the state database too (explain, ls and the local copy read it): drop --no-state, or name one with --state DIR; nothing was run"}
+	}
 	if h == nil {
 		if resume {
-			return nil, &exitError{code: ExitInvalid, msg: "--resume needs the state database, where earlier results are kept: drop --no-state, or name one with --state DIR; nothing was run"}
+			return nil, nil, &exitError{code: ExitInvalid, msg: "--resume needs the state database, where earlier results are kept: drop --no-state, or name one with --state DIR; nothing was run"}
 		}
-		return rs, nil
+		return rs, noop, nil
 	}
 	scope := file
 	if file == "-" {
@@ -47,9 +75,53 @@ func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.
 	if out[spec.ModeThread] == nil {
 		out[spec.ModeThread] = engine.ThreadRunner
 	}
-	o := cache.Options{DB: h.db, Pipeline: scope, Resume: resume, Secrets: p.Vars.Secrets(), Stderr: stderr}
+	o := cache.Options{DB: h.db, Pipeline: scope, Resume: resume, Secrets: p.Vars.Secrets(), Stderr: stderr,
+		Run: func() string { return h.id }}
+	closeShared := noop
+	if f.cacheStore == "nats" {
+		shared, closeFn, err := a.openSharedCache(nf, f.claimTTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		o.Shared, closeShared = shared, closeFn
+	}
 	for m, fac := range out {
 		out[m] = cache.Wrap(fac, o)
 	}
-	return out, nil
+	return out, closeShared, nil
+}
+
+// openSharedCache connects to NATS for the shared cache's bucket.
+func (a *app) openSharedCache(nf natsFlags, claimTTL time.Duration) (*cache.KV, func(), error) {
+	nf.fill(a.environ)
+	nf.conn.Name = "flow run (shared cache)"
+	nc, err := nf.conn.Dial()
+	if err != nil {
+		return nil, nil, &exitError{code: ExitFailed, msg: fmt.Sprintf("--cache-store nats: %v; nothing was run", err)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := cache.OpenKV(ctx, nc, cache.KVOptions{ClaimTTL: claimTTL})
+	if err != nil {
+		nc.Close()
+		return nil, nil, &exitError{code: ExitFailed, msg: fmt.Sprintf("--cache-store nats: %v; nothing was run", err)}
+	}
+	// Every result is acknowledged by the server before its item ends:
+	// nothing is left to flush.
+	return kv, nc.Close, nil
+}
+
+// forCluster is cf as the cluster's runners should see it: --nats given
+// for the shared cache alone is not a --nats that "changes nothing".
+func (f resumeFlags) forCluster(cf clusterFlags, p *spec.Pipeline) clusterFlags {
+	if f.cacheStore != "nats" {
+		return cf
+	}
+	for _, s := range p.Stages {
+		if s.Mode == spec.ModeCluster {
+			return cf
+		}
+	}
+	cf.nats.conn.URL = ""
+	return cf
 }

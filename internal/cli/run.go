@@ -224,6 +224,9 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	if err := checkLockFlags(f.lock); err != nil {
 		return err
 	}
+	if err := f.resume.check(f.cluster.nats); err != nil {
+		return err
+	}
 	p, err := a.load(file, set)
 	red := secretsOf(p)
 	if p != nil {
@@ -277,16 +280,18 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	// What steps and worker processes write to stderr (a warning or a
 	// worker's panic message, say) may quote an item built from a secret.
 	runStderr := red.Writer(stderr)
-	rs, closeCluster, err := a.clusterRunners(p, f.cluster, runStderr)
+	rs, closeCluster, err := a.clusterRunners(p, f.resume.forCluster(f.cluster, p), runStderr)
 	if err != nil {
 		out.close()
 		return err
 	}
 	defer closeCluster()
-	if rs, err = a.cachedRunners(rs, hist, file, p, f.resume, runStderr); err != nil {
+	rs, closeCache, err := a.cachedRunners(rs, hist, file, p, f.resume, f.cluster.nats, runStderr)
+	if err != nil {
 		out.close()
 		return err
 	}
+	defer closeCache()
 	hist.start(file, p)
 
 	rep, runErr := runEngine(ctx, p, engine.Options{

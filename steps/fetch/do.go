@@ -97,7 +97,8 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		req.Host = h
 	}
 
-	start := time.Now()
+	clk := clock.From(ctx)
+	start := clk.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if ctx.Err() == nil && rctx.Err() != nil {
@@ -148,7 +149,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		"headers":   redactHeaders(resp.Header),
 		"body":      decoded,
 		"bytes":     n,
-		"elapsed":   time.Since(start).Seconds(),
+		"elapsed":   clk.Now().Sub(start).Seconds(),
 	}, nil
 }
 

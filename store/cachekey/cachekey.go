@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // FormatVersion is the version of the cache format and of what kinds put
@@ -66,6 +67,75 @@ type Input struct {
 	// Secrets are values never to store in clear: any string of the
 	// options or the item holding one is replaced by its digest in Parts.
 	Secrets []string
+	// Prepared says that Options come from PrepareOptions (with the same
+	// Secrets): a stage's options are the same for all its items, so they
+	// are made canonical once, not once per item.
+	Prepared bool
+}
+
+// PrepareOptions returns options as Build puts them in Parts: without the
+// policy keys, canonical, secrets replaced by their digests. The result
+// is shared by every key built from it and must not be changed.
+func PrepareOptions(options map[string]any, secrets []string) (map[string]any, error) {
+	red := redactor(secrets)
+	out := make(map[string]any, len(options))
+	for k, v := range options {
+		if slices.Contains(PolicyKeys, k) {
+			continue
+		}
+		c, err := canonicalValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("option %s: %w", k, err)
+		}
+		out[k] = red(c)
+	}
+	return validValue(out).(map[string]any), nil
+}
+
+// validUTF8 is s as a JSON round trip leaves it: each byte that is not
+// UTF-8 becomes U+FFFD. The key's digest was defined through one.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return string([]rune(s))
+}
+
+// validValue applies validUTF8 to every string and key of a canonical
+// value.
+func validValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return validUTF8(x)
+	case []any:
+		for i, e := range x {
+			x[i] = validValue(e)
+		}
+		return x
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for _, k := range validKeys(x) {
+			out[validUTF8(k)] = validValue(x[k])
+		}
+		return out
+	}
+	return v
+}
+
+// validKeys are m's keys in the order a JSON round trip meets them: sorted
+// when one is not UTF-8, so that of two keys that become one, the later
+// wins (json.Marshal sorts keys, decoding keeps the last), as before.
+func validKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	valid := true
+	for k := range m {
+		keys = append(keys, k)
+		valid = valid && utf8.ValidString(k)
+	}
+	if !valid {
+		sort.Strings(keys)
+	}
+	return keys
 }
 
 // Parts are what a key is the digest of.
@@ -118,25 +188,21 @@ func Build(in Input, files FileDigester) (Key, error) {
 		files = ReadFiles{}
 	}
 	red := redactor(in.Secrets)
-	p := Parts{Format: FormatVersion, Kind: in.Kind, Salt: in.Salt, Options: map[string]any{}}
-	for k, v := range in.Options {
-		if slices.Contains(PolicyKeys, k) {
-			continue
+	p := Parts{Format: FormatVersion, Kind: in.Kind, Salt: in.Salt, Options: in.Options}
+	if !in.Prepared {
+		var err error
+		if p.Options, err = PrepareOptions(in.Options, in.Secrets); err != nil {
+			return Key{}, err
 		}
-		c, err := canonicalValue(v)
-		if err != nil {
-			return Key{}, fmt.Errorf("option %s: %w", k, err)
-		}
-		p.Options[k] = red(c)
 	}
 	item, err := canonicalValue(in.Item)
 	if err != nil {
 		return Key{}, fmt.Errorf("item: %w", err)
 	}
-	itemJSON := Canonical(red(item))
+	itemJSON := canonicalBytes(red(item))
 	// The digest covers the item in full, secrets included: two items
 	// differing only in a secret are different items.
-	p.ItemDigest = Digest(Canonical(item))
+	p.ItemDigest = Digest(canonicalBytes(item))
 	if len(itemJSON) <= maxItemInParts {
 		p.Item = itemJSON
 	}
@@ -159,9 +225,47 @@ func Build(in Input, files FileDigester) (Key, error) {
 	return Key{Digest: p.digest(), Parts: p}, nil
 }
 
+// digest is the digest of Canonical(p) without Item, built from p's
+// fields directly (their JSON names and omitempty rules), with no JSON
+// round trip: p's values are canonical already. TestDigestIsCanonicalParts
+// holds the two equal.
 func (p Parts) digest() string {
-	p.Item = nil
-	return Digest(Canonical(p))
+	m := map[string]any{
+		"format":      json.Number(strconv.Itoa(p.Format)),
+		"kind":        validUTF8(p.Kind),
+		"item_digest": p.ItemDigest,
+	}
+	if p.Options != nil {
+		m["options"] = p.Options
+	} else {
+		m["options"] = nil
+	}
+	if len(p.Files) > 0 {
+		m["files"] = stringMap(p.Files)
+	}
+	if len(p.Env) > 0 {
+		m["env"] = stringMap(p.Env)
+	}
+	if p.Salt != "" {
+		m["salt"] = validUTF8(p.Salt)
+	}
+	return Digest(canonicalBytes(m))
+}
+
+func stringMap(in map[string]string) map[string]any {
+	out := make(map[string]any, len(in))
+	for _, k := range validKeys(in) {
+		out[validUTF8(k)] = validUTF8(in[k])
+	}
+	return out
+}
+
+// canonicalBytes writes c, already canonicalValue's output, as canonical
+// JSON.
+func canonicalBytes(c any) []byte {
+	var b bytes.Buffer
+	writeCanonical(&b, c)
+	return b.Bytes()
 }
 
 // Digest is the hex SHA-256 of b.

@@ -121,3 +121,87 @@ item changed: 1 -> 2
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// The digest built from Parts' fields equals the digest of Parts as
+// canonical JSON (the definition, and what every stored key was made
+// with), whatever the parts hold; prepared options give the same key.
+func TestDigestIsCanonicalParts(t *testing.T) {
+	inputs := []Input{
+		{Kind: "compute", Options: map[string]any{"value": "${ item * item }"}, Item: 3},
+		{Kind: "fetch", Options: map[string]any{"url": "http://x/${ item }", "timeout": "10s", "max_bytes": int64(1 << 20), "headers": map[string]any{"A": "<b>&"}, "n": 1.5, "list": []any{1, "x", nil, true}}, Item: map[string]any{"u": "é\u2028", "n": 1e21}},
+		{Kind: "k", Options: nil, Item: nil, Salt: "v2", Env: map[string]string{"LANG": "C", "E": ""}},
+		{Kind: "k", Options: map[string]any{"workers": 4, "s": "has s3cret in it"}, Item: "s3cret", Secrets: []string{"s3cret"}},
+		{Kind: "bad\xff", Options: map[string]any{"k\xfe": "v\xff\xfe", "k\xff": []any{"\xc3"}, "k": map[string]any{"\xe2\x82": 1}}, Item: "\xff", Salt: "\xff", Env: map[string]string{"E\xff": "x"}},
+	}
+	for i, in := range inputs {
+		k, err := Build(in, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := k.Parts
+		p.Item = nil
+		if want := Digest(Canonical(p)); k.Digest != want {
+			t.Errorf("input %d: digest %s, canonical parts %s", i, k.Digest, want)
+		}
+		prep, err := PrepareOptions(in.Options, in.Secrets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Options, in.Prepared = prep, true
+		if k2, err := Build(in, nil); err != nil || k2.Digest != k.Digest {
+			t.Errorf("input %d: prepared options give %s, want %s (%v)", i, k2.Digest, k.Digest, err)
+		}
+	}
+	// With files: a digester that needs no disk.
+	k, err := Build(Input{Kind: "analyze-logs", Files: []string{"/a", "/b\xff"}, Item: "/a"}, fakeFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := k.Parts
+	p.Item = nil
+	if want := Digest(Canonical(p)); k.Digest != want {
+		t.Errorf("with files: digest %s, canonical parts %s", k.Digest, want)
+	}
+}
+
+type fakeFiles struct{}
+
+func (fakeFiles) FileDigest(path string) (string, error) { return Digest([]byte(path)), nil }
+
+// BenchmarkBuild: the key of one item of a fetch stage, its options
+// canonical per item (as before PrepareOptions) or once (prepared), and
+// the digest by the definition (a JSON round trip of the parts) beside the
+// one built from the fields.
+func BenchmarkBuild(b *testing.B) {
+	opts := map[string]any{"url": "http://x/${ item }", "method": "GET", "timeout": "10s", "max_bytes": int64(1 << 20),
+		"headers": map[string]any{"Accept": "application/json"}, "decode": "json", "follow": true, "retries": int64(3)}
+	item := map[string]any{"id": 12345, "name": "something"}
+	b.Run("per-item", func(b *testing.B) {
+		for range b.N {
+			if _, err := Build(Input{Kind: "fetch", Options: opts, Item: item}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	prep, _ := PrepareOptions(opts, nil)
+	b.Run("prepared", func(b *testing.B) {
+		for range b.N {
+			if _, err := Build(Input{Kind: "fetch", Options: prep, Prepared: true, Item: item}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	k, _ := Build(Input{Kind: "fetch", Options: prep, Prepared: true, Item: item}, nil)
+	b.Run("digest-fields", func(b *testing.B) {
+		for range b.N {
+			_ = k.Parts.digest()
+		}
+	})
+	b.Run("digest-roundtrip", func(b *testing.B) {
+		for range b.N {
+			p := k.Parts
+			p.Item = nil
+			_ = Digest(Canonical(p))
+		}
+	})
+}
