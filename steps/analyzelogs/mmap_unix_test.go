@@ -27,6 +27,16 @@ func tempFile(t *testing.T, data string) *os.File {
 	return f
 }
 
+// scanOS is the step's path for an open file.
+func scanOS(t *testing.T, s *Scanner, f *os.File) (Counts, error) {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.scanOSFile(context.Background(), f, fi)
+}
+
 // Windows of a few pages put lines across window boundaries and lines
 // longer than a window, which must grow it.
 func TestScanMappedMatchesReference(t *testing.T) {
@@ -74,7 +84,7 @@ func TestScanMappedGzipFallsBack(t *testing.T) {
 		t.Fatalf("gzip file: ok %v, err %v; want a fallback to reading", ok, err)
 	}
 	// The step's path: large enough to be mapped, read through gzip instead.
-	got, err := s.scanOSFile(context.Background(), f)
+	got, err := scanOS(t, s, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +98,7 @@ func TestScanOSFileLarge(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	data := randomLog(r, 3*mmapMin) + "\r\nWARN last"
 	s := mustScanner(t, defaultRules, 2, 50)
-	got, err := s.scanOSFile(context.Background(), tempFile(t, data))
+	got, err := scanOS(t, s, tempFile(t, data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +143,7 @@ func TestScanMappedTruncated(t *testing.T) {
 	// A second scan of another file works normally.
 	s.afterMap = nil
 	data2 := strings.Repeat("ERROR x\n", mmapMin/8+1)
-	c, err := s.scanOSFile(context.Background(), tempFile(t, data2))
+	c, err := scanOS(t, s, tempFile(t, data2))
 	if err != nil || c.Counts[0] != int64(mmapMin/8+1) {
 		t.Fatalf("after a fault: %+v, %v", c, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -226,27 +227,94 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // ScanFile scans r, decompressing it first when it starts with the gzip
 // magic bytes.
 func (s *Scanner) ScanFile(ctx context.Context, r io.Reader) (Counts, error) {
-	var head [2]byte
-	n, err := io.ReadFull(r, head[:])
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+	return s.scanFile(ctx, r, -1)
+}
+
+// scanFile is ScanFile for an input whose size at open is known (size >= 0)
+// or not (-1). A known size saves the read that would only find the end: a
+// 4 KiB log is then one read(2), not two, which counts when there are ten
+// thousand of them. The input is sniffed for gzip in the first block
+// itself, not by a separate two-byte read.
+func (s *Scanner) scanFile(ctx context.Context, r io.Reader, size int64) (Counts, error) {
+	if size >= 0 {
+		r = &sizedReader{r: r, left: size}
+	}
+	pooled := s.getBlock()
+	defer s.putBlock(pooled)
+	buf := *pooled
+	n, err := readFull(r, buf)
+	if err != nil && err != io.EOF {
 		return Counts{}, err
 	}
-	r = io.MultiReader(bytes.NewReader(head[:n]), r)
-	if n == 2 && bytes.Equal(head[:], gzipMagic) {
-		br := bufio.NewReaderSize(r, 64<<10)
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return Counts{}, fmt.Errorf("reading gzip header: %w", err)
+	if n >= 2 && bytes.Equal(buf[:2], gzipMagic) {
+		head := io.Reader(bytes.NewReader(bytes.Clone(buf[:n])))
+		if err == nil {
+			head = io.MultiReader(head, r)
 		}
-		defer zr.Close()
-		zr.Multistream(false)
-		c, err := s.Scan(ctx, &gzipMembers{ctx: ctx, br: br, zr: zr})
-		if err != nil && !errors.Is(err, ErrTrailingGarbage) && ctx.Err() == nil {
-			return c, fmt.Errorf("decompressing: %w", err)
-		}
-		return c, err
+		return s.scanGzip(ctx, head)
 	}
-	return s.Scan(ctx, r)
+	return s.scan(ctx, r, buf, n, err == io.EOF)
+}
+
+func (s *Scanner) scanGzip(ctx context.Context, r io.Reader) (Counts, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return Counts{}, fmt.Errorf("reading gzip header: %w", err)
+	}
+	defer zr.Close()
+	zr.Multistream(false)
+	c, err := s.Scan(ctx, &gzipMembers{ctx: ctx, br: br, zr: zr})
+	if err != nil && !errors.Is(err, ErrTrailingGarbage) && ctx.Err() == nil {
+		return c, fmt.Errorf("decompressing: %w", err)
+	}
+	return c, err
+}
+
+// sizedReader ends the input at the first short read that reaches the size
+// the file had when it was opened: for a regular file a short read means
+// its end, and asking again would only return 0. A file that grew since is
+// read on (a read that is not short, or one past the size), one that shrank
+// ends where the reads end; either way every count describes bytes that
+// were in the file.
+type sizedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (z *sizedReader) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	z.left -= int64(n)
+	if err == nil && n > 0 && n < len(p) && z.left <= 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// blocks recycles read buffers of blockSize between files: allocating (and
+// zeroing) a fresh 256 KiB buffer per file cost more than scanning a small
+// file, and the garbage it left kept the collector busy. A pool is per P,
+// so a buffer tends to stay in the cache of the core that last used it.
+// Allocations this large are page-aligned by the runtime, as read(2) likes.
+var blocks = sync.Pool{New: func() any {
+	b := make([]byte, blockSize)
+	return &b
+}}
+
+// getBlock returns a read buffer of s.blockLen bytes; only the standard size
+// is pooled (tests shrink blockLen).
+func (s *Scanner) getBlock() *[]byte {
+	if s.blockLen == blockSize {
+		return blocks.Get().(*[]byte)
+	}
+	b := make([]byte, s.blockLen)
+	return &b
+}
+
+func (s *Scanner) putBlock(b *[]byte) {
+	if len(*b) == blockSize {
+		blocks.Put(b)
+	}
 }
 
 // ErrTrailingGarbage is returned (wrapped) for bytes after the end of gzip
@@ -323,24 +391,34 @@ func (g *gzipMembers) next() (bool, error) {
 // without a line break counts) and, for each line, the first rule that
 // matches it. It reads in large blocks and never allocates per line.
 func (s *Scanner) Scan(ctx context.Context, r io.Reader) (Counts, error) {
+	pooled := s.getBlock()
+	defer s.putBlock(pooled)
+	return s.scan(ctx, r, *pooled, 0, false)
+}
+
+// scan is Scan with buf[:have] already read from r (eof: and r is done).
+func (s *Scanner) scan(ctx context.Context, r io.Reader, buf []byte, have int, eof bool) (Counts, error) {
 	c := Counts{Counts: make([]int64, len(s.rules))}
 	if s.samples > 0 {
 		c.Samples = make([][]string, len(s.rules))
 	}
 	st := newState(s.rules)
-	buf := make([]byte, s.blockLen)
-	have := 0 // bytes of buf holding data; buf[:have] starts at a line start
+	// buf[:have] holds data and starts at a line start.
 	planned := false
+	filled := have > 0 || eof
 	for {
 		if err := ctx.Err(); err != nil {
 			return c, err
 		}
-		n, rerr := readFull(r, buf[have:])
-		have += n
-		eof := rerr == io.EOF
-		if rerr != nil && !eof {
-			return c, rerr
+		if !filled {
+			n, rerr := readFull(r, buf[have:])
+			have += n
+			eof = rerr == io.EOF
+			if rerr != nil && !eof {
+				return c, rerr
+			}
 		}
+		filled = false
 		if !planned {
 			st.plan(s, buf[:have])
 			planned = true
