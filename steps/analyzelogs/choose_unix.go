@@ -4,7 +4,6 @@ package analyzelogs
 
 import (
 	"bytes"
-	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -33,12 +32,12 @@ var mapping struct {
 	mmap    atomic.Bool
 	busy    sync.Mutex
 	// measure, set by tests, replaces the measurement.
-	measure func(f *os.File) (read, mapped []time.Duration, ok bool)
+	measure func(fd int) (read, mapped []time.Duration, ok bool)
 }
 
 // chooseMapping reports whether files of this process should be mapped
-// rather than read, measuring it on f when it is the first large file.
-func chooseMapping(f *os.File, size int64) bool {
+// rather than read, measuring it on fd when it is the first large file.
+func chooseMapping(fd int, size int64) bool {
 	if mapping.decided.Load() {
 		return mapping.mmap.Load()
 	}
@@ -53,7 +52,7 @@ func chooseMapping(f *os.File, size int64) bool {
 	if measure == nil {
 		measure = measureReading
 	}
-	read, mapped, ok := measure(f)
+	read, mapped, ok := measure(fd)
 	mapping.mmap.Store(ok && preferMapping(read, mapped))
 	mapping.decided.Store(true)
 	return mapping.mmap.Load()
@@ -77,12 +76,11 @@ func minDur(ds []time.Duration) time.Duration {
 	return m
 }
 
-// measureReading times both ways over the start of f, alternately; ok is
+// measureReading times both ways over the start of fd, alternately; ok is
 // false when either way failed, which leaves the choice to reading.
-func measureReading(f *os.File) (read, mapped []time.Duration, ok bool) {
+func measureReading(fd int) (read, mapped []time.Duration, ok bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	fd := int(f.Fd())
 	pooled := blocks.Get().(*[]byte)
 	defer blocks.Put(pooled)
 	buf := *pooled

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"runtime/debug"
 
@@ -32,26 +31,23 @@ const (
 	mmapWindow = 4 << 20
 )
 
-// scanOSFile scans f, whose Stat is fi: mapped when it is a large regular
-// file that is not gzip-compressed and mapping is the cheaper way on this
-// machine, read otherwise.
-func (s *Scanner) scanOSFile(ctx context.Context, f *os.File, fi fs.FileInfo) (Counts, error) {
-	if !fi.Mode().IsRegular() {
-		return s.ScanFile(ctx, f)
-	}
-	if fi.Size() >= mmapMin && s.blockLen == blockSize && chooseMapping(f, fi.Size()) {
-		c, ok, err := s.scanMapped(ctx, f, fi.Size(), mmapWindow)
+// scanOSFile scans f: mapped when it is large, not gzip-compressed, and
+// mapping is the cheaper way on this machine, read otherwise.
+func (s *Scanner) scanOSFile(ctx context.Context, f *logFile) (Counts, error) {
+	if f.size >= mmapMin && s.blockLen == blockSize && chooseMapping(f.fd, f.size) {
+		c, ok, err := s.scanMapped(ctx, f.fd, f.size, mmapWindow)
 		if ok {
 			return c, err
 		}
+		// Nothing was consumed: the descriptor's offset is still 0.
 	}
-	return s.scanFile(ctx, f, fi.Size())
+	return s.scanFile(ctx, f, f.size)
 }
 
 // scanMapped scans the first size bytes of f through windows of window
 // bytes. ok is false, with nothing consumed, when the file cannot be
 // mapped or is gzip-compressed: the caller reads it instead.
-func (s *Scanner) scanMapped(ctx context.Context, f *os.File, size int64, window int) (c Counts, ok bool, err error) {
+func (s *Scanner) scanMapped(ctx context.Context, fd int, size int64, window int) (c Counts, ok bool, err error) {
 	c = Counts{Counts: make([]int64, len(s.rules))}
 	if s.samples > 0 {
 		c.Samples = make([][]string, len(s.rules))
@@ -62,7 +58,7 @@ func (s *Scanner) scanMapped(ctx context.Context, f *os.File, size int64, window
 	for off < size {
 		base := off &^ (page - 1)
 		n := min(int64(window), size-base)
-		m, merr := unix.Mmap(int(f.Fd()), base, int(n), unix.PROT_READ, unix.MAP_SHARED)
+		m, merr := unix.Mmap(fd, base, int(n), unix.PROT_READ, unix.MAP_SHARED)
 		if merr != nil {
 			if off == 0 {
 				return c, false, nil

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/flowrun/flow/internal/regular"
@@ -143,12 +142,12 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if !filepath.IsAbs(p) && s.env.Dir != "" {
 		p = filepath.Join(s.env.Dir, p)
 	}
-	f, fi, err := openLog(p)
+	f, err := openLog(p)
 	if err != nil {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
-	c, err := s.scan.scanOSFile(ctx, f, fi)
+	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
@@ -175,12 +174,6 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		out["samples"] = sm
 	}
 	return out, nil
-}
-
-// openLog opens the file an item names. A FIFO or a device picked up by a
-// glob must fail its item, not block the open past every timeout.
-func openLog(path string) (*os.File, fs.FileInfo, error) {
-	return regular.Open(path)
 }
 
 func fileError(path string, err error) error {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -47,6 +48,9 @@ type Scanner struct {
 	afterMap func()
 	// noFused, set by tests, keeps the scan off the one-pass kernel.
 	noFused bool
+	// hist is the byte histogram of the last full sample (see
+	// sampleHistogram).
+	hist atomic.Pointer[[256]uint32]
 }
 
 type rule struct {
@@ -649,7 +653,7 @@ func (st *state) plan(s *Scanner, first []byte) {
 			continue
 		}
 		if h == nil {
-			h = histogram(first)
+			h = s.sampleHistogram(first)
 		}
 		st.by[i] = make([]pick, len(r.lits))
 		for j, lit := range r.lits {
@@ -678,6 +682,24 @@ func (st *state) plan(s *Scanner, first []byte) {
 			st.direct = append(st.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
 		}
 	}
+}
+
+// sampleHistogram ranks the bytes of the start of an input. An input
+// shorter than a sample (a small file) says little about byte frequencies,
+// and counting it would cost as much as scanning it: it borrows the
+// histogram of an earlier input of this scanner, if there is one. Which
+// bytes the search stops at only changes its speed, never its counts.
+func (s *Scanner) sampleHistogram(b []byte) *[256]uint32 {
+	if len(b) < sampleBytes {
+		if h := s.hist.Load(); h != nil {
+			return h
+		}
+	}
+	h := histogram(b)
+	if len(b) >= sampleBytes || s.hist.Load() == nil {
+		s.hist.Store(h)
+	}
+	return h
 }
 
 // share returns picks for the one-pass kernel: by, with each literal
