@@ -482,7 +482,17 @@ func readFull(r io.Reader, p []byte) (int, error) {
 // and after a block that had lone ones, a search for carriage returns comes
 // first.
 func (s *Scanner) lines(c *Counts, b []byte, st *state) {
-	if st.crSet != 0 && !st.crSeen {
+	switch {
+	case st.crlfBreaks && st.direct != nil && !st.dense:
+		st.save(c)
+		if b[len(b)-1] != '\n' {
+			c.Lines++
+		}
+		if s.linesDirect(c, b, st, st.set, true, true) {
+			return
+		}
+		st.restore(c)
+	case st.crSet != 0 && !st.crSeen:
 		st.save(c)
 		if s.countBlock(c, b, st, st.crSet, true) {
 			return
@@ -492,6 +502,9 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 	lone := false
 	if i := bytes.IndexByte(b, '\r'); i >= 0 {
 		b, lone = st.universal(b, i)
+		if !lone {
+			st.crlfBreaks = true // CRLF line breaks: see crlfBreaks
+		}
 	}
 	st.crSeen = lone
 	s.countBlock(c, b, st, st.set, false)
@@ -506,7 +519,7 @@ func (s *Scanner) countBlock(c *Counts, b []byte, st *state, set uint32, watchCR
 	}
 	if st.fused {
 		if st.direct != nil && !st.dense {
-			return s.linesDirect(c, b, st, set, watchCR)
+			return s.linesDirect(c, b, st, set, watchCR, false)
 		}
 		return s.linesFused(c, b, st, set, watchCR)
 	}
@@ -601,6 +614,11 @@ type state struct {
 	// the next one searches for them first (see lines).
 	crSet  uint32
 	crSeen bool
+	// crlfBreaks says the input has CRLF line breaks: stopping at every
+	// carriage return would then cost a stop per line (twice the time of
+	// a file with LF breaks), so the direct path uses the kernel that
+	// flags lone carriage returns only (nextChunkCR).
+	crlfBreaks bool
 	// crlf holds the copy of a block whose lone carriage returns were
 	// turned into line feeds (see universal).
 	crlf []byte
@@ -880,12 +898,15 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR
 // cost nothing beyond the kernel's pass.
 //
 // With watchCR it returns false at the first lone carriage return: set
-// holds the carriage return, and the kernel sees every byte.
-func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
+// holds the carriage return, and the kernel sees every byte. With crKernel
+// too, set does not hold it: the kernel marks lone ones only, so that the
+// carriage returns of CRLF breaks cost nothing.
+func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchCR, crKernel bool) bool {
 	var (
 		best  = -1 // the pending line's rule so far
 		at    int  // where it was seen
 		stops int
+		crlfs int // CRLF breaks seen at stops
 	)
 	// feeds accounts for the line feeds marked in lf; the first one ends
 	// the pending line.
@@ -911,8 +932,14 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 		}
 	}
 	whole := len(b) &^ 63
+	chunk := nextChunk
+	if crKernel {
+		// The kernel reads the byte after each chunk.
+		whole = (len(b) - 1) &^ 63
+		chunk = nextChunkCR
+	}
 	for p := 0; p < whole; {
-		nl, off, cand, lf := nextChunk(b[p:whole], set)
+		nl, off, cand, lf := chunk(b[p:whole], set)
 		if nl > 0 {
 			feeds(1) // any line feed before the chunk ends the pending line
 			c.Lines += int64(nl - 1)
@@ -928,6 +955,7 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 			if watchCR && b[base+q] == '\r' {
 				if base+q+1 < len(b) && b[base+q+1] == '\n' {
 					cand &= cand - 1 // a CRLF: its line feed ends the line
+					crlfs++
 					continue
 				}
 				return false
@@ -941,6 +969,9 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 		p = base + 64
 	}
 	for i := whole; i < len(b); i++ {
+		if crKernel && b[i] == '\r' && (i+1 == len(b) || b[i+1] != '\n') {
+			return false
+		}
 		switch b[i] {
 		case '\n':
 			feeds(1)
@@ -960,6 +991,9 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 	// A stop every 16 bytes costs more than finding each line's bounds:
 	// the next blocks go line by line (see linesFused).
 	st.dense = stops > 64+len(b)/16
+	if crlfs > 8 {
+		st.crlfBreaks = true
+	}
 	return true
 }
 
