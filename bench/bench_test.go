@@ -207,3 +207,52 @@ func TestSlug(t *testing.T) {
 		t.Errorf("slug = %q", got)
 	}
 }
+
+func TestSpreadOf(t *testing.T) {
+	ms := time.Millisecond
+	s := spreadOf([]time.Duration{9 * ms, 1 * ms, 5 * ms})
+	if s.Min != 0.001 || s.Median != 0.005 || s.Max != 0.009 {
+		t.Errorf("spreadOf = %+v", s)
+	}
+	if s := spreadOf(nil); !math.IsNaN(s.Median) {
+		t.Errorf("spreadOf(nil) = %+v, want NaN", s)
+	}
+}
+
+func TestSumCounts(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "out")
+	os.WriteFile(p, []byte("/x/a:3\n/x/b:c.log:4\n"), 0o644)
+	if got, err := sumCounts(p); err != nil || got != 7 {
+		t.Errorf("sumCounts = %d, %v; want 7", got, err)
+	}
+	os.WriteFile(p, []byte("rg: /x: Permission denied\n"), 0o644)
+	if _, err := sumCounts(p); err == nil {
+		t.Error("an rg error line was read as a count")
+	}
+}
+
+// A contender without runs (skipped) must not break the JSON: NaN is not
+// JSON.
+func TestResultsJSON(t *testing.T) {
+	h := &harness{machine: collectMachine(".")}
+	if h.machine.CPUs < 1 || h.machine.Go == "" || h.machine.Date == "" {
+		t.Errorf("machine info incomplete: %+v", h.machine)
+	}
+	flow := &contender{name: "flow", units: 10, samples: []sample{{wall: time.Second, cpu: time.Second}}}
+	skipped := &contender{name: "peer", peer: true, units: 10, skip: "missing"}
+	w := &workload{id: "w", cs: []*contender{flow, skipped}}
+	p := filepath.Join(t.TempDir(), "r.json")
+	if err := writeJSON(p, h.results([]*workload{w}, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	if !bytes.Contains(b, []byte(`"skipped": "missing"`)) || !bytes.Contains(b, []byte(`"median": 1`)) {
+		t.Errorf("results.json:\n%s", b)
+	}
+}
+
+func TestEngineFloor(t *testing.T) {
+	if _, err := engineFloor(10_000); err != nil {
+		t.Fatal(err)
+	}
+}
