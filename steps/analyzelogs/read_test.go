@@ -300,3 +300,20 @@ func TestScanFileGrowsOrShrinks(t *testing.T) {
 		t.Errorf("shrunk: got %+v, want %+v", c, want)
 	}
 }
+
+// The gzip magic is sniffed in the first block, however small the block.
+func TestScanFileGzipTinyBlocks(t *testing.T) {
+	data := "info\nERROR x\r\nWARN y\n"
+	z := gz(t, data, 1)
+	for _, bl := range []int{1, 2, 3, 64} {
+		s := mustScanner(t, defaultRules, 0, 200)
+		s.blockLen = bl
+		got, err := s.scanOSFile(context.Background(), writeLog(t, string(z)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := reference(t, data, defaultRules, 0, 200); !equalCounts(got, want) {
+			t.Errorf("block %d: got %+v, want %+v", bl, got, want)
+		}
+	}
+}

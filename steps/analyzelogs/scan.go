@@ -305,13 +305,13 @@ var blocks = sync.Pool{New: func() any {
 	return &b
 }}
 
-// getBlock returns a read buffer of s.blockLen bytes; only the standard size
-// is pooled (tests shrink blockLen).
+// getBlock returns a read buffer of s.blockLen bytes (two at least, to see
+// the gzip magic); only the standard size is pooled (tests shrink blockLen).
 func (s *Scanner) getBlock() *[]byte {
 	if s.blockLen == blockSize {
 		return blocks.Get().(*[]byte)
 	}
-	b := make([]byte, s.blockLen)
+	b := make([]byte, max(s.blockLen, 2))
 	return &b
 }
 
