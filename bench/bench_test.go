@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"image/jpeg"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -255,4 +257,26 @@ func TestEngineFloor(t *testing.T) {
 	if _, err := engineFloor(10_000); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A child's ru_maxrss is at least the harness's own peak: the sample says
+// so instead of reporting the harness's memory as the child's.
+func TestRSSMaskedByHarnessPeak(t *testing.T) {
+	if harnessHWM() == 0 {
+		t.Skip("no /proc/self/status VmHWM here")
+	}
+	big := make([]byte, 96<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	s, _, err := runOnce(context.Background(), invocation{argv: []string{"true"}}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("true: ru_maxrss %d kB, harness peak %d kB", s.rssKB, s.hwmKB)
+	c := &contender{samples: []sample{s}}
+	if s.hwmKB < 96<<10 || !c.rssMasked() {
+		t.Errorf("rss %d kB, harness peak %d kB: want the RSS marked as masked", s.rssKB, s.hwmKB)
+	}
+	runtime.KeepAlive(big)
 }

@@ -85,6 +85,18 @@ func (c *contender) peakRSSMB() float64 {
 	return float64(maxInt(rs)) / 1024
 }
 
+// rssMasked says the peak RSS is no more than the harness's own peak at
+// the time (see sample.hwmKB): the child's true peak is lower or equal.
+func (c *contender) rssMasked() bool {
+	var top sample
+	for _, s := range c.results() {
+		if s.rssKB >= top.rssKB {
+			top = s
+		}
+	}
+	return top.rssKB > 0 && top.rssKB <= top.hwmKB
+}
+
 func (c *contender) medianExtra() float64 {
 	var xs []float64
 	for _, s := range c.results() {
@@ -282,6 +294,9 @@ func (h *harness) memoryW() *workload {
 	w.targets = func() []target {
 		mb := flow.peakRSSMB()
 		t := target{text: "peak RSS < 64 MB", measured: fmt.Sprintf("%.1f MB", mb), met: mb < 64 && mb > 0}
+		if flow.rssMasked() {
+			t.measured = fmt.Sprintf("<= %.1f MB (the harness's own peak; see the note)", mb)
+		}
 		if len(w.cs) > 1 && len(w.cs[1].results()) > 0 {
 			t.measured += fmt.Sprintf(" (the Python map: %.0f MB at a tenth of the items)", w.cs[1].peakRSSMB())
 		}
@@ -459,13 +474,14 @@ func warmAndCount(dir string) (lines, errs int64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	buf := make([]byte, 1<<20) // one for all files: see harnessHWM
 	for _, p := range ents {
 		f, err := os.Open(p)
 		if err != nil {
 			return 0, 0, err
 		}
 		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		sc.Buffer(buf, len(buf))
 		for sc.Scan() {
 			lines++
 			if bytes.Contains(sc.Bytes(), []byte("ERROR")) {
