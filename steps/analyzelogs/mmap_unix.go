@@ -16,7 +16,7 @@ import (
 // saves copying every byte out of the page cache but pays a page fault per
 // few pages and a TLB miss per page. Which is cheaper depends on the
 // machine, not the file: on the 2-core AMD EPYC VM of issue 19, reading
-// cost 0.27 s of CPU per GiB and mapping 0.70 s (with MAP_POPULATE,
+// cost 0.27-0.29 s of CPU per GiB and mapping 0.70-0.86 s (with MAP_POPULATE,
 // MADV_SEQUENTIAL, MADV_HUGEPAGE or MADV_WILLNEED alike), while elsewhere
 // mapping had won. So the process measures both once, on the first large
 // file, and keeps the cheaper (see chooseMapping).
