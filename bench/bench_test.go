@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"image/jpeg"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -206,4 +208,75 @@ func TestSlug(t *testing.T) {
 	if got := slug("flow -tags libjpeg"); got != "flow-tags-libjpeg" {
 		t.Errorf("slug = %q", got)
 	}
+}
+
+func TestSpreadOf(t *testing.T) {
+	ms := time.Millisecond
+	s := spreadOf([]time.Duration{9 * ms, 1 * ms, 5 * ms})
+	if s.Min != 0.001 || s.Median != 0.005 || s.Max != 0.009 {
+		t.Errorf("spreadOf = %+v", s)
+	}
+	if s := spreadOf(nil); !math.IsNaN(s.Median) {
+		t.Errorf("spreadOf(nil) = %+v, want NaN", s)
+	}
+}
+
+func TestSumCounts(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "out")
+	os.WriteFile(p, []byte("/x/a:3\n/x/b:c.log:4\n"), 0o644)
+	if got, err := sumCounts(p); err != nil || got != 7 {
+		t.Errorf("sumCounts = %d, %v; want 7", got, err)
+	}
+	os.WriteFile(p, []byte("rg: /x: Permission denied\n"), 0o644)
+	if _, err := sumCounts(p); err == nil {
+		t.Error("an rg error line was read as a count")
+	}
+}
+
+// A contender without runs (skipped) must not break the JSON: NaN is not
+// JSON.
+func TestResultsJSON(t *testing.T) {
+	h := &harness{machine: collectMachine(".")}
+	if h.machine.CPUs < 1 || h.machine.Go == "" || h.machine.Date == "" {
+		t.Errorf("machine info incomplete: %+v", h.machine)
+	}
+	flow := &contender{name: "flow", units: 10, samples: []sample{{wall: time.Second, cpu: time.Second}}}
+	skipped := &contender{name: "peer", peer: true, units: 10, skip: "missing"}
+	w := &workload{id: "w", cs: []*contender{flow, skipped}}
+	p := filepath.Join(t.TempDir(), "r.json")
+	if err := writeJSON(p, h.results([]*workload{w}, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	if !bytes.Contains(b, []byte(`"skipped": "missing"`)) || !bytes.Contains(b, []byte(`"median": 1`)) {
+		t.Errorf("results.json:\n%s", b)
+	}
+}
+
+func TestEngineFloor(t *testing.T) {
+	if _, err := engineFloor(10_000); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A child's ru_maxrss is at least the harness's own peak: the sample says
+// so instead of reporting the harness's memory as the child's.
+func TestRSSMaskedByHarnessPeak(t *testing.T) {
+	if harnessHWM() == 0 {
+		t.Skip("no /proc/self/status VmHWM here")
+	}
+	big := make([]byte, 96<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	s, _, err := runOnce(context.Background(), invocation{argv: []string{"true"}}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("true: ru_maxrss %d kB, harness peak %d kB", s.rssKB, s.hwmKB)
+	c := &contender{samples: []sample{s}}
+	if s.hwmKB < 96<<10 || !c.rssMasked() {
+		t.Errorf("rss %d kB, harness peak %d kB: want the RSS marked as masked", s.rssKB, s.hwmKB)
+	}
+	runtime.KeepAlive(big)
 }

@@ -38,9 +38,10 @@ type harness struct {
 	smoke                   bool
 	srv                     *slowServer
 
-	loadStart             string
+	machine               machineInfo
 	havePython            bool
 	havePIL, haveParallel bool
+	haveRg, haveVips      bool
 	missing               []string
 }
 
@@ -54,7 +55,7 @@ func main() {
 func run() error {
 	runs := flag.Int("runs", 3, "timed runs of every contender (alternating flow and its peers)")
 	smoke := flag.Bool("smoke", false, "tiny sizes and one run: checks that every workload still works, in seconds; the numbers mean nothing")
-	only := flag.String("only", "", "comma-separated workloads to run: engine, memory, analyze-logs, resize, fetch, fetch-rate, process, cluster")
+	only := flag.String("only", "", "comma-separated workloads to run: engine, memory, analyze-logs, analyze-logs-small, resize, fetch, fetch-rate, process, cluster")
 	install := flag.String("install", "auto", "install missing peers with apt-get: auto (yes unless --smoke), yes or no")
 	flowBin := flag.String("flow", "", "use this flow binary instead of building ./cmd/flow")
 	profile := flag.Bool("profile", false, "run flow built with a CPU profile (./bench/flowprof) and keep the last run's profile of every workload in bench/out/profiles/WORKLOAD.cpu, for go tool pprof")
@@ -125,7 +126,8 @@ func run() error {
 	}
 	defer h.srv.close()
 
-	h.loadStart = loadAvg()
+	h.machine = collectMachine(root)
+	h.machine.LoadStart = loadAvg()
 	ctx := context.Background()
 	timeout := 15 * time.Minute
 	if *smoke {
@@ -189,12 +191,17 @@ func run() error {
 		}
 	}
 
+	h.machine.LoadEnd = loadAvg()
 	var buf bytes.Buffer
 	h.writeMarkdown(&buf, ws, *runs)
 	os.Stdout.Write(buf.Bytes())
 	if err := os.WriteFile(filepath.Join(h.out, "results.md"), buf.Bytes(), 0o644); err != nil {
 		return err
 	}
+	if err := writeJSON(filepath.Join(h.out, "results.json"), h.results(ws, *runs)); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s and %s\n", filepath.Join(h.out, "results.md"), filepath.Join(h.out, "results.json"))
 	if len(failures) > 0 {
 		return fmt.Errorf("%d contender(s) failed:\n  %s", len(failures), strings.Join(failures, "\n  "))
 	}
@@ -295,14 +302,22 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// findPeers checks for Pillow and GNU parallel and, when allowed and
-// possible (root with apt-get), installs the Debian packages that are
-// missing. A peer still missing is skipped, and said so in the report.
+// findPeers checks for the peers that are not part of a base system
+// (Pillow, GNU parallel, ripgrep, libvips' vipsthumbnail) and, when allowed
+// and possible (root with apt-get), installs the Debian packages that are
+// missing. A peer still missing is skipped, and said so in the report:
+// the harness never fails for want of one.
 func (h *harness) findPeers(install bool) {
 	if _, err := os.Stat(h.python); err != nil {
 		if p, err := exec.LookPath("python3"); err == nil {
 			h.python = p
 		}
+	}
+	runs := func(name string, args ...string) bool {
+		if _, err := exec.LookPath(name); err != nil {
+			return false
+		}
+		return exec.Command(name, args...).Run() == nil
 	}
 	check := func() {
 		pilOut, pilErr := exec.Command(h.python, "-c", "import PIL.Image").CombinedOutput()
@@ -312,14 +327,18 @@ func (h *harness) findPeers(install bool) {
 		}
 		out, _ := exec.Command("parallel", "--version").Output()
 		h.haveParallel = bytes.Contains(out, []byte("GNU parallel"))
+		h.haveRg = runs("rg", "--version")
+		h.haveVips = runs("vipsthumbnail", "--vips-version")
 	}
 	check()
 	var pkgs []string
-	if !h.havePIL {
-		pkgs = append(pkgs, "python3-pil")
-	}
-	if !h.haveParallel {
-		pkgs = append(pkgs, "parallel")
+	for _, p := range []struct {
+		have bool
+		pkg  string
+	}{{h.havePIL, "python3-pil"}, {h.haveParallel, "parallel"}, {h.haveRg, "ripgrep"}, {h.haveVips, "libvips-tools"}} {
+		if !p.have {
+			pkgs = append(pkgs, p.pkg)
+		}
 	}
 	if len(pkgs) > 0 && install {
 		if _, err := exec.LookPath("apt-get"); err != nil || os.Geteuid() != 0 {
@@ -344,7 +363,13 @@ func (h *harness) findPeers(install bool) {
 		h.missing = append(h.missing, "Pillow (python3-pil) for "+h.python+": the resize peer is skipped")
 	}
 	if !h.haveParallel {
-		h.missing = append(h.missing, "GNU parallel: the process-mode peer is skipped")
+		h.missing = append(h.missing, "GNU parallel: the process-mode peers are skipped")
+	}
+	if !h.haveRg {
+		h.missing = append(h.missing, "ripgrep (rg): the analyze-logs peer rg -c is skipped")
+	}
+	if !h.haveVips {
+		h.missing = append(h.missing, "libvips-tools (vipsthumbnail): that resize peer is skipped")
 	}
 	if _, err := os.Stat(h.python); err != nil {
 		h.missing = append(h.missing, "python3: every Python peer is skipped")
@@ -357,18 +382,19 @@ func (h *harness) findPeers(install bool) {
 }
 
 func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
-	mode := fmt.Sprintf("%d run(s) per contender, alternating; median wall time; peak RSS is the largest single process (wait4 ru_maxrss), max over the runs", runs)
+	mode := fmt.Sprintf("%d run(s) per contender, alternating; wall and CPU time as median [min-max] over the runs, throughput and ratios at the median wall time; peak RSS is the largest single process (wait4 ru_maxrss), max over the runs", runs)
 	if h.smoke {
 		mode = "SMOKE: tiny sizes, the numbers mean nothing. " + mode
 	}
-	fmt.Fprintf(w, "# flow benchmarks\n\n%s, %s; load average %s at the start, %s at the end (other work on the machine slows every contender alike, but adds noise; CPU time is steadier than wall time)\n\n%s.\n\n",
-		machine(), goVersion(), h.loadStart, loadAvg(), mode)
+	fmt.Fprintf(w, "# flow benchmarks\n\n%s (other work on the machine slows every contender alike, but adds noise; CPU time is steadier than wall time)\n\n%s.\n\n",
+		h.machine.markdown(), mode)
 	if len(h.missing) > 0 {
 		fmt.Fprintf(w, "Missing peers: %s.\n\n", strings.Join(h.missing, "; "))
 	}
-	fmt.Fprintln(w, "| workload | contender | wall (median) | CPU (median) | throughput | peak RSS | peer/flow |")
+	fmt.Fprintln(w, "| workload | contender | wall median [min-max] | CPU median [min-max] | throughput | peak RSS | peer/flow |")
 	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 	var notes []string
+	masked := false
 	for _, wl := range ws {
 		f := wl.flow()
 		for _, c := range wl.cs {
@@ -386,18 +412,27 @@ func (h *harness) writeMarkdown(w io.Writer, ws []*workload, runs int) {
 				fmt.Fprintf(w, "| %s | %s | %s | | | | |\n", wl.title, c.name, why)
 				continue
 			}
-			cpu, rss := fmt.Sprintf("%.3fs", c.medianCPU().Seconds()), fmt.Sprintf("%.1f MB", c.peakRSSMB())
+			ws, cs := spreadOf(c.walls()), spreadOf(c.cpus())
+			wall := fmt.Sprintf("%.3fs [%.3f-%.3f]", ws.Median, ws.Min, ws.Max)
+			cpu, rss := fmt.Sprintf("%.3fs [%.3f-%.3f]", cs.Median, cs.Min, cs.Max), fmt.Sprintf("%.1f MB", c.peakRSSMB())
+			if c.rssMasked() {
+				rss = fmt.Sprintf("<= %.1f MB", c.peakRSSMB())
+				masked = true
+			}
 			if c.inproc != nil {
 				rss = "-" // the harness's own
 				if c.medianCPU() == 0 {
 					cpu = "-"
 				}
 			}
-			fmt.Fprintf(w, "| %s | %s | %.3fs | %s | %s %s/s | %s | %s |\n", wl.title, c.name, c.medianWall().Seconds(), cpu, human(c.rate()), wl.unit, rss, ratio)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s %s/s | %s | %s |\n", wl.title, c.name, wall, cpu, human(c.rate()), wl.unit, rss, ratio)
 			if c.note != "" {
 				notes = append(notes, fmt.Sprintf("- %s / %s: %s", wl.id, c.name, c.note))
 			}
 		}
+	}
+	if masked {
+		fmt.Fprintln(w, "\n\"<= X MB\": the harness's own peak RSS was X MB when this contender started, and Linux carries the peak of the memory a child is started from (Go starts children with vfork) into the child's ru_maxrss: the contender's true peak is at most X.")
 	}
 	fmt.Fprintln(w, "\n| target | measured | met |")
 	fmt.Fprintln(w, "| --- | --- | --- |")
@@ -433,31 +468,19 @@ func human(v float64) string {
 	}
 }
 
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d CPUs (%s), %s/%s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH)
-}
-
-// loadAvg is the one-minute load average: a busy machine explains noisy
-// figures.
+// loadAvg is the 1, 5 and 15 minute load averages: a busy machine
+// explains noisy figures, and the longer averages say whether it was busy
+// before the harness started.
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "unknown"
 	}
 	f := strings.Fields(string(b))
-	if len(f) == 0 {
+	if len(f) < 3 {
 		return "unknown"
 	}
-	return f[0]
+	return strings.Join(f[:3], " ")
 }
 
 func goVersion() string {

@@ -16,7 +16,12 @@ import (
 // sample is one timed run of one contender.
 type sample struct {
 	wall  time.Duration
-	rssKB int64         // peak resident set of the largest process of the run
+	rssKB int64 // peak resident set of the largest process of the run
+	// hwmKB is the harness's own peak resident set when the run started:
+	// a child is started with vfork sharing the harness's memory, and
+	// Linux carries that memory's peak into the child's ru_maxrss at exec,
+	// so an rssKB at or below hwmKB only says "no more than this".
+	hwmKB int64
 	cpu   time.Duration // user + system time of the run and its waited-for descendants
 	extra float64       // a workload-specific figure (the measured rate of a rated fetch)
 }
@@ -55,11 +60,11 @@ func runOnce(ctx context.Context, inv invocation, timeout time.Duration) (sample
 	cmd.Stdout = f
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	hwm := harnessHWM()
 	start := time.Now()
 	err = cmd.Run()
 	wall := time.Since(start)
-	var s sample
-	s.wall = wall
+	s := sample{wall: wall, hwmKB: hwm}
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			s.rssKB = ru.Maxrss // kilobytes on Linux
@@ -73,6 +78,23 @@ func runOnce(ctx context.Context, inv invocation, timeout time.Duration) (sample
 		return s, stderr.String(), fmt.Errorf("%s: %v\n%s", strings.Join(inv.argv, " "), err, tail(stderr.String(), 2000))
 	}
 	return s, stderr.String(), nil
+}
+
+// harnessHWM is the harness's peak resident set so far, in kB (VmHWM), or
+// 0 where /proc does not say.
+func harnessHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb
+		}
+	}
+	return 0
 }
 
 func tail(s string, n int) string {

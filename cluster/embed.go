@@ -45,6 +45,11 @@ func (e Embedded) Start() (*server.Server, func(), error) {
 		if !loopbackHost(host) && e.Token == "" && e.User == "" {
 			return nil, nil, errors.New("--serve listens beyond loopback: give workers a secret to present (--serve-token, or FLOW_SERVE_TOKEN), so that nobody else can take or forge work")
 		}
+		if p == 0 {
+			// nats-server reads port 0 as its default, 4222; ":0" means
+			// any free port, as everywhere else.
+			p = server.RANDOM_PORT
+		}
 		opts.Host, opts.Port = host, p
 		opts.Authorization, opts.Username, opts.Password = e.Token, e.User, e.Password
 	}

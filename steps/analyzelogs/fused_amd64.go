@@ -14,6 +14,17 @@ var haveFused = cpu.X86.HasAVX2 && cpu.X86.HasPOPCNT
 //go:noescape
 func chunkAVX2(b []byte, set uint32, two bool) (nl int, off int, cand uint64, lf uint64)
 
+//go:noescape
+func chunkAVX2CR(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64)
+
+// nextChunkCR is nextChunk for CRLF input: besides the bytes of set, cand
+// marks the carriage returns not followed by a line feed, and no others.
+// len(b) must be a multiple of 64, and b[len(b)] must be readable (b is a
+// prefix of a longer slice).
+func nextChunkCR(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
+	return chunkAVX2CR(b, set)
+}
+
 // nextChunk counts the line feeds of b's 64-byte chunks up to the first
 // chunk holding one of the four bytes packed in set, and returns its offset
 // and its masks (bit i for byte i): those bytes, and the line feeds. off is

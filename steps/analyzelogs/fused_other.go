@@ -13,3 +13,7 @@ func nextCand(b []byte, set uint32) (nl int, at int) {
 func nextChunk(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
 	panic("analyzelogs: no one-pass kernel on this platform")
 }
+
+func nextChunkCR(b []byte, set uint32) (nl int, off int, cand uint64, lf uint64) {
+	panic("analyzelogs: no one-pass kernel on this platform")
+}

@@ -4,10 +4,9 @@ package analyzelogs
 
 import (
 	"context"
-	"os"
 )
 
 // scanOSFile reads f; mapping is only used where it has been measured.
-func (s *Scanner) scanOSFile(ctx context.Context, f *os.File) (Counts, error) {
-	return s.ScanFile(ctx, f)
+func (s *Scanner) scanOSFile(ctx context.Context, f *logFile) (Counts, error) {
+	return s.scanFile(ctx, f, f.size)
 }

@@ -27,6 +27,18 @@ func tempFile(t *testing.T, data string) *os.File {
 	return f
 }
 
+func fdOf(f *os.File) int { return int(f.Fd()) }
+
+// scanOS is the step's path for an open file.
+func scanOS(t *testing.T, s *Scanner, f *os.File) (Counts, error) {
+	t.Helper()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.scanOSFile(context.Background(), &logFile{fd: int(f.Fd()), size: fi.Size()})
+}
+
 // Windows of a few pages put lines across window boundaries and lines
 // longer than a window, which must grow it.
 func TestScanMappedMatchesReference(t *testing.T) {
@@ -52,7 +64,7 @@ func TestScanMappedMatchesReference(t *testing.T) {
 				s.noFused = iter%2 == 1
 				window := page * (1 + r.IntN(3))
 				want := reference(t, data, rules, samples, s.sampleLen)
-				got, ok, err := s.scanMapped(context.Background(), tempFile(t, data), int64(len(data)), window)
+				got, ok, err := s.scanMapped(context.Background(), fdOf(tempFile(t, data)), int64(len(data)), window)
 				if err != nil || !ok {
 					t.Fatalf("ok %v, err %v", ok, err)
 				}
@@ -70,11 +82,11 @@ func TestScanMappedGzipFallsBack(t *testing.T) {
 	z := gz(t, data, 2)
 	s := mustScanner(t, defaultRules, 1, 50)
 	f := tempFile(t, string(z))
-	if _, ok, err := s.scanMapped(context.Background(), f, int64(len(z)), mmapWindow); ok || err != nil {
+	if _, ok, err := s.scanMapped(context.Background(), fdOf(f), int64(len(z)), mmapWindow); ok || err != nil {
 		t.Fatalf("gzip file: ok %v, err %v; want a fallback to reading", ok, err)
 	}
 	// The step's path: large enough to be mapped, read through gzip instead.
-	got, err := s.scanOSFile(context.Background(), f)
+	got, err := scanOS(t, s, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +100,7 @@ func TestScanOSFileLarge(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	data := randomLog(r, 3*mmapMin) + "\r\nWARN last"
 	s := mustScanner(t, defaultRules, 2, 50)
-	got, err := s.scanOSFile(context.Background(), tempFile(t, data))
+	got, err := scanOS(t, s, tempFile(t, data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,12 +113,12 @@ func TestScanMappedLineTooLong(t *testing.T) {
 	s := mustScanner(t, defaultRules, 0, 200)
 	s.blockLen, s.maxLine = 16, 64
 	data := "ok\n" + strings.Repeat("z", 100) + "\n"
-	_, _, err := s.scanMapped(context.Background(), tempFile(t, data), int64(len(data)), os.Getpagesize())
+	_, _, err := s.scanMapped(context.Background(), fdOf(tempFile(t, data)), int64(len(data)), os.Getpagesize())
 	if !errors.Is(err, ErrLineTooLong) || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("err = %v, want ErrLineTooLong naming line 2", err)
 	}
 	data = strings.Repeat("z", 63) + "\n"
-	c, _, err := s.scanMapped(context.Background(), tempFile(t, data), int64(len(data)), os.Getpagesize())
+	c, _, err := s.scanMapped(context.Background(), fdOf(tempFile(t, data)), int64(len(data)), os.Getpagesize())
 	if err != nil || c.Lines != 1 {
 		t.Fatalf("at the limit: %+v, %v", c, err)
 	}
@@ -123,7 +135,7 @@ func TestScanMappedTruncated(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	_, _, err := s.scanMapped(context.Background(), f, int64(len(data)), mmapWindow)
+	_, _, err := s.scanMapped(context.Background(), fdOf(f), int64(len(data)), mmapWindow)
 	if err == nil || !strings.Contains(err.Error(), "changed size") {
 		t.Fatalf("err = %v, want a changed-size error", err)
 	}
@@ -133,7 +145,7 @@ func TestScanMappedTruncated(t *testing.T) {
 	// A second scan of another file works normally.
 	s.afterMap = nil
 	data2 := strings.Repeat("ERROR x\n", mmapMin/8+1)
-	c, err := s.scanOSFile(context.Background(), tempFile(t, data2))
+	c, err := scanOS(t, s, tempFile(t, data2))
 	if err != nil || c.Counts[0] != int64(mmapMin/8+1) {
 		t.Fatalf("after a fault: %+v, %v", c, err)
 	}

@@ -102,9 +102,10 @@ func Register(r *steps.Registry) {
 			"as in Python's `for line in f`. Bytes that are not valid UTF-8 are counted and matched as " +
 			"they are (samples show them as U+FFFD) instead of failing the file as Python would. Files " +
 			"compressed with gzip are read transparently, several members one after the other, and zero " +
-			"padding after the data is ignored, as `gzip -t` does. The file is scanned in large blocks " +
-			"without per-line work for lines that match nothing, so the step runs at about the speed of " +
-			"`grep -c`. Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
+			"padding after the data is ignored, as `gzip -t` does. The file is read into reused 256 KiB " +
+			"blocks (or mapped into memory, where a one-off measurement in the process finds that cheaper " +
+			"on this machine) and scanned without per-line work for lines that match nothing, CRLF line " +
+			"breaks included, so the step runs at about the speed of ripgrep's `rg -c`. Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
 			"that item, and so does anything but a regular file (a FIFO, a device, a directory), at once.",
 		Result: "`{file: app.log, path: /abs/logs/app.log, lines: 1200, errors: 3, warnings: 17}`: the base " +
 			"name, the resolved path, the line count and one count per pattern name; with `samples`, " +
@@ -147,9 +148,7 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A FIFO or a device picked up by a glob must fail its item, not block
-	// the open past every timeout.
-	f, _, err := regular.Open(at)
+	f, err := openLog(at)
 	if err != nil {
 		return nil, fileError(p, err)
 	}

@@ -13,6 +13,8 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -46,6 +48,9 @@ type Scanner struct {
 	afterMap func()
 	// noFused, set by tests, keeps the scan off the one-pass kernel.
 	noFused bool
+	// hist is the byte histogram of the last full sample (see
+	// sampleHistogram).
+	hist atomic.Pointer[[256]uint32]
 }
 
 type rule struct {
@@ -226,27 +231,94 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // ScanFile scans r, decompressing it first when it starts with the gzip
 // magic bytes.
 func (s *Scanner) ScanFile(ctx context.Context, r io.Reader) (Counts, error) {
-	var head [2]byte
-	n, err := io.ReadFull(r, head[:])
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+	return s.scanFile(ctx, r, -1)
+}
+
+// scanFile is ScanFile for an input whose size at open is known (size >= 0)
+// or not (-1). A known size saves the read that would only find the end: a
+// 4 KiB log is then one read(2), not two, which counts when there are ten
+// thousand of them. The input is sniffed for gzip in the first block
+// itself, not by a separate two-byte read.
+func (s *Scanner) scanFile(ctx context.Context, r io.Reader, size int64) (Counts, error) {
+	if size >= 0 {
+		r = &sizedReader{r: r, left: size}
+	}
+	pooled := s.getBlock()
+	defer s.putBlock(pooled)
+	buf := *pooled
+	n, err := readFull(r, buf)
+	if err != nil && err != io.EOF {
 		return Counts{}, err
 	}
-	r = io.MultiReader(bytes.NewReader(head[:n]), r)
-	if n == 2 && bytes.Equal(head[:], gzipMagic) {
-		br := bufio.NewReaderSize(r, 64<<10)
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return Counts{}, fmt.Errorf("reading gzip header: %w", err)
+	if n >= 2 && bytes.Equal(buf[:2], gzipMagic) {
+		head := io.Reader(bytes.NewReader(bytes.Clone(buf[:n])))
+		if err == nil {
+			head = io.MultiReader(head, r)
 		}
-		defer zr.Close()
-		zr.Multistream(false)
-		c, err := s.Scan(ctx, &gzipMembers{ctx: ctx, br: br, zr: zr})
-		if err != nil && !errors.Is(err, ErrTrailingGarbage) && ctx.Err() == nil {
-			return c, fmt.Errorf("decompressing: %w", err)
-		}
-		return c, err
+		return s.scanGzip(ctx, head)
 	}
-	return s.Scan(ctx, r)
+	return s.scan(ctx, r, buf, n, err == io.EOF)
+}
+
+func (s *Scanner) scanGzip(ctx context.Context, r io.Reader) (Counts, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return Counts{}, fmt.Errorf("reading gzip header: %w", err)
+	}
+	defer zr.Close()
+	zr.Multistream(false)
+	c, err := s.Scan(ctx, &gzipMembers{ctx: ctx, br: br, zr: zr})
+	if err != nil && !errors.Is(err, ErrTrailingGarbage) && ctx.Err() == nil {
+		return c, fmt.Errorf("decompressing: %w", err)
+	}
+	return c, err
+}
+
+// sizedReader ends the input at the first short read that reaches the size
+// the file had when it was opened: for a regular file a short read means
+// its end, and asking again would only return 0. A file that grew since is
+// read on (a read that is not short, or one past the size), one that shrank
+// ends where the reads end; either way every count describes bytes that
+// were in the file.
+type sizedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (z *sizedReader) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	z.left -= int64(n)
+	if err == nil && n > 0 && n < len(p) && z.left <= 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// blocks recycles read buffers of blockSize between files: allocating (and
+// zeroing) a fresh 256 KiB buffer per file cost more than scanning a small
+// file, and the garbage it left kept the collector busy. A pool is per P,
+// so a buffer tends to stay in the cache of the core that last used it.
+// Allocations this large are page-aligned by the runtime, as read(2) likes.
+var blocks = sync.Pool{New: func() any {
+	b := make([]byte, blockSize)
+	return &b
+}}
+
+// getBlock returns a read buffer of s.blockLen bytes (two at least, to see
+// the gzip magic); only the standard size is pooled (tests shrink blockLen).
+func (s *Scanner) getBlock() *[]byte {
+	if s.blockLen == blockSize {
+		return blocks.Get().(*[]byte)
+	}
+	b := make([]byte, max(s.blockLen, 2))
+	return &b
+}
+
+func (s *Scanner) putBlock(b *[]byte) {
+	if len(*b) == blockSize {
+		blocks.Put(b)
+	}
 }
 
 // ErrTrailingGarbage is returned (wrapped) for bytes after the end of gzip
@@ -323,24 +395,34 @@ func (g *gzipMembers) next() (bool, error) {
 // without a line break counts) and, for each line, the first rule that
 // matches it. It reads in large blocks and never allocates per line.
 func (s *Scanner) Scan(ctx context.Context, r io.Reader) (Counts, error) {
+	pooled := s.getBlock()
+	defer s.putBlock(pooled)
+	return s.scan(ctx, r, *pooled, 0, false)
+}
+
+// scan is Scan with buf[:have] already read from r (eof: and r is done).
+func (s *Scanner) scan(ctx context.Context, r io.Reader, buf []byte, have int, eof bool) (Counts, error) {
 	c := Counts{Counts: make([]int64, len(s.rules))}
 	if s.samples > 0 {
 		c.Samples = make([][]string, len(s.rules))
 	}
 	st := newState(s.rules)
-	buf := make([]byte, s.blockLen)
-	have := 0 // bytes of buf holding data; buf[:have] starts at a line start
+	// buf[:have] holds data and starts at a line start.
 	planned := false
+	filled := have > 0 || eof
 	for {
 		if err := ctx.Err(); err != nil {
 			return c, err
 		}
-		n, rerr := readFull(r, buf[have:])
-		have += n
-		eof := rerr == io.EOF
-		if rerr != nil && !eof {
-			return c, rerr
+		if !filled {
+			n, rerr := readFull(r, buf[have:])
+			have += n
+			eof = rerr == io.EOF
+			if rerr != nil && !eof {
+				return c, rerr
+			}
 		}
+		filled = false
 		if !planned {
 			st.plan(s, buf[:have])
 			planned = true
@@ -400,7 +482,17 @@ func readFull(r io.Reader, p []byte) (int, error) {
 // and after a block that had lone ones, a search for carriage returns comes
 // first.
 func (s *Scanner) lines(c *Counts, b []byte, st *state) {
-	if st.crSet != 0 && !st.crSeen {
+	switch {
+	case st.crlfBreaks && st.direct != nil && !st.dense:
+		st.save(c)
+		if b[len(b)-1] != '\n' {
+			c.Lines++
+		}
+		if s.linesDirect(c, b, st, st.set, true, true) {
+			return
+		}
+		st.restore(c)
+	case st.crSet != 0 && !st.crSeen:
 		st.save(c)
 		if s.countBlock(c, b, st, st.crSet, true) {
 			return
@@ -410,6 +502,9 @@ func (s *Scanner) lines(c *Counts, b []byte, st *state) {
 	lone := false
 	if i := bytes.IndexByte(b, '\r'); i >= 0 {
 		b, lone = st.universal(b, i)
+		if !lone {
+			st.crlfBreaks = true // CRLF line breaks: see crlfBreaks
+		}
 	}
 	st.crSeen = lone
 	s.countBlock(c, b, st, st.set, false)
@@ -424,7 +519,7 @@ func (s *Scanner) countBlock(c *Counts, b []byte, st *state, set uint32, watchCR
 	}
 	if st.fused {
 		if st.direct != nil && !st.dense {
-			return s.linesDirect(c, b, st, set, watchCR)
+			return s.linesDirect(c, b, st, set, watchCR, false)
 		}
 		return s.linesFused(c, b, st, set, watchCR)
 	}
@@ -519,6 +614,11 @@ type state struct {
 	// the next one searches for them first (see lines).
 	crSet  uint32
 	crSeen bool
+	// crlfBreaks says the input has CRLF line breaks: stopping at every
+	// carriage return would then cost a stop per line (twice the time of
+	// a file with LF breaks), so the direct path uses the kernel that
+	// flags lone carriage returns only (nextChunkCR).
+	crlfBreaks bool
 	// crlf holds the copy of a block whose lone carriage returns were
 	// turned into line feeds (see universal).
 	crlf []byte
@@ -571,7 +671,7 @@ func (st *state) plan(s *Scanner, first []byte) {
 			continue
 		}
 		if h == nil {
-			h = histogram(first)
+			h = s.sampleHistogram(first)
 		}
 		st.by[i] = make([]pick, len(r.lits))
 		for j, lit := range r.lits {
@@ -600,6 +700,24 @@ func (st *state) plan(s *Scanner, first []byte) {
 			st.direct = append(st.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
 		}
 	}
+}
+
+// sampleHistogram ranks the bytes of the start of an input. An input
+// shorter than a sample (a small file) says little about byte frequencies,
+// and counting it would cost as much as scanning it: it borrows the
+// histogram of an earlier input of this scanner, if there is one. Which
+// bytes the search stops at only changes its speed, never its counts.
+func (s *Scanner) sampleHistogram(b []byte) *[256]uint32 {
+	if len(b) < sampleBytes {
+		if h := s.hist.Load(); h != nil {
+			return h
+		}
+	}
+	h := histogram(b)
+	if len(b) >= sampleBytes || s.hist.Load() == nil {
+		s.hist.Store(h)
+	}
+	return h
 }
 
 // share returns picks for the one-pass kernel: by, with each literal
@@ -780,12 +898,15 @@ func (s *Scanner) linesFused(c *Counts, b []byte, st *state, set uint32, watchCR
 // cost nothing beyond the kernel's pass.
 //
 // With watchCR it returns false at the first lone carriage return: set
-// holds the carriage return, and the kernel sees every byte.
-func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchCR bool) bool {
+// holds the carriage return, and the kernel sees every byte. With crKernel
+// too, set does not hold it: the kernel marks lone ones only, so that the
+// carriage returns of CRLF breaks cost nothing.
+func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchCR, crKernel bool) bool {
 	var (
 		best  = -1 // the pending line's rule so far
 		at    int  // where it was seen
 		stops int
+		crlfs int // CRLF breaks seen at stops
 	)
 	// feeds accounts for the line feeds marked in lf; the first one ends
 	// the pending line.
@@ -811,8 +932,14 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 		}
 	}
 	whole := len(b) &^ 63
+	chunk := nextChunk
+	if crKernel {
+		// The kernel reads the byte after each chunk.
+		whole = (len(b) - 1) &^ 63
+		chunk = nextChunkCR
+	}
 	for p := 0; p < whole; {
-		nl, off, cand, lf := nextChunk(b[p:whole], set)
+		nl, off, cand, lf := chunk(b[p:whole], set)
 		if nl > 0 {
 			feeds(1) // any line feed before the chunk ends the pending line
 			c.Lines += int64(nl - 1)
@@ -828,6 +955,7 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 			if watchCR && b[base+q] == '\r' {
 				if base+q+1 < len(b) && b[base+q+1] == '\n' {
 					cand &= cand - 1 // a CRLF: its line feed ends the line
+					crlfs++
 					continue
 				}
 				return false
@@ -841,6 +969,9 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 		p = base + 64
 	}
 	for i := whole; i < len(b); i++ {
+		if crKernel && b[i] == '\r' && (i+1 == len(b) || b[i+1] != '\n') {
+			return false
+		}
 		switch b[i] {
 		case '\n':
 			feeds(1)
@@ -860,6 +991,9 @@ func (s *Scanner) linesDirect(c *Counts, b []byte, st *state, set uint32, watchC
 	// A stop every 16 bytes costs more than finding each line's bounds:
 	// the next blocks go line by line (see linesFused).
 	st.dense = stops > 64+len(b)/16
+	if crlfs > 8 {
+		st.crlfBreaks = true
+	}
 	return true
 }
 

@@ -1,0 +1,26 @@
+//go:build !(linux || darwin || freebsd)
+
+package analyzelogs
+
+import (
+	"os"
+
+	"github.com/flowrun/flow/internal/regular"
+)
+
+// logFile is an open log and its size at open.
+type logFile struct {
+	*os.File
+	size int64
+}
+
+// openLog opens the log an item names, refusing what is not a regular
+// file: a FIFO or a device picked up by a glob must fail its item, not
+// block the open past every timeout.
+func openLog(path string) (*logFile, error) {
+	f, fi, err := regular.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &logFile{File: f, size: fi.Size()}, nil
+}
