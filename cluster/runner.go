@@ -51,7 +51,7 @@ func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	st, err := ensure(ctx, js, s)
+	st, err := ensure(ctx, nc, js, s)
 	if err != nil {
 		return nil, err
 	}

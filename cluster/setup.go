@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,6 +41,11 @@ type Settings struct {
 	// class "connection", which the stage's retry and on_error then
 	// handle: a run never hangs on a server that is gone.
 	Unreachable time.Duration
+	// Replicas is how many copies JetStream keeps of the streams and
+	// buckets flow creates. 0 decides: 3 on a cluster of three or more
+	// servers (one node may die and nothing is lost), 1 on a single
+	// server; a stream that exists keeps the replicas it has.
+	Replicas int
 }
 
 func (s *Settings) defaults() {
@@ -79,13 +86,25 @@ type store struct {
 	workers jetstream.KeyValue
 }
 
-func ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*store, error) {
+func ensure(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, s Settings) (*store, error) {
 	st := &store{js: js}
+	auto := clusterReplicas(nc)
+	replicas := func(stream string) int {
+		if s.Replicas > 0 {
+			return s.Replicas
+		}
+		// Never scale down what exists: a client that has not yet heard
+		// of every node of the cluster must not undo its replication.
+		if str, err := js.Stream(ctx, stream); err == nil {
+			return max(str.CachedInfo().Config.Replicas, 1)
+		}
+		return auto
+	}
 	var err error
 	st.work, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: workStream, Subjects: []string{"flow.work.>"},
 		Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
-		MaxBytes: s.MaxWorkBytes, MaxAge: 7 * 24 * time.Hour,
+		MaxBytes: s.MaxWorkBytes, MaxAge: 7 * 24 * time.Hour, Replicas: replicas(workStream),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("the work stream %s: %w", workStream, err)
@@ -93,7 +112,7 @@ func ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*store, er
 	if _, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: resultsStream, Subjects: []string{"flow.results.>"},
 		Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
-		MaxAge: 24 * time.Hour, Duplicates: 10 * time.Minute,
+		MaxAge: resultsMaxAge, Duplicates: 10 * time.Minute, Replicas: replicas(resultsStream),
 	}); err != nil {
 		return nil, fmt.Errorf("the results stream %s: %w", resultsStream, err)
 	}
@@ -113,7 +132,7 @@ func ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*store, er
 		return nil, fmt.Errorf("the work consumer %s: %w", workConsumer, err)
 	}
 	kv := func(name string, ttl time.Duration) (jetstream.KeyValue, error) {
-		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl, History: 1})
+		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl, History: 1, Replicas: replicas("KV_" + name)})
 		if err != nil {
 			return nil, fmt.Errorf("the key-value bucket %s: %w", name, err)
 		}
@@ -129,6 +148,37 @@ func ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*store, er
 		return nil, err
 	}
 	return st, nil
+}
+
+// resultsMaxAge is how long answers stay in FLOW_RESULTS: the time a run
+// whose parent died has to be resumed (flow run --resume) without running
+// again what its workers finished.
+const resultsMaxAge = 24 * time.Hour
+
+// clusterReplicas is the replication the servers nc reaches allow: 3 when
+// they form a cluster of at least three (the URLs given and those the
+// servers announce), else 1.
+func clusterReplicas(nc *nats.Conn) int {
+	if nc == nil || nc.ConnectedClusterName() == "" {
+		return 1
+	}
+	seen := map[string]bool{}
+	for _, u := range nc.Servers() {
+		if pu, err := url.Parse(u); err == nil {
+			seen[pu.Port()+"@"+canonicalHost(pu.Hostname())] = true
+		}
+	}
+	if len(seen) >= 3 {
+		return 3
+	}
+	return 1
+}
+
+func canonicalHost(h string) string {
+	if h == "localhost" {
+		return "127.0.0.1"
+	}
+	return h
 }
 
 // consumerSettings reads the settings in force from the work consumer.

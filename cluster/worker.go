@@ -78,7 +78,7 @@ func NewWorker(ctx context.Context, nc *nats.Conn, cfg WorkerConfig) (*Worker, e
 	if err != nil {
 		return nil, err
 	}
-	st, err := ensure(ctx, js, cfg.Settings)
+	st, err := ensure(ctx, nc, js, cfg.Settings)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,180 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flowrun/flow/report"
+)
+
+// natsNode is one server of a test's NATS cluster: a real nats-server
+// process started from a configuration file like the one docs/cluster.md
+// shows.
+type natsNode struct {
+	name string
+	url  string
+	conf string
+	cmd  *exec.Cmd
+}
+
+// freeAddr is a loopback address nothing listens on (yet).
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// natsCluster starts n nats-server processes routed into one JetStream
+// cluster on loopback, and waits until JetStream answers.
+func natsCluster(t *testing.T, n int) ([]*natsNode, string) {
+	t.Helper()
+	bin := natsServerBinary(t)
+	dir := t.TempDir()
+	routes := make([]string, n)
+	clients := make([]string, n)
+	clusterAddrs := make([]string, n)
+	for i := range n {
+		clients[i], clusterAddrs[i] = freeAddr(t), freeAddr(t)
+		routes[i] = "nats://" + clusterAddrs[i]
+	}
+	nodes := make([]*natsNode, n)
+	for i := range n {
+		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), url: "nats://" + clients[i]}
+		nd.conf = filepath.Join(dir, nd.name+".conf")
+		// The configuration docs/cluster.md shows, on loopback and
+		// without authentication.
+		conf := fmt.Sprintf(`server_name: %s
+listen: %s
+jetstream { store_dir: "%s" }
+cluster {
+  name: flow
+  listen: %s
+  routes: [%s]
+}
+`, nd.name, clients[i], filepath.Join(dir, nd.name), clusterAddrs[i], strings.Join(routes, ", "))
+		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		nd.cmd = exec.Command(bin, "-c", nd.conf)
+		if err := nd.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = nd
+	}
+	t.Cleanup(func() {
+		for _, nd := range nodes {
+			nd.cmd.Process.Kill()
+			nd.cmd.Wait()
+		}
+	})
+	urls := strings.Join(func() []string {
+		var u []string
+		for _, nd := range nodes {
+			u = append(u, nd.url)
+		}
+		return u
+	}(), ",")
+	// JetStream answers once the cluster has elected its meta leader.
+	nc, err := nats.Connect(urls, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if i > 120 {
+			t.Fatalf("the NATS cluster's JetStream did not come up: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return nodes, urls
+}
+
+// streamLeader names the server leading stream name.
+func streamLeader(t testing.TB, urls, name string) (string, int) {
+	t.Helper()
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := s.CachedInfo()
+	if info.Cluster == nil {
+		return "", info.Config.Replicas
+	}
+	return info.Cluster.Leader, info.Config.Replicas
+}
+
+// One node of a 3-node JetStream cluster (the leader of the work stream)
+// is SIGKILLed mid-run: the streams have three replicas, the run and its
+// worker processes reconnect to the other nodes, and every item comes
+// out once.
+func TestClusterThreeNodesOneKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server and runs three")
+	}
+	nodes, urls := natsCluster(t, 3)
+	startProc(t, urls, "a", 4, false)
+	startProc(t, urls, "b", 4, false)
+	for _, s := range []string{workStream, resultsStream, "KV_" + runsBucket} {
+		if _, r := streamLeader(t, urls, s); r != 3 {
+			t.Fatalf("stream %s has %d replicas on a cluster of three, want 3", s, r)
+		}
+	}
+	killed := make(chan string, 1)
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		leader, _ := streamLeader(t, urls, workStream)
+		for _, nd := range nodes {
+			if nd.name == leader {
+				nd.cmd.Process.Kill()
+				killed <- leader
+				return
+			}
+		}
+		killed <- ""
+	}()
+	rep, out := runClusterOn(t, Conn{URL: urls}, slowPipeline, nil)
+	if who := <-killed; who == "" {
+		t.Fatal("no node killed: the work stream had no leader")
+	} else {
+		t.Logf("killed %s, the work stream's leader, mid-run", who)
+	}
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	got := sortedUnique(t, out)
+	if len(got) != 24 || got[0] != 1 || got[23] != 24 {
+		t.Fatalf("items out: %v", got)
+	}
+	if calc := rep.Stages[1]; calc.Succeeded != 24 || calc.In != 24 {
+		t.Errorf("calc %+v", *calc)
+	}
+}
