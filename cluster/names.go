@@ -19,6 +19,11 @@ const (
 	hdrBatch    = "Flow-Batch"
 	hdrWorker   = "Flow-Worker"
 	hdrDelivery = "Flow-Delivery"
+	// hdrItems, on a results message, is where the items it answers start
+	// in its data (after the results): what a resumed run matches them by.
+	hdrItems = "Flow-Items"
+	// hdrHello, on a results message, is the digest of the stage's hello.
+	hdrHello = "Flow-Hello"
 )
 
 func workSubject(run string, stage int) string { return "flow.work." + run + "." + strconv.Itoa(stage) }

@@ -42,10 +42,19 @@ type Client struct {
 	advSub  *nats.Subscription
 	closed  atomic.Bool
 	xfer    runFiles // the bucket of transfer: true stages (transfer.go)
+
+	// answers are earlier runs' successes (RunOptions.Resume), by
+	// answerKey; read-only once the client is made.
+	answers map[string]answer
 }
 
 // NewClient makes the run's client on nc.
 func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) {
+	return NewClientFor(ctx, nc, s, RunOptions{})
+}
+
+// NewClientFor makes the client of the run o names, taking up o.Resume.
+func NewClientFor(ctx context.Context, nc *nats.Conn, s Settings, o RunOptions) (*Client, error) {
 	s.defaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -55,7 +64,11 @@ func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nc: nc, js: js, st: st, run: newRunID(), settings: s, runners: map[int]*Runner{},
+	run := o.ID
+	if run == "" {
+		run = newRunID()
+	}
+	c := &Client{nc: nc, js: js, st: st, run: run, settings: s, runners: map[int]*Runner{},
 		bySeq: map[uint64]*batch{}, stop: make(chan struct{})}
 	_, c.maxDel = st.consumerSettings(ctx)
 	if _, err := st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
@@ -63,6 +76,10 @@ func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) 
 	}
 	c.wg.Add(1)
 	go c.keepAlive()
+	if err := c.adopt(o.Resume); err != nil {
+		c.Close()
+		return nil, err
+	}
 	cons, err := js.OrderedConsumer(ctx, resultsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{resultsFilter(c.run)}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -105,7 +122,8 @@ func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
 		return nil, fmt.Errorf("stage %q: giving the pipeline to workers: %w", sr.Stage.Name, err)
 	}
 	r := &Runner{c: c, stage: idx, name: sr.Stage.Name, queue: taskq.New[*batch](), sent: map[uint64]*task{},
-		inFlight: sr.Workers, done: make(chan struct{}), subject: workSubject(c.run, idx)}
+		inFlight: sr.Workers, done: make(chan struct{}), subject: workSubject(c.run, idx),
+		hello: helloDigest(body), answers: c.answers}
 	if r.labels = labelKey(sr.Stage.Labels); r.labels != "" {
 		if err := ensureLabelConsumer(ctx, c.st, r.labels); err != nil {
 			return nil, fmt.Errorf("stage %q: %w", sr.Stage.Name, err)
@@ -242,7 +260,8 @@ func (c *Client) Close() error {
 // a redelivered batch answered twice) are ignored: each item is settled once.
 func (c *Client) onResults(m jetstream.Msg) {
 	defer m.Ack()
-	idx, err := strconv.Atoi(m.Headers().Get(hdrStage))
+	h := m.Headers()
+	idx, err := strconv.Atoi(h.Get(hdrStage))
 	if err != nil {
 		return
 	}
@@ -252,7 +271,11 @@ func (c *Client) onResults(m jetstream.Msg) {
 	if r == nil {
 		return
 	}
-	msg, err := protocol.ParseBody(m.Data())
+	data := m.Data()
+	if off, err := strconv.Atoi(h.Get(hdrItems)); err == nil && off >= 0 && off <= len(data) {
+		data = data[:off] // the items answered follow, for a resumed run
+	}
+	msg, err := protocol.ParseBody(data)
 	if err != nil {
 		return
 	}
@@ -260,8 +283,8 @@ func (c *Client) onResults(m jetstream.Msg) {
 	if !ok {
 		return
 	}
-	delivery, _ := strconv.Atoi(m.Headers().Get(hdrDelivery))
-	r.settle(res, m.Headers().Get(hdrWorker), delivery)
+	delivery, _ := strconv.Atoi(h.Get(hdrDelivery))
+	r.settle(res, h.Get(hdrWorker), delivery)
 }
 
 // onMaxDeliveries handles a batch that reached MaxDeliver without an
@@ -316,6 +339,11 @@ type Runner struct {
 	cancelMu sync.Mutex
 	cancels  []uint64
 
+	// hello is the digest of the stage's hello; answers, earlier runs'
+	// successes (shared, read-only).
+	hello   string
+	answers map[string]answer
+
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -362,6 +390,15 @@ func (r *Runner) do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 	raw, err := protocol.AppendValue(nil, in.Item)
 	if err != nil {
 		return nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker: %w", err))
+	}
+	if a, ok := r.answers[answerKey(r.hello, in.Index, raw)]; ok {
+		if v, err := a.value(); err == nil {
+			// A worker of the run this one takes up computed it.
+			if at != nil {
+				at.Cached, at.Worker = true, a.worker
+			}
+			return v, nil
+		}
 	}
 	t := taskq.NewTask[*batch](r.nextID.Add(1), in, raw)
 	if err := r.queue.Push(t); err != nil {

@@ -48,6 +48,8 @@ type Worker struct {
 	alive   map[string]time.Time
 	running map[string]map[uint64]context.CancelFunc // run -> item -> cancel
 	dropped map[string]map[uint64]bool               // cancelled before they started
+	gone    map[string]bool                          // runs taken up by another (flow.drain)
+	batches map[string]int                           // batches running, by run
 	busy    int
 	done    int64
 
@@ -56,9 +58,10 @@ type Worker struct {
 
 // hosted is a stage built in this worker, or why it could not be.
 type hosted struct {
-	step steps.Built
-	err  error
-	used time.Time
+	step  steps.Built
+	err   error
+	used  time.Time
+	hello string // digest of the hello, on every answer
 }
 
 // NewWorker connects a worker to the cluster's streams on nc.
@@ -83,7 +86,8 @@ func NewWorker(ctx context.Context, nc *nats.Conn, cfg WorkerConfig) (*Worker, e
 		return nil, err
 	}
 	w := &Worker{cfg: cfg, nc: nc, st: st, stages: map[string]*hosted{}, alive: map[string]time.Time{},
-		running: map[string]map[uint64]context.CancelFunc{}, dropped: map[string]map[uint64]bool{}}
+		running: map[string]map[uint64]context.CancelFunc{}, dropped: map[string]map[uint64]bool{},
+		gone: map[string]bool{}, batches: map[string]int{}}
 	w.ackWait, _ = st.consumerSettings(ctx)
 	return w, nil
 }
@@ -96,6 +100,11 @@ func (w *Worker) Serve(ctx context.Context) error {
 		return err
 	}
 	defer sub.Unsubscribe()
+	dsub, err := w.nc.Subscribe("flow.drain.*", w.onDrain)
+	if err != nil {
+		return err
+	}
+	defer dsub.Unsubscribe()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); w.announce(ctx) }()
@@ -202,6 +211,23 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.TermWithReason("the run is gone")
 		return
 	}
+	// Counted before the check, under one lock with it, so that a drain
+	// either stops this batch or waits for it.
+	w.mu.Lock()
+	if w.gone[run] {
+		w.mu.Unlock()
+		_ = m.TermWithReason("the run was taken up by another")
+		return
+	}
+	w.batches[run]++
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		if w.batches[run]--; w.batches[run] <= 0 {
+			delete(w.batches, run)
+		}
+		w.mu.Unlock()
+	}()
 	h := w.stageFor(ctx, run, stage)
 	msg, err := protocol.ParseBody(m.Data())
 	items, ok := msg.(*protocol.Items)
@@ -236,13 +262,17 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	}()
 	redelivered := md.NumDelivered > 1
 	var out protocol.Results
-	start := time.Now()
-	for _, it := range *items {
+	start, first, taken := time.Now(), 0, false
+	for i, it := range *items {
 		if ctx.Err() != nil {
 			// Stopping: the batch goes to another worker, after a pause
 			// (a negative ack without one would come straight back).
 			_ = m.NakWithDelay(time.Second)
 			return
+		}
+		if w.isGone(run) {
+			taken = true
+			break
 		}
 		var res protocol.Result
 		switch {
@@ -257,17 +287,22 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 		out.Results = append(out.Results, res)
 		if redelivered {
 			out.Busy = time.Since(start)
-			if w.answer(ctx, m, run, stage, &out, md.NumDelivered) != nil {
+			if w.answer(ctx, m, run, stage, h.hello, &out, (*items)[first:i+1], len(*items) == 1, md.NumDelivered) != nil {
 				return
 			}
-			out.Results, start = out.Results[:0], time.Now()
+			out.Results, start, first = out.Results[:0], time.Now(), i+1
 		}
 	}
 	if len(out.Results) > 0 {
 		out.Busy = time.Since(start)
-		if w.answer(ctx, m, run, stage, &out, md.NumDelivered) != nil {
+		if w.answer(ctx, m, run, stage, h.hello, &out, (*items)[first:first+len(out.Results)], first == 0 && len(out.Results) == len(*items), md.NumDelivered) != nil {
 			return
 		}
+	}
+	if taken {
+		// The run taking this one up computes the rest.
+		_ = m.TermWithReason("the run was taken up by another")
+		return
 	}
 	// The answers are in the results stream (acknowledged) before the
 	// batch leaves the work stream: a death in between, or an ack lost on
@@ -276,15 +311,28 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	_ = m.Ack()
 }
 
-func (w *Worker) answer(ctx context.Context, m jetstream.Msg, run string, stage int, res *protocol.Results, delivery uint64) error {
+// answer publishes the results of items, followed by the items themselves
+// (the batch's own bytes when it is answered whole), so that a run taking
+// this one up can match them to its own items.
+func (w *Worker) answer(ctx context.Context, m jetstream.Msg, run string, stage int, hello string, res *protocol.Results, items protocol.Items, whole bool, delivery uint64) error {
 	body, err := protocol.AppendBody(nil, res)
 	if err != nil {
+		return err
+	}
+	off := len(body)
+	if whole {
+		body = append(body, m.Data()...)
+	} else if body, err = protocol.AppendBody(body, &items); err != nil {
 		return err
 	}
 	msg := nats.NewMsg(resultsSubject(run, stage))
 	msg.Header.Set(hdrStage, strconv.Itoa(stage))
 	msg.Header.Set(hdrWorker, w.cfg.Name)
 	msg.Header.Set(hdrDelivery, strconv.FormatUint(delivery, 10))
+	msg.Header.Set(hdrItems, strconv.Itoa(off))
+	if hello != "" {
+		msg.Header.Set(hdrHello, hello)
+	}
 	msg.Data = body
 	id := fmt.Sprintf("%s.%d.%s.%d.%d", run, stage, m.Headers().Get(hdrBatch), delivery, res.Results[0].ID)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -318,6 +366,12 @@ func (w *Worker) do(ctx context.Context, run string, s steps.Step, it protocol.I
 		}
 	}
 	return s.Do(ictx, steps.Input{Index: it.Index, Item: val})
+}
+
+func (w *Worker) isGone(run string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.gone[run]
 }
 
 // take reports whether item id of run was cancelled before it started.
@@ -419,6 +473,7 @@ func (w *Worker) stageFor(ctx context.Context, run string, stage int) *hosted {
 			h.err = fmt.Errorf("worker %s: the stage's hello does not decode", w.cfg.Name)
 			break
 		}
+		h.hello = helloDigest(entry.Value())
 		h.step, h.err = stagehost.Build(hello, w.cfg.Registry, w.cfg.Log)
 		if h.err == nil {
 			h.step, h.err = w.transferring(run, hello, h.step)

@@ -113,7 +113,7 @@ func addClusterFlags(cmd *cobra.Command, f *clusterFlags) {
 // pipeline has such stages (or --nats/--serve ask for a cluster): through
 // --nats, or on an embedded server with in-process workers, so that a
 // pipeline written for a cluster runs on a laptop as it is.
-func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer) (engine.Runners, func(), error) {
+func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, run cluster.RunOptions, stderr io.Writer) (engine.Runners, func(), error) {
 	uses := false
 	for _, s := range p.Stages {
 		uses = uses || s.Mode == spec.ModeCluster
@@ -172,7 +172,7 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, stderr io.Writer)
 	settings := cluster.Settings{AckWait: f.nats.ackWait, TransferMaxFile: int64(f.xfer.maxFile), TransferMaxItem: int64(f.xfer.maxItem)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client, err := cluster.NewClient(ctx, nc, settings)
+	client, err := cluster.NewClientFor(ctx, nc, settings, run)
 	if err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("setting up the cluster on NATS: %w", err)

@@ -10,8 +10,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowrun/flow/cache"
+	"github.com/flowrun/flow/cluster"
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/report"
 	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/store"
 )
 
 // resumeFlags: --resume reuses stored successes; --cache-store nats shares
@@ -45,6 +48,42 @@ func (f resumeFlags) check(nf natsFlags) error {
 	return nil
 }
 
+var errResumeNeedsState = &exitError{code: ExitInvalid, msg: "--resume needs the state database, where earlier results are kept: drop --no-state, or name one with --state DIR; nothing was run"}
+
+// clusterRun names this run in the cluster after its record in the state
+// database and, with --resume, lists the earlier runs of the same pipeline
+// whose workers' answers are still in FLOW_RESULTS: those that did not
+// succeed (a parent killed stays "running"), newest first, back to the
+// last that succeeded, within the day the stream keeps answers.
+func (a *app) clusterRun(h *history, file string, f resumeFlags) cluster.RunOptions {
+	var o cluster.RunOptions
+	if h == nil || h.id == "" {
+		return o
+	}
+	o.ID = cluster.RunIDFor(h.id)
+	if !f.resume && !f.resumeFailed {
+		return o
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return o
+	}
+	runs, err := h.db.Runs(context.Background(), store.RunFilter{File: abs, Limit: 20})
+	if err != nil {
+		return o
+	}
+	for _, r := range runs {
+		if r.ID == h.id {
+			continue
+		}
+		if r.Status == string(report.StatusSucceeded) || time.Since(r.Start) > 24*time.Hour {
+			break
+		}
+		o.Resume = append(o.Resume, cluster.RunIDFor(r.ID))
+	}
+	return o
+}
+
 // cachedRunners wraps every mode's runner factory with the result cache
 // of the state database (and the shared one of --cache-store nats).
 // Without a database nothing is cached, and --resume is refused before
@@ -58,7 +97,7 @@ func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.
 	}
 	if h == nil {
 		if resume {
-			return nil, nil, &exitError{code: ExitInvalid, msg: "--resume needs the state database, where earlier results are kept: drop --no-state, or name one with --state DIR; nothing was run"}
+			return nil, nil, errResumeNeedsState
 		}
 		return rs, noop, nil
 	}

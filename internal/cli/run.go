@@ -280,19 +280,27 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 	// What steps and worker processes write to stderr (a warning or a
 	// worker's panic message, say) may quote an item built from a secret.
 	runStderr := red.Writer(stderr)
-	rs, closeCluster, err := a.clusterRunners(p, f.resume.forCluster(f.cluster, p), runStderr)
+	if hist == nil && (f.resume.resume || f.resume.resumeFailed) {
+		out.close()
+		return errResumeNeedsState
+	}
+	// Recorded before the cluster is set up: the cluster names the run
+	// after its record, where a later --resume finds it.
+	hist.start(file, p)
+	rs, closeCluster, err := a.clusterRunners(p, f.resume.forCluster(f.cluster, p), a.clusterRun(hist, file, f.resume), runStderr)
 	if err != nil {
 		out.close()
+		hist.finish(nil, ExitFailed, err)
 		return err
 	}
 	defer closeCluster()
 	rs, closeCache, err := a.cachedRunners(rs, hist, file, p, f.resume, f.cluster.nats, runStderr)
 	if err != nil {
 		out.close()
+		hist.finish(nil, ExitFailed, err)
 		return err
 	}
 	defer closeCache()
-	hist.start(file, p)
 
 	rep, runErr := runEngine(ctx, p, engine.Options{
 		Registry: a.reg,
