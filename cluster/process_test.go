@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +28,10 @@ import (
 // The test binary is also a worker process: with testWorkerEnv set to a
 // NATS URL it serves until SIGTERM, as `flow worker` does.
 const testWorkerEnv = "FLOW_CLUSTER_TEST_WORKER"
+
+// testProfileEnv, set to a path prefix, makes each worker process write a
+// CPU profile there (PREFIX.NAME).
+const testProfileEnv = "FLOW_CLUSTER_TEST_CPUPROFILE"
 
 func TestMain(m *testing.M) {
 	if url := os.Getenv(testWorkerEnv); url != "" {
@@ -50,6 +55,15 @@ func workerMain(url string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if path := os.Getenv(testProfileEnv); path != "" {
+		// Benchmarks profile their worker processes: one file each,
+		// written when the worker is stopped with SIGTERM.
+		f, err := os.Create(path + "." + os.Getenv("FLOW_CLUSTER_TEST_NAME"))
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
 	fmt.Println("ready")
 	w.Serve(ctx)
@@ -82,6 +96,14 @@ func startProc(t testing.TB, url, name string, slots int, keep bool) *workerProc
 			c := w.cmd
 			w.mu.Unlock()
 			c.Process.Signal(syscall.SIGCONT)
+			if os.Getenv(testProfileEnv) != "" {
+				c.Process.Signal(syscall.SIGTERM) // writes the profile
+				select {
+				case <-w.done:
+					return
+				case <-time.After(3 * time.Second):
+				}
+			}
 			c.Process.Kill()
 			select {
 			case <-w.done:
