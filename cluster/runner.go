@@ -219,9 +219,9 @@ func (c *Client) unreachable() error {
 func (r *Runner) failSent(err error) {
 	r.mu.Lock()
 	var out []*task
-	for id, t := range r.sent {
+	for _, t := range r.sent {
 		out = append(out, t)
-		delete(r.sent, id)
+		r.unsend(t)
 	}
 	r.mu.Unlock()
 	for _, t := range out {
@@ -360,6 +360,7 @@ type batch struct {
 	tasks    []*task
 	worker   string
 	delivery int
+	open     int // tasks still in Runner.sent (guarded by Runner.mu)
 }
 
 var (
@@ -391,7 +392,9 @@ func (r *Runner) do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 	if err != nil {
 		return nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker: %w", err))
 	}
-	if a, ok := r.answers[answerKey(r.hello, in.Index, raw)]; ok {
+	if len(r.answers) == 0 {
+		// A new run: nothing to take up (and no key to build per item).
+	} else if a, ok := r.answers[answerKey(r.hello, in.Index, raw)]; ok {
 		if v, err := a.value(); err == nil {
 			// A worker of the run this one takes up computed it.
 			if at != nil {
@@ -427,7 +430,7 @@ func (r *Runner) abandon(t *task, ctx context.Context) (any, error) {
 		case taskq.Sent:
 			if t.State.CompareAndSwap(taskq.Sent, taskq.Abandoned) {
 				r.mu.Lock()
-				delete(r.sent, t.ID)
+				r.unsend(t)
 				r.mu.Unlock()
 				r.cancel(t.ID)
 				return nil, fmt.Errorf("withdrawn from the cluster worker running it: %w", ctx.Err())
@@ -528,6 +531,7 @@ func (r *Runner) send(b *batch) error {
 		items[i] = protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw}
 		r.sent[t.ID] = t
 	}
+	b.open = len(b.tasks)
 	r.mu.Unlock()
 	body, err := protocol.AppendBody(nil, &items)
 	if err != nil {
@@ -549,7 +553,10 @@ func (r *Runner) send(b *batch) error {
 			// the batch only if some of it is still out.
 			r.c.mu.Lock()
 			b.seq = ack.Sequence
-			if !r.allSettled(b) {
+			r.mu.Lock()
+			open := b.open > 0
+			r.mu.Unlock()
+			if open {
 				r.c.bySeq[ack.Sequence] = b
 				r.outstanding.Add(1)
 			}
@@ -580,28 +587,39 @@ func (r *Runner) settle(res *protocol.Results, worker string, delivery int) {
 			r.avgNS.Store((old*7 + per) / 8)
 		}
 	}
+	// One lock for the whole message: it answers up to a few hundred items.
+	tasks := make([]*task, len(res.Results))
+	var done []*batch
+	r.mu.Lock()
 	for i := range res.Results {
-		a := &res.Results[i]
-		r.mu.Lock()
-		t := r.sent[a.ID]
-		delete(r.sent, a.ID)
-		if t != nil && t.Holder != nil {
-			t.Holder.worker, t.Holder.delivery = worker, delivery
-		}
-		r.mu.Unlock()
+		t := r.sent[res.Results[i].ID]
 		if t == nil {
 			continue // settled already: a late or repeated answer
 		}
-		if b := t.Holder; b != nil {
-			if r.allSettled(b) {
-				r.c.mu.Lock()
-				if r.c.bySeq[b.seq] == b {
-					delete(r.c.bySeq, b.seq)
-					r.outstanding.Add(-1)
-				}
-				r.c.mu.Unlock()
+		tasks[i] = t
+		if r.unsend(t) {
+			done = append(done, t.Holder)
+		}
+		if t.Holder != nil {
+			t.Holder.worker, t.Holder.delivery = worker, delivery
+		}
+	}
+	r.mu.Unlock()
+	if len(done) > 0 {
+		r.c.mu.Lock()
+		for _, b := range done {
+			if r.c.bySeq[b.seq] == b {
+				delete(r.c.bySeq, b.seq)
+				r.outstanding.Add(-1)
 			}
 		}
+		r.c.mu.Unlock()
+	}
+	for i, t := range tasks {
+		if t == nil {
+			continue
+		}
+		a := &res.Results[i]
 		if a.Err != nil {
 			t.Finish(taskq.Sent, nil, stagehost.ErrorOf(a.Err))
 			continue
@@ -619,15 +637,16 @@ func (r *Runner) settle(res *protocol.Results, worker string, delivery int) {
 	}
 }
 
-func (r *Runner) allSettled(b *batch) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, t := range b.tasks {
-		if r.sent[t.ID] == t {
-			return false
-		}
+// unsend takes t out of the published and unsettled (r.mu held), and
+// reports whether that was the last of its batch: counted, since looking
+// over the batch for each answer would cost its length per item.
+func (r *Runner) unsend(t *task) (last bool) {
+	delete(r.sent, t.ID)
+	if b := t.Holder; b != nil {
+		b.open--
+		return b.open == 0
 	}
-	return true
+	return false
 }
 
 // poisoned settles a batch that reached MaxDeliver: the first unanswered
@@ -637,7 +656,7 @@ func (r *Runner) poisoned(b *batch, deliveries int) {
 	r.mu.Lock()
 	for _, t := range b.tasks {
 		if r.sent[t.ID] == t {
-			delete(r.sent, t.ID)
+			r.unsend(t)
 			open = append(open, t)
 		}
 	}
