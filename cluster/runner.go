@@ -156,7 +156,12 @@ func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
 }
 
 const (
-	inFlightPerWorker = 64
+	// inFlightPerWorker: items in flight per `workers:` of a stage without
+	// a timeout. Each is a goroutine of the engine waiting in Do; more of
+	// them cost more than they bring (every GC scans their stacks): 24
+	// keeps six full batches out at the default 64 workers, and used 15%
+	// less CPU than 64 for trivial items (A/B, BenchmarkClusterTrivial).
+	inFlightPerWorker = 24
 	maxBatch          = 256
 	// batchWork is about how much work one message should carry: cheap
 	// items go by the hundred, slow ones alone, so that they spread over
