@@ -26,8 +26,14 @@ import (
 // natsFlags say how to reach NATS; `flow run`, `flow worker` and `flow
 // workers` share them.
 type natsFlags struct {
-	conn    cluster.Conn
-	ackWait time.Duration
+	conn     cluster.Conn
+	ackWait  time.Duration
+	replicas int
+}
+
+// settings are the cluster settings the flags give.
+func (f *natsFlags) settings() cluster.Settings {
+	return cluster.Settings{AckWait: f.ackWait, Replicas: f.replicas}
 }
 
 func addNATSFlags(fl *pflag.FlagSet, f *natsFlags) {
@@ -38,6 +44,7 @@ func addNATSFlags(fl *pflag.FlagSet, f *natsFlags) {
 	fl.StringVar(&f.conn.CAFile, "nats-ca", "", "CA certificate `FILE` that signed the NATS server's (TLS)")
 	fl.StringVar(&f.conn.CertFile, "nats-cert", "", "client certificate `FILE` for mutual TLS")
 	fl.StringVar(&f.conn.KeyFile, "nats-key", "", "client key `FILE` for mutual TLS")
+	fl.IntVar(&f.replicas, "nats-replicas", 0, "copies JetStream keeps of the streams and buckets flow creates (0: 3 on a cluster of three or more servers, else 1; streams that exist keep theirs)")
 	fl.DurationVar(&f.ackWait, "ack-wait", 30*time.Second, "how long a batch a worker took may go without a sign of life before another worker gets it (set by the first run or worker to create the work consumer)")
 }
 
@@ -169,7 +176,8 @@ func (a *app) clusterRunners(p *spec.Pipeline, f clusterFlags, run cluster.RunOp
 		return nil, nil, err
 	}
 	stops = append(stops, nc.Close)
-	settings := cluster.Settings{AckWait: f.nats.ackWait, TransferMaxFile: int64(f.xfer.maxFile), TransferMaxItem: int64(f.xfer.maxItem)}
+	settings := f.nats.settings()
+	settings.TransferMaxFile, settings.TransferMaxItem = int64(f.xfer.maxFile), int64(f.xfer.maxItem)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client, err := cluster.NewClientFor(ctx, nc, settings, run)
@@ -261,8 +269,10 @@ Workers never print items or variables.`,
 				<-sigs
 				os.Exit(130)
 			}()
+			ws := nf.settings()
+			ws.TransferMaxFile, ws.TransferMaxItem = int64(xf.maxFile), int64(xf.maxItem)
 			w, err := cluster.NewWorker(ctx, nc, cluster.WorkerConfig{Name: name, Slots: slots, Labels: labels,
-				Registry: a.reg, Settings: cluster.Settings{AckWait: nf.ackWait, TransferMaxFile: int64(xf.maxFile), TransferMaxItem: int64(xf.maxItem)}, Log: a.stderr})
+				Registry: a.reg, Settings: ws, Log: a.stderr})
 			if err != nil {
 				return &exitError{code: ExitFailed, msg: err.Error()}
 			}
