@@ -14,15 +14,25 @@ import (
 
 // BenchmarkClusterTrivial: trivial items through a mode: cluster stage,
 // two worker processes of 2 slots over loopback TCP: the cost of the
-// cluster itself.
-func BenchmarkClusterTrivial(b *testing.B) {
+// cluster itself. The run is in the server's process.
+func BenchmarkClusterTrivial(b *testing.B) { benchTrivial(b, false) }
+
+// BenchmarkClusterTrivialTCP: the same, with the run connected over TCP
+// too, as `flow run --nats` is.
+func BenchmarkClusterTrivialTCP(b *testing.B) { benchTrivial(b, true) }
+
+func benchTrivial(b *testing.B, tcp bool) {
 	srv := startServer(b, "127.0.0.1:0")
 	startProc(b, srv.ClientURL(), "a", 2, false)
 	startProc(b, srv.ClientURL(), "b", 2, false)
+	conn := Conn{Embedded: srv}
+	if tcp {
+		conn = Conn{URL: srv.ClientURL()}
+	}
 	n := max(b.N, 1000)
 	b.ResetTimer()
 	start := time.Now()
-	rep, _ := runCluster(b, srv, fmt.Sprintf(`version: 1
+	rep, _ := runClusterOn(b, conn, fmt.Sprintf(`version: 1
 stages:
   - {name: src, source: {range: {from: 1, to: %d}}}
   - {name: calc, step: compute, mode: cluster, with: {value: "${ item + 1 }"}}
