@@ -168,7 +168,8 @@ func TestClusterThreeNodesOneKilled(t *testing.T) {
 		t.Logf("killed %s, the work stream's leader, mid-run", who)
 	}
 	if rep.Status != report.StatusSucceeded {
-		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+		jsState(t, urls)
+		t.Fatalf("status %s: %s; calc %+v", rep.Status, rep.Reason, *rep.Stages[1])
 	}
 	got := sortedUnique(t, out)
 	if len(got) != 24 || got[0] != 1 || got[23] != 24 {
@@ -176,5 +177,33 @@ func TestClusterThreeNodesOneKilled(t *testing.T) {
 	}
 	if calc := rep.Stages[1]; calc.Succeeded != 24 || calc.In != 24 {
 		t.Errorf("calc %+v", *calc)
+	}
+}
+
+// jsState logs what JetStream holds, for a failure's diagnosis.
+func jsState(t *testing.T, urls string) {
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		t.Logf("state: %v", err)
+		return
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, name := range []string{workStream, resultsStream} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Logf("stream %s: %v", name, err)
+			continue
+		}
+		i := s.CachedInfo()
+		t.Logf("stream %s: %d msgs, cluster %+v", name, i.State.Msgs, i.Cluster)
+	}
+	if c, err := js.Consumer(ctx, workStream, workConsumer); err != nil {
+		t.Logf("consumer: %v", err)
+	} else {
+		i := c.CachedInfo()
+		t.Logf("consumer: pending %d, ack pending %d, redelivered %d, waiting %d, cluster %+v", i.NumPending, i.NumAckPending, i.NumRedelivered, i.NumWaiting, i.Cluster)
 	}
 }

@@ -35,13 +35,21 @@ type Client struct {
 	runners map[int]*Runner
 	bySeq   map[uint64]*batch // batches in the work stream, for max-delivery advisories
 
-	lostAt  time.Time // when the connection went down (guarded by mu)
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	lostAt time.Time // when the connection went down (guarded by mu)
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	// results reads this run's answers; replaced by watchResults when it
+	// stalls (guarded by resMu). lastSeq and lastAt: the stream sequence
+	// and time of the last answer read.
+	resMu   sync.Mutex
 	results jetstream.ConsumeContext
-	advSub  *nats.Subscription
-	closed  atomic.Bool
-	xfer    runFiles // the bucket of transfer: true stages (transfer.go)
+	lastSeq atomic.Uint64
+	lastAt  atomic.Int64
+	// runRev is the revision of the run's key last written (keepAlive's).
+	runRev uint64
+	advSub *nats.Subscription
+	closed atomic.Bool
+	xfer   runFiles // the bucket of transfer: true stages (transfer.go)
 
 	// answers are earlier runs' successes (RunOptions.Resume), by
 	// answerKey; read-only once the client is made.
@@ -56,7 +64,9 @@ func NewClient(ctx context.Context, nc *nats.Conn, s Settings) (*Client, error) 
 // NewClientFor makes the client of the run o names, taking up o.Resume.
 func NewClientFor(ctx context.Context, nc *nats.Conn, s Settings, o RunOptions) (*Client, error) {
 	s.defaults()
-	js, err := jetstream.New(nc)
+	// Work is published without waiting (Runner.send); a publish that
+	// gets no acknowledgement is sent again after this long.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +81,7 @@ func NewClientFor(ctx context.Context, nc *nats.Conn, s Settings, o RunOptions) 
 	c := &Client{nc: nc, js: js, st: st, run: run, settings: s, runners: map[int]*Runner{},
 		bySeq: map[uint64]*batch{}, stop: make(chan struct{})}
 	_, c.maxDel = st.consumerSettings(ctx)
-	if _, err := st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+	if c.runRev, err = st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
 		return nil, fmt.Errorf("announcing the run: %w", err)
 	}
 	c.wg.Add(1)
@@ -80,13 +90,7 @@ func NewClientFor(ctx context.Context, nc *nats.Conn, s Settings, o RunOptions) 
 		c.Close()
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, resultsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{resultsFilter(c.run)}, DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("reading results: %w", err)
-	}
-	if c.results, err = cons.Consume(c.onResults); err != nil {
+	if err := c.readResults(ctx, 0); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("reading results: %w", err)
 	}
@@ -123,7 +127,7 @@ func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
 	}
 	r := &Runner{c: c, stage: idx, name: sr.Stage.Name, queue: taskq.New[*batch](), sent: map[uint64]*task{},
 		inFlight: sr.Workers, done: make(chan struct{}), subject: workSubject(c.run, idx),
-		hello: helloDigest(body), answers: c.answers}
+		hello: helloDigest(body), answers: c.answers, pubSlots: make(chan struct{}, maxPubs)}
 	if r.labels = labelKey(sr.Stage.Labels); r.labels != "" {
 		if err := ensureLabelConsumer(ctx, c.st, r.labels); err != nil {
 			return nil, fmt.Errorf("stage %q: %w", sr.Stage.Name, err)
@@ -176,7 +180,8 @@ const (
 // unreachable too long fail, so that the run ends instead of waiting.
 func (c *Client) keepAlive() {
 	defer c.wg.Done()
-	t := time.NewTicker(min(c.settings.RunTTL/3, c.settings.Unreachable/4))
+	tick := min(c.settings.RunTTL/3, c.settings.Unreachable/4)
+	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
 		select {
@@ -195,9 +200,8 @@ func (c *Client) keepAlive() {
 				}
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), c.settings.RunTTL/3)
-			_, _ = c.st.runs.Put(ctx, c.run, []byte(time.Now().UTC().Format(time.RFC3339)))
-			cancel()
+			c.refreshRun()
+			c.watchResults(3 * tick)
 		}
 	}
 }
@@ -241,13 +245,15 @@ func (c *Client) Close() error {
 		return nil
 	}
 	close(c.stop)
-	if c.results != nil {
-		c.results.Stop()
-	}
 	if c.advSub != nil {
 		_ = c.advSub.Unsubscribe()
 	}
 	c.wg.Wait()
+	c.resMu.Lock()
+	if c.results != nil {
+		c.results.Stop()
+	}
+	c.resMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c.dropFiles(ctx)
@@ -265,6 +271,7 @@ func (c *Client) Close() error {
 // a redelivered batch answered twice) are ignored: each item is settled once.
 func (c *Client) onResults(m jetstream.Msg) {
 	defer m.Ack()
+	c.sawResult(m)
 	h := m.Headers()
 	idx, err := strconv.Atoi(h.Get(hdrStage))
 	if err != nil {
@@ -335,8 +342,12 @@ type Runner struct {
 	nextB    atomic.Uint64
 	queue    *taskq.Queue[*batch]
 	avgNS    atomic.Int64 // time per item in the workers, smoothed
-	// outstanding counts published batches not yet fully answered.
+	// outstanding counts published batches not yet fully answered; pubs,
+	// those whose publish is not yet acknowledged (at most maxPubs, by
+	// pubSlots).
 	outstanding atomic.Int64
+	pubs        atomic.Int64
+	pubSlots    chan struct{}
 
 	mu   sync.Mutex
 	sent map[uint64]*task // published and unsettled, by item ID
@@ -499,9 +510,7 @@ func (r *Runner) publish() {
 				continue
 			}
 			if err := r.send(b); err != nil {
-				for _, t := range b.tasks {
-					t.Finish(taskq.Sent, nil, &steps.Error{Err: err, Class: "connection"})
-				}
+				r.failBatch(b, err)
 			}
 		}
 	}
@@ -512,12 +521,12 @@ func (r *Runner) publish() {
 // workers would spend their time on messages instead of items. With
 // nothing out, the first items go at once (a slow stage's latency).
 func (r *Runner) linger(want int) {
-	if r.queue.Len() >= want || r.outstanding.Load() == 0 {
+	if r.queue.Len() >= want || r.outstanding.Load()+r.pubs.Load() == 0 {
 		return
 	}
 	deadline := time.NewTimer(lingerMax)
 	defer deadline.Stop()
-	for r.queue.Len() < want && r.outstanding.Load() > 0 {
+	for r.queue.Len() < want && r.outstanding.Load()+r.pubs.Load() > 0 {
 		select {
 		case <-r.done:
 			return
@@ -529,7 +538,56 @@ func (r *Runner) linger(want int) {
 	r.queue.Signal() // the token taken here may stand for items still queued
 }
 
+// maxPubs bounds a stage's batches published and not yet acknowledged by
+// JetStream: publishing waits for no acknowledgement (a round trip to the
+// server's disk per batch would cap the stage), yet a server that stops
+// answering holds up only this many.
+const maxPubs = 16
+
+// send publishes b without waiting for JetStream's acknowledgement; a
+// publish that fails is sent again, waiting, by publishSync.
 func (r *Runner) send(b *batch) error {
+	msg, id, err := r.prepare(b)
+	if err != nil {
+		return err
+	}
+	select {
+	case r.pubSlots <- struct{}{}:
+	case <-r.done:
+		return errClosed
+	}
+	r.pubs.Add(1)
+	f, err := r.c.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
+	if err != nil {
+		<-r.pubSlots
+		r.pubs.Add(-1)
+		return r.publishSync(b, msg, id)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		var ack *jetstream.PubAck
+		select {
+		case ack = <-f.Ok():
+		case <-f.Err():
+		}
+		<-r.pubSlots
+		r.pubs.Add(-1)
+		if ack != nil {
+			r.published(b, ack.Sequence)
+			return
+		}
+		// Sent again under the same message ID: if the first one was
+		// stored after all, JetStream drops this one.
+		if err := r.publishSync(b, msg, id); err != nil {
+			r.failBatch(b, err)
+		}
+	}()
+	return nil
+}
+
+// prepare records b's items as sent and builds its message.
+func (r *Runner) prepare(b *batch) (*nats.Msg, string, error) {
 	items := make(protocol.Items, len(b.tasks))
 	r.mu.Lock()
 	for i, t := range b.tasks {
@@ -540,32 +598,59 @@ func (r *Runner) send(b *batch) error {
 	r.mu.Unlock()
 	body, err := protocol.AppendBody(nil, &items)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	msg := nats.NewMsg(r.subject)
 	msg.Header.Set(hdrRun, r.c.run)
 	msg.Header.Set(hdrStage, strconv.Itoa(r.stage))
 	msg.Header.Set(hdrBatch, strconv.FormatUint(b.id, 10))
 	msg.Data = body
-	// A full work stream (Discard: New) refuses the publish: wait and try
-	// again, which is backpressure, until the run stops.
+	return msg, r.c.run + "." + strconv.Itoa(r.stage) + "." + strconv.FormatUint(b.id, 10), nil
+}
+
+// published records b under its stream sequence, for the max-deliveries
+// advisory. The answers may be back before the acknowledgement: only a
+// batch some of whose items are still out is recorded.
+func (r *Runner) published(b *batch, seq uint64) {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	b.seq = seq
+	r.mu.Lock()
+	open := b.open > 0
+	r.mu.Unlock()
+	if open {
+		r.c.bySeq[seq] = b
+		r.outstanding.Add(1)
+	}
+}
+
+// failBatch fails the items of b still out.
+func (r *Runner) failBatch(b *batch, err error) {
+	var out []*task
+	r.mu.Lock()
+	for _, t := range b.tasks {
+		if r.sent[t.ID] == t {
+			r.unsend(t)
+			out = append(out, t)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range out {
+		t.Finish(taskq.Sent, nil, &steps.Error{Err: err, Class: "connection"})
+	}
+}
+
+// publishSync publishes msg and waits for its acknowledgement. A full work
+// stream (Discard: New) refuses the publish: it waits and tries again,
+// which is backpressure, until the run stops or NATS is unreachable too
+// long.
+func (r *Runner) publishSync(b *batch, msg *nats.Msg, id string) error {
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ack, err := r.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.c.run+"."+strconv.Itoa(r.stage)+"."+strconv.FormatUint(b.id, 10)))
+		ack, err := r.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
 		cancel()
 		if err == nil {
-			// The answers may be back before the acknowledgement: record
-			// the batch only if some of it is still out.
-			r.c.mu.Lock()
-			b.seq = ack.Sequence
-			r.mu.Lock()
-			open := b.open > 0
-			r.mu.Unlock()
-			if open {
-				r.c.bySeq[ack.Sequence] = b
-				r.outstanding.Add(1)
-			}
-			r.c.mu.Unlock()
+			r.published(b, ack.Sequence)
 			return nil
 		}
 		select {
