@@ -207,3 +207,46 @@ func jsState(t *testing.T, urls string) {
 		t.Logf("consumer: pending %d, ack pending %d, redelivered %d, waiting %d, cluster %+v", i.NumPending, i.NumAckPending, i.NumRedelivered, i.NumWaiting, i.Cluster)
 	}
 }
+
+// The run's key in flow-runs lapses mid-run (as when JetStream elects a
+// leader for longer than the run's TTL): workers drop its batches as a
+// dead run's, and the run sends every item out again instead of waiting
+// for answers that will never come. Every item comes out once.
+func TestClusterRunKeyLapses(t *testing.T) {
+	srv := startServer(t, "")
+	startWorkers(t, srv, 2, 4)
+	nc := dial(t, Conn{Embedded: srv})
+	js, _ := jetstream.New(nc)
+	stop := make(chan struct{})
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		kv, err := js.KeyValue(ctx, runsBucket)
+		if err != nil {
+			return
+		}
+		// Gone for four seconds, longer than a worker remembers a run
+		// alive (2 s): the workers term what they take.
+		for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			keys, _ := kv.Keys(ctx)
+			for _, k := range keys {
+				_ = kv.Delete(ctx, k)
+			}
+		}
+		close(stop)
+	}()
+	rep, out := runCluster(t, srv, `version: 1
+stages:
+  - {name: src, source: {range: {from: 1, to: 120}}}
+  - {name: calc, step: compute, mode: cluster, workers: 120, with: {value: "${ sleep(0.2) ?? item }"}}
+`, nil)
+	<-stop
+	if rep.Status != report.StatusSucceeded {
+		t.Fatalf("status %s: %s; calc %+v", rep.Status, rep.Reason, *rep.Stages[1])
+	}
+	got := sortedUnique(t, out)
+	if len(got) != 120 || got[0] != 1 || got[119] != 120 {
+		t.Fatalf("items out: %v", got)
+	}
+}
