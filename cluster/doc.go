@@ -17,6 +17,9 @@
 //   - FLOW_RESULTS, a limits stream (subjects flow.results.RUN.STAGE): the
 //     answers, kept for a day so that a run's parent that died loses
 //     nothing a worker finished. Publishes are de-duplicated by message ID.
+//     Each answer carries the items it answers and the digest of the
+//     stage's hello: `flow run --resume` (RunOptions.Resume) settles its
+//     items of the same hello, index and value from a dead run's answers.
 //   - KV bucket flow-hello: the hello of each stage of each run (the text
 //     that was validated, the effective variables), under RUN.STAGE.
 //   - KV bucket flow-runs: one key per live run, refreshed by its parent.
@@ -26,6 +29,13 @@
 //     for `flow workers`.
 //   - core subject flow.cancel.RUN: the items a run no longer wants
 //     (timeouts, complete: first); workers cancel them where they run.
+//   - core subject flow.drain.RUN: a resumed run taking RUN up; workers
+//     stop its items and answer once what they ran of it is answered.
+//
+// Streams and buckets get three replicas on a cluster of three servers or
+// more (Settings.Replicas). A run survives a node's death: publishes are
+// sent again under their message ID, the reading of answers restarts when
+// it stalls, and a run whose key lapsed sends its items out again.
 //
 // Every item is settled exactly once on the parent's side (taskq's Task
 // states): a late answer from a worker that hung and came back after its
