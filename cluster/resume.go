@@ -68,6 +68,9 @@ func (c *Client) adopt(prev []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = c.st.runs.Delete(ctx, run)
 		err := c.st.work.Purge(ctx, jetstream.WithPurgeSubject("flow.work."+run+".>"))
+		if err == nil { // the batches of its stages that require labels
+			err = c.st.work.Purge(ctx, jetstream.WithPurgeSubject("flow.work.L.*."+run+".>"))
+		}
 		cancel()
 		if err != nil {
 			return fmt.Errorf("taking up run %s: removing its work from %s: %w", run, workStream, err)
