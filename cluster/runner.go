@@ -408,8 +408,11 @@ func (r *Runner) do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 	if err != nil {
 		return nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker: %w", err))
 	}
-	if len(r.answers) == 0 {
+	if len(r.answers) == 0 || r.xfer != nil {
 		// A new run: nothing to take up (and no key to build per item).
+		// A transfer: true stage runs again on resume: an earlier answer
+		// names output objects of the earlier run's bucket, which are not
+		// this run's to fetch.
 	} else if a, ok := r.answers[answerKey(r.hello, in.Index, raw)]; ok {
 		if v, err := a.value(); err == nil {
 			// A worker of the run this one takes up computed it.
