@@ -9,9 +9,11 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,9 +61,71 @@ import (
 
 // outputRules says, per kind, where its items write files: the option
 // naming the directory (resolved against the pipeline directory) and the
-// option that lets it leave the pipeline directory.
-var outputRules = map[string]struct{ dir, outside string }{
-	"resize": {dir: "out_dir", outside: "allow_outside"},
+// option that lets it leave the pipeline directory, and which names the
+// kind can give them there.
+var outputRules = map[string]outputRule{
+	"resize": {dir: "out_dir", outside: "allow_outside", name: "name", format: "format", files: 1, names: resizeNames},
+}
+
+// outputRule is what the run's side knows of a kind's outputs, so that it
+// writes back only what the kind itself could have written: a worker is
+// not trusted with the run's file system.
+type outputRule struct {
+	dir, outside string
+	name, format string // the options naming the output and its format
+	files        int    // the most files an item writes
+	// names is the pattern of the names (slash-separated, relative to
+	// dir) an item can write, given the name option evaluated for it, its
+	// input and the format option.
+	names func(name, src, format string) (*regexp.Regexp, error)
+}
+
+// resizeNames follows steps/resize: its name is the evaluated template
+// with {stem} and {name} from the source path, {ext} the source's own
+// spelling or that of the output format, {width} and {height} positive
+// numbers. Everything else is the template's own, evaluated on the run's
+// side.
+func resizeNames(name, src, format string) (*regexp.Regexp, error) {
+	base := filepath.Base(src)
+	se := strings.TrimPrefix(filepath.Ext(src), ".")
+	var ext string
+	switch format {
+	case "jpeg":
+		ext = "jpg"
+	case "png":
+		ext = "png"
+	default:
+		ext = "jpg|png"
+		if f := map[string]bool{"jpg": true, "jpeg": true, "jpe": true, "png": true}; f[strings.ToLower(se)] {
+			ext += "|" + regexp.QuoteMeta(se)
+		}
+	}
+	vals := map[string]string{
+		"stem": regexp.QuoteMeta(strings.TrimSuffix(base, filepath.Ext(base))), "name": regexp.QuoteMeta(base),
+		"ext": "(?:" + ext + ")", "width": "[1-9][0-9]{0,9}", "height": "[1-9][0-9]{0,9}",
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	for {
+		i := strings.IndexByte(name, '{')
+		if i < 0 {
+			b.WriteString(regexp.QuoteMeta(name))
+			break
+		}
+		j := strings.IndexByte(name[i:], '}')
+		if j < 0 {
+			return nil, fmt.Errorf("output name %q has an unclosed '{'", name)
+		}
+		v, ok := vals[name[i+1:i+j]]
+		if !ok {
+			return nil, fmt.Errorf("output name %q has an unknown placeholder %s", name, name[i:i+j+1])
+		}
+		b.WriteString(regexp.QuoteMeta(name[:i]))
+		b.WriteString(v)
+		name = name[i+j+1:]
+	}
+	b.WriteString("$")
+	return regexp.Compile(b.String())
 }
 
 // transferTTL is the backstop of a bucket whose run died before deleting
@@ -83,27 +147,87 @@ func transferKinds() string {
 // runFiles is a run's Object Store bucket, made by its first transfer:
 // true stage and deleted when the run ends.
 type runFiles struct {
-	mu    sync.Mutex
-	store jetstream.ObjectStore
-	seq   atomic.Uint64 // names the run's inputs, across its stages
+	mu       sync.Mutex
+	store    jetstream.ObjectStore
+	maxBytes int64         // the bucket's MaxBytes: what its stages need together; -1: unbounded
+	seq      atomic.Uint64 // names the run's inputs and attempts, across its stages
+	// abandoned are the output prefixes of attempts that failed: a worker
+	// still running one may upload after the run swept it, so each sweep
+	// looks for all of them again (the last maxAbandoned).
+	abandoned []string
 }
 
-// files returns the run's bucket, creating it on first use.
-func (c *Client) files(ctx context.Context) (jetstream.ObjectStore, error) {
+const maxAbandoned = 1024
+
+// files returns the run's bucket, creating it on first use, and makes
+// room in it for need more bytes: a stage's share, so that what leaks
+// (a worker's upload nobody answers for) is bounded by what the run's
+// stages could legitimately have in flight. A JetStream server reserves
+// a bucket's MaxBytes out of its storage: when it cannot, the bucket goes
+// unbounded, with a warning on stderr, rather than fail the run.
+func (c *Client) files(ctx context.Context, need int64, stderr io.Writer) (jetstream.ObjectStore, error) {
 	c.xfer.mu.Lock()
 	defer c.xfer.mu.Unlock()
-	if c.xfer.store != nil {
-		return c.xfer.store, nil
+	total := c.xfer.maxBytes + need
+	if c.xfer.maxBytes < 0 {
+		total = -1
+	} else if total < need { // overflow
+		total = math.MaxInt64
 	}
-	st, err := c.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: filesBucket(c.run), TTL: transferTTL,
+	cfg := jetstream.ObjectStoreConfig{
+		Bucket: filesBucket(c.run), TTL: transferTTL, MaxBytes: total,
 		Description: "files shipped to and from workers for run " + c.run + " (transfer: true)",
-	})
+	}
+	apply := func() (jetstream.ObjectStore, error) {
+		if c.xfer.store == nil {
+			return c.js.CreateObjectStore(ctx, cfg)
+		}
+		return c.js.UpdateObjectStore(ctx, cfg)
+	}
+	st, err := apply()
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == errStorageResources && total > 0 {
+		if stderr != nil {
+			fmt.Fprintf(stderr, "flow: the NATS server cannot reserve %d bytes for the bucket %s (what the transfer: true stages' items in flight may ship, both ways, at --transfer-max-item): it is left unbounded; lower --transfer-max-item or the stages' workers to bound it\n", total, filesBucket(c.run))
+		}
+		cfg.MaxBytes, total = -1, -1
+		st, err = apply()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the Object Store bucket %s: %w", filesBucket(c.run), err)
 	}
-	c.xfer.store = st
+	c.xfer.store, c.xfer.maxBytes = st, total
 	return st, nil
+}
+
+// errStorageResources is JetStream's "insufficient storage resources
+// available": it cannot reserve a stream's MaxBytes.
+const errStorageResources jetstream.ErrorCode = 10047
+
+// sweep deletes the objects a failed attempt's worker may have uploaded
+// (those named with its prefix), and those of earlier failed attempts
+// uploaded since.
+func (c *Client) sweep(store jetstream.ObjectStore, prefix string) {
+	c.xfer.mu.Lock()
+	c.xfer.abandoned = append(c.xfer.abandoned, prefix)
+	if n := len(c.xfer.abandoned); n > maxAbandoned {
+		c.xfer.abandoned = slices.Clone(c.xfer.abandoned[n-maxAbandoned:])
+	}
+	prefixes := slices.Clone(c.xfer.abandoned)
+	c.xfer.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	infos, err := store.List(ctx)
+	if err != nil {
+		return // jetstream.ErrNoObjectsFound, or the run's end deletes them
+	}
+	for _, oi := range infos {
+		for _, p := range prefixes {
+			if strings.HasPrefix(oi.Name, p) {
+				_ = store.Delete(ctx, oi.Name)
+				break
+			}
+		}
+	}
 }
 
 // dropFiles deletes the run's bucket, if it made one.
@@ -126,6 +250,9 @@ type shipper struct {
 	inputs  []*tmpl.T // per cache.FileOptions; nil: the item itself
 	outDir  *tmpl.T   // nil: the kind writes nothing
 	outside bool      // the output directory may leave dir
+	rule    outputRule
+	name    *tmpl.T // the name option of rule
+	format  string  // the format option of rule
 	store   jetstream.ObjectStore
 	limits  Settings
 }
@@ -197,12 +324,27 @@ func newShipper(ctx context.Context, c *Client, sr engine.StageRun) (*shipper, e
 		sh.inputs = append(sh.inputs, templateField(cfg.Elem(), key))
 	}
 	if rule, ok := outputRules[s.Kind]; ok {
+		sh.rule = rule
 		sh.outDir = templateField(cfg.Elem(), rule.dir)
 		if f := fieldByKey(cfg.Elem(), rule.outside); f.IsValid() && f.Kind() == reflect.Bool {
 			sh.outside = f.Bool()
 		}
+		sh.name = templateField(cfg.Elem(), rule.name)
+		if f := fieldByKey(cfg.Elem(), rule.format); f.IsValid() && f.Kind() == reflect.String {
+			sh.format = f.String()
+		}
+		if sh.outDir == nil || sh.name == nil {
+			return nil, fmt.Errorf("stage %q: transfer: true: kind %s has no %s or %s option: this flow cannot check what its workers send back", s.Name, s.Kind, rule.dir, rule.name)
+		}
 	}
-	if sh.store, err = c.files(ctx); err != nil {
+	// The bucket holds, at most, each item in flight's files both ways.
+	need := c.settings.TransferMaxItem
+	if w := int64(max(sr.Workers, 1)) * 2; need > math.MaxInt64/w {
+		need = math.MaxInt64
+	} else {
+		need *= w
+	}
+	if sh.store, err = c.files(ctx, need, sr.Stderr); err != nil {
 		return nil, fmt.Errorf("stage %q: %w", s.Name, err)
 	}
 	return sh, nil
@@ -255,8 +397,18 @@ func tooLarge(format string, args ...any) error {
 
 // run ships the item's inputs, runs it through do, and writes its outputs
 // back.
-func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, do func(context.Context, steps.Input, *engine.Attempt) (any, error)) (any, error) {
-	man := map[string]any{"dir": s.dir}
+func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, do func(context.Context, steps.Input, *engine.Attempt) (any, error)) (v any, err error) {
+	// The worker names what it uploads with the attempt's prefix, so that
+	// the run can find and delete it when the attempt fails: timed out,
+	// answer lost, outputs refused.
+	prefix := "out." + s.c.run + "." + strconv.FormatUint(s.c.xfer.seq.Add(1), 10) + "."
+	shipped := false
+	defer func() {
+		if err != nil && shipped {
+			s.c.sweep(s.store, prefix)
+		}
+	}()
+	man := map[string]any{"dir": s.dir, "prefix": prefix}
 	set := map[string]any{}
 	keys := cache.FileOptions[s.kind]
 	var files []transferFile
@@ -286,7 +438,18 @@ func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, d
 			}
 		}
 		outDir = p
-		set[outputRules[s.kind].dir] = p
+		set[s.rule.dir] = p
+	}
+	var names *regexp.Regexp
+	if s.rule.names != nil {
+		nv, err := s.name.Eval(s.env.Scope(ctx, in))
+		if err != nil {
+			return nil, steps.Permanent(err)
+		}
+		src, _ := set[keys[0]].(string)
+		if names, err = s.rule.names(tmpl.Stringify(nv), src, s.format); err != nil {
+			return nil, steps.Permanent(fmt.Errorf("%s: %v", src, err))
+		}
 	}
 	if testHookShipped != nil {
 		testHookShipped("uploaded", s.store, files)
@@ -296,7 +459,8 @@ func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, d
 		list[i] = f.value()
 	}
 	man["files"], man["set"], man["out"] = list, set, outDir
-	v, err := do(ctx, steps.Input{Index: in.Index, Item: map[string]any{"item": in.Item, "transfer": man}}, at)
+	shipped = true
+	v, err = do(ctx, steps.Input{Index: in.Index, Item: map[string]any{"item": in.Item, "transfer": man}}, at)
 	if testHookShipped != nil {
 		testHookShipped("answered", s.store, files)
 	}
@@ -314,6 +478,11 @@ func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, d
 		if !ok {
 			return nil, steps.Permanent(errors.New("transfer: the worker's answer lists an output it does not describe"))
 		}
+		// Checked before anything is deleted: another item's input is not
+		// the worker's to name.
+		if !strings.HasPrefix(f.Object, prefix) {
+			return nil, steps.Permanent(fmt.Errorf("transfer: the worker sent back %q as object %q, not one of this attempt's (%s*): refused", f.Path, f.Object, prefix))
+		}
 		got = append(got, f)
 	}
 	defer func() { s.remove(got) }()
@@ -321,7 +490,10 @@ func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, d
 		if outDir == "" {
 			return nil, steps.Permanent(fmt.Errorf("transfer: the worker sent back %d files, and kind %s writes none", len(got), s.kind))
 		}
-		if err := s.writeBack(ctx, outDir, got); err != nil {
+		if len(got) > s.rule.files {
+			return nil, steps.Permanent(fmt.Errorf("transfer: the worker sent back %d files, and kind %s writes at most %d per item: refused", len(got), s.kind, s.rule.files))
+		}
+		if err := s.writeBack(ctx, outDir, names, got); err != nil {
 			return nil, err
 		}
 	}
@@ -338,12 +510,19 @@ func (s *shipper) upload(ctx context.Context, p string, maxFile int64, total *in
 	if info.Size() > maxFile {
 		return transferFile{}, tooLarge("%s: %d bytes, more than the %d a file may have to be shipped to a worker (flow run --transfer-max-file)", p, info.Size(), maxFile)
 	}
-	if *total += info.Size(); *total > s.limits.TransferMaxItem {
-		return transferFile{}, tooLarge("%s: the item's files come to more than the %d bytes an item may ship to a worker (flow run --transfer-max-item)", p, s.limits.TransferMaxItem)
+	itemFull := func() error {
+		return tooLarge("%s: the item's files come to more than the %d bytes an item may ship to a worker (flow run --transfer-max-item)", p, s.limits.TransferMaxItem)
+	}
+	if info.Size() > s.limits.TransferMaxItem-*total {
+		return transferFile{}, itemFull()
 	}
 	name := "in." + s.c.run + "." + strconv.FormatUint(s.c.xfer.seq.Add(1), 10)
 	h := sha256.New()
-	lr := &io.LimitedReader{R: io.TeeReader(f, h), N: maxFile + 1}
+	// The size that counts is what is read, not what Stat said: a file
+	// still being written is shipped as it is when read, within both
+	// bounds (one byte more tells that it went past).
+	room := min(maxFile, s.limits.TransferMaxItem-*total)
+	lr := &io.LimitedReader{R: io.TeeReader(f, h), N: room + 1}
 	oi, err := s.store.Put(ctx, jetstream.ObjectMeta{Name: name}, lr)
 	if err != nil {
 		return transferFile{}, &steps.Error{Class: "connection", Err: fmt.Errorf("%s: shipping it to the workers: %w", p, err)}
@@ -353,6 +532,11 @@ func (s *shipper) upload(ctx context.Context, p string, maxFile int64, total *in
 		s.remove([]transferFile{tf})
 		return transferFile{}, tooLarge("%s grew past the %d bytes a file may have to be shipped to a worker while it was read (flow run --transfer-max-file)", p, maxFile)
 	}
+	if tf.Size > room {
+		s.remove([]transferFile{tf})
+		return transferFile{}, itemFull()
+	}
+	*total += tf.Size
 	return tf, nil
 }
 
@@ -379,8 +563,19 @@ func ioError(p string, err error) error {
 // writeBack writes the worker's outputs into outDir, each atomically (a
 // temporary file beside it, then a rename), never outside it: every step
 // goes through an os.Root, of the pipeline directory when the output
-// directory must stay inside it.
-func (s *shipper) writeBack(ctx context.Context, outDir string, outs []transferFile) error {
+// directory must stay inside it. Only names the kind could have given
+// its output for this item (names) are written, and only over regular
+// files: a worker cannot plant .envrc, .git/hooks/... or replace the
+// pipeline file.
+func (s *shipper) writeBack(ctx context.Context, outDir string, names *regexp.Regexp, outs []transferFile) error {
+	for _, o := range outs {
+		if !filepath.IsLocal(filepath.FromSlash(o.Path)) {
+			return steps.Permanent(fmt.Errorf("transfer: the worker sent back %q, which is not a name inside %s; refused", o.Path, outDir))
+		}
+		if names == nil || !names.MatchString(o.Path) {
+			return steps.Permanent(fmt.Errorf("transfer: the worker sent back %q, which is not a name this stage's %s gives this item's output in %s; refused", o.Path, s.rule.name, outDir))
+		}
+	}
 	root, err := s.openOut(outDir)
 	if err != nil {
 		return &steps.Error{Class: "io", Err: err}
@@ -389,10 +584,10 @@ func (s *shipper) writeBack(ctx context.Context, outDir string, outs []transferF
 	var total int64
 	for _, o := range outs {
 		rel := filepath.FromSlash(o.Path)
-		if !filepath.IsLocal(rel) {
-			return steps.Permanent(fmt.Errorf("transfer: the worker sent back %q, which is not a name inside %s; refused", o.Path, outDir))
-		}
 		dest := filepath.Join(outDir, rel)
+		if fi, err := root.Lstat(rel); err == nil && !fi.Mode().IsRegular() {
+			return steps.Permanent(fmt.Errorf("transfer: %s exists and is not a regular file: the worker's output is not written over it", dest))
+		}
 		if o.Size > s.limits.TransferMaxFile {
 			return tooLarge("%s: the worker wrote %d bytes, more than the %d a file may have to be shipped (--transfer-max-file)", dest, o.Size, s.limits.TransferMaxFile)
 		}
@@ -576,8 +771,12 @@ func (ts *transferStep) Do(ctx context.Context, in steps.Input) (any, error) {
 	dir, _ := man["dir"].(string)
 	outDir, _ := man["out"].(string)
 	set, _ := man["set"].(map[string]any)
+	prefix, _ := man["prefix"].(string)
 	if !cleanAbs(dir) || outDir != "" && !cleanAbs(outDir) {
 		return nil, steps.Permanent(errors.New("transfer: the manifest's directories are not clean absolute paths: refused"))
+	}
+	if want := "out." + ts.run + "."; !strings.HasPrefix(prefix, want) || strings.ContainsAny(prefix[len(want):], "*>/ ") {
+		return nil, steps.Permanent(fmt.Errorf("transfer: the manifest's output prefix %q is not one of run %s's: refused (a run of another flow version?)", prefix, ts.run))
 	}
 	tmp, err := os.MkdirTemp("", "flow-transfer-")
 	if err != nil {
@@ -610,6 +809,9 @@ func (ts *transferStep) Do(ctx context.Context, in steps.Input) (any, error) {
 			return nil, err
 		}
 	}
+	if err := ts.checkSet(set, inputs, outDir); err != nil {
+		return nil, err
+	}
 	if err := root.MkdirAll(mirror(dir), 0o755); err != nil {
 		return nil, &steps.Error{Class: "io", Err: err}
 	}
@@ -627,20 +829,68 @@ func (ts *transferStep) Do(ctx context.Context, in steps.Input) (any, error) {
 	}
 	outs := []any{}
 	if outDir != "" {
-		if outs, err = ts.upload(ctx, store, root, mirror(outDir), inputs); err != nil {
+		if outs, err = ts.upload(ctx, store, root, mirror(outDir), inputs, prefix); err != nil {
 			return nil, unmirrorErr(err, tmp)
 		}
 	}
 	return map[string]any{"value": unmirror(v, tmp), "outputs": outs}, nil
 }
 
+// checkSet refuses a manifest whose set does not do what the run's side
+// does: point each of the kind's file options at one of the files just
+// downloaded, and its output option at the output directory; nothing
+// else. Otherwise a manifest could make the step read or write the
+// worker's own files (TMP joined with "/../../etc/shadow" is
+// /etc/shadow; an option left out keeps the pipeline's value, absolute
+// with allow_outside) or change any other option.
+func (ts *transferStep) checkSet(set map[string]any, inputs map[string]bool, outDir string) error {
+	refuse := func(format string, args ...any) error {
+		return steps.Permanent(fmt.Errorf("transfer: the manifest's options: "+format+": refused (a run of another flow version?)", args...))
+	}
+	want := slices.Clone(cache.FileOptions[ts.stage.Kind])
+	if ts.outKey != "" {
+		want = append(want, ts.outKey)
+		if outDir == "" {
+			return refuse("no output directory for kind %s", ts.stage.Kind)
+		}
+	} else if outDir != "" {
+		return refuse("an output directory for kind %s, which writes none", ts.stage.Kind)
+	}
+	if len(set) != len(want) {
+		return refuse("%d set where kind %s ships %s", len(set), ts.stage.Kind, strings.Join(want, ", "))
+	}
+	for _, k := range want {
+		p, ok := set[k].(string)
+		switch {
+		case !ok || !cleanAbs(p):
+			return refuse("%s is not a clean absolute path", k)
+		case k == ts.outKey && p != outDir:
+			return refuse("%s is %s, not the output directory %s", k, p, outDir)
+		case k != ts.outKey && !inputs[mirror(p)]:
+			return refuse("%s is %s, not one of the files shipped", k, p)
+		}
+	}
+	return nil
+}
+
 // upload ships back every regular file the step wrote under out (inside
-// the mirror), bounded.
-func (ts *transferStep) upload(ctx context.Context, store jetstream.ObjectStore, root *os.Root, out string, inputs map[string]bool) ([]any, error) {
+// the mirror), bounded, each named with the attempt's prefix; when one
+// fails, those already shipped are deleted.
+func (ts *transferStep) upload(ctx context.Context, store jetstream.ObjectStore, root *os.Root, out string, inputs map[string]bool, prefix string) (_ []any, err error) {
 	limits := ts.w.cfg.Settings
 	var outs []any
+	var put []string
+	defer func() {
+		if err != nil && len(put) > 0 {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for _, o := range put {
+				_ = store.Delete(dctx, o)
+			}
+		}
+	}()
 	var total int64
-	err := fs.WalkDir(root.FS(), filepath.ToSlash(out), func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), filepath.ToSlash(out), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == filepath.ToSlash(out) {
 				return fs.SkipAll // it wrote nothing
@@ -668,7 +918,8 @@ func (ts *transferStep) upload(ctx context.Context, store jetstream.ObjectStore,
 		}
 		defer f.Close()
 		h := sha256.New()
-		obj := "out." + ts.run + "." + randHex(8)
+		obj := prefix + strconv.Itoa(len(put))
+		put = append(put, obj) // a Put that fails may have left chunks
 		oi, err := store.Put(ctx, jetstream.ObjectMeta{Name: obj}, io.TeeReader(io.LimitReader(f, info.Size()), hashWriter{h}))
 		if err != nil {
 			return &steps.Error{Class: "connection", Err: fmt.Errorf("%s: shipping it back: %w", name, err)}
