@@ -58,6 +58,13 @@ import (
 // Both sides bound sizes (Settings.TransferMaxFile, TransferMaxItem) and
 // verify digests: the Object Store checks its own on every read, and each
 // side checks the SHA-256 the other announced.
+//
+// Neither side trusts the other with its file system: the run writes back
+// only what the kind could have written for the item (outputRule.names,
+// evaluated on the run's side), and the worker takes from the manifest
+// only paths into its mirror, for the options the run's side sets
+// (checkSet). What a worker uploads carries the attempt's prefix, so that
+// a failed attempt's objects can be found and deleted (Client.sweep).
 
 // outputRules says, per kind, where its items write files: the option
 // naming the directory (resolved against the pipeline directory) and the
@@ -573,7 +580,7 @@ func (s *shipper) writeBack(ctx context.Context, outDir string, names *regexp.Re
 			return steps.Permanent(fmt.Errorf("transfer: the worker sent back %q, which is not a name inside %s; refused", o.Path, outDir))
 		}
 		if names == nil || !names.MatchString(o.Path) {
-			return steps.Permanent(fmt.Errorf("transfer: the worker sent back %q, which is not a name this stage's %s gives this item's output in %s; refused", o.Path, s.rule.name, outDir))
+			return steps.Permanent(fmt.Errorf("transfer: the worker sent back %q, which is not a name this stage's %s gives this item's output in %s: refused (a worker of another flow version, or a name that reads the worker's env?)", o.Path, s.rule.name, outDir))
 		}
 	}
 	root, err := s.openOut(outDir)
