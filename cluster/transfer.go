@@ -488,7 +488,7 @@ func (s *shipper) run(ctx context.Context, in steps.Input, at *engine.Attempt, d
 		// Checked before anything is deleted: another item's input is not
 		// the worker's to name.
 		if !strings.HasPrefix(f.Object, prefix) {
-			return nil, steps.Permanent(fmt.Errorf("transfer: the worker sent back %q as object %q, not one of this attempt's (%s*): refused", f.Path, f.Object, prefix))
+			return nil, steps.Permanent(fmt.Errorf("transfer: the worker sent back %q as object %q, not one of this attempt's (%s*): refused (a worker of another flow version?)", f.Path, f.Object, prefix))
 		}
 		got = append(got, f)
 	}
