@@ -156,7 +156,7 @@ func transferKinds() string {
 type runFiles struct {
 	mu       sync.Mutex
 	store    jetstream.ObjectStore
-	maxBytes int64         // the bucket's MaxBytes: what its stages need together; -1: unbounded
+	maxBytes int64         // the bucket's MaxBytes (files); -1: unbounded
 	seq      atomic.Uint64 // names the run's inputs and attempts, across its stages
 	// abandoned are the output prefixes of attempts that failed: a worker
 	// still running one may upload after the run swept it, so each sweep
@@ -168,42 +168,66 @@ const maxAbandoned = 1024
 
 // files returns the run's bucket, creating it on first use, and makes
 // room in it for need more bytes: a stage's share, so that what leaks
-// (a worker's upload nobody answers for) is bounded by what the run's
-// stages could legitimately have in flight. A JetStream server reserves
-// a bucket's MaxBytes out of its storage: when it cannot, the bucket goes
-// unbounded, with a warning on stderr, rather than fail the run.
+// (a worker's upload nobody answers for, one that outlived every sweep)
+// is bounded by what the run's stages could legitimately have in flight.
+// A JetStream server sets a bucket's MaxBytes aside from its storage, and
+// refuses what it cannot set aside: the bound is then halved until the
+// server takes it, and halved once more so that other streams keep room
+// (taking n where 2n failed may leave nothing). Only a server that cannot
+// set aside minBucket leaves the bucket unbounded, with a warning.
 func (c *Client) files(ctx context.Context, need int64, stderr io.Writer) (jetstream.ObjectStore, error) {
 	c.xfer.mu.Lock()
 	defer c.xfer.mu.Unlock()
-	total := c.xfer.maxBytes + need
-	if c.xfer.maxBytes < 0 {
-		total = -1
-	} else if total < need { // overflow
-		total = math.MaxInt64
+	if c.xfer.store != nil && c.xfer.maxBytes < 0 {
+		return c.xfer.store, nil
 	}
+	want := c.xfer.maxBytes + need
+	if want < need { // overflow
+		want = math.MaxInt64
+	}
+	least := max(c.xfer.maxBytes, minBucket)
 	cfg := jetstream.ObjectStoreConfig{
-		Bucket: filesBucket(c.run), TTL: transferTTL, MaxBytes: total,
+		Bucket: filesBucket(c.run), TTL: transferTTL,
 		Description: "files shipped to and from workers for run " + c.run + " (transfer: true)",
 	}
-	apply := func() (jetstream.ObjectStore, error) {
+	apply := func(n int64) (jetstream.ObjectStore, error) {
+		cfg.MaxBytes = n
 		if c.xfer.store == nil {
 			return c.js.CreateObjectStore(ctx, cfg)
 		}
 		return c.js.UpdateObjectStore(ctx, cfg)
 	}
-	st, err := apply()
-	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == errStorageResources && total > 0 {
-		if stderr != nil {
-			fmt.Fprintf(stderr, "flow: the NATS server cannot reserve %d bytes for the bucket %s (what the transfer: true stages' items in flight may ship, both ways, at --transfer-max-item): it is left unbounded; lower --transfer-max-item or the stages' workers to bound it\n", total, filesBucket(c.run))
+	n := max(want, least)
+	st, err := apply(n)
+	for noRoom(err) && n > least {
+		n = max(n/2, least)
+		st, err = apply(n)
+	}
+	if err == nil && n < want && n/2 >= least {
+		if st2, err2 := apply(n / 2); err2 == nil {
+			st, n = st2, n/2
 		}
-		cfg.MaxBytes, total = -1, -1
-		st, err = apply()
+	}
+	if noRoom(err) {
+		if stderr != nil {
+			fmt.Fprintf(stderr, "flow: the NATS server cannot set aside %d bytes for the bucket %s (it is nearly full): the bucket is left unbounded\n", least, filesBucket(c.run))
+		}
+		n = -1
+		st, err = apply(n)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the Object Store bucket %s: %w", filesBucket(c.run), err)
 	}
-	c.xfer.store, c.xfer.maxBytes = st, total
+	c.xfer.store, c.xfer.maxBytes = st, n
 	return st, nil
+}
+
+// minBucket is the least MaxBytes worth asking a server for.
+const minBucket = 1 << 20
+
+func noRoom(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errStorageResources
 }
 
 // errStorageResources is JetStream's "insufficient storage resources

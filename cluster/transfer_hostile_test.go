@@ -354,3 +354,37 @@ func TestTransferItemTotalCountsBytesRead(t *testing.T) {
 		t.Errorf("objects left: %v", left)
 	}
 }
+
+// A server that cannot set aside what the stages could have in flight
+// (the default --transfer-max-item, 4 GiB, times 64 workers times 2 is
+// more than most disks) still gives the bucket a bound: as much as it can,
+// halved; a second stage's share is added if it fits, else the bound stays.
+func TestTransferBucketBoundedByWhatTheServerHas(t *testing.T) {
+	srv := startServer(t, "")
+	ctx := context.Background()
+	c, err := NewClient(ctx, dial(t, Conn{Embedded: srv}), testSettings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var warn bytes.Buffer
+	huge := int64(1) << 60
+	if _, err := c.files(ctx, huge, &warn); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(dial(t, Conn{Embedded: srv}))
+	first := bucketMax(t, js, c.run)
+	if first < minBucket || first >= huge {
+		t.Fatalf("MaxBytes %d, want a bound below %d", first, huge)
+	}
+	if _, err := c.files(ctx, huge, &warn); err != nil {
+		t.Fatal(err)
+	}
+	if got := bucketMax(t, js, c.run); got < first {
+		t.Errorf("MaxBytes %d after a second stage, was %d", got, first)
+	}
+	if warn.Len() != 0 {
+		t.Errorf("warned: %s", warn.String())
+	}
+	t.Logf("MaxBytes %d", first)
+}
