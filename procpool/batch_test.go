@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,6 +17,9 @@ import (
 	"time"
 
 	"github.com/flowrun/flow/engine"
+	"github.com/flowrun/flow/protocol"
+	"github.com/flowrun/flow/spec"
+	"github.com/flowrun/flow/stagehost"
 	"github.com/flowrun/flow/steps"
 )
 
@@ -161,5 +165,84 @@ func TestDoBatchContextEnds(t *testing.T) {
 		if o.err != nil {
 			t.Errorf("after cancelling: %v", o.err)
 		}
+	}
+}
+
+// A Cancel that reaches the item running in a worker ends that item's
+// context, and only that item's: the worker runs item after item in one
+// context until a Cancel, then the next item gets a fresh one.
+func TestCancelOfTheRunningItemSparesTheNext(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(file, []byte(testPipeline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := spec.Parse(file, []byte(testPipeline), spec.Options{}, testRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, err := stagehost.HelloFor(p, p.Stages[1], 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := stagehost.Build(&hello, testRegistry(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer built.Close()
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	// The worker's loop in this process, without its signal handling.
+	w := &worker{out: protocol.NewWriter(outW), cancelled: map[uint64]bool{}, step: built.Step}
+	w.cond = sync.NewCond(&w.mu)
+	go w.read(protocol.NewReader(inR))
+	exited := make(chan int, 1)
+	go func() { exited <- w.run(); outW.Close() }()
+	send := protocol.NewWriter(inW)
+	if err := send.Write(&protocol.Items{{ID: 1, Value: "sleep:1h"}, {ID: 2, Index: 1, Value: "sleep:1ms"}, {ID: 3, Index: 2, Value: "echo"}}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		w.mu.Lock()
+		running := w.running
+		w.mu.Unlock()
+		if running == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("item 1 never started")
+		}
+	}
+	if err := send.Write(&protocol.Cancel{1}); err != nil {
+		t.Fatal(err)
+	}
+	inW.Close() // the worker finishes what it holds, then exits
+	r := protocol.NewReader(outR)
+	got := map[uint64]protocol.Result{}
+	for len(got) < 3 {
+		m, err := r.Read()
+		if err != nil {
+			t.Fatalf("after %d results: %v", len(got), err)
+		}
+		for _, res := range m.(*protocol.Results).Results {
+			got[res.ID] = res
+		}
+	}
+	if e := got[1].Err; e == nil || !strings.Contains(e.Message, "context canceled") {
+		t.Errorf("cancelled running item: %+v", got[1])
+	}
+	for _, id := range []uint64{2, 3} {
+		if got[id].Err != nil {
+			t.Errorf("item %d after the cancelled one: %s", id, got[id].Err.Message)
+		}
+	}
+	if code := <-exited; code != 0 {
+		t.Errorf("worker exited with %d", code)
 	}
 }
