@@ -206,6 +206,9 @@ func (w *worker) run() int {
 		err := w.out.Write(&protocol.Results{Busy: busy, Results: pending})
 		clear(pending)
 		pending, busy = pending[:0], 0
+		// Writing is not running items: busy and the next frame's 2 ms
+		// count from here.
+		last = time.Now()
 		return err == nil
 	}
 	// One context serves item after item until a Cancel (or SIGTERM) ends
