@@ -114,7 +114,7 @@ var errCancelled = errors.New("cancelled")
 func (st *stepStage) attempts(w *workerState, e *entry, keys []string, timed bool) {
 	clk := st.r.clk
 	t := &e.tries
-	// A batch (dispatch.go, runBatch) may have made the first attempt.
+	// A batch (batch.go, runBatch) may have made the first attempt.
 	for attempt := int(t.n) + 1; ; attempt++ {
 		if st.lim != nil {
 			var t0 time.Time
