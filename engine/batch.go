@@ -18,6 +18,10 @@ import (
 const (
 	// maxBatch bounds the items of one DoBatch call.
 	maxBatch = 512
+	// firstBatch is the size of a caller's first calls, before any was
+	// timed: a few slow items claimed early cost nothing (results are
+	// handed on as they come), a hundred calls of one item would.
+	firstBatch = 32
 	// batchTarget is about how long one call should take to be answered:
 	// long enough that the hand-over costs nothing per item, short enough
 	// that a chunk does not hold results back.
@@ -30,14 +34,15 @@ const (
 func batchCallers(workers int) int { return 2 * max(1, workers) }
 
 // chunkSize is how many items w claims at once. For a batch runner it
-// follows the runner's throughput, starting from one item: w.ewma is then
-// the time per item of a call shared by the callers (see runBatch).
+// follows the runner's throughput, starting from firstBatch items: w.ewma
+// is then the time per item of a call shared by the callers (see
+// runBatch).
 func (st *stepStage) chunkSize(w *workerState) int {
 	if st.batch == nil {
 		return w.chunkSize()
 	}
 	if w.ewma <= 0 {
-		return 1
+		return firstBatch
 	}
 	return max(1, min(int(float64(batchTarget)/w.ewma), maxBatch))
 }
@@ -61,6 +66,7 @@ type batchCall struct {
 	idx   []int32 // items[k] is c.ents[idx[k]]
 	errs  []error // items[k]'s failure, settled once the call returned
 	timed bool    // every attempt is timed (an event consumer wants them)
+	calls int
 	start time.Time
 	// done is b.answer, made once: a method value per call would allocate.
 	done func(k int, v any, err error)
@@ -141,7 +147,11 @@ func (st *stepStage) runBatch(b *batchCall, c *chunk) {
 		st.batch.DoBatch(st.ctx, b.items, b.done)
 		// The callers share the runner: a call's time over its items is
 		// the time per item of all of them together, times their number.
-		b.w.observe(clk.Now().Sub(b.start) / time.Duration(len(b.items)*st.workers))
+		// The first call waits for the runner to start (worker
+		// processes), which says nothing of the items.
+		if b.calls++; b.calls > 1 {
+			b.w.observe(clk.Now().Sub(b.start) / time.Duration(len(b.items)*st.workers))
+		}
 	}
 	for k, err := range b.errs {
 		if err == nil {

@@ -62,8 +62,10 @@ func (r *batchRunner) DoBatch(ctx context.Context, items []BatchItem, done func(
 		for i := len(items) - 1; i >= 0; i-- {
 			it := items[i]
 			if r.block != nil && r.block(it.In) {
-				<-ctx.Done()
-				done(i, nil, fmt.Errorf("stopped: %w", ctx.Err()))
+				wg.Go(func() {
+					<-ctx.Done()
+					done(i, nil, fmt.Errorf("stopped: %w", ctx.Err()))
+				})
 				continue
 			}
 			it.At.Worker, it.At.Redelivered = "pid 7", 1
