@@ -42,9 +42,10 @@ type InFlighter interface {
 // and a goroutine hop per item would cost more than the item).
 //
 // The engine uses DoBatch for the first attempt of the items of a stage
-// without a per-attempt timeout or rate and concurrency limits, whose order
-// is not `key`; everything else (later attempts after a failure, stages it
-// does not batch) goes through Do, which a BatchRunner must serve as well.
+// with `order: input`, without a per-attempt timeout, rate and concurrency
+// limits or `complete: first`; everything else (later attempts after a
+// failure, stages it does not batch) goes through Do, which a BatchRunner
+// must serve as well.
 // A runner that wraps another (a cache) and does not implement DoBatch
 // itself gets Do calls only.
 type BatchRunner interface {

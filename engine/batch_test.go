@@ -191,8 +191,8 @@ stages:
 	}
 }
 
-func TestBatchRunnerNotUsedWhereAttemptsAreTimedOrLimited(t *testing.T) {
-	for _, extra := range []string{"timeout: 1m", "rate: 1000000/s", "order: key, key: \"${ item % 5 }\""} {
+func TestBatchRunnerNotUsedWhereAttemptsAreTimedLimitedOrUnordered(t *testing.T) {
+	for _, extra := range []string{"timeout: 1m", "rate: 1000000/s", "order: key, key: \"${ item % 5 }\"", "order: completion", "complete: {first: 50}"} {
 		r := &batchRunner{f: double}
 		p := parse(t, `
 version: 1

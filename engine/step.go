@@ -130,9 +130,12 @@ func (st *stepStage) configure(named map[string]*limit) {
 	st.stopAt = -1
 	st.done = completion{first: s.Complete.First}
 	st.lim = stageLimiter(s, named, st.r.clk)
-	// Limits and a per-attempt timeout act on each attempt as it starts;
-	// a batch hands its items over together, so such stages go one by one.
-	if br, ok := st.runner.(BatchRunner); ok && st.timeout <= 0 && st.lim == nil && !st.keyed {
+	// Limits and a per-attempt timeout act on each attempt as it starts,
+	// and a batch hands its items over together; a batch's results reach
+	// the collector in input order, which order: completion and complete:
+	// first cannot wait for (a success behind a slow item must count at
+	// once). Such stages go one by one.
+	if br, ok := st.runner.(BatchRunner); ok && st.timeout <= 0 && st.lim == nil && st.ordered && st.done.first == 0 {
 		st.batch = br
 		st.workers = batchCallers(st.rep.Workers)
 	}
