@@ -36,6 +36,35 @@ type InFlighter interface {
 	InFlight() int
 }
 
+// BatchRunner is implemented by a Runner that takes many items per call:
+// one hand-over of hundreds of items instead of a goroutine waiting on each
+// (the process pool sends cheap items to its workers by the frame anyway,
+// and a goroutine hop per item would cost more than the item).
+//
+// The engine uses DoBatch for the first attempt of the items of a stage
+// with `order: input`, without a per-attempt timeout, rate and concurrency
+// limits or `complete: first`; everything else (later attempts after a
+// failure, stages it does not batch) goes through Do, which a BatchRunner
+// must serve as well.
+// A runner that wraps another (a cache) and does not implement DoBatch
+// itself gets Do calls only.
+type BatchRunner interface {
+	Runner
+	// DoBatch runs one attempt of each item. It calls done(i, v, err)
+	// exactly once for each items[i], from any goroutine, as soon as that
+	// item is answered, having first filled in items[i].At (the worker that
+	// ran it, its redeliveries); it returns once every item was answered.
+	// done must not block. When ctx ends, DoBatch answers every item still
+	// unanswered at once with an error wrapping ctx.Err(), as Do would.
+	DoBatch(ctx context.Context, items []BatchItem, done func(i int, v any, err error))
+}
+
+// BatchItem is one item of a DoBatch call and its attempt.
+type BatchItem struct {
+	In steps.Input
+	At *Attempt
+}
+
 // StageRun is what a RunnerFactory gets to build the runner of one stage.
 type StageRun struct {
 	Pipeline *spec.Pipeline // validated; Pipeline.Source is the text to send

@@ -114,7 +114,8 @@ var errCancelled = errors.New("cancelled")
 func (st *stepStage) attempts(w *workerState, e *entry, keys []string, timed bool) {
 	clk := st.r.clk
 	t := &e.tries
-	for attempt := 1; ; attempt++ {
+	// A batch (batch.go, runBatch) may have made the first attempt.
+	for attempt := int(t.n) + 1; ; attempt++ {
 		if st.lim != nil {
 			var t0 time.Time
 			if timed {
@@ -160,32 +161,42 @@ func (st *stepStage) attempts(w *workerState, e *entry, keys []string, timed boo
 			e.outcome, e.res = outOK, res
 			return
 		}
-		if st.ctx.Err() != nil {
-			e.outcome = outCancelled
-			return
-		}
-		if timedOut {
-			err = &steps.Error{Err: fmt.Errorf("attempt timed out after %s (timeout: %s)", st.timeout, st.timeout), Class: "timeout"}
-		}
-		at.Class = steps.ClassOf(err)
-		e.timedOut = timedOut
-		if !st.retryable(err, attempt) {
-			e.outcome, e.err = outFailed, err
-			return
-		}
-		var se *steps.Error
-		if errors.As(err, &se) && st.retry.MaxBackoff > 0 && se.RetryAfter > st.retry.MaxBackoff {
-			// Waiting less than asked would only be refused again, and
-			// an hour's wait is not what max_backoff allows.
-			e.outcome, e.err = outFailed, &steps.Error{Class: se.Class, Permanent: true, Err: fmt.Errorf("%w; not retried: the server asks to wait %s (Retry-After), longer than retry.max_backoff (%s); raise max_backoff to wait that long",
-				err, se.RetryAfter, st.retry.MaxBackoff)}
-			return
-		}
-		if clk.SleepUntil(st.ctx, clk.Now().Add(st.backoff(e.in.Index, attempt, err))) != nil {
-			e.outcome = outCancelled
+		if !st.again(e, at, attempt, err, timedOut) {
 			return
 		}
 	}
+}
+
+// again settles a failed attempt: false once the item's outcome is final
+// (failed, or cancelled), true after the backoff before the next attempt.
+func (st *stepStage) again(e *entry, at *Attempt, attempt int, err error, timedOut bool) bool {
+	if st.ctx.Err() != nil {
+		e.outcome = outCancelled
+		return false
+	}
+	if timedOut {
+		err = &steps.Error{Err: fmt.Errorf("attempt timed out after %s (timeout: %s)", st.timeout, st.timeout), Class: "timeout"}
+	}
+	at.Class = steps.ClassOf(err)
+	e.timedOut = timedOut
+	if !st.retryable(err, attempt) {
+		e.outcome, e.err = outFailed, err
+		return false
+	}
+	var se *steps.Error
+	if errors.As(err, &se) && st.retry.MaxBackoff > 0 && se.RetryAfter > st.retry.MaxBackoff {
+		// Waiting less than asked would only be refused again, and
+		// an hour's wait is not what max_backoff allows.
+		e.outcome, e.err = outFailed, &steps.Error{Class: se.Class, Permanent: true, Err: fmt.Errorf("%w; not retried: the server asks to wait %s (Retry-After), longer than retry.max_backoff (%s); raise max_backoff to wait that long",
+			err, se.RetryAfter, st.retry.MaxBackoff)}
+		return false
+	}
+	clk := st.r.clk
+	if clk.SleepUntil(st.ctx, clk.Now().Add(st.backoff(e.in.Index, attempt, err))) != nil {
+		e.outcome = outCancelled
+		return false
+	}
+	return true
 }
 
 // safeDo runs one attempt, turning a panic into the item's error.

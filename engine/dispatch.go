@@ -27,7 +27,7 @@ func (st *stepStage) feed() {
 			}
 			st.begin()
 			st.mu.Lock()
-			for len(st.queue) >= 2 && st.ctx.Err() == nil && !st.draining.Load() {
+			for len(st.queue) >= st.queueCap() && st.ctx.Err() == nil && !st.draining.Load() {
 				st.room.Wait()
 			}
 			// Draining (a failure is about to stop an order: input
@@ -88,8 +88,13 @@ func (st *stepStage) claim(w *workerState) *chunk {
 			st.cond.Wait()
 			continue
 		}
-		b := st.queue[0]
-		n := min(w.chunkSize(), len(b.recs)-st.pos)
+		// A chunk may span the batches queued: a batch runner's calls
+		// are larger than the batches between stages.
+		avail := -st.pos
+		for _, b := range st.queue {
+			avail += len(b.recs)
+		}
+		n := min(st.chunkSize(w), avail)
 		if st.ordered {
 			// Announce the wait before reading emitted, so that the
 			// collector either sees a waiter or we see its progress.
@@ -105,20 +110,24 @@ func (st *stepStage) claim(w *workerState) *chunk {
 		}
 		c := st.getChunk(n)
 		c.seq = st.seq
-		for i := range n {
-			r := b.recs[st.pos+i]
-			c.ents[i].in = steps.Input{Index: r.Index, Item: r.Item}
+		for i := 0; i < n; {
+			b := st.queue[0]
+			k := min(n-i, len(b.recs)-st.pos)
+			for j, r := range b.recs[st.pos : st.pos+k] {
+				c.ents[i+j].in = steps.Input{Index: r.Index, Item: r.Item}
+			}
+			i += k
+			st.pos += k
+			if st.pos == len(b.recs) {
+				copy(st.queue, st.queue[1:])
+				st.queue[len(st.queue)-1] = nil
+				st.queue = st.queue[:len(st.queue)-1]
+				st.pos = 0
+				freeBatch(b)
+				st.room.Signal()
+			}
 		}
-		st.pos += n
 		st.seq += int64(n)
-		if st.pos == len(b.recs) {
-			copy(st.queue, st.queue[1:])
-			st.queue[len(st.queue)-1] = nil
-			st.queue = st.queue[:len(st.queue)-1]
-			st.pos = 0
-			freeBatch(b)
-			st.room.Signal()
-		}
 		if len(st.queue) > 0 {
 			st.cond.Signal()
 		}
@@ -128,6 +137,10 @@ func (st *stepStage) claim(w *workerState) *chunk {
 
 func (st *stepStage) worker(i int, slot *atomic.Pointer[chunk]) {
 	w := &workerState{name: workerName(i)}
+	if st.batch != nil {
+		st.batchWorker(w, slot)
+		return
+	}
 	if st.keyed {
 		for c := range st.work {
 			st.process(w, &c.ents[0])

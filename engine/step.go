@@ -28,7 +28,10 @@ import (
 // key`, a dispatcher goroutine releases at most one item per key at a time.
 type stepStage struct {
 	*stage
-	runner  Runner
+	runner Runner
+	// batch is the runner when it takes the items' first attempts many
+	// per call (see runBatch); nil when items go to Do one by one.
+	batch   BatchRunner
 	workers int
 	ordered bool
 	keyed   bool
@@ -127,11 +130,25 @@ func (st *stepStage) configure(named map[string]*limit) {
 	st.stopAt = -1
 	st.done = completion{first: s.Complete.First}
 	st.lim = stageLimiter(s, named, st.r.clk)
+	// Limits and a per-attempt timeout act on each attempt as it starts,
+	// and a batch hands its items over together; a batch's results reach
+	// the collector in input order, which order: completion and complete:
+	// first cannot wait for (a success behind a slow item must count at
+	// once). Such stages go one by one.
+	if br, ok := st.runner.(BatchRunner); ok && st.timeout <= 0 && st.lim == nil && st.ordered && st.done.first == 0 {
+		st.batch = br
+		st.workers = batchCallers(st.rep.Workers)
+	}
 	st.cond = sync.NewCond(&st.mu)
 	st.room = sync.NewCond(&st.mu)
 	st.window = int64(st.r.cfg.window)
 	if st.window <= 0 {
 		st.window = int64(reorderWindow(st.workers))
+		if st.batch != nil {
+			// Every caller's batch fits in the window, or they would
+			// take turns instead of keeping the runner's workers fed.
+			st.window = max(st.window, int64(st.workers*maxBatch))
+		}
 	}
 	st.results = make(chan *chunk, st.workers+1)
 	st.wake = make(chan struct{}, 1)
@@ -149,6 +166,9 @@ func (st *stepStage) abort(error) { st.runner.Close() }
 
 func (st *stepStage) getChunk(n int) *chunk {
 	c := st.chunkPool.Get().(*chunk)
+	if cap(c.ents) < n {
+		c.ents = make([]entry, n, max(n, maxChunk))
+	}
 	c.ents = c.ents[:n]
 	c.decided, c.taken = 0, 0
 	c.done.Store(0)

@@ -26,10 +26,14 @@
 // Throughput comes from batching: items queue in a worker ahead of the one
 // it runs, as many as cover about 2 ms of work at the measured time per
 // item, and cross the pipe many to a frame. This needs more items in flight
-// than there are workers, so Pool implements engine.InFlighter: the engine
-// should call Do from up to InFlight() goroutines (workers x 128 when the
-// stage has no per-attempt timeout, which would otherwise tick while an
-// item waits behind others).
+// than there are workers. Pool implements engine.BatchRunner: the engine
+// hands it hundreds of items per DoBatch call, whose tasks are made in one
+// allocation and answered from the goroutine reading each worker's results,
+// with no goroutine or channel per item. Where the engine calls Do instead
+// (retries, a stage with limits, a cache in between), Pool implements
+// engine.InFlighter: the engine should call Do from up to InFlight()
+// goroutines (workers x 128 when the stage has no per-attempt timeout,
+// which would otherwise tick while an item waits behind others).
 //
 // Worker processes are started with FLOW_ROLE=worker; the program's main,
 // and the TestMain of tests that run process stages, must begin with

@@ -138,8 +138,9 @@ func ConfigFor(s *spec.Stage, workers int) Config {
 }
 
 var (
-	_ engine.Runner     = (*Pool)(nil)
-	_ engine.InFlighter = (*Pool)(nil)
+	_ engine.Runner      = (*Pool)(nil)
+	_ engine.BatchRunner = (*Pool)(nil)
+	_ engine.InFlighter  = (*Pool)(nil)
 )
 
 // Pool runs items in worker processes; it implements engine.Runner.
@@ -153,9 +154,10 @@ type Pool struct {
 	cfg   Config
 	hello protocol.Hello
 
-	nextID atomic.Uint64
-	queue  *taskq.Queue[*proc]
-	avgNS  atomic.Int64 // time per item in the workers, smoothed
+	nextID  atomic.Uint64
+	queue   *taskq.Queue[*proc]
+	batches sync.Pool    // of *batch, for DoBatch
+	avgNS   atomic.Int64 // time per item in the workers, smoothed
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -237,23 +239,153 @@ func (p *Pool) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (any,
 }
 
 func (p *Pool) abandon(t *task, ctx context.Context) (any, error) {
+	if err, took := withdraw(t, ctx); took {
+		return nil, err
+	}
+	// Done: the outcome is in the channel or about to be.
+	o := <-t.Done()
+	return o.V, o.Err
+}
+
+// withdraw takes t back from the pool for a caller whose ctx ended: took
+// is false when t was settled first (its outcome is on its way), else err
+// says what became of it.
+func withdraw(t *task, ctx context.Context) (err error, took bool) {
 	for {
 		switch t.State.Load() {
 		case taskq.Queued:
 			if t.State.CompareAndSwap(taskq.Queued, taskq.Abandoned) {
-				return nil, fmt.Errorf("stopped while waiting for a worker process: %w", ctx.Err())
+				return fmt.Errorf("stopped while waiting for a worker process: %w", ctx.Err()), true
 			}
 		case taskq.Sent:
 			if t.State.CompareAndSwap(taskq.Sent, taskq.Abandoned) {
 				if pid, stopped := t.Holder.abandon(t); stopped {
-					return nil, fmt.Errorf("stopped worker process %d, which was running this item: %w", pid, ctx.Err())
+					return fmt.Errorf("stopped worker process %d, which was running this item: %w", pid, ctx.Err()), true
 				}
-				return nil, fmt.Errorf("withdrawn from worker process %d before it started: %w", t.Holder.pid, ctx.Err())
+				return fmt.Errorf("withdrawn from worker process %d before it started: %w", t.Holder.pid, ctx.Err()), true
 			}
-		default: // done: the outcome is in the channel or about to be
-			o := <-t.Done()
-			return o.V, o.Err
+		default:
+			return nil, false
 		}
+	}
+}
+
+// DoBatch runs many items, as engine.BatchRunner: their tasks are made in
+// one allocation and their values encoded into one buffer, queued at once,
+// and answered through done by the goroutine that reads each worker's
+// results, with no goroutine waiting per item. The items then travel
+// exactly as Do's: the same queue, batches to workers, redelivery and blame.
+func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error)) {
+	if err := ctx.Err(); err != nil {
+		for i := range items {
+			done(i, nil, err)
+		}
+		return
+	}
+	b, _ := p.batches.Get().(*batch)
+	if b == nil {
+		b = &batch{all: make(chan struct{}, 1)}
+	}
+	b.items, b.done = items, done
+	n := len(items)
+	// Encode first, slice after: the buffer moves while it grows. The
+	// buffer is the batch's own, never reused: a frame is written from it
+	// after the tasks were handed to a worker.
+	ends := b.ends[:0]
+	raw := make([]byte, 0, 16*n)
+	for i := range items {
+		start := len(raw)
+		var err error
+		if raw, err = protocol.AppendValue(raw, items[i].In.Item); err != nil {
+			raw = raw[:start]
+			ends = append(ends, -1)
+			done(i, nil, steps.Permanent(fmt.Errorf("the item cannot be sent to a worker process: %w", err)))
+			continue
+		}
+		ends = append(ends, len(raw))
+	}
+	b.ends = ends
+	if cap(b.tasks) < n {
+		b.tasks = make([]task, n)
+	}
+	tasks := b.tasks[:n]
+	clear(tasks)
+	ptrs := b.ptrs[:0]
+	id := p.nextID.Add(uint64(n)) - uint64(n)
+	start := 0
+	for i := range items {
+		if ends[i] < 0 {
+			continue
+		}
+		t := &tasks[i]
+		t.Init(id+uint64(i)+1, items[i].In, raw[start:ends[i]:ends[i]], b, i)
+		start = ends[i]
+		ptrs = append(ptrs, t)
+	}
+	b.ptrs = ptrs
+	if len(ptrs) == 0 {
+		p.reuse(b)
+		return
+	}
+	b.left.Store(int64(len(ptrs)))
+	if err := p.queue.PushAll(ptrs); err != nil {
+		for _, t := range ptrs {
+			done(t.Slot, nil, err)
+		}
+		p.reuse(b)
+		return
+	}
+	select {
+	case <-b.all:
+		p.reuse(b)
+		return
+	case <-ctx.Done():
+	}
+	for _, t := range ptrs {
+		if err, took := withdraw(t, ctx); took {
+			b.answer(t, nil, err)
+		}
+	}
+	<-b.all
+	// Withdrawn tasks may linger in the queue and in workers' lists until
+	// skipped or answered: this batch's memory is not reused.
+}
+
+// batch is one DoBatch call, the taskq.Group of its tasks.
+type batch struct {
+	items []engine.BatchItem
+	done  func(int, any, error)
+	left  atomic.Int64  // tasks not yet answered
+	all   chan struct{} // the last answer was given
+	// Kept for the next call once every task was answered, none
+	// withdrawn: nothing refers to a settled task any more (each is out of
+	// the queue and out of its worker's list before it is settled).
+	tasks []task
+	ptrs  []*task
+	ends  []int
+}
+
+// reuse keeps b for another call.
+func (p *Pool) reuse(b *batch) {
+	b.items, b.done = nil, nil
+	clear(b.ptrs)
+	p.batches.Put(b)
+}
+
+// Settled is called once per task by whoever settled it, after the last
+// move of its Holder.
+func (b *batch) Settled(t *task, v any, err error) {
+	if t.Holder != nil {
+		at := b.items[t.Slot].At
+		at.Worker, at.Redelivered = t.Holder.name, int(t.Redelivered.Load())
+	}
+	b.answer(t, v, err)
+}
+
+func (b *batch) answer(t *task, v any, err error) {
+	b.done(t.Slot, v, err)
+	if b.left.Add(-1) == 0 {
+		b.all <- struct{}{}
 	}
 }
 
@@ -415,9 +547,12 @@ func (p *Pool) feed(w *proc) {
 			if limit := p.cfg.MaxTasksPerChild; limit > 0 {
 				k = min(k, limit-w.sent)
 			}
-			batch = p.queue.Pop(k, p.cfg.Workers, w)
+			clear(w.popped)
+			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, w)
+			w.popped = batch
 			w.outstanding = append(w.outstanding, batch...)
 			w.sent += len(batch)
+			w.frameLocked(batch)
 		}
 		w.mu.Unlock()
 		if len(batch) > 0 {

@@ -46,6 +46,11 @@ type proc struct {
 	inClosed    bool
 	page        runningPage // guarded by mu: unmapped once the worker is gone
 
+	// The feeding goroutine's own (Pool.feed): the tasks popped for a
+	// frame and the frame, reused from frame to frame.
+	popped []*task
+	frame  protocol.Items
+
 	wake     chan struct{} // one token: outstanding shrank or stopping
 	exited   chan struct{} // closed once reaped and its items settled
 	lastSeen atomic.Int64
@@ -112,6 +117,8 @@ func (p *Pool) start(slot int) (*proc, error) {
 		wake: make(chan struct{}, 1), exited: make(chan struct{}), stderrDone: make(chan struct{}),
 		page: page, stderr: errR,
 	}
+	// readLoop handles each message before reading the next.
+	w.r.Reuse()
 	w.lastSeen.Store(time.Now().UnixNano())
 	p.wg.Add(1)
 	go w.copyStderr()
@@ -195,14 +202,21 @@ func (w *proc) handshake(h *protocol.Hello) error {
 	return nil
 }
 
-// send writes a batch. If the worker is gone the items were never
-// delivered: they go back to the queue for another worker.
-func (w *proc) send(batch []*task) {
-	items := make(protocol.Items, len(batch))
-	for i, t := range batch {
-		items[i] = protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw}
+// frameLocked makes the frame of a batch, under w.mu: once the lock is
+// released an answer may settle the tasks and their memory go to another
+// batch (DoBatch reuses it), so nothing of theirs is read after.
+func (w *proc) frameLocked(batch []*task) {
+	clear(w.frame)
+	w.frame = w.frame[:0]
+	for _, t := range batch {
+		w.frame = append(w.frame, protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw})
 	}
-	if err := w.w.Write(&items); err == nil {
+}
+
+// send writes the frame of a batch (frameLocked). If the worker is gone the
+// items were never delivered: they go back to the queue for another worker.
+func (w *proc) send(batch []*task) {
+	if err := w.w.Write(&w.frame); err == nil {
 		return
 	}
 	// Whoever takes an item out of outstanding settles it: if finish has

@@ -52,7 +52,9 @@ func WorkerMain(reg *steps.Registry) int {
 	syscall.CloseOnExec(fdOut)
 	w := &worker{out: protocol.NewWriter(out), cancelled: map[uint64]bool{}, page: openRunningPage()}
 	w.cond = sync.NewCond(&w.mu)
-	return w.serve(reg, protocol.NewReader(in))
+	r := protocol.NewReader(in)
+	r.Reuse() // read copies the items it takes into the queue
+	return w.serve(reg, r)
 }
 
 type worker struct {
@@ -63,7 +65,8 @@ type worker struct {
 
 	mu            sync.Mutex
 	cond          *sync.Cond
-	queue         []protocol.Item
+	queue         []protocol.Item // queue[head:] wait to run
+	head          int
 	closing       bool // Shutdown or end of input: finish the queue, exit
 	terminated    bool // SIGTERM: drop the queue, exit
 	cancelled     map[uint64]bool
@@ -139,7 +142,7 @@ func (w *worker) read(r *protocol.Reader) {
 					w.cancelRunning()
 					continue
 				}
-				for _, it := range w.queue {
+				for _, it := range w.queue[w.head:] {
 					if it.ID == id {
 						w.cancelled[id] = true
 						break
@@ -161,24 +164,59 @@ const (
 	flushDelay = 2 * time.Millisecond
 )
 
+// clockEvery is how many items may run between readings of the clock, at
+// per per item: reading it costs as much as a trivial item (more on some
+// virtual machines), and a result then waits at most about flushDelay/16
+// longer for its frame.
+func clockEvery(per time.Duration) int {
+	if per <= 0 {
+		return 64
+	}
+	return int(max(1, min(flushDelay/16/per, 64)))
+}
+
 // run executes the queue one item at a time, in order. The order is part
 // of the protocol: it tells the parent which item a dead worker was running.
 func (w *worker) run() int {
 	var (
 		pending []protocol.Result
-		busy    time.Duration
-		first   time.Time
+		busy    time.Duration // running the pending items
+		first   time.Time     // about when the oldest pending result was ready
+		last    time.Time     // the last reading of the clock; zero while idle
+		since   int           // items run since last
+		every   = 1           // items between readings
 	)
+	// tick reads the clock, counting the time since the last reading as
+	// busy, and learns how often to read it.
+	tick := func() time.Time {
+		now := time.Now()
+		if !last.IsZero() && since > 0 {
+			d := now.Sub(last)
+			busy += d
+			every = clockEvery(d / time.Duration(since))
+		}
+		last, since = now, 0
+		return now
+	}
 	flush := func() bool {
 		if len(pending) == 0 {
 			return true
 		}
+		tick()
 		err := w.out.Write(&protocol.Results{Busy: busy, Results: pending})
+		clear(pending)
 		pending, busy = pending[:0], 0
+		// Writing is not running items: busy and the next frame's 2 ms
+		// count from here.
+		last = time.Now()
 		return err == nil
 	}
+	// One context serves item after item until a Cancel (or SIGTERM) ends
+	// it: a new one per item would cost as much as a trivial item.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel() }()
+	w.mu.Lock()
 	for {
-		w.mu.Lock()
 		for len(w.queue) == 0 && !w.closing {
 			if len(pending) > 0 {
 				w.mu.Unlock()
@@ -188,6 +226,7 @@ func (w *worker) run() int {
 				w.mu.Lock()
 				continue
 			}
+			last = time.Time{} // waiting is not busy
 			w.cond.Wait()
 		}
 		if len(w.queue) == 0 || w.terminated {
@@ -199,38 +238,49 @@ func (w *worker) run() int {
 			}
 			return 0
 		}
-		it := w.queue[0]
-		w.queue[0] = protocol.Item{}
-		w.queue = w.queue[1:]
+		it := w.queue[w.head]
+		w.queue[w.head] = protocol.Item{}
+		if w.head++; w.head == len(w.queue) {
+			// Drained: the next frame fills the same array again.
+			w.queue, w.head = w.queue[:0], 0
+		}
 		var res protocol.Result
 		if w.cancelled[it.ID] {
 			delete(w.cancelled, it.ID)
-			w.mu.Unlock()
 			res = protocol.Result{ID: it.ID, Err: &protocol.ErrorInfo{Message: "cancelled by the parent before it started", Class: "cancelled"}}
 		} else {
-			ctx, cancel := context.WithCancel(context.Background())
+			if ctx.Err() != nil {
+				cancel()
+				ctx, cancel = context.WithCancel(context.Background())
+			}
 			w.running, w.cancelRunning = it.ID, cancel
 			w.mu.Unlock()
-			start := time.Now()
+			if last.IsZero() {
+				tick() // a run of items starts
+			}
 			w.page.begin(it.ID)
 			v, err := w.do(ctx, it)
 			w.page.end()
-			busy += time.Since(start)
-			cancel()
+			res = stagehost.Result(it.ID, v, err)
+			since++
 			w.mu.Lock()
 			w.running, w.cancelRunning = 0, nil
 			w.done++
-			w.mu.Unlock()
-			res = stagehost.Result(it.ID, v, err)
 		}
 		if len(pending) == 0 {
-			first = time.Now()
+			first = last
 		}
 		pending = append(pending, res)
-		if len(pending) >= flushCount || time.Since(first) >= flushDelay {
+		var now time.Time
+		if since >= every {
+			now = tick()
+		}
+		if len(pending) >= flushCount || !now.IsZero() && now.Sub(first) >= flushDelay {
+			w.mu.Unlock()
 			if !flush() {
 				return 1
 			}
+			w.mu.Lock()
 		}
 	}
 }
@@ -272,7 +322,7 @@ func (w *worker) onTerm(sigs <-chan os.Signal) {
 	<-sigs
 	w.mu.Lock()
 	w.terminated, w.closing = true, true
-	w.queue = nil
+	w.queue, w.head = nil, 0
 	if w.cancelRunning != nil {
 		w.cancelRunning()
 	}

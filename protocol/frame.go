@@ -48,9 +48,15 @@ func (w *Writer) Write(m Message) error {
 type Reader struct {
 	r   *bufio.Reader
 	buf []byte
+	sc  *scratch
 }
 
 func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
+
+// Reuse makes Read reuse the memory of the *Items and *Results it returns:
+// each is then valid only until the next Read. A reader that handles each
+// message before reading the next allocates nothing per frame for them.
+func (r *Reader) Reuse() { r.sc = &scratch{} }
 
 // Read returns the next message. At a clean end of stream (between frames)
 // it returns io.EOF; a stream cut inside a frame gives io.ErrUnexpectedEOF.
@@ -73,9 +79,12 @@ func (r *Reader) Read() (Message, error) {
 		}
 		return nil, err
 	}
-	m, err := ParseBody(body)
+	m, err := parseBody(body, r.sc)
 	if cap(r.buf) > 1<<20 {
 		r.buf = nil
+	}
+	if sc := r.sc; sc != nil && (cap(sc.items) > 1<<14 || cap(sc.results.Results) > 1<<14) {
+		r.sc = &scratch{} // keep modest slices; drop ones a huge batch grew
 	}
 	return m, err
 }

@@ -53,11 +53,25 @@ func FuzzFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzguard.Run(t, func(fatalf func(format string, args ...any)) {
 			r := NewReader(bytes.NewReader(data))
+			// A reader reusing its memory reads the very same messages.
+			reusing := NewReader(bytes.NewReader(data))
+			reusing.Reuse()
 			for i := 0; ; i++ {
 				if i > len(data) {
 					fatalf("%d messages out of %d bytes: the reader loops", i, len(data))
 				}
 				m, err := r.Read()
+				m2, err2 := reusing.Read()
+				if (err == nil) != (err2 == nil) {
+					fatalf("reader: %v; reusing reader: %v", err, err2)
+				}
+				if err == nil {
+					b1, _ := AppendBody(nil, m)
+					b2, _ := AppendBody(nil, m2)
+					if !bytes.Equal(b1, b2) {
+						fatalf("reusing reader read %q, reader %q", b2, b1)
+					}
+				}
 				if err != nil {
 					if err == io.EOF && i == 0 && len(data) > 0 {
 						fatalf("clean EOF on %d bytes of input without a message", len(data))

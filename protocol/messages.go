@@ -256,7 +256,16 @@ func appendInt(buf []byte, n int64) []byte {
 }
 
 // ParseBody decodes a frame body made by AppendBody.
-func ParseBody(body []byte) (Message, error) {
+func ParseBody(body []byte) (Message, error) { return parseBody(body, nil) }
+
+// scratch holds the slices of the last Items and Results a Reader
+// returned, for the next to reuse.
+type scratch struct {
+	items   Items
+	results Results
+}
+
+func parseBody(body []byte, sc *scratch) (Message, error) {
 	if len(body) == 0 {
 		return nil, fmt.Errorf("protocol: empty frame")
 	}
@@ -272,9 +281,9 @@ func ParseBody(body []byte) (Message, error) {
 		var r Ready
 		err, m = json.Unmarshal(payload, &r), &r
 	case TItems:
-		m, err = parseItems(payload)
+		m, err = parseItems(payload, sc)
 	case TResults:
-		m, err = parseResults(payload)
+		m, err = parseResults(payload, sc)
 	case TCancel:
 		m, err = parseCancel(payload)
 	case THeartbeat:
@@ -317,14 +326,19 @@ func parseHello(payload []byte) (*Hello, error) {
 	return &h, nil
 }
 
-func parseItems(payload []byte) (*Items, error) {
+func parseItems(payload []byte, sc *scratch) (*Items, error) {
 	p := parser{data: payload}
-	items := Items{}
+	items, ret := Items{}, new(Items)
+	if sc != nil {
+		clear(sc.items)
+		items, ret = sc.items[:0], &sc.items
+	}
+	defer func() { *ret = items }()
 	if err := p.expect('['); err != nil {
 		return nil, err
 	}
 	if p.empty(']') {
-		return &items, p.end()
+		return ret, p.end()
 	}
 	for {
 		var it Item
@@ -357,14 +371,26 @@ func parseItems(payload []byte) (*Items, error) {
 			return nil, err
 		}
 		if !more {
-			return &items, p.end()
+			return ret, p.end()
 		}
 	}
 }
 
-func parseResults(payload []byte) (*Results, error) {
+func parseResults(payload []byte, sc *scratch) (*Results, error) {
 	p := parser{data: payload}
 	r := &Results{}
+	var reuse []Result
+	if sc != nil {
+		clear(sc.results.Results)
+		reuse = sc.results.Results[:0]
+		r = &sc.results
+		*r = Results{}
+		defer func() {
+			if r.Results == nil {
+				r.Results = reuse
+			}
+		}()
+	}
 	if err := p.expect('{'); err != nil {
 		return nil, err
 	}
@@ -391,7 +417,7 @@ func parseResults(payload []byte) (*Results, error) {
 			}
 			r.Busy = time.Duration(n)
 		case "results":
-			if r.Results, err = p.resultList(); err != nil {
+			if r.Results, err = p.resultList(reuse); err != nil {
 				return nil, err
 			}
 		default: // newer senders may add fields
@@ -409,11 +435,10 @@ func parseResults(payload []byte) (*Results, error) {
 	}
 }
 
-func (p *parser) resultList() ([]Result, error) {
+func (p *parser) resultList(out []Result) ([]Result, error) {
 	if err := p.expect('['); err != nil {
 		return nil, err
 	}
-	var out []Result
 	if p.empty(']') {
 		return out, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"reflect"
@@ -294,4 +295,44 @@ func FuzzParseBody(f *testing.F) {
 			t.Fatalf("%T parsed from %q does not encode: %v", m, body, err)
 		}
 	})
+}
+
+// A reader told to reuse its memory gives each frame's items and results
+// whole, though the slices of one are the next one's.
+func TestReaderReuse(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	for i := range 3 {
+		items := Items{}
+		results := &Results{Busy: time.Duration(i)}
+		for j := range 3 - i {
+			items = append(items, Item{ID: uint64(j), Index: int64(i), Value: fmt.Sprint(i, j)})
+			results.Results = append(results.Results, Result{ID: uint64(j), Value: int64(i * j)})
+		}
+		if err := w.Write(&items); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(results); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(&stream)
+	r.Reuse()
+	for i := range 3 {
+		m, err := r.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		items := *m.(*Items)
+		if len(items) != 3-i || items[len(items)-1].Value != fmt.Sprint(i, 2-i) {
+			t.Errorf("frame %d: items %v", i, items)
+		}
+		if m, err = r.Read(); err != nil {
+			t.Fatal(err)
+		}
+		res := m.(*Results)
+		if len(res.Results) != 3-i || res.Busy != time.Duration(i) || res.Results[len(res.Results)-1].Value != int64(i*(2-i)) {
+			t.Errorf("frame %d: results %+v", i, res)
+		}
+	}
 }

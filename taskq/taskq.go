@@ -42,6 +42,10 @@ type Task[H any] struct {
 	// Holder is set before the move to Sent.
 	Holder H
 	done   chan Outcome
+	// group, when set, takes the outcome instead of done (see Init);
+	// Slot is the task's place in it.
+	group Group[H]
+	Slot  int
 	// Crashes counts the workers that died between items after running
 	// this one; only the holder touches it.
 	Crashes int
@@ -59,22 +63,42 @@ type Outcome struct {
 	Err error
 }
 
-// NewTask makes a queued task.
+// NewTask makes a queued task whose outcome is delivered on Done.
 func NewTask[H any](id uint64, in steps.Input, raw []byte) *Task[H] {
 	return &Task[H]{ID: id, In: in, Raw: raw, done: make(chan Outcome, 1)}
+}
+
+// Group takes the outcomes of tasks made with Init: one caller waiting on
+// many items, as a batch, instead of a channel and a goroutine per item.
+// Settled is called exactly once per task, by whoever settles it (a
+// result, a worker's loss, a closed queue), and must not block.
+type Group[H any] interface {
+	Settled(t *Task[H], v any, err error)
+}
+
+// Init makes t, which may be an element of a slice of tasks (one
+// allocation for a batch), a queued task whose outcome goes to g.Settled.
+// Done is nil for such a task.
+func (t *Task[H]) Init(id uint64, in steps.Input, raw []byte, g Group[H], slot int) {
+	t.ID, t.In, t.Raw, t.group, t.Slot = id, in, raw, g, slot
 }
 
 // Finish delivers the outcome of a task that is still wanted; from is the
 // state the caller believes it is in. It reports whether it settled it.
 func (t *Task[H]) Finish(from int32, v any, err error) bool {
 	if t.State.CompareAndSwap(from, Done) {
-		t.done <- Outcome{v, err}
+		if t.group != nil {
+			t.group.Settled(t, v, err)
+		} else {
+			t.done <- Outcome{v, err}
+		}
 		return true
 	}
 	return false
 }
 
-// Done delivers the outcome once the task is settled.
+// Done delivers the outcome once the task is settled (nil for a task of a
+// Group).
 func (t *Task[H]) Done() <-chan Outcome { return t.done }
 
 // Queue holds the items no worker has taken yet.
@@ -112,6 +136,20 @@ func (q *Queue[H]) Push(t *Task[H]) error {
 	return nil
 }
 
+// PushAll queues ts in order; once the queue is closed it queues none and
+// returns the reason.
+func (q *Queue[H]) PushAll(ts []*Task[H]) error {
+	q.mu.Lock()
+	if q.closed != nil {
+		q.mu.Unlock()
+		return q.closed
+	}
+	q.items = append(q.items, ts...)
+	q.mu.Unlock()
+	q.Signal()
+	return nil
+}
+
 // Requeue puts back items a worker will not answer, ahead of the rest: they
 // have waited longest. It returns how many went back (not those given up
 // on by their callers, nor those failed because the queue is closed).
@@ -143,11 +181,14 @@ func (q *Queue[H]) Requeue(ts []*Task[H]) int {
 
 // Pop takes up to k wanted items for holder h, at most a fair share of the
 // queue among slots takers so that one worker does not hoard a burst.
-func (q *Queue[H]) Pop(k, slots int, h H) []*Task[H] {
+func (q *Queue[H]) Pop(k, slots int, h H) []*Task[H] { return q.PopAppend(nil, k, slots, h) }
+
+// PopAppend is Pop appending to out, so that a caller reuses its slice.
+func (q *Queue[H]) PopAppend(out []*Task[H], k, slots int, h H) []*Task[H] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k = min(k, max(1, (len(q.items)+slots-1)/slots))
-	var out []*Task[H]
+	k += len(out)
 	i := 0
 	for ; i < len(q.items) && len(out) < k; i++ {
 		t := q.items[i]

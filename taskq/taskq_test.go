@@ -101,3 +101,54 @@ func TestRequeueSkipsAbandonedAndFailsWhenClosed(t *testing.T) {
 	default:
 	}
 }
+
+// group collects the outcomes of its tasks by slot.
+type group struct{ got map[int]Outcome }
+
+func (g *group) Settled(t *Task[*holder], v any, err error) { g.got[t.Slot] = Outcome{v, err} }
+
+// Tasks of a batch, made in one slice and queued at once, are popped in
+// order, and each outcome reaches the group once, whoever settles it.
+func TestGroupTasksSettleThroughTheGroup(t *testing.T) {
+	q := New[*holder]()
+	g := &group{got: map[int]Outcome{}}
+	tasks := make([]Task[*holder], 5)
+	ptrs := make([]*Task[*holder], 5)
+	for i := range tasks {
+		tasks[i].Init(uint64(10+i), steps.Input{Index: int64(i)}, nil, g, i)
+		ptrs[i] = &tasks[i]
+	}
+	if err := q.PushAll(ptrs); err != nil {
+		t.Fatal(err)
+	}
+	w := &holder{"pid 1"}
+	got := q.PopAppend(make([]*Task[*holder], 0, 8), 3, 1, w)
+	if len(got) != 3 || got[0].ID != 10 || got[2].ID != 12 || got[1].Holder != w {
+		t.Fatalf("popped %v", got)
+	}
+	if tasks[0].Done() != nil {
+		t.Error("a task of a group has a channel of its own")
+	}
+	got[0].Finish(Sent, "a", nil)
+	crash := errors.New("worker died")
+	Settle(q, got[1:], Lost{Culprit: 12, Reason: crash})
+	if q.Len() != 3 || tasks[1].Redelivered.Load() != 1 {
+		t.Fatalf("queue %d, redelivered %d", q.Len(), tasks[1].Redelivered.Load())
+	}
+	closed := errors.New("closed")
+	for _, t := range q.Close(closed) {
+		t.Finish(Queued, nil, closed)
+	}
+	if q.PushAll(ptrs[:1]) != closed {
+		t.Error("PushAll after Close queued")
+	}
+	want := map[int]Outcome{0: {"a", nil}, 1: {nil, closed}, 2: {nil, crash}, 3: {nil, closed}, 4: {nil, closed}}
+	if len(g.got) != len(want) {
+		t.Fatalf("outcomes %v", g.got)
+	}
+	for i, o := range want {
+		if g.got[i] != o {
+			t.Errorf("task %d: got %v, want %v", i, g.got[i], o)
+		}
+	}
+}
