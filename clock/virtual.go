@@ -41,14 +41,16 @@ import (
 // # What takes no virtual time
 //
 // Computing takes no virtual time: a goroutine that runs (CPU work, a
-// system call such as reading a file, a child process being waited for)
-// holds the clock still until it blocks, however long it takes in real
-// time. A goroutine blocked on something other than this clock (a channel,
-// a lock, the network, time.Sleep, a timer of package time) counts as
-// idle: the clock may jump while it waits. Code that must hold the clock
-// while it waits for the outside world (a reply over a socket) says so
-// with Busy. Work that happens in other processes (mode: process and mode:
-// cluster) is not on this clock.
+// system call such as reading a file) holds the clock still until it
+// blocks, however long it takes in real time. A goroutine blocked on
+// something other than this clock (a channel, a lock, the network,
+// time.Sleep, a timer of package time, os.Process.Wait for a child
+// process) counts as idle: the clock may jump while it waits. Code that
+// must hold the clock while it waits for the outside world (a reply over
+// a socket, a child process doing the work) says so with Busy. Work that
+// happens in other processes (mode: process and mode: cluster) is not on
+// this clock: it would be an outside event, so the engine refuses a
+// Virtual clock for a stage that does not run in threads.
 //
 // Busy and Hold hold the clock still: a wait on the clock while it is held
 // does not end until it is released (a mocked latency sleeps outside any
@@ -57,9 +59,9 @@ import (
 // The clock reads whether the process is idle from the goroutines' states
 // in a dump of all stacks (runtime.Stack, which stops the world for a
 // consistent moment): blocked on a channel, a select, a lock, a condition,
-// a wait group, a sleep of package time or the network is idle; running,
-// ready to run, in a system call, or waiting on the runtime's own business
-// (a garbage collection) is not. The scheduler's counts (runtime/metrics)
+// a wait group, a sleep of package time, the network or a child's exit
+// is idle; running, ready to run, in any other system call, or waiting on
+// the runtime's own business (a garbage collection) is not. The scheduler's counts (runtime/metrics)
 // spare most dumps. No synctest bubble and no hook into the runtime: it
 // works in a command (flow test), not only in go test.
 //
@@ -351,8 +353,11 @@ func goroutineIdle(g []byte) bool {
 	switch state {
 	case "syscall":
 		// os/signal's receiver sits in a system call for the life of
-		// the process; any other system call is work in progress.
-		return bytes.Contains(g, []byte("os/signal.signal_recv"))
+		// the process, and os.Process.Wait (waitid or wait4) for the
+		// life of a child: both wait for an outside event, as a read
+		// from the network does. Any other system call is work in
+		// progress.
+		return bytes.Contains(g, []byte("os/signal.signal_recv")) || waitsForChild(g)
 	case "semacquire":
 		// A semaphore of package sync or of a file's lock is held by
 		// another goroutine; the runtime's own (a garbage collection
@@ -364,6 +369,14 @@ func goroutineIdle(g []byte) bool {
 			bytes.HasPrefix(rest, []byte("internal/poll."))
 	}
 	return blockedStates[state]
+}
+
+// waitsForChild tells whether a goroutine in a system call is in
+// os.Process.Wait's wait for a child to end (Go 1.23 and later block in
+// waitid on the child's pidfd; without pidfds, in waitid then wait4).
+func waitsForChild(g []byte) bool {
+	return (bytes.Contains(g, []byte("internal/syscall/unix.Waitid(")) || bytes.Contains(g, []byte("syscall.Wait4("))) &&
+		(bytes.Contains(g, []byte("os.(*Process).pidfdWait(")) || bytes.Contains(g, []byte("os.(*Process).pidWait(")))
 }
 
 // driveFrame names Virtual.drive in a stack dump.

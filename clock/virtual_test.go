@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -238,6 +239,8 @@ func TestGoroutineStates(t *testing.T) {
 		"goroutine 14 gp=0xc000007c00 m=nil [sleep]:\ntime.Sleep(0x3b9aca00)",
 		"goroutine 15 [semacquire]:\nsync.runtime_Semacquire(0xc0000a)\n\t/sema.go:71",
 		"goroutine 16 [semacquire]:\ninternal/poll.runtime_Semacquire(0xc0000b)\n\t/sema.go:76",
+		"goroutine 17 [syscall]:\nsyscall.Syscall6(0xf7, 0x3)\ninternal/syscall/unix.Waitid(0x0?)\nos.(*Process).pidfdWait.func1(...)\nos.ignoringEINTR(...)\nos.(*Process).pidfdWait(0xc0001)\nos.(*Process).wait(0x0?)",
+		"goroutine 18 [syscall]:\nsyscall.Syscall6(0x3d, 0x1)\nsyscall.wait4(0x1)\nsyscall.Wait4(0x1)\nos.(*Process).pidWait.func1(...)\nos.(*Process).pidWait(0xc0002)",
 	}, "\n\n") + "\n"
 	if !allBlocked([]byte(dump)) {
 		t.Error("blocked goroutines read as busy")
@@ -277,5 +280,28 @@ func TestHold(t *testing.T) {
 	<-tctx.Done()
 	if tctx.Err() != context.DeadlineExceeded || context.Cause(tctx) != context.DeadlineExceeded {
 		t.Errorf("err %v cause %v", tctx.Err(), context.Cause(tctx))
+	}
+}
+
+// A goroutine waiting for a live child process (os/exec's Wait blocks in
+// a system call for the child's life) waits for an outside event: the
+// clock goes on meanwhile.
+func TestVirtualChildWaitIsIdle(t *testing.T) {
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep program:", err)
+	}
+	waited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(waited) }()
+	defer func() { _ = cmd.Process.Kill(); <-waited }()
+	v := NewVirtual(t0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = v.SleepUntil(context.Background(), t0.Add(10*time.Second))
+	}()
+	guard(t, done)
+	if got := v.Now().Sub(t0); got != 10*time.Second {
+		t.Errorf("now %v, want 10s", got)
 	}
 }
