@@ -345,6 +345,13 @@ func goroutineIdle(g []byte) bool {
 		return false
 	}
 	state, _, _ := strings.Cut(string(header[open+1:end]), ",")
+	// Marks the runtime adds to the wait reason before the first comma:
+	// a goroutine being scanned by the collector, blocked for good (the
+	// leak-detecting collector), or blocked inside a synctest bubble is
+	// still blocked as its reason says.
+	for _, mark := range []string{" (durable)", " (scan)", " (leaked)"} { // printed in the reverse order
+		state = strings.TrimSuffix(state, mark)
+	}
 	// Another virtual clock's driver between two looks: it only ever
 	// releases waits, which shows as goroutines made runnable.
 	if bytes.Contains(g, driveFrame) {
@@ -397,10 +404,12 @@ var blockedStates = map[string]bool{
 	"sync.Mutex.Lock": true, "sync.RWMutex.RLock": true, "sync.RWMutex.Lock": true,
 	"sync.Cond.Wait": true, "sync.WaitGroup.Wait": true,
 	"sleep": true, "IO wait": true,
-	// Shown only with GOTRACEBACK=system: the runtime's idle helpers.
-	"finalizer wait": true, "cleanup wait": true, "force gc (idle)": true,
-	"GC sweep wait": true, "GC scavenge wait": true, "GC worker (idle)": true,
-	"GOMAXPROCS updater (idle)": true, "trace reader (blocked)": true,
+	// A goroutine of iter.Pull between two calls of next.
+	"coroutine": true,
+	// Waiting for the goroutines of a synctest bubble to block or end.
+	"synctest.Run": true, "synctest.Wait": true,
+	// The runtime's own helpers (finalizers, GC workers) never show:
+	// runtime.Stack dumps at traceback level 1 whatever GOTRACEBACK says.
 }
 
 // waitHeap orders waits by time, then by registration.
