@@ -2,7 +2,6 @@ package mock
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,7 +50,7 @@ type Recorder struct {
 	// tells outputs from fixtures; structural holds the folders made only to lay the
 	// fixtures out, which a read does not find as mocked.
 	mounts     []string
-	fixtures   map[string][sha256.Size]byte
+	fixtures   map[string]fixture
 	structural map[string]bool
 
 	mu       sync.Mutex
@@ -177,7 +176,7 @@ func (s *Set) Install(testDir, pipelineDir string) (*Recorder, error) {
 		pipelineDir: pd,
 		sandbox:     sandbox,
 		root:        filepath.Join(sandbox, "root"),
-		fixtures:    map[string][sha256.Size]byte{},
+		fixtures:    map[string]fixture{},
 		structural:  map[string]bool{},
 		counts:      map[countKey]int{},
 	}
