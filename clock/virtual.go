@@ -61,9 +61,12 @@ import (
 // consistent moment): blocked on a channel, a select, a lock, a condition,
 // a wait group, a sleep of package time, the network or a child's exit
 // is idle; running, ready to run, in any other system call, or waiting on
-// the runtime's own business (a garbage collection) is not. The scheduler's counts (runtime/metrics)
-// spare most dumps. No synctest bubble and no hook into the runtime: it
-// works in a command (flow test), not only in go test.
+// the runtime's own business (a garbage collection) is not. The
+// scheduler's counts (runtime/metrics) spare most dumps, not the one
+// before each release: a dump stops the world for a time that grows with
+// the number of goroutines, so a process with a hundred thousand of them
+// pays it at every wait released. No synctest bubble and no hook into the
+// runtime: it works in a command (flow test), not only in go test.
 //
 // If nothing waits on the clock, it does nothing: a program blocked for
 // another reason stays blocked, as it would on the wall clock. If the
@@ -82,8 +85,9 @@ type Virtual struct {
 	gen     uint64 // changes with every wait added, removed or released
 	ops     uint64 // calls of the clock: a program that calls it is busy
 	driving bool
-	buf     []byte // the driver's goroutine dump
+	buf     []byte // the driver's goroutine dump, dropped when it stops
 	sched   []metrics.Sample
+	lost    uint64 // dumps thrown away for want of room: each stopped the world
 }
 
 // NewVirtual returns a virtual clock whose time starts at start.
@@ -229,6 +233,9 @@ func (v *Virtual) drive() {
 		v.mu.Lock()
 		if len(v.waits) == 0 {
 			v.driving = false
+			// A dump of many goroutines is big; the next driver
+			// sizes its own.
+			v.buf = nil
 			v.mu.Unlock()
 			return
 		}
@@ -281,7 +288,8 @@ func pause(round int) {
 // from one in a system call.)
 func (v *Virtual) schedBusy() bool {
 	if v.sched == nil {
-		v.sched = []metrics.Sample{{Name: "/sched/goroutines/running:goroutines"}, {Name: "/sched/goroutines/runnable:goroutines"}}
+		v.sched = []metrics.Sample{{Name: "/sched/goroutines/running:goroutines"}, {Name: "/sched/goroutines/runnable:goroutines"},
+			{Name: "/sched/goroutines:goroutines"}}
 	}
 	metrics.Read(v.sched)
 	running, runnable := v.sched[0].Value, v.sched[1].Value
@@ -296,8 +304,16 @@ func (v *Virtual) schedBusy() bool {
 // world can end. It reads the goroutines' states from a dump of all stacks
 // (runtime.Stack stops the world for it, so the states are of one moment).
 func (v *Virtual) quiescent() bool {
-	if v.buf == nil {
-		v.buf = make([]byte, 64<<10)
+	// A dump too small for all goroutines is thrown away, and each one
+	// stops the world: size the buffer for the goroutines there are, at
+	// about 1 KiB each (a blocked goroutine's record is a few hundred
+	// bytes), so that one dump usually does.
+	want := 64 << 10
+	if v.sched != nil && v.sched[2].Value.Kind() == metrics.KindUint64 {
+		want = max(want, int(min(v.sched[2].Value.Uint64(), 1<<24))<<10)
+	}
+	if len(v.buf) < want {
+		v.buf = make([]byte, want)
 	}
 	var n int
 	for {
@@ -305,6 +321,7 @@ func (v *Virtual) quiescent() bool {
 		if n < len(v.buf) {
 			break
 		}
+		v.lost++
 		v.buf = make([]byte, 2*len(v.buf))
 	}
 	return allBlocked(v.buf[:n])
