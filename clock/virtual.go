@@ -41,14 +41,16 @@ import (
 // # What takes no virtual time
 //
 // Computing takes no virtual time: a goroutine that runs (CPU work, a
-// system call such as reading a file, a child process being waited for)
-// holds the clock still until it blocks, however long it takes in real
-// time. A goroutine blocked on something other than this clock (a channel,
-// a lock, the network, time.Sleep, a timer of package time) counts as
-// idle: the clock may jump while it waits. Code that must hold the clock
-// while it waits for the outside world (a reply over a socket) says so
-// with Busy. Work that happens in other processes (mode: process and mode:
-// cluster) is not on this clock.
+// system call such as reading a file) holds the clock still until it
+// blocks, however long it takes in real time. A goroutine blocked on
+// something other than this clock (a channel, a lock, the network,
+// time.Sleep, a timer of package time, os.Process.Wait for a child
+// process) counts as idle: the clock may jump while it waits. Code that
+// must hold the clock while it waits for the outside world (a reply over
+// a socket, a child process doing the work) says so with Busy. Work that
+// happens in other processes (mode: process and mode: cluster) is not on
+// this clock: it would be an outside event, so the engine refuses a
+// Virtual clock for a stage that does not run in threads.
 //
 // Busy and Hold hold the clock still: a wait on the clock while it is held
 // does not end until it is released (a mocked latency sleeps outside any
@@ -57,11 +59,14 @@ import (
 // The clock reads whether the process is idle from the goroutines' states
 // in a dump of all stacks (runtime.Stack, which stops the world for a
 // consistent moment): blocked on a channel, a select, a lock, a condition,
-// a wait group, a sleep of package time or the network is idle; running,
-// ready to run, in a system call, or waiting on the runtime's own business
-// (a garbage collection) is not. The scheduler's counts (runtime/metrics)
-// spare most dumps. No synctest bubble and no hook into the runtime: it
-// works in a command (flow test), not only in go test.
+// a wait group, a sleep of package time, the network or a child's exit
+// is idle; running, ready to run, in any other system call, or waiting on
+// the runtime's own business (a garbage collection) is not. The
+// scheduler's counts (runtime/metrics) spare most dumps, not the one
+// before each release: a dump stops the world for a time that grows with
+// the number of goroutines, so a process with a hundred thousand of them
+// pays it at every wait released. No synctest bubble and no hook into the
+// runtime: it works in a command (flow test), not only in go test.
 //
 // If nothing waits on the clock, it does nothing: a program blocked for
 // another reason stays blocked, as it would on the wall clock. If the
@@ -80,8 +85,9 @@ type Virtual struct {
 	gen     uint64 // changes with every wait added, removed or released
 	ops     uint64 // calls of the clock: a program that calls it is busy
 	driving bool
-	buf     []byte // the driver's goroutine dump
+	buf     []byte // the driver's goroutine dump, dropped when it stops
 	sched   []metrics.Sample
+	lost    uint64 // dumps thrown away for want of room: each stopped the world
 }
 
 // NewVirtual returns a virtual clock whose time starts at start.
@@ -227,6 +233,9 @@ func (v *Virtual) drive() {
 		v.mu.Lock()
 		if len(v.waits) == 0 {
 			v.driving = false
+			// A dump of many goroutines is big; the next driver
+			// sizes its own.
+			v.buf = nil
 			v.mu.Unlock()
 			return
 		}
@@ -279,7 +288,8 @@ func pause(round int) {
 // from one in a system call.)
 func (v *Virtual) schedBusy() bool {
 	if v.sched == nil {
-		v.sched = []metrics.Sample{{Name: "/sched/goroutines/running:goroutines"}, {Name: "/sched/goroutines/runnable:goroutines"}}
+		v.sched = []metrics.Sample{{Name: "/sched/goroutines/running:goroutines"}, {Name: "/sched/goroutines/runnable:goroutines"},
+			{Name: "/sched/goroutines:goroutines"}}
 	}
 	metrics.Read(v.sched)
 	running, runnable := v.sched[0].Value, v.sched[1].Value
@@ -294,8 +304,16 @@ func (v *Virtual) schedBusy() bool {
 // world can end. It reads the goroutines' states from a dump of all stacks
 // (runtime.Stack stops the world for it, so the states are of one moment).
 func (v *Virtual) quiescent() bool {
-	if v.buf == nil {
-		v.buf = make([]byte, 64<<10)
+	// A dump too small for all goroutines is thrown away, and each one
+	// stops the world: size the buffer for the goroutines there are, at
+	// about 1 KiB each (a blocked goroutine's record is a few hundred
+	// bytes), so that one dump usually does.
+	want := 64 << 10
+	if v.sched != nil && v.sched[2].Value.Kind() == metrics.KindUint64 {
+		want = max(want, int(min(v.sched[2].Value.Uint64(), 1<<24))<<10)
+	}
+	if len(v.buf) < want {
+		v.buf = make([]byte, want)
 	}
 	var n int
 	for {
@@ -303,6 +321,7 @@ func (v *Virtual) quiescent() bool {
 		if n < len(v.buf) {
 			break
 		}
+		v.lost++
 		v.buf = make([]byte, 2*len(v.buf))
 	}
 	return allBlocked(v.buf[:n])
@@ -343,6 +362,13 @@ func goroutineIdle(g []byte) bool {
 		return false
 	}
 	state, _, _ := strings.Cut(string(header[open+1:end]), ",")
+	// Marks the runtime adds to the wait reason before the first comma:
+	// a goroutine being scanned by the collector, blocked for good (the
+	// leak-detecting collector), or blocked inside a synctest bubble is
+	// still blocked as its reason says.
+	for _, mark := range []string{" (durable)", " (scan)", " (leaked)"} { // printed in the reverse order
+		state = strings.TrimSuffix(state, mark)
+	}
 	// Another virtual clock's driver between two looks: it only ever
 	// releases waits, which shows as goroutines made runnable.
 	if bytes.Contains(g, driveFrame) {
@@ -351,8 +377,11 @@ func goroutineIdle(g []byte) bool {
 	switch state {
 	case "syscall":
 		// os/signal's receiver sits in a system call for the life of
-		// the process; any other system call is work in progress.
-		return bytes.Contains(g, []byte("os/signal.signal_recv"))
+		// the process, and os.Process.Wait (waitid or wait4) for the
+		// life of a child: both wait for an outside event, as a read
+		// from the network does. Any other system call is work in
+		// progress.
+		return bytes.Contains(g, []byte("os/signal.signal_recv")) || waitsForChild(g)
 	case "semacquire":
 		// A semaphore of package sync or of a file's lock is held by
 		// another goroutine; the runtime's own (a garbage collection
@@ -364,6 +393,14 @@ func goroutineIdle(g []byte) bool {
 			bytes.HasPrefix(rest, []byte("internal/poll."))
 	}
 	return blockedStates[state]
+}
+
+// waitsForChild tells whether a goroutine in a system call is in
+// os.Process.Wait's wait for a child to end (Go 1.23 and later block in
+// waitid on the child's pidfd; without pidfds, in waitid then wait4).
+func waitsForChild(g []byte) bool {
+	return (bytes.Contains(g, []byte("internal/syscall/unix.Waitid(")) || bytes.Contains(g, []byte("syscall.Wait4("))) &&
+		(bytes.Contains(g, []byte("os.(*Process).pidfdWait(")) || bytes.Contains(g, []byte("os.(*Process).pidWait(")))
 }
 
 // driveFrame names Virtual.drive in a stack dump.
@@ -384,10 +421,12 @@ var blockedStates = map[string]bool{
 	"sync.Mutex.Lock": true, "sync.RWMutex.RLock": true, "sync.RWMutex.Lock": true,
 	"sync.Cond.Wait": true, "sync.WaitGroup.Wait": true,
 	"sleep": true, "IO wait": true,
-	// Shown only with GOTRACEBACK=system: the runtime's idle helpers.
-	"finalizer wait": true, "cleanup wait": true, "force gc (idle)": true,
-	"GC sweep wait": true, "GC scavenge wait": true, "GC worker (idle)": true,
-	"GOMAXPROCS updater (idle)": true, "trace reader (blocked)": true,
+	// A goroutine of iter.Pull between two calls of next.
+	"coroutine": true,
+	// Waiting for the goroutines of a synctest bubble to block or end.
+	"synctest.Run": true, "synctest.Wait": true,
+	// The runtime's own helpers (finalizers, GC workers) never show:
+	// runtime.Stack dumps at traceback level 1 whatever GOTRACEBACK says.
 }
 
 // waitHeap orders waits by time, then by registration.

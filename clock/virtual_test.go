@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -238,6 +240,15 @@ func TestGoroutineStates(t *testing.T) {
 		"goroutine 14 gp=0xc000007c00 m=nil [sleep]:\ntime.Sleep(0x3b9aca00)",
 		"goroutine 15 [semacquire]:\nsync.runtime_Semacquire(0xc0000a)\n\t/sema.go:71",
 		"goroutine 16 [semacquire]:\ninternal/poll.runtime_Semacquire(0xc0000b)\n\t/sema.go:76",
+		"goroutine 19 [coroutine]:\niter.Pull[...].func1.1()",
+		"goroutine 40 [chan receive (leaked)]:\nmain.lost()",
+		"goroutine 41 [select (scan), 2 minutes]:\nmain.loop()",
+		"goroutine 42 [chan receive (leaked) (scan)]:\nmain.lost()",
+		"goroutine 43 [sync.WaitGroup.Wait (durable), synctest bubble 3]:\nmain.wait()",
+		"goroutine 44 [sync.Mutex.Lock (durable)]:\nmain.lock()",
+		"goroutine 45 [synctest.Wait]:\ntesting/synctest.Wait()",
+		"goroutine 17 [syscall]:\nsyscall.Syscall6(0xf7, 0x3)\ninternal/syscall/unix.Waitid(0x0?)\nos.(*Process).pidfdWait.func1(...)\nos.ignoringEINTR(...)\nos.(*Process).pidfdWait(0xc0001)\nos.(*Process).wait(0x0?)",
+		"goroutine 18 [syscall]:\nsyscall.Syscall6(0x3d, 0x1)\nsyscall.wait4(0x1)\nsyscall.Wait4(0x1)\nos.(*Process).pidWait.func1(...)\nos.(*Process).pidWait(0xc0002)",
 	}, "\n\n") + "\n"
 	if !allBlocked([]byte(dump)) {
 		t.Error("blocked goroutines read as busy")
@@ -248,6 +259,7 @@ func TestGoroutineStates(t *testing.T) {
 		"goroutine 22 [syscall]:\nsyscall.Syscall()\nos.(*File).Read()",
 		"goroutine 23 [GC assist wait]:\nmain.alloc()",
 		"goroutine 24 [preempted]:\nmain.work()",
+		"goroutine 26 [runnable (scan)]:\nmain.work()",
 		// A GC starting while the world is stopped for the dump.
 		"goroutine 25 [semacquire]:\nstrconv.Itoa(...)\nmain.work()",
 	} {
@@ -277,5 +289,49 @@ func TestHold(t *testing.T) {
 	<-tctx.Done()
 	if tctx.Err() != context.DeadlineExceeded || context.Cause(tctx) != context.DeadlineExceeded {
 		t.Errorf("err %v cause %v", tctx.Err(), context.Cause(tctx))
+	}
+}
+
+// A goroutine waiting for a live child process (os/exec's Wait blocks in
+// a system call for the child's life) waits for an outside event: the
+// clock goes on meanwhile.
+func TestVirtualChildWaitIsIdle(t *testing.T) {
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep program:", err)
+	}
+	waited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(waited) }()
+	defer func() { _ = cmd.Process.Kill(); <-waited }()
+	v := NewVirtual(t0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = v.SleepUntil(context.Background(), t0.Add(10*time.Second))
+	}()
+	guard(t, done)
+	if got := v.Now().Sub(t0); got != 10*time.Second {
+		t.Errorf("now %v, want 10s", got)
+	}
+}
+
+// A suspended iter.Pull (its goroutine waits in state "coroutine" between
+// two calls of next) does not hold the clock up.
+func TestVirtualPullIsIdle(t *testing.T) {
+	next, stop := iter.Pull(func(yield func(int) bool) {
+		for i := 0; yield(i); i++ {
+		}
+	})
+	defer stop()
+	next()
+	v := NewVirtual(t0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = v.SleepUntil(context.Background(), t0.Add(10*time.Second))
+	}()
+	guard(t, done)
+	if got := v.Now().Sub(t0); got != 10*time.Second {
+		t.Errorf("now %v, want 10s", got)
 	}
 }

@@ -463,6 +463,13 @@ func (r *run) buildStepStage(b *stage, s *spec.Stage, k *steps.Kind, env *steps.
 		}
 		return nil, fmt.Errorf("starting the %s runner: %w", s.Mode, err)
 	}
+	// A virtual clock moves when this process is idle: an item waiting on
+	// a worker process or machine would look idle, and its own timeout
+	// would fire at once in virtual time.
+	if _, inThread := runner.(stepRunner); !inThread && !clock.IsReal(r.clk) {
+		_ = runner.Close()
+		return nil, fmt.Errorf("mode: %s runs items outside this process, which a virtual clock (flow test) cannot follow; run the stage with the thread runner (engine.ThreadRunner)", s.Mode)
+	}
 	b.rep.Mode = string(s.Mode)
 	if s.Mode != spec.ModeThread {
 		// Which process or machine ran what; goroutine slots of thread

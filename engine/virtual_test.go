@@ -492,3 +492,31 @@ stages:
 		}
 	}
 }
+
+// A stage whose runner is not the thread runner does its waiting where a
+// virtual clock cannot see it: Run refuses the pair before anything runs;
+// the thread runner given for another mode (as flow test does) runs.
+func TestVirtualClockNeedsThreadRunner(t *testing.T) {
+	p := parse(t, `
+version: 1
+stages:
+  - {name: src, source: {nums: 5}}
+  - {name: heavy, step: pass, mode: process, workers: 2}
+`)
+	fr := &fakeRunner{}
+	_, err := Run(context.Background(), p, Options{Registry: reg, Stdout: &strings.Builder{}, Clock: clock.NewVirtual(vt0),
+		Runners: Runners{spec.ModeProcess: func(StageRun) (Runner, error) { return fr, nil }}})
+	var se *SetupError
+	if !errors.As(err, &se) || se.Stage != "heavy" || !strings.Contains(err.Error(), "virtual clock") || !strings.Contains(err.Error(), "mode: process") {
+		t.Fatalf("err %v, want a setup error of stage heavy about the virtual clock", err)
+	}
+	if fr.calls.Load() != 0 || fr.closed.Load() != 1 {
+		t.Errorf("calls %d closed %d: the refused runner ran or was not closed", fr.calls.Load(), fr.closed.Load())
+	}
+	var out strings.Builder
+	rep, err := Run(context.Background(), p, Options{Registry: reg, Stdout: &out, Clock: clock.NewVirtual(vt0),
+		Runners: Runners{spec.ModeProcess: ThreadRunner}})
+	if err != nil || rep.Status != "succeeded" || strings.Count(out.String(), "\n") != 5 {
+		t.Fatalf("thread runner for mode: process: err %v, report %+v, out %q", err, rep, out.String())
+	}
+}

@@ -2,7 +2,6 @@ package mock
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +30,10 @@ const (
 	maxOutputRead = 256 << 20
 )
 
+// maxBodyFiles bounds all the body_files of a test case together (a
+// variable for the tests).
+var maxBodyFiles int64 = 256 << 20
+
 // ClassUnmocked is the item error class of an outside access no mock covers.
 const ClassUnmocked = "unmocked"
 
@@ -51,7 +54,7 @@ type Recorder struct {
 	// tells outputs from fixtures; structural holds the folders made only to lay the
 	// fixtures out, which a read does not find as mocked.
 	mounts     []string
-	fixtures   map[string][sha256.Size]byte
+	fixtures   map[string]fixture
 	structural map[string]bool
 
 	mu       sync.Mutex
@@ -177,11 +180,12 @@ func (s *Set) Install(testDir, pipelineDir string) (*Recorder, error) {
 		pipelineDir: pd,
 		sandbox:     sandbox,
 		root:        filepath.Join(sandbox, "root"),
-		fixtures:    map[string][sha256.Size]byte{},
+		fixtures:    map[string]fixture{},
 		structural:  map[string]bool{},
 		counts:      map[countKey]int{},
 	}
 	var ds conf.Diags
+	bodies := &bodyFiles{root: troot, read: map[string][]byte{}, left: maxBodyFiles}
 	for i := range s.Fetch {
 		fr := fetchRule{FetchRule: &s.Fetch[i], index: i}
 		if fr.URLRegexp != "" && fr.re == nil {
@@ -192,7 +196,7 @@ func (s *Set) Install(testDir, pipelineDir string) (*Recorder, error) {
 			if resp.Status == 0 {
 				resp.Status = http.StatusOK // a Set built by hand, without the tag's default
 			}
-			body, err := bodyOf(troot, &resp)
+			body, err := bodies.of(&resp)
 			if err != nil {
 				ds.AddErr(conf.ValuePos(resp.Node, "body_file"), err)
 			}
@@ -355,16 +359,16 @@ func (r *Recorder) record(f func()) {
 
 // ---- bodies
 
-// bodyOf returns the bytes of a response's body: its text, its JSON, or the
+// of returns the bytes of a response's body: its text, its JSON, or the
 // file it names inside the test's folder.
-func bodyOf(troot *os.Root, resp *Response) ([]byte, error) {
+func (b *bodyFiles) of(resp *Response) ([]byte, error) {
 	switch {
 	case resp.BodyFile != "":
 		name := filepath.Clean(resp.BodyFile)
 		if !filepath.IsLocal(name) {
 			return nil, fmt.Errorf("body_file %q must be inside the test's folder (a relative path without '..')", resp.BodyFile)
 		}
-		return readBounded(troot, name, maxBodyFile, "body_file")
+		return b.file(name)
 	case resp.JSON != nil:
 		b, err := json.Marshal(resp.JSON)
 		if err != nil {
@@ -373,6 +377,40 @@ func bodyOf(troot *os.Root, resp *Response) ([]byte, error) {
 		return b, nil
 	}
 	return []byte(resp.Body), nil
+}
+
+// bodyFiles reads the body_files of a test's fetch mocks, which are held
+// in memory for the run: each file once however many responses name it,
+// all of them together within maxBodyFiles.
+type bodyFiles struct {
+	root *os.Root
+	read map[string][]byte
+	left int64
+}
+
+func (b *bodyFiles) file(name string) ([]byte, error) {
+	if body, ok := b.read[name]; ok {
+		return body, nil
+	}
+	// Refused before it is read; one over maxBodyFile gets readBounded's
+	// own message.
+	if fi, err := b.root.Stat(name); err == nil && fi.Size() > b.left && fi.Size() <= maxBodyFile {
+		return nil, b.overBudget(name)
+	}
+	body, err := readBounded(b.root, name, maxBodyFile, "body_file")
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > b.left {
+		return nil, b.overBudget(name)
+	}
+	b.left -= int64(len(body))
+	b.read[name] = body
+	return body, nil
+}
+
+func (b *bodyFiles) overBudget(name string) error {
+	return fmt.Errorf("body_file %q: the body_files of the fetch mocks hold more than %d MiB in all; use smaller bodies", name, maxBodyFiles>>20)
 }
 
 // readBounded reads a regular file inside root, refusing more than limit
