@@ -28,7 +28,7 @@ type Response struct {
 	Headers  map[string]string `yaml:"headers" desc:"Response headers. 'Retry-After' (seconds or an HTTP date) on a 429 or 503 sets the least wait before the engine's next attempt, as from a real server; 'Content-Type' decides how 'decode: auto' reads the body." example:"{Retry-After: \"2\"}"`
 	Body     string            `yaml:"body" desc:"The response body, as text." example:"{\"id\": 1}"`
 	JSON     any               `yaml:"json" desc:"The response body as any YAML value, sent as JSON with 'Content-Type: application/json' unless 'headers' says otherwise." example:"{id: 1, title: hello}"`
-	BodyFile string            `yaml:"body_file" desc:"A file beside the test (inside the test's folder, 64 MiB at most) whose bytes are the body." example:"fixtures/post-1.json"`
+	BodyFile string            `yaml:"body_file" desc:"A file beside the test (inside the test's folder, 64 MiB at most; each file is read once per case, and all of a case's body files together 256 MiB at most) whose bytes are the body." example:"fixtures/post-1.json"`
 	Latency  time.Duration     `yaml:"latency" desc:"How long the server takes to answer, waited on the run's clock: on the virtual clock of 'flow test' it passes instantly and exactly, and counts against the fetch and stage timeouts." example:"250ms"`
 	Fail     string            `yaml:"fail" enum:"connection" desc:"Instead of answering, fail the request: 'connection' drops it as a reset connection would (item class 'connection')."`
 	Times    int               `yaml:"times" default:"1" desc:"How many requests in a row get this response, in a 'sequence'." example:"2"`
