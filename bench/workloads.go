@@ -146,6 +146,10 @@ type sizes struct {
 	fetchDelay                time.Duration
 	rate                      float64
 	processN, processParallel int
+	// processSlow is the item count of the peers that pay a round trip per
+	// item (ProcessPoolExecutor with chunksize=1), clusterN that of the
+	// cluster workload: both are compared by items/s.
+	processSlow, clusterN int
 }
 
 var fullSizes = sizes{
@@ -154,7 +158,7 @@ var fullSizes = sizes{
 	smallFiles: 10_000, smallSize: 4 << 10,
 	images: 200, imgW: 1920, imgH: 1080,
 	fetchN: 2000, fetchRatedN: 500, fetchWorkers: 50, fetchDelay: 20 * time.Millisecond, rate: 100,
-	processN: 100_000, processParallel: 2_000,
+	processN: 1_000_000, processParallel: 2_000, processSlow: 20_000, clusterN: 200_000,
 }
 
 var smokeSizes = sizes{
@@ -163,7 +167,7 @@ var smokeSizes = sizes{
 	smallFiles: 200, smallSize: 4 << 10,
 	images: 4, imgW: 640, imgH: 360,
 	fetchN: 100, fetchRatedN: 30, fetchWorkers: 50, fetchDelay: 20 * time.Millisecond, rate: 100,
-	processN: 500, processParallel: 100,
+	processN: 500, processParallel: 100, processSlow: 100, clusterN: 500,
 }
 
 // flowRun is the invocation of flow on one of bench/pipelines.
@@ -759,23 +763,28 @@ func (h *harness) processW() *workload {
 		par.skip = "GNU parallel is missing (apt-get install parallel)"
 		parN.skip, parRR.skip = par.skip, par.skip
 	}
-	ppe := &contender{name: "ProcessPoolExecutor.map", peer: true, units: float64(n),
-		note:    "bench/python/process.py: `ex.map(double, range(n))` with the default chunksize=1, as the guide writes it",
-		prepare: func() (invocation, error) { return h.py("process.py", strconv.Itoa(n), "1"), nil },
-		check:   pyCheck("items", n)}
+	ns := h.sz.processSlow
+	ppe := &contender{name: fmt.Sprintf("ProcessPoolExecutor.map (%s items)", thousands(ns)), peer: true, units: float64(ns),
+		note:    fmt.Sprintf("bench/python/process.py: `ex.map(double, range(n))` with the default chunksize=1, as the guide writes it; on %s items only, since it is slow: compare items/s", thousands(ns)),
+		prepare: func() (invocation, error) { return h.py("process.py", strconv.Itoa(ns), "1"), nil },
+		check:   pyCheck("items", ns)}
 	ppe1k := &contender{name: "ProcessPoolExecutor.map(chunksize=1000)", peer: true, units: float64(n),
 		note:    "the same with chunksize=1000: items shipped to workers in batches",
 		prepare: func() (invocation, error) { return h.py("process.py", strconv.Itoa(n), "1000"), nil },
 		check:   pyCheck("items", n)}
 	w.cs = []*contender{flow, par, parN, parRR, ppe, ppe1k}
 	w.targets = func() []target {
-		// Issue 5's target; the whole flow run is timed (process start,
+		// Issue 19's target; the whole flow run is timed (process start,
 		// worker start, pipeline parsing), not only the process stage.
 		r := flow.rate()
-		ts := []target{{text: ">= 100,000 items/s through a process stage", measured: fmt.Sprintf("%s items/s", thousands(int(r))), met: r >= 100_000}}
+		ts := []target{{text: ">= 1,000,000 items/s through a process stage on this machine (issue 19)", measured: fmt.Sprintf("%s items/s", thousands(int(r))), met: r >= 1_000_000}}
 		for _, c := range w.cs[1:] {
 			r := flow.rate() / c.rate()
-			ts = append(ts, target{text: "items/s against " + c.name + " (reported, no set target)", measured: fmt.Sprintf("%.2fx", r), met: r >= 1, na: math.IsNaN(r)})
+			what := " (reported, no set target)"
+			if c == ppe1k || c == parRR {
+				what = " (issue 19: ahead of it)"
+			}
+			ts = append(ts, target{text: "items/s against " + c.name + what, measured: fmt.Sprintf("%.2fx", r), met: r >= 1, na: math.IsNaN(r)})
 		}
 		return ts
 	}
@@ -785,7 +794,7 @@ func (h *harness) processW() *workload {
 // clusterW: trivial items through a mode: cluster stage (embedded NATS
 // JetStream, in-process workers) beside the same stage in mode: process.
 func (h *harness) clusterW() *workload {
-	n := h.sz.processN
+	n := h.sz.clusterN
 	w := &workload{id: "cluster", title: fmt.Sprintf("cluster mode: %s tiny items over JetStream", thousands(n)), unit: "items"}
 	flow := &contender{name: "flow, mode: cluster", units: float64(n),
 		note: "range -> compute `${ item * 2 }` in `mode: cluster`: an embedded NATS server, in-process workers, every item through the work and results streams",
