@@ -136,6 +136,7 @@ type runner struct {
 	stderr io.Writer
 	warn   sync.Once
 	swarn  sync.Once
+	bwarn  sync.Once // badShared
 	// sharedOff: the shared cache failed once; the stage goes on with the
 	// local one rather than wait on a server that is gone for every item.
 	sharedOff atomic.Bool
@@ -193,6 +194,11 @@ func (r *runner) Do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 		case err != nil:
 			r.sharedWarnf("%v", err)
 		case sv != nil:
+			if err := sv.Check(key.Digest); err != nil {
+				// Not kept: the item runs here, and its value replaces it.
+				r.badShared(key.Digest, err)
+				break
+			}
 			if v, ok := r.answer(sv.Result, at); ok {
 				// Kept here too: explain and ls see it, and the next run
 				// reads it without the network.

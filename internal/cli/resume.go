@@ -118,7 +118,7 @@ func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.
 		Run: func() string { return h.id }}
 	closeShared := noop
 	if f.cacheStore == "nats" {
-		shared, closeFn, err := a.openSharedCache(nf, f.claimTTL)
+		shared, closeFn, err := a.openSharedCache(nf, f.claimTTL, stderr)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -131,7 +131,7 @@ func (a *app) cachedRunners(rs engine.Runners, h *history, file string, p *spec.
 }
 
 // openSharedCache connects to NATS for the shared cache's bucket.
-func (a *app) openSharedCache(nf natsFlags, claimTTL time.Duration) (*cache.KV, func(), error) {
+func (a *app) openSharedCache(nf natsFlags, claimTTL time.Duration, stderr io.Writer) (*cache.KV, func(), error) {
 	nf.fill(a.environ)
 	nf.conn.Name = "flow run (shared cache)"
 	nc, err := nf.conn.Dial()
@@ -140,7 +140,9 @@ func (a *app) openSharedCache(nf natsFlags, claimTTL time.Duration) (*cache.KV, 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := cache.OpenKV(ctx, nc, cache.KVOptions{ClaimTTL: claimTTL})
+	kv, err := cache.OpenKV(ctx, nc, cache.KVOptions{ClaimTTL: claimTTL, Warn: func(msg string) {
+		fmt.Fprintf(stderr, "flow: warning: shared cache: %s\n", msg)
+	}})
 	if err != nil {
 		nc.Close()
 		return nil, nil, &exitError{code: ExitFailed, msg: fmt.Sprintf("--cache-store nats: %v; nothing was run", err)}
