@@ -25,7 +25,9 @@ type Shared interface {
 	// it (then it computes the item and fills or releases the claim). A
 	// claim held by another run is waited for: its result is returned
 	// when it comes, or the claim is taken over when its holder stops
-	// renewing it (it died).
+	// renewing it (it died). Neither value nor claim: the wait was given
+	// up (see KV.Claim), and the caller computes the item without one.
+	// The value is the bucket's: Value.Check it against the key.
 	Claim(ctx context.Context, key string) (*Value, Held, error)
 	// Put stores a value without a claim (a run that computes afresh).
 	Put(ctx context.Context, key string, v Value, ttl time.Duration) error
