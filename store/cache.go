@@ -59,10 +59,7 @@ func (db *DB) Put(ctx context.Context, s Scope, k cachekey.Key, result json.RawM
 		expires = now + ttl.Milliseconds()
 	}
 	run, index := s.runArgs()
-	return db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index)
-		return err
-	})
+	return db.do(ctx, writeReq{stmt: db.putStmt, args: []any{k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index}})
 }
 
 const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts, result, created_ms, expires_ms, used_ms, hits, run_id, item_index)
@@ -106,7 +103,15 @@ func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bo
 		result  []byte
 		expires sql.NullInt64
 	)
-	err := db.getStmt.QueryRowContext(ctx, key).Scan(&result, &expires)
+	snap, err := db.snap(ctx)
+	if err != nil {
+		return nil, false, db.wrap(err)
+	}
+	err = snap.get.QueryRowContext(ctx, key).Scan(&result, &expires)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		snap.end() // cancelled or busy: the next look-up begins afresh
+	}
+	db.snaps <- snap
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -118,10 +123,7 @@ func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bo
 		return nil, false, nil
 	}
 	run, index := s.runArgs()
-	touch := func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.touchStmt).Exec(now, run, index, key)
-		return err
-	}
+	touch := writeReq{stmt: db.touchStmt, args: []any{now, run, index, key}}
 	if s.Run == "" {
 		db.tryWrite(touch)
 	} else if err := db.queue(ctx, touch); err != nil {
@@ -134,16 +136,16 @@ func (db *DB) expired(e Entry) bool {
 	return e.Expires != nil && !db.now().Before(*e.Expires)
 }
 
-// tryWrite queues fn without waiting for it, or drops it when the queue is
-// full or the DB closed.
-func (db *DB) tryWrite(fn func(*sql.Tx) error) {
+// tryWrite queues a write without waiting for it, or drops it when the
+// queue is full or the DB closed.
+func (db *DB) tryWrite(req writeReq) {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {
 		return
 	}
 	select {
-	case db.reqs <- writeReq{fn: fn}:
+	case db.reqs <- req:
 	default:
 	}
 }
