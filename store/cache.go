@@ -72,14 +72,17 @@ const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts
 // prepare prepares the hot statements, once the schema has them.
 func (db *DB) prepare() error {
 	var err error
-	if db.getStmt, err = db.r.Prepare(`SELECT result, expires_ms FROM cache WHERE key = ?`); err != nil {
+	if db.getStmt, err = db.r.Prepare(`SELECT rowid, result, expires_ms FROM cache WHERE key = ?`); err != nil {
 		return err
 	}
 	if db.putStmt, err = db.w.Prepare(putSQL); err != nil {
 		return err
 	}
+	// By the rowid the look-up read, not the key: no walk down the key's
+	// index. The key is checked on the row, in case the entry was replaced
+	// since.
 	db.touchStmt, err = db.w.Prepare(`UPDATE cache SET hits = hits + 1, used_ms = max(used_ms, ?),
-		run_id = coalesce(?, run_id), item_index = coalesce(?, item_index) WHERE key = ?`)
+		run_id = coalesce(?, run_id), item_index = coalesce(?, item_index) WHERE rowid = ? AND key = ?`)
 	return err
 }
 
@@ -100,6 +103,7 @@ func (db *DB) GetFor(ctx context.Context, key string, s Scope) (res json.RawMess
 
 func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bool, error) {
 	var (
+		rowid   int64
 		result  []byte
 		expires sql.NullInt64
 	)
@@ -107,7 +111,7 @@ func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bo
 	if err != nil {
 		return nil, false, db.wrap(err)
 	}
-	err = snap.get.QueryRowContext(ctx, key).Scan(&result, &expires)
+	err = snap.get.QueryRowContext(ctx, key).Scan(&rowid, &result, &expires)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		snap.end() // cancelled or busy: the next look-up begins afresh
 	}
@@ -123,7 +127,7 @@ func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bo
 		return nil, false, nil
 	}
 	run, index := s.runArgs()
-	touch := writeReq{stmt: db.touchStmt, args: []any{now, run, index, key}}
+	touch := writeReq{stmt: db.touchStmt, args: []any{now, run, index, rowid, key}}
 	if s.Run == "" {
 		db.tryWrite(touch)
 	} else if err := db.queue(ctx, touch); err != nil {
