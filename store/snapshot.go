@@ -10,12 +10,13 @@ import (
 // the WAL's shared-memory locks (system calls), and the connection's
 // whole page cache whenever anything was committed since its last read.
 // Cache look-ups share read transactions instead (snapshots). A snapshot
-// is renewed once this process has committed a write since it began, so
-// that a result stored (Put returned, or a queued one committed) is found
-// by every look-up that starts after; and after snapAge, so that other
+// is renewed once this process has committed a write since it began
+// (hits' records aside, which change nothing a look-up reads), so that a
+// result stored (Put returned, or a queued one committed) is found by
+// every look-up that starts after; and after snapAge, so that other
 // processes' writes are seen soon and their checkpoints are not held
 // back for long.
-const snapAge = 100 * time.Millisecond
+const snapAge = 500 * time.Millisecond
 
 // snapReaders is how many look-ups run at once, each on a read
 // connection of its own; the other reads (explain, ls, file digests) have

@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,8 +313,12 @@ func (db *DB) writer() {
 			return err
 		})
 		// Before anyone hears of the commit: a look-up from now on takes a
-		// snapshot that sees it.
-		db.gen.Add(1)
+		// snapshot that sees it. A batch of hits' records alone changes
+		// nothing a look-up reads (result, expiry): the snapshots, and their
+		// page caches, are kept.
+		if slices.ContainsFunc(batch, func(r writeReq) bool { return r.stmt != db.touchStmt }) {
+			db.gen.Add(1)
+		}
 		db.releaseStale()
 		for i, r := range batch {
 			if r.err == nil {
