@@ -59,10 +59,7 @@ func (db *DB) Put(ctx context.Context, s Scope, k cachekey.Key, result json.RawM
 		expires = now + ttl.Milliseconds()
 	}
 	run, index := s.runArgs()
-	return db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index)
-		return err
-	})
+	return db.do(ctx, writeReq{stmt: db.putStmt, args: []any{k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index}})
 }
 
 const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts, result, created_ms, expires_ms, used_ms, hits, run_id, item_index)
@@ -75,14 +72,17 @@ const putSQL = `INSERT INTO cache(key, kind, pipeline, stage, item_digest, parts
 // prepare prepares the hot statements, once the schema has them.
 func (db *DB) prepare() error {
 	var err error
-	if db.getStmt, err = db.r.Prepare(`SELECT result, expires_ms FROM cache WHERE key = ?`); err != nil {
+	if db.getStmt, err = db.r.Prepare(`SELECT rowid, result, expires_ms FROM cache WHERE key = ?`); err != nil {
 		return err
 	}
 	if db.putStmt, err = db.w.Prepare(putSQL); err != nil {
 		return err
 	}
+	// By the rowid the look-up read, not the key: no walk down the key's
+	// index. The key is checked on the row, in case the entry was replaced
+	// since.
 	db.touchStmt, err = db.w.Prepare(`UPDATE cache SET hits = hits + 1, used_ms = max(used_ms, ?),
-		run_id = coalesce(?, run_id), item_index = coalesce(?, item_index) WHERE key = ?`)
+		run_id = coalesce(?, run_id), item_index = coalesce(?, item_index) WHERE rowid = ? AND key = ?`)
 	return err
 }
 
@@ -103,10 +103,19 @@ func (db *DB) GetFor(ctx context.Context, key string, s Scope) (res json.RawMess
 
 func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bool, error) {
 	var (
+		rowid   int64
 		result  []byte
 		expires sql.NullInt64
 	)
-	err := db.getStmt.QueryRowContext(ctx, key).Scan(&result, &expires)
+	snap, err := db.snap(ctx)
+	if err != nil {
+		return nil, false, db.wrap(err)
+	}
+	err = snap.get.QueryRowContext(ctx, key).Scan(&rowid, &result, &expires)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		snap.end() // cancelled or busy: the next look-up begins afresh
+	}
+	db.snaps <- snap
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -118,10 +127,7 @@ func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bo
 		return nil, false, nil
 	}
 	run, index := s.runArgs()
-	touch := func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.touchStmt).Exec(now, run, index, key)
-		return err
-	}
+	touch := writeReq{stmt: db.touchStmt, args: []any{now, run, index, rowid, key}}
 	if s.Run == "" {
 		db.tryWrite(touch)
 	} else if err := db.queue(ctx, touch); err != nil {
@@ -134,16 +140,16 @@ func (db *DB) expired(e Entry) bool {
 	return e.Expires != nil && !db.now().Before(*e.Expires)
 }
 
-// tryWrite queues fn without waiting for it, or drops it when the queue is
-// full or the DB closed.
-func (db *DB) tryWrite(fn func(*sql.Tx) error) {
+// tryWrite queues a write without waiting for it, or drops it when the
+// queue is full or the DB closed.
+func (db *DB) tryWrite(req writeReq) {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {
 		return
 	}
 	select {
-	case db.reqs <- writeReq{fn: fn}:
+	case db.reqs <- req:
 	default:
 	}
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"time"
 
@@ -12,10 +11,11 @@ import (
 // PutQueued stores a result as Put does, without waiting for the commit:
 // it returns once the write is queued (waiting for room in the queue, so
 // that a fast stage cannot outrun the writer without bound). Queued writes
-// are committed by the hundred, where callers waiting on Put one by one
-// commit a transaction per item or two. Close commits what is queued; a
-// process killed before that loses the last writes, which for a cache only
-// means running those items again. An error is only the queueing's: ctx
+// are committed by the thousand, or after flushEvery, where callers
+// waiting on Put one by one commit a transaction per item or two. Close
+// commits what is queued; a process killed before that loses the writes of
+// the last flushEvery, which for a cache only means running those items
+// again. An error is only the queueing's: ctx
 // done or the DB closed.
 func (db *DB) PutQueued(ctx context.Context, s Scope, k cachekey.Key, result json.RawMessage, ttl time.Duration) error {
 	parts, err := json.Marshal(k.Parts)
@@ -28,22 +28,19 @@ func (db *DB) PutQueued(ctx context.Context, s Scope, k cachekey.Key, result jso
 		expires = now + ttl.Milliseconds()
 	}
 	run, index := s.runArgs()
-	return db.queue(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Stmt(db.putStmt).Exec(k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index)
-		return err
-	})
+	return db.queue(ctx, writeReq{stmt: db.putStmt, args: []any{k.Digest, k.Parts.Kind, s.Pipeline, s.Stage, k.Parts.ItemDigest, string(parts), []byte(result), now, expires, now, run, index}})
 }
 
-// queue hands fn to the writer without waiting for its commit, waiting
-// only for room in the queue.
-func (db *DB) queue(ctx context.Context, fn func(*sql.Tx) error) error {
+// queue hands a write to the writer without waiting for its commit,
+// waiting only for room in the queue.
+func (db *DB) queue(ctx context.Context, req writeReq) error {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
 	if db.closed {
 		return ErrClosed
 	}
 	select {
-	case db.reqs <- writeReq{fn: fn}:
+	case db.reqs <- req:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

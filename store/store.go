@@ -23,8 +23,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -66,8 +68,23 @@ func retryBusy(fn func() error) error {
 	}
 }
 
-// maxBatch is the most queued writes committed in one transaction.
-const maxBatch = 512
+// maxBatch is the most writes committed in one transaction, and the
+// writer's queue holds as many: a stage faster than the writer waits for
+// room (a bounded queue) instead of piling results up in memory.
+const maxBatch = 4096
+
+// flushEvery is how long a queued write (PutQueued, a hit's record) may
+// wait for others to share its transaction. A commit costs about as much
+// as a few hundred rows (WAL frames, and every reader's page cache is
+// dropped by it), so rows are committed by the thousand; a process killed
+// loses at most the writes of the last flushEvery and the commit under
+// way: for a cache, only items run again. A write someone waits for (Put,
+// a run's record) is committed at once, with what is queued before it.
+const flushEvery = 200 * time.Millisecond
+
+// writerCacheKiB is the writer connection's page cache (SQLite's default
+// is 2 MiB): about the key index of a million entries.
+const writerCacheKiB = 64 << 10
 
 // ErrClosed is returned by writes on a closed DB.
 var ErrClosed = errors.New("store: closed")
@@ -96,6 +113,10 @@ type DB struct {
 	// The cache's hot statements, prepared once: parsing is most of the
 	// cost of a small query.
 	getStmt, putStmt, touchStmt *sql.Stmt
+	// snaps are the look-ups' read transactions (snapshot.go); gen counts
+	// the writer's commits, which make them stale.
+	snaps chan *snapshot
+	gen   atomic.Uint64
 
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
@@ -105,7 +126,13 @@ type DB struct {
 
 type writeReq struct {
 	fn  func(*sql.Tx) error
-	err chan error
+	err chan error // nil: nobody waits (PutQueued, tryWrite)
+	// stmt, when set (and fn nil), is one prepared statement run with
+	// args: a single statement needs no savepoint of its own (SQLite undoes
+	// a failing statement alone), and its transaction-bound form is made
+	// once per batch.
+	stmt *sql.Stmt
+	args []any
 }
 
 // Open opens (creating it and its directory unless opts.MustExist) the
@@ -149,13 +176,20 @@ func openTo(path string, opts Options, target int) (*DB, error) {
 	}
 	db.w.SetMaxOpenConns(1)
 	db.w.SetConnMaxIdleTime(0)
+	// The writer keeps its page cache from one transaction to the next
+	// (no other process writes, as a rule): big enough for the cache's
+	// indexes, whose rows go to random pages, it reads each page once.
+	if _, err := db.w.Exec(fmt.Sprintf("PRAGMA cache_size = -%d", writerCacheKiB)); err != nil {
+		db.w.Close()
+		return nil, db.wrap(err)
+	}
 	q.Add("_pragma", "query_only(1)")
 	q.Set("_txlock", "deferred")
 	if db.r, err = sql.Open("sqlite", abs+"?"+q.Encode()); err != nil {
 		db.w.Close()
 		return nil, err
 	}
-	db.r.SetMaxOpenConns(4)
+	db.r.SetMaxOpenConns(snapReaders + readConns)
 	if err := retryBusy(func() error { return db.migrateTo(context.Background(), target) }); err != nil {
 		db.w.Close()
 		db.r.Close()
@@ -167,6 +201,10 @@ func openTo(path string, opts Options, target int) (*DB, error) {
 			db.r.Close()
 			return nil, db.wrap(err)
 		}
+	}
+	db.snaps = make(chan *snapshot, snapReaders)
+	for range snapReaders {
+		db.snaps <- &snapshot{}
 	}
 	go db.writer()
 	return db, nil
@@ -186,13 +224,19 @@ func (db *DB) Close() error {
 	close(db.reqs)
 	db.mu.Unlock()
 	<-db.done
+	db.endSnapshots()
 	return errors.Join(db.w.Close(), db.r.Close())
 }
 
 // write runs fn in a write transaction on the writer goroutine and returns
 // its error (or the commit's).
 func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	req := writeReq{fn: fn, err: make(chan error, 1)}
+	return db.do(ctx, writeReq{fn: fn})
+}
+
+// do hands req to the writer and waits for its commit.
+func (db *DB) do(ctx context.Context, req writeReq) error {
+	req.err = make(chan error, 1)
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
@@ -213,28 +257,72 @@ func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 func (db *DB) writer() {
 	defer close(db.done)
 	batch := make([]writeReq, 0, maxBatch)
-	for req := range db.reqs {
+	timer := time.NewTimer(flushEvery)
+	timer.Stop()
+	tick := time.NewTicker(snapAge)
+	defer tick.Stop()
+	for open := true; open; {
+		var req writeReq
+		select {
+		case r, ok := <-db.reqs:
+			if !ok {
+				return
+			}
+			req = r
+		case <-tick.C:
+			db.releaseStale()
+			continue
+		}
 		batch = append(batch[:0], req)
-	more:
+		urgent := req.err != nil
+		if !urgent {
+			timer.Reset(flushEvery)
+		}
+	collect:
 		for len(batch) < maxBatch {
+			if urgent {
+				// Someone waits: take only what is queued already.
+				select {
+				case r, ok := <-db.reqs:
+					if !ok {
+						open = false
+						break collect
+					}
+					batch = append(batch, r)
+				default:
+					break collect
+				}
+				continue
+			}
 			select {
 			case r, ok := <-db.reqs:
 				if !ok {
-					break more
+					open = false
+					break collect
 				}
 				batch = append(batch, r)
-			default:
-				break more
+				urgent = r.err != nil
+			case <-timer.C:
+				break collect
 			}
 		}
+		timer.Stop()
 		var errs []error
 		err := retryBusy(func() (err error) {
 			errs, err = db.commit(batch)
 			return err
 		})
+		// Before anyone hears of the commit: a look-up from now on takes a
+		// snapshot that sees it. A batch of hits' records alone changes
+		// nothing a look-up reads (result, expiry): the snapshots, and their
+		// page caches, are kept.
+		if slices.ContainsFunc(batch, func(r writeReq) bool { return r.stmt != db.touchStmt }) {
+			db.gen.Add(1)
+		}
+		db.releaseStale()
 		for i, r := range batch {
 			if r.err == nil {
-				continue // tryWrite: nobody waits
+				continue // nobody waits
 			}
 			if err != nil {
 				r.err <- fmt.Errorf("state database %s: write: %w", db.path, err)
@@ -242,18 +330,38 @@ func (db *DB) writer() {
 				r.err <- errs[i]
 			}
 		}
+		clear(batch) // drop the rows' arguments until the next batch
 	}
+	// Closed: the loop above committed the last batch.
 }
 
 // commit runs a batch in one transaction, each write in a savepoint of its
-// own. It returns each write's error, or the error that failed them all.
+// own but single prepared statements. It returns each write's error, or
+// the error that failed them all.
 func (db *DB) commit(batch []writeReq) ([]error, error) {
 	tx, err := db.w.Begin() // BEGIN IMMEDIATE (_txlock)
 	if err != nil {
 		return nil, err
 	}
 	errs := make([]error, len(batch))
+	var stmts map[*sql.Stmt]*sql.Stmt
 	for i, r := range batch {
+		if r.fn == nil {
+			s := stmts[r.stmt]
+			if s == nil {
+				if stmts == nil {
+					stmts = map[*sql.Stmt]*sql.Stmt{}
+				}
+				s = tx.Stmt(r.stmt)
+				stmts[r.stmt] = s
+			}
+			_, errs[i] = s.Exec(r.args...)
+			if errs[i] != nil && isBusy(errs[i]) {
+				tx.Rollback()
+				return nil, errs[i]
+			}
+			continue
+		}
 		if len(batch) == 1 {
 			errs[i] = r.fn(tx)
 			break
@@ -273,7 +381,7 @@ func (db *DB) commit(batch []writeReq) ([]error, error) {
 			return nil, err
 		}
 	}
-	if len(batch) == 1 && errs[0] != nil {
+	if len(batch) == 1 && batch[0].fn != nil && errs[0] != nil {
 		tx.Rollback()
 		return errs, nil
 	}
