@@ -101,8 +101,9 @@ type Options struct {
 	Events EventSink
 	// Clock is the time the run waits on and measures with (nil:
 	// clock.Real); `flow test` gives a clock.Virtual. Its context carries
-	// it to the kinds (clock.From). With any clock but clock.Real, every
-	// step stage must run through ThreadRunner, or Run refuses to start.
+	// it to the kinds (clock.From). With a clock that moves when the
+	// process is idle (clock.Virtual: it has Busy), every step stage must
+	// run through ThreadRunner, or Run refuses to start.
 	Clock clock.Clock
 	// Outside, if set, is every kind's way out of the process (the
 	// network, programs, files) in place of the real world: `flow test`
