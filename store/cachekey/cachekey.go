@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -71,6 +72,25 @@ type Input struct {
 	// Secrets): a stage's options are the same for all its items, so they
 	// are made canonical once, not once per item.
 	Prepared bool
+	// Encoded, with Prepared, is EncodeOptions(Options): the options'
+	// encodings, written once per stage rather than once per item.
+	Encoded *EncodedOptions
+}
+
+// EncodedOptions are prepared options as every key of a stage writes them:
+// canonical JSON for the digest, and json.Marshal's JSON for the stored
+// Parts (Key.PartsJSON).
+type EncodedOptions struct {
+	canonical, marshalled []byte
+}
+
+// EncodeOptions encodes options that PrepareOptions returned.
+func EncodeOptions(prepared map[string]any) (*EncodedOptions, error) {
+	m, err := json.Marshal(prepared)
+	if err != nil {
+		return nil, err
+	}
+	return &EncodedOptions{canonical: canonicalBytes(prepared), marshalled: m}, nil
 }
 
 // PrepareOptions returns options as Build puts them in Parts: without the
@@ -87,7 +107,10 @@ func PrepareOptions(options map[string]any, secrets []string) (map[string]any, e
 		if err != nil {
 			return nil, fmt.Errorf("option %s: %w", k, err)
 		}
-		out[k] = red(c)
+		if red != nil {
+			c = red(c)
+		}
+		out[k] = c
 	}
 	return validValue(out).(map[string]any), nil
 }
@@ -156,6 +179,33 @@ type Parts struct {
 type Key struct {
 	Digest string // hex SHA-256 of the canonical Parts (without Item)
 	Parts  Parts
+	// opts are Parts.Options encoded, when Build was given them.
+	opts *EncodedOptions
+}
+
+// partsJSON is Parts as json.Marshal writes it, with the options already
+// encoded.
+type partsJSON struct {
+	Format     int               `json:"format"`
+	Kind       string            `json:"kind"`
+	Options    json.RawMessage   `json:"options"`
+	ItemDigest string            `json:"item_digest"`
+	Files      map[string]string `json:"files,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	Salt       string            `json:"salt,omitempty"`
+	Item       json.RawMessage   `json:"item,omitempty"`
+}
+
+// PartsJSON is json.Marshal(k.Parts), the form the store keeps; the
+// options are not encoded again when Build had them encoded
+// (Input.Encoded). TestPartsJSON holds the two equal.
+func (k Key) PartsJSON() ([]byte, error) {
+	if k.opts == nil {
+		return json.Marshal(k.Parts)
+	}
+	p := k.Parts
+	return json.Marshal(partsJSON{Format: p.Format, Kind: p.Kind, Options: k.opts.marshalled, ItemDigest: p.ItemDigest,
+		Files: p.Files, Env: p.Env, Salt: p.Salt, Item: p.Item})
 }
 
 // FileDigester gives the SHA-256 (hex) of a file's content. The store's
@@ -181,6 +231,10 @@ func (ReadFiles) FileDigest(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// bufs are the buffers keys are written in: the canonical JSON of an
+// item and of the parts, hashed, then dropped.
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 // Build builds the key of in, reading file digests through files (ReadFiles
 // when nil).
 func Build(in Input, files FileDigester) (Key, error) {
@@ -189,7 +243,10 @@ func Build(in Input, files FileDigester) (Key, error) {
 	}
 	red := redactor(in.Secrets)
 	p := Parts{Format: FormatVersion, Kind: in.Kind, Salt: in.Salt, Options: in.Options}
-	if !in.Prepared {
+	var opts *EncodedOptions
+	if in.Prepared {
+		opts = in.Encoded
+	} else {
 		var err error
 		if p.Options, err = PrepareOptions(in.Options, in.Secrets); err != nil {
 			return Key{}, err
@@ -199,12 +256,19 @@ func Build(in Input, files FileDigester) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("item: %w", err)
 	}
-	itemJSON := canonicalBytes(red(item))
+	buf := bufs.Get().(*bytes.Buffer)
+	defer bufs.Put(buf)
+	buf.Reset()
 	// The digest covers the item in full, secrets included: two items
 	// differing only in a secret are different items.
-	p.ItemDigest = Digest(canonicalBytes(item))
-	if len(itemJSON) <= maxItemInParts {
-		p.Item = itemJSON
+	writeCanonical(buf, item)
+	p.ItemDigest = Digest(buf.Bytes())
+	if red != nil {
+		buf.Reset()
+		writeCanonical(buf, red(item))
+	}
+	if buf.Len() <= maxItemInParts {
+		p.Item = bytes.Clone(buf.Bytes())
 	}
 	for _, f := range in.Files {
 		if p.Files == nil {
@@ -222,34 +286,47 @@ func Build(in Input, files FileDigester) (Key, error) {
 		}
 		p.Env[name] = Digest([]byte(v))
 	}
-	return Key{Digest: p.digest(), Parts: p}, nil
+	buf.Reset()
+	p.writeDigested(buf, opts)
+	return Key{Digest: Digest(buf.Bytes()), Parts: p, opts: opts}, nil
 }
 
-// digest is the digest of Canonical(p) without Item, built from p's
-// fields directly (their JSON names and omitempty rules), with no JSON
-// round trip: p's values are canonical already. TestDigestIsCanonicalParts
-// holds the two equal.
-func (p Parts) digest() string {
-	m := map[string]any{
-		"format":      json.Number(strconv.Itoa(p.Format)),
-		"kind":        validUTF8(p.Kind),
-		"item_digest": p.ItemDigest,
-	}
-	if p.Options != nil {
-		m["options"] = p.Options
-	} else {
-		m["options"] = nil
+// writeDigested writes Canonical(p) without Item, from p's fields directly
+// (their JSON names and omitempty rules, keys in sorted order), with no
+// JSON round trip: p's values are canonical already. opts, when set, are
+// p.Options encoded. TestDigestIsCanonicalParts holds the two equal.
+func (p Parts) writeDigested(b *bytes.Buffer, opts *EncodedOptions) {
+	b.WriteByte('{')
+	if len(p.Env) > 0 {
+		b.WriteString(`"env":`)
+		writeCanonical(b, stringMap(p.Env))
+		b.WriteByte(',')
 	}
 	if len(p.Files) > 0 {
-		m["files"] = stringMap(p.Files)
+		b.WriteString(`"files":`)
+		writeCanonical(b, stringMap(p.Files))
+		b.WriteByte(',')
 	}
-	if len(p.Env) > 0 {
-		m["env"] = stringMap(p.Env)
+	b.WriteString(`"format":`)
+	b.WriteString(strconv.Itoa(p.Format))
+	b.WriteString(`,"item_digest":`)
+	writeCanonical(b, p.ItemDigest)
+	b.WriteString(`,"kind":`)
+	writeCanonical(b, validUTF8(p.Kind))
+	b.WriteString(`,"options":`)
+	switch {
+	case opts != nil:
+		b.Write(opts.canonical)
+	case p.Options != nil:
+		writeCanonical(b, p.Options)
+	default:
+		b.WriteString("null")
 	}
 	if p.Salt != "" {
-		m["salt"] = validUTF8(p.Salt)
+		b.WriteString(`,"salt":`)
+		writeCanonical(b, validUTF8(p.Salt))
 	}
-	return Digest(canonicalBytes(m))
+	b.WriteByte('}')
 }
 
 func stringMap(in map[string]string) map[string]any {
@@ -271,7 +348,9 @@ func canonicalBytes(c any) []byte {
 // Digest is the hex SHA-256 of b.
 func Digest(b []byte) string {
 	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], s[:])
+	return string(h[:])
 }
 
 // Canonical is v as canonical JSON: object keys sorted, no HTML escaping,
@@ -296,6 +375,18 @@ func canonicalValue(v any) (any, error) {
 		return x, nil
 	case json.Number:
 		return canonicalNumber(x)
+	// Numbers as the JSON round trip below leaves them, without it.
+	case int:
+		return json.Number(strconv.FormatInt(int64(x), 10)), nil
+	case int64:
+		return json.Number(strconv.FormatInt(x, 10)), nil
+	case float64:
+		// Below 2^53, json.Marshal spells an integer exactly; above, it
+		// may round its digits (9223372036854775000), which the round
+		// trip keeps. NaN and infinities fail there.
+		if math.Abs(x) < 1<<53 {
+			return floatNumber(x), nil
+		}
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
@@ -338,10 +429,15 @@ func canonicalNumber(n json.Number) (json.Number, error) {
 	if err != nil {
 		return "", fmt.Errorf("number %s: %w", n, err)
 	}
+	return floatNumber(f), nil
+}
+
+// floatNumber is f's canonical spelling: an integer's without a point.
+func floatNumber(f float64) json.Number {
 	if f == math.Trunc(f) && math.Abs(f) < 1<<63 {
-		return json.Number(strconv.FormatInt(int64(f), 10)), nil
+		return json.Number(strconv.FormatInt(int64(f), 10))
 	}
-	return json.Number(strconv.FormatFloat(f, 'g', -1, 64)), nil
+	return json.Number(strconv.FormatFloat(f, 'g', -1, 64))
 }
 
 func writeCanonical(b *bytes.Buffer, v any) {
@@ -353,6 +449,12 @@ func writeCanonical(b *bytes.Buffer, v any) {
 	case json.Number:
 		b.WriteString(string(x))
 	case string:
+		if plainASCII(x) {
+			b.WriteByte('"')
+			b.WriteString(x)
+			b.WriteByte('"')
+			return
+		}
 		e := json.NewEncoder(b)
 		e.SetEscapeHTML(false)
 		_ = e.Encode(x)
@@ -385,8 +487,20 @@ func writeCanonical(b *bytes.Buffer, v any) {
 	}
 }
 
+// plainASCII says JSON writes s as it is between quotes: printable
+// ASCII, no quote or backslash.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
 // redactor returns a function replacing, in a canonical value, every
-// string that holds one of secrets by "sha256:" and its digest.
+// string that holds one of secrets by "sha256:" and its digest; nil
+// without secrets.
 func redactor(secrets []string) func(any) any {
 	var ss []string
 	for _, s := range secrets {
@@ -394,11 +508,11 @@ func redactor(secrets []string) func(any) any {
 			ss = append(ss, s)
 		}
 	}
+	if len(ss) == 0 {
+		return nil
+	}
 	var red func(any) any
 	red = func(v any) any {
-		if len(ss) == 0 {
-			return v
-		}
 		switch x := v.(type) {
 		case string:
 			for _, s := range ss {

@@ -1,7 +1,9 @@
 package cachekey
 
 import (
+	"bytes"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +133,11 @@ func TestDigestIsCanonicalParts(t *testing.T) {
 		{Kind: "fetch", Options: map[string]any{"url": "http://x/${ item }", "timeout": "10s", "max_bytes": int64(1 << 20), "headers": map[string]any{"A": "<b>&"}, "n": 1.5, "list": []any{1, "x", nil, true}}, Item: map[string]any{"u": "é\u2028", "n": 1e21}},
 		{Kind: "k", Options: nil, Item: nil, Salt: "v2", Env: map[string]string{"LANG": "C", "E": ""}},
 		{Kind: "k", Options: map[string]any{"workers": 4, "s": "has s3cret in it"}, Item: "s3cret", Secrets: []string{"s3cret"}},
+		// Numbers of every Go type an item holds, spelled as the JSON
+		// round trip spells them.
+		{Kind: "n", Options: map[string]any{"f": 2.5, "i": 7}, Item: []any{int64(-3), 0, -0.0, 0.1, 1e19, 1e21, 1e-7, float64(1 << 63), 9.223372036854775e18, -123456789.0, int64(math.MaxInt64), uint64(math.MaxUint64), float32(1.1), json.Number("1.50")}},
+		{Kind: "n", Item: 12.0},
+		{Kind: "s", Item: map[string]any{"plain": "a b<c>&d~", "quote": `a"b\c`, "ctl": "a\tb\x01\x7f", "u": "é\u2028"}},
 		{Kind: "bad\xff", Options: map[string]any{"k\xfe": "v\xff\xfe", "k\xff": []any{"\xc3"}, "k": map[string]any{"\xe2\x82": 1}}, Item: "\xff", Salt: "\xff", Env: map[string]string{"E\xff": "x"}},
 	}
 	for i, in := range inputs {
@@ -143,6 +150,9 @@ func TestDigestIsCanonicalParts(t *testing.T) {
 		if want := Digest(Canonical(p)); k.Digest != want {
 			t.Errorf("input %d: digest %s, canonical parts %s", i, k.Digest, want)
 		}
+		if want := Digest(roundTrip(t, in.Item)); p.ItemDigest != want {
+			t.Errorf("input %d: item digest %s, of the item's JSON round trip %s", i, p.ItemDigest, want)
+		}
 		prep, err := PrepareOptions(in.Options, in.Secrets)
 		if err != nil {
 			t.Fatal(err)
@@ -150,6 +160,24 @@ func TestDigestIsCanonicalParts(t *testing.T) {
 		in.Options, in.Prepared = prep, true
 		if k2, err := Build(in, nil); err != nil || k2.Digest != k.Digest {
 			t.Errorf("input %d: prepared options give %s, want %s (%v)", i, k2.Digest, k.Digest, err)
+		}
+		if in.Encoded, err = EncodeOptions(prep); err != nil {
+			t.Fatal(err)
+		}
+		k3, err := Build(in, nil)
+		if err != nil || k3.Digest != k.Digest {
+			t.Errorf("input %d: encoded options give %s, want %s (%v)", i, k3.Digest, k.Digest, err)
+		}
+		// The stored parts are json.Marshal's, whether the options were
+		// encoded for the stage or not.
+		want, err := json.Marshal(k3.Parts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []Key{k, k3} {
+			if got, err := key.PartsJSON(); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("input %d: parts JSON\n%s\nwant\n%s (%v)", i, got, want, err)
+			}
 		}
 	}
 	// With files: a digester that needs no disk.
@@ -162,6 +190,51 @@ func TestDigestIsCanonicalParts(t *testing.T) {
 	if want := Digest(Canonical(p)); k.Digest != want {
 		t.Errorf("with files: digest %s, canonical parts %s", k.Digest, want)
 	}
+}
+
+// roundTrip is v's canonical JSON by the definition: the values JSON
+// decodes to as they are, any other through json.Marshal and back.
+func roundTrip(t *testing.T, v any) []byte {
+	t.Helper()
+	var c func(v any) any
+	c = func(v any) any {
+		switch x := v.(type) {
+		case nil, bool, string:
+			return x
+		case json.Number:
+			n, err := canonicalNumber(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		case []any:
+			out := make([]any, len(x))
+			for i, e := range x {
+				out[i] = c(e)
+			}
+			return out
+		case map[string]any:
+			out := map[string]any{}
+			for k, e := range x {
+				out[k] = c(e)
+			}
+			return out
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		var back any
+		if err := d.Decode(&back); err != nil {
+			t.Fatal(err)
+		}
+		return c(back)
+	}
+	var buf bytes.Buffer
+	writeCanonical(&buf, c(v))
+	return buf.Bytes()
 }
 
 type fakeFiles struct{}
@@ -192,9 +265,21 @@ func BenchmarkBuild(b *testing.B) {
 		}
 	})
 	k, _ := Build(Input{Kind: "fetch", Options: prep, Prepared: true, Item: item}, nil)
-	b.Run("digest-fields", func(b *testing.B) {
+	enc, _ := EncodeOptions(prep)
+	b.Run("encoded", func(b *testing.B) {
+		b.ReportAllocs()
 		for range b.N {
-			_ = k.Parts.digest()
+			if _, err := Build(Input{Kind: "fetch", Options: prep, Prepared: true, Encoded: enc, Item: item}, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("digest-fields", func(b *testing.B) {
+		var buf bytes.Buffer
+		for range b.N {
+			buf.Reset()
+			k.Parts.writeDigested(&buf, nil)
+			_ = Digest(buf.Bytes())
 		}
 	})
 	b.Run("digest-roundtrip", func(b *testing.B) {
