@@ -43,7 +43,8 @@ var FileOptions = map[string][]string{
 type Keyer struct {
 	kind    string
 	options map[string]any
-	files   []*tmpl.T // FileOptions' templates, in FileOptions order
+	encoded *cachekey.EncodedOptions // options, written once for all items
+	files   []*tmpl.T                // FileOptions' templates, in FileOptions order
 	envVals map[string]string
 	salt    string
 	index   bool // a template reads index: the item alone does not decide the result
@@ -94,6 +95,9 @@ func NewKeyer(s *spec.Stage, reg *steps.Registry, env *steps.Env, secrets []stri
 		return nil, err
 	}
 	kr.options = prepared
+	if kr.encoded, err = cachekey.EncodeOptions(prepared); err != nil {
+		return nil, err
+	}
 	for _, key := range FileOptions[s.Kind] {
 		if t := w.byKey[key]; t != nil {
 			kr.files = append(kr.files, t)
@@ -121,7 +125,7 @@ func (k *Keyer) Key(ctx context.Context, in steps.Input) (cachekey.Key, error) {
 	if k.index {
 		item = map[string]any{"item": in.Item, "index": in.Index}
 	}
-	ki := cachekey.Input{Kind: k.kind, Options: k.options, Prepared: true, Item: item, Env: k.envVals, Salt: k.salt, Secrets: k.secrets}
+	ki := cachekey.Input{Kind: k.kind, Options: k.options, Prepared: true, Encoded: k.encoded, Item: item, Env: k.envVals, Salt: k.salt, Secrets: k.secrets}
 	for _, t := range k.files {
 		var v any = in.Item
 		if t != nil {

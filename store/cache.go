@@ -49,7 +49,7 @@ type Entry struct {
 // Put stores the result of a successful item under k. ttl <= 0 keeps it
 // until removed (flow cache rm / gc).
 func (db *DB) Put(ctx context.Context, s Scope, k cachekey.Key, result json.RawMessage, ttl time.Duration) error {
-	parts, err := json.Marshal(k.Parts)
+	parts, err := k.PartsJSON()
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,12 @@ func (db *DB) get(ctx context.Context, key string, s Scope) (json.RawMessage, bo
 	if err != nil {
 		return nil, false, db.wrap(err)
 	}
-	err = snap.get.QueryRowContext(ctx, key).Scan(&rowid, &result, &expires)
+	// Not ctx: a look-up is one probe of the key's index that never waits
+	// for a writer (WAL), and a cancellable context costs the
+	// driver and database/sql a goroutine each to watch it, per look-up.
+	if err = ctx.Err(); err == nil {
+		err = snap.get.QueryRow(key).Scan(&rowid, &result, &expires)
+	}
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		snap.end() // cancelled or busy: the next look-up begins afresh
 	}

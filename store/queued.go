@@ -18,7 +18,7 @@ import (
 // again. An error is only the queueing's: ctx
 // done or the DB closed.
 func (db *DB) PutQueued(ctx context.Context, s Scope, k cachekey.Key, result json.RawMessage, ttl time.Duration) error {
-	parts, err := json.Marshal(k.Parts)
+	parts, err := k.PartsJSON()
 	if err != nil {
 		return err
 	}
