@@ -22,7 +22,7 @@ import (
 // reused by `flow run --resume`: running an item again gives the same
 // result and does nothing else that matters (resize writes its output
 // file again, the same bytes), and an item costs more than storing its
-// result (about 55 µs). exec and fetch with a method other than GET or
+// result (about 45 µs of CPU). exec and fetch with a method other than GET or
 // HEAD have effects: they are cached only when the stage says so. compute
 // is pure but mostly cheaper to run again than to store and look up: it is
 // cached when the stage says so (cache: resume for an expensive one).
