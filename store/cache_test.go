@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -263,5 +264,26 @@ func TestItemOfRun(t *testing.T) {
 	}
 	if _, ok, _ := db.ItemOfRun(ctx, "run2", "square", 9); !ok {
 		t.Error("a Get without a run moved the record")
+	}
+}
+
+// A look-up runs without the caller's context (it never waits), but a
+// cancelled caller still gets its context's error, not a hit, and the
+// next look-up finds the entry.
+func TestCacheGetCancelled(t *testing.T) {
+	db, _ := openClock(t)
+	k := mustKey(t, cachekey.Input{Kind: "compute", Item: 1}, nil)
+	if err := db.Put(context.Background(), Scope{}, k, json.RawMessage(`2`), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 { // snap's select picks either ready case
+		if res, ok, err := db.GetFor(ctx, k.Digest, Scope{Run: "r"}); ok || !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled look-up: %s %v %v", res, ok, err)
+		}
+	}
+	if res, ok, err := db.Get(context.Background(), k.Digest); !ok || err != nil || string(res) != "2" {
+		t.Fatalf("look-up after cancelled ones: %s %v %v", res, ok, err)
 	}
 }
