@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/flowrun/flow/clock"
+	"github.com/flowrun/flow/internal/redact"
 	"github.com/flowrun/flow/steps"
 )
 
@@ -31,7 +31,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		at = steps.At{Stage: t.stage, Index: -1}
 	}
 	raw := req.URL.String()
-	rec := Request{Stage: at.Stage, Index: at.Index, Method: req.Method, URL: redactURL(raw), Headers: redactHeaders(req.Header), Rule: -1, Time: clock.From(ctx).Now()}
+	rec := Request{Stage: at.Stage, Index: at.Index, Method: req.Method, URL: redact.URL(raw), Headers: redactHeaders(req.Header), Rule: -1, Time: clock.From(ctx).Now()}
 	if req.Body != nil {
 		rec.BodyBytes, _ = io.Copy(io.Discard, req.Body)
 		req.Body.Close()
@@ -107,59 +107,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// The redaction of requests follows fetch's: the same names are secrets.
-
-const redacted = "[redacted]"
-
-func sensitive(name string) bool {
-	n := strings.ToLower(name)
-	switch n {
-	case "authorization", "proxy-authorization", "cookie", "set-cookie":
-		return true
-	}
-	for _, w := range []string{"token", "secret", "key", "auth", "password", "passwd", "session", "signature", "credential", "cookie"} {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
-}
-
+// The redaction of requests is fetch's (internal/redact): the same names
+// are secrets.
 func redactHeaders(h http.Header) map[string]string {
 	out := make(map[string]string, len(h))
 	for k, vs := range h {
 		name := strings.ToLower(k)
-		if sensitive(name) {
-			out[name] = redacted
+		if redact.CredentialName(name) {
+			out[name] = redact.Hidden
 			continue
 		}
 		out[name] = strings.Join(vs, ", ")
 	}
 	return out
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.IndexAny(raw, "?@"); i >= 0 {
-			return raw[:i] + "?" + redacted
-		}
-		return raw
-	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-		}
-	}
-	if u.RawQuery != "" {
-		parts := strings.Split(u.RawQuery, "&")
-		for i, p := range parts {
-			k, _, hasValue := strings.Cut(p, "=")
-			if key, err := url.QueryUnescape(k); err == nil && hasValue && sensitive(key) {
-				parts[i] = k + "=REDACTED"
-			}
-		}
-		u.RawQuery = strings.Join(parts, "&")
-	}
-	return u.String()
 }

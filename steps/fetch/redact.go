@@ -3,27 +3,16 @@ package fetch
 import (
 	"crypto/tls"
 	"net/http"
-	"net/url"
 	"strings"
+
+	"github.com/flowrun/flow/internal/redact"
 )
 
-const redacted = "[redacted]"
+const redacted = redact.Hidden
 
-// sensitive reports whether a header or query parameter name is likely to
-// carry a credential. It errs on the side of hiding.
-func sensitive(name string) bool {
-	n := strings.ToLower(name)
-	switch n {
-	case "authorization", "proxy-authorization", "cookie", "set-cookie":
-		return true
-	}
-	for _, w := range []string{"token", "secret", "key", "auth", "password", "passwd", "session", "signature", "credential", "cookie"} {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
-}
+// sensitive and redactURL are the shared rules (internal/redact), so that
+// what flow test records of a request hides the same names.
+func sensitive(name string) bool { return redact.CredentialName(name) }
 
 // redactHeaders renders response headers for a result: lower-case names
 // (as HTTP/2 sends them, and easy to index: item.headers["content-type"]),
@@ -44,34 +33,7 @@ func redactHeaders(h http.Header) map[string]any {
 	return out
 }
 
-// redactURL hides the password of a URL and the values of credential-like
-// query parameters, leaving the rest as written.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// Not a URL we can take apart: show nothing that could be a secret.
-		if i := strings.IndexAny(raw, "?@"); i >= 0 {
-			return raw[:i] + "?" + redacted
-		}
-		return raw
-	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-		}
-	}
-	if u.RawQuery != "" {
-		parts := strings.Split(u.RawQuery, "&")
-		for i, p := range parts {
-			k, _, hasValue := strings.Cut(p, "=")
-			if key, err := url.QueryUnescape(k); err == nil && hasValue && sensitive(key) {
-				parts[i] = k + "=REDACTED"
-			}
-		}
-		u.RawQuery = strings.Join(parts, "&")
-	}
-	return u.String()
-}
+func redactURL(raw string) string { return redact.URL(raw) }
 
 // tlsVerifyError matches *tls.CertificateVerificationError, which wraps
 // the x509 errors since Go 1.20.
