@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -157,4 +159,60 @@ func runCLI(t *testing.T, dir string, args ...string) (stdout, stderr string, co
 	}
 	code = relWait(t, cmd)
 	return out.String(), errb.String(), code
+}
+
+// Ctrl-C during `flow test` stops the running case, removes its sandbox and
+// exits 130 like the rest of the CLI.
+func TestFlowTestInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	tmp := t.TempDir()
+	writeFile(t, dir, "slow.yaml", `version: 1
+name: slow
+stages:
+  - name: src
+    source: {items: [1]}
+  - name: wait
+    step: compute
+    with:
+      value: "${ sleep(600) ?? item }"
+  - name: out
+    sink: {print: jsonl}
+`)
+	writeFile(t, dir, "slow_test.yaml", `tests:
+  - name: waits ten minutes on the real clock
+    clock: real
+    expect:
+      output: [1]
+`)
+	cmd := flowCommand(t, "test", dir)
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sandboxes := func() []string {
+		m, _ := filepath.Glob(filepath.Join(tmp, "flow-test-*"))
+		return m
+	}
+	deadline := time.Now().Add(hangGuard)
+	for len(sandboxes()) == 0 {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the case never made its sandbox in %s:\n%s", tmp, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, cmd); code != 130 {
+		t.Fatalf("exit %d, want 130:\n%s", code, out.String())
+	}
+	if left := sandboxes(); len(left) != 0 {
+		t.Errorf("sandbox left behind: %v", left)
+	}
+	if !strings.Contains(out.String(), "stopped by") {
+		t.Errorf("no word of the interruption:\n%s", out.String())
+	}
 }
