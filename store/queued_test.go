@@ -4,50 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/flowrun/flow/store/cachekey"
 )
-
-// BenchmarkCachePutQueued is BenchmarkCachePut through PutQueued: the
-// writers do not wait for their commit, so the writer batches by the
-// hundred.
-func BenchmarkCachePutQueued(b *testing.B) {
-	path := filepath.Join(b.TempDir(), FileName)
-	db, err := Open(path, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	opts := map[string]any{"value": "${ item * item }"}
-	var n atomic.Int64
-	b.ReportAllocs()
-	b.SetParallelism(8)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := n.Add(1)
-			k, err := cachekey.Build(cachekey.Input{Kind: "compute", Options: opts, Item: i}, nil)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			if err := db.PutQueued(ctx, Scope{Pipeline: "/p.yaml", Stage: "square"}, k, json.RawMessage(`{"value":12345}`), 0); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	db.Close() // commits what is queued: part of the cost
-	b.StopTimer()
-	fi, _ := os.Stat(path)
-	b.ReportMetric(float64(fi.Size())/float64(n.Load()), "bytes/entry")
-}
 
 // Queued writes are all committed by Close.
 func TestPutQueuedCommittedByClose(t *testing.T) {
