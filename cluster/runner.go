@@ -156,6 +156,9 @@ func (c *Client) Factory(sr engine.StageRun) (engine.Runner, error) {
 		r.wg.Add(1)
 		go r.watchLabels(sr.Stderr)
 	}
+	if r.xfer != nil {
+		return fileRunner{r}, nil
+	}
 	return r, nil
 }
 
@@ -342,6 +345,9 @@ type Runner struct {
 	nextB    atomic.Uint64
 	queue    *taskq.Queue[*batch]
 	avgNS    atomic.Int64 // time per item in the workers, smoothed
+	// batched counts the items handed over by DoBatch (tests read it:
+	// that the engine takes the batch path).
+	batched atomic.Int64
 	// outstanding counts published batches not yet fully answered; pubs,
 	// those whose publish is not yet acknowledged (at most maxPubs, by
 	// pubSlots).
@@ -440,25 +446,11 @@ func (r *Runner) do(ctx context.Context, in steps.Input, at *engine.Attempt) (an
 }
 
 func (r *Runner) abandon(t *task, ctx context.Context) (any, error) {
-	for {
-		switch t.State.Load() {
-		case taskq.Queued:
-			if t.State.CompareAndSwap(taskq.Queued, taskq.Abandoned) {
-				return nil, fmt.Errorf("stopped while waiting for a cluster worker: %w", ctx.Err())
-			}
-		case taskq.Sent:
-			if t.State.CompareAndSwap(taskq.Sent, taskq.Abandoned) {
-				r.mu.Lock()
-				r.unsend(t)
-				r.mu.Unlock()
-				r.cancel(t.ID)
-				return nil, fmt.Errorf("withdrawn from the cluster worker running it: %w", ctx.Err())
-			}
-		default:
-			o := <-t.Done()
-			return o.V, o.Err
-		}
+	if err, took := r.withdraw(t, ctx); took {
+		return nil, err
 	}
+	o := <-t.Done()
+	return o.V, o.Err
 }
 
 // cancel tells the workers to stop item id; cancels go out in batches.
@@ -699,14 +691,7 @@ func (r *Runner) settle(res *protocol.Results, worker string, delivery int) {
 	}
 	r.mu.Unlock()
 	if len(done) > 0 {
-		r.c.mu.Lock()
-		for _, b := range done {
-			if r.c.bySeq[b.seq] == b {
-				delete(r.c.bySeq, b.seq)
-				r.outstanding.Add(-1)
-			}
-		}
-		r.c.mu.Unlock()
+		r.retire(done)
 	}
 	for i, t := range tasks {
 		if t == nil {
@@ -728,6 +713,20 @@ func (r *Runner) settle(res *protocol.Results, worker string, delivery int) {
 		}
 		t.Finish(taskq.Sent, v, nil)
 	}
+}
+
+// retire forgets batches none of whose items is out any more: the
+// max-deliveries advisory has nothing left to settle in them, and the
+// publisher no longer waits on them (linger).
+func (r *Runner) retire(done []*batch) {
+	r.c.mu.Lock()
+	for _, b := range done {
+		if r.c.bySeq[b.seq] == b {
+			delete(r.c.bySeq, b.seq)
+			r.outstanding.Add(-1)
+		}
+	}
+	r.c.mu.Unlock()
 }
 
 // unsend takes t out of the published and unsettled (r.mu held), and
