@@ -91,6 +91,13 @@ func runCluster(t testing.TB, srv *server.Server, text string, ev engine.EventSi
 // runClusterOn runs text with its cluster stages through conn.
 func runClusterOn(t testing.TB, conn Conn, text string, ev engine.EventSink) (*report.Report, string) {
 	t.Helper()
+	return runClusterThen(t, conn, text, ev, nil)
+}
+
+// runClusterThen is runClusterOn, calling after (when set) with the run's
+// client once the run is over, before the client closes.
+func runClusterThen(t testing.TB, conn Conn, text string, ev engine.EventSink, after func(*Client)) (*report.Report, string) {
+	t.Helper()
 	reg := all.Registry()
 	p, err := spec.Parse("p.yaml", []byte(text), spec.Options{}, reg)
 	if err != nil {
@@ -108,6 +115,9 @@ func runClusterOn(t testing.TB, conn Conn, text string, ev engine.EventSink) (*r
 		Stdout: &out, Stderr: io.Discard, Events: ev})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if after != nil {
+		after(c)
 	}
 	for _, s := range rep.Stages {
 		if !s.Balanced() {

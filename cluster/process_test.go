@@ -176,7 +176,8 @@ stages:
 `
 
 // A worker SIGKILLed mid-item: the batches it held come back to the other
-// worker after the ack wait, and every item comes out exactly once.
+// worker after the ack wait, and every item comes out exactly once. The items
+// reach the runner by DoBatch, by the dozen: a worker dies mid-batch.
 func TestClusterWorkerKilledMidItem(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0")
 	url := srv.ClientURL()
@@ -187,9 +188,13 @@ func TestClusterWorkerKilledMidItem(t *testing.T) {
 		time.Sleep(600 * time.Millisecond) // both busy by now
 		a.signal(syscall.SIGKILL)
 	}()
-	rep, out := runCluster(t, srv, slowPipeline, ev)
+	var batched int64
+	rep, out := runClusterThen(t, Conn{Embedded: srv}, slowPipeline, ev, func(c *Client) { batched = batchedItems(c, 1) })
 	if rep.Status != report.StatusSucceeded {
 		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	if batched != 24 {
+		t.Errorf("%d items went through DoBatch, want all 24: the guarantee is tested on another path than the one runs take", batched)
 	}
 	got := sortedUnique(t, out)
 	if len(got) != 24 || got[0] != 1 || got[23] != 24 {
@@ -214,10 +219,14 @@ func TestClusterHungWorkerIsFenced(t *testing.T) {
 		time.Sleep(600 * time.Millisecond)
 		a.signal(syscall.SIGSTOP)
 	}()
-	rep, out := runCluster(t, srv, slowPipeline, nil)
+	var batched int64
+	rep, out := runClusterThen(t, Conn{Embedded: srv}, slowPipeline, nil, func(c *Client) { batched = batchedItems(c, 1) })
 	a.signal(syscall.SIGCONT)
 	if rep.Status != report.StatusSucceeded {
 		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
+	}
+	if batched != 24 {
+		t.Errorf("%d items went through DoBatch, want all 24", batched)
 	}
 	if got := sortedUnique(t, out); len(got) != 24 {
 		t.Fatalf("items out: %v", got)
