@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -250,10 +251,7 @@ func appendRawOr(buf, raw []byte, v any) ([]byte, error) {
 	return AppendValue(buf, v)
 }
 
-func appendInt(buf []byte, n int64) []byte {
-	v, _ := AppendValue(buf, n)
-	return v
-}
+func appendInt(buf []byte, n int64) []byte { return strconv.AppendInt(buf, n, 10) }
 
 // ParseBody decodes a frame body made by AppendBody.
 func ParseBody(body []byte) (Message, error) { return parseBody(body, nil) }
