@@ -199,6 +199,11 @@ func (w *proc) handshake(h *protocol.Hello) error {
 	if ready.Err != nil {
 		return &buildError{msg: ready.Err.Message}
 	}
+	if ready.Version != protocol.Version {
+		return &buildError{msg: fmt.Sprintf("worker process %d speaks protocol version %d, this flow %d: the flow binary changed during the run; run again", ready.PID, ready.Version, protocol.Version)}
+	}
+	// Both sides speak this version: items go in the compact form.
+	w.w.Compact()
 	return nil
 }
 

@@ -100,6 +100,7 @@ func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
 	if werr := w.out.Write(ready); werr != nil || err != nil {
 		return 1
 	}
+	w.out.Compact() // the parent speaks this version: results go compact
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)

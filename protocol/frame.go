@@ -17,19 +17,32 @@ const MaxFrame = 1 << 30
 // Writer writes length-prefixed frames to a byte stream. It is safe for
 // concurrent use; each message is written with a single Write call.
 type Writer struct {
-	mu  sync.Mutex
-	w   io.Writer
-	buf []byte
+	mu      sync.Mutex
+	w       io.Writer
+	buf     []byte
+	compact bool
 }
 
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Compact makes the writer write items and results in their compact form
+// (AppendCompact), once the peer is known to speak protocol version 2.
+func (w *Writer) Compact() {
+	w.mu.Lock()
+	w.compact = true
+	w.mu.Unlock()
+}
 
 // Write encodes m and writes it as one frame. An encoding error leaves the
 // stream untouched.
 func (w *Writer) Write(m Message) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	buf, err := AppendBody(append(w.buf[:0], 0, 0, 0, 0), m)
+	appendBody := AppendBody
+	if w.compact {
+		appendBody = AppendCompact
+	}
+	buf, err := appendBody(append(w.buf[:0], 0, 0, 0, 0), m)
 	if err != nil {
 		return err
 	}
