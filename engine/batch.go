@@ -17,7 +17,7 @@ import (
 
 const (
 	// maxBatch bounds the items of one DoBatch call.
-	maxBatch = 512
+	maxBatch = 2048
 	// firstBatch is the size of a caller's first calls, before any was
 	// timed: a few slow items claimed early cost nothing (results are
 	// handed on as they come), a hundred calls of one item would.

@@ -51,7 +51,7 @@ type Config struct {
 	// by the hundred, slow ones one at a time. Default 2ms.
 	BatchLatency time.Duration
 	// MaxWindow bounds the items queued in one worker; MaxBatch the items
-	// in one frame. Defaults 1024 and 512.
+	// in one frame. Defaults 4096 and 2048.
 	MaxWindow int
 	MaxBatch  int
 
@@ -82,10 +82,10 @@ func (c *Config) defaults() error {
 	def(&c.StartTimeout, 30*time.Second)
 	def(&c.BatchLatency, 2*time.Millisecond)
 	if c.MaxWindow <= 0 {
-		c.MaxWindow = 1024
+		c.MaxWindow = 4096
 	}
 	if c.MaxBatch <= 0 {
-		c.MaxBatch = 512
+		c.MaxBatch = 2048
 	}
 	if c.InFlight < c.Workers {
 		c.InFlight = c.Workers

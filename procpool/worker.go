@@ -161,7 +161,7 @@ func (w *worker) read(r *protocol.Reader) {
 // Results wait in the worker until one of these is reached, or until the
 // queue runs dry: few frames for cheap items, no wait for slow ones.
 const (
-	flushCount = 512
+	flushCount = 2048
 	flushDelay = 2 * time.Millisecond
 )
 
