@@ -289,10 +289,15 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 	b.items, b.done = items, done
 	n := len(items)
 	// Encode first, slice after: the buffer moves while it grows. The
-	// buffer is the batch's own, never reused: a frame is written from it
-	// after the tasks were handed to a worker.
+	// buffer is reused with the batch, once every task was answered: a
+	// frame copies the values it carries (protocol.Writer) before the
+	// worker can answer them, and a lost worker's tasks are unanswered
+	// until another has been sent them.
 	ends := b.ends[:0]
-	raw := make([]byte, 0, 16*n)
+	raw := b.raw[:0]
+	if cap(raw) < 16*n {
+		raw = make([]byte, 0, 16*n)
+	}
 	for i := range items {
 		start := len(raw)
 		var err error
@@ -304,7 +309,7 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 		}
 		ends = append(ends, len(raw))
 	}
-	b.ends = ends
+	b.ends, b.raw = ends, raw
 	if cap(b.tasks) < n {
 		b.tasks = make([]task, n)
 	}
@@ -363,12 +368,16 @@ type batch struct {
 	tasks []task
 	ptrs  []*task
 	ends  []int
+	raw   []byte // the items' values, encoded
 }
 
 // reuse keeps b for another call.
 func (p *Pool) reuse(b *batch) {
 	b.items, b.done = nil, nil
 	clear(b.ptrs)
+	if cap(b.raw) > 1<<20 {
+		b.raw = nil // keep a modest buffer; drop one huge items grew
+	}
 	p.batches.Put(b)
 }
 

@@ -38,22 +38,48 @@ func (w *Writer) Compact() {
 func (w *Writer) Write(m Message) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	appendBody := AppendBody
-	if w.compact {
-		appendBody = AppendCompact
-	}
-	buf, err := appendBody(append(w.buf[:0], 0, 0, 0, 0), m)
+	buf, err := w.appendFrame(w.buf[:0], m)
 	if err != nil {
 		return err
 	}
-	if len(buf)-4 > MaxFrame {
-		return fmt.Errorf("protocol: %s message of %d bytes is over the %d-byte frame limit", m.Type(), len(buf)-4, MaxFrame)
-	}
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	_, err = w.w.Write(buf)
 	if cap(buf) <= 1<<20 {
 		w.buf = buf // keep a modest buffer; drop ones a huge batch grew
 	}
+	return err
+}
+
+// AppendFrame appends m to buf as a whole frame, in the form this writer
+// writes, for WriteFrame: a caller encodes what it must read under its own
+// lock, and writes after releasing it.
+func (w *Writer) AppendFrame(buf []byte, m Message) ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.appendFrame(buf, m)
+}
+
+func (w *Writer) appendFrame(buf []byte, m Message) ([]byte, error) {
+	appendBody := AppendBody
+	if w.compact {
+		appendBody = AppendCompact
+	}
+	start := len(buf)
+	buf, err := appendBody(append(buf, 0, 0, 0, 0), m)
+	if err != nil {
+		return buf[:start], err
+	}
+	if n := len(buf) - start - 4; n > MaxFrame {
+		return buf[:start], fmt.Errorf("protocol: %s message of %d bytes is over the %d-byte frame limit", m.Type(), n, MaxFrame)
+	}
+	binary.BigEndian.PutUint32(buf[start:], uint32(len(buf)-start-4))
+	return buf, nil
+}
+
+// WriteFrame writes frames made by AppendFrame, with a single Write call.
+func (w *Writer) WriteFrame(frames []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.w.Write(frames)
 	return err
 }
 

@@ -412,3 +412,37 @@ func testReaderReuse(t *testing.T, compact bool) {
 		}
 	}
 }
+
+// Frames encoded ahead (AppendFrame, in the writer's form) and written
+// together (WriteFrame) read back as written one by one; a frame that fails
+// to encode leaves the buffer as it was.
+func TestAppendFrame(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	w.Compact()
+	items := &Items{{ID: 7, Index: 2, Value: "x"}}
+	buf, err := w.AppendFrame(nil, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if buf[4] != byte(TItemsCompact) {
+		t.Errorf("frame type %q, want the compact form", buf[4])
+	}
+	n := len(buf)
+	if buf, err = w.AppendFrame(buf, &Items{{ID: 8, Value: math.Inf(1)}}); err == nil || len(buf) != n {
+		t.Fatalf("a failed encode: err %v, buffer %d -> %d bytes", err, n, len(buf))
+	}
+	if buf, err = w.AppendFrame(buf, &Cancel{7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(buf); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(&stream)
+	for _, want := range []Message{items, &Cancel{7}} {
+		got, err := r.Read()
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %#v, %v; want %#v", got, err, want)
+		}
+	}
+}
