@@ -154,9 +154,11 @@ type Pool struct {
 	cfg   Config
 	hello protocol.Hello
 
-	nextID  atomic.Uint64
-	queue   *taskq.Queue[*proc]
-	batches sync.Pool    // of *batch, for DoBatch
+	nextID atomic.Uint64
+	queue  *taskq.Queue[*proc]
+	// batches are DoBatch's, kept for reuse: a sync.Pool would drop
+	// them (hundreds of KiB each) at every collection.
+	batches chan *batch
 	avgNS   atomic.Int64 // time per item in the workers, smoothed
 
 	closing   chan struct{}
@@ -184,7 +186,8 @@ func New(hello protocol.Hello, cfg Config) (*Pool, error) {
 	hello.Version = protocol.Version
 	hello.Heartbeat = cfg.Heartbeat
 	hello.Memory = cfg.Memory
-	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{}}
+	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{},
+		batches: make(chan *batch, 2*cfg.Workers+2)} // the engine's callers: 2 per worker
 	p.queue = taskq.New[*proc]()
 	p.wg.Add(cfg.Workers)
 	for i := range cfg.Workers {
@@ -282,8 +285,10 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 		}
 		return
 	}
-	b, _ := p.batches.Get().(*batch)
-	if b == nil {
+	var b *batch
+	select {
+	case b = <-p.batches:
+	default:
 		b = &batch{all: make(chan struct{}, 1)}
 	}
 	b.items, b.done = items, done
@@ -296,7 +301,7 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 	ends := b.ends[:0]
 	raw := b.raw[:0]
 	if cap(raw) < 16*n {
-		raw = make([]byte, 0, 16*n)
+		raw = make([]byte, 0, max(16*n, 2*cap(raw)))
 	}
 	for i := range items {
 		start := len(raw)
@@ -311,7 +316,9 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 	}
 	b.ends, b.raw = ends, raw
 	if cap(b.tasks) < n {
-		b.tasks = make([]task, n)
+		// Calls grow as the engine learns the items' cost: grow the
+		// tasks with them, not to each new size.
+		b.tasks = make([]task, max(n, 2*cap(b.tasks)))
 	}
 	tasks := b.tasks[:n]
 	clear(tasks)
@@ -378,7 +385,10 @@ func (p *Pool) reuse(b *batch) {
 	if cap(b.raw) > 1<<20 {
 		b.raw = nil // keep a modest buffer; drop one huge items grew
 	}
-	p.batches.Put(b)
+	select {
+	case p.batches <- b:
+	default: // more calls at once than the engine makes: let it go
+	}
 }
 
 // Settled is called once per task by whoever settled it, after the last
@@ -559,7 +569,7 @@ func (p *Pool) feed(w *proc) {
 			clear(w.popped)
 			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, w)
 			w.popped = batch
-			w.outstanding = append(w.outstanding, batch...)
+			w.pushOutstandingLocked(batch)
 			w.sent += len(batch)
 			w.frameLocked(batch)
 		}

@@ -35,6 +35,7 @@ type proc struct {
 
 	mu          sync.Mutex
 	outstanding []*task // sent and not answered, in the order sent
+	outBase     []*task // the array outstanding was last allocated as
 	sent        int
 	stopping    bool   // takes no more items
 	killing     bool   // being stopped by signals
@@ -223,6 +224,25 @@ func (w *proc) frameLocked(batch []*task) {
 	}
 	w.frameBuf, w.frameErr = w.w.AppendFrame(w.frameBuf[:0], &w.frame)
 	clear(w.frame) // the values are in frameBuf
+}
+
+// pushOutstandingLocked appends a batch sent to the worker. Answers take
+// tasks off the front, so the list creeps along its array: once it would
+// outgrow what is left, it moves back to the start of the array (the slots
+// answers left behind are nil) instead of growing a new array every few
+// frames.
+func (w *proc) pushOutstandingLocked(batch []*task) {
+	n := len(w.outstanding)
+	if n+len(batch) > cap(w.outstanding) && n+len(batch) <= cap(w.outBase) {
+		copy(w.outBase[:n], w.outstanding)
+		clear(w.outBase[n:cap(w.outBase)])
+		w.outstanding = w.outBase[:n]
+	}
+	grow := n+len(batch) > cap(w.outstanding)
+	w.outstanding = append(w.outstanding, batch...)
+	if grow {
+		w.outBase = w.outstanding[:0]
+	}
 }
 
 // send writes the frame of a batch (frameLocked). If the worker is gone the
