@@ -17,7 +17,13 @@ import (
 
 const (
 	// maxBatch bounds the items of one DoBatch call.
-	maxBatch = 512
+	maxBatch = 2048
+	// batchWindow is the most items all callers' chunks hold together
+	// before each caller's bound (batchCap) drops from maxBatch towards
+	// minBatchCap: with many workers, callers x maxBatch items in flight
+	// would hold memory for no gain.
+	batchWindow = 8192
+	minBatchCap = 512
 	// firstBatch is the size of a caller's first calls, before any was
 	// timed: a few slow items claimed early cost nothing (results are
 	// handed on as they come), a hundred calls of one item would.
@@ -33,6 +39,11 @@ const (
 // another are collected.
 func batchCallers(workers int) int { return 2 * max(1, workers) }
 
+// batchCap is the most items one of callers claims at once.
+func batchCap(callers int) int {
+	return max(minBatchCap, min(maxBatch, batchWindow/max(1, callers)))
+}
+
 // chunkSize is how many items w claims at once. For a batch runner it
 // follows the runner's throughput, starting from firstBatch items: w.ewma
 // is then the time per item of a call shared by the callers (see
@@ -44,14 +55,14 @@ func (st *stepStage) chunkSize(w *workerState) int {
 	if w.ewma <= 0 {
 		return firstBatch
 	}
-	return max(1, min(int(float64(batchTarget)/w.ewma), maxBatch))
+	return max(1, min(int(float64(batchTarget)/w.ewma), batchCap(st.workers)))
 }
 
 // queueCap is how many input batches the feeder queues for the workers:
 // enough for a whole chunk of a batch runner.
 func (st *stepStage) queueCap() int {
 	if st.batch != nil {
-		return 1 + (maxBatch+batchSize-1)/batchSize
+		return 1 + (batchCap(st.workers)+batchSize-1)/batchSize
 	}
 	return 2
 }

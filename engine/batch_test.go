@@ -269,3 +269,22 @@ func (e *attemptEvents) ItemDone(ev *ItemEvent) {
 	e.attempts[ev.Index] = append([]Attempt(nil), ev.Attempts...)
 	e.mu.Unlock()
 }
+
+// Chunks of a batch runner grow to maxBatch with few workers, but the
+// window they need together (callers x cap) stays bounded with many: no
+// more than batchWindow, or minBatchCap per caller as before chunks grew.
+func TestBatchCapBoundsTheWindow(t *testing.T) {
+	for workers := 1; workers <= 4096; workers++ {
+		callers := batchCallers(workers)
+		c := batchCap(callers)
+		if c < minBatchCap || c > maxBatch {
+			t.Fatalf("%d workers: cap %d outside [%d, %d]", workers, c, minBatchCap, maxBatch)
+		}
+		if callers*c > max(batchWindow, callers*minBatchCap) {
+			t.Fatalf("%d workers: %d callers x %d items", workers, callers, c)
+		}
+	}
+	if c := batchCap(batchCallers(2)); c != maxBatch {
+		t.Errorf("2 workers: cap %d, want %d", c, maxBatch)
+	}
+}

@@ -147,7 +147,7 @@ func (st *stepStage) configure(named map[string]*limit) {
 		if st.batch != nil {
 			// Every caller's batch fits in the window, or they would
 			// take turns instead of keeping the runner's workers fed.
-			st.window = max(st.window, int64(st.workers*maxBatch))
+			st.window = max(st.window, int64(st.workers*batchCap(st.workers)))
 		}
 	}
 	st.results = make(chan *chunk, st.workers+1)

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/flowrun/flow/protocol"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/steps/compute"
@@ -29,6 +30,9 @@ import (
 const childEnv = "FLOW_PROCPOOL_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "v1worker" {
+		os.Exit(v1Worker())
+	}
 	if IsWorker() {
 		os.Exit(WorkerMain(testRegistry()))
 	}
@@ -201,4 +205,21 @@ func parentMain() int {
 	_, err = pool.Do(context.Background(), steps.Input{Item: "pidfile:" + os.Getenv("FLOW_PROCPOOL_TEST_PIDFILE")}, nil)
 	fmt.Fprintln(os.Stderr, "the blocking item returned:", err)
 	return 1
+}
+
+// v1Worker is a worker of a flow binary that speaks protocol version 1: it
+// accepts the hello and answers ready with its own version.
+func v1Worker() int {
+	r := protocol.NewReader(os.NewFile(fdIn, "in"))
+	if _, err := r.Read(); err != nil {
+		return 2
+	}
+	if protocol.NewWriter(os.NewFile(fdOut, "out")).Write(&protocol.Ready{Version: 1, PID: os.Getpid()}) != nil {
+		return 2
+	}
+	for {
+		if _, err := r.Read(); err != nil {
+			return 0
+		}
+	}
 }

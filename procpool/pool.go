@@ -51,7 +51,7 @@ type Config struct {
 	// by the hundred, slow ones one at a time. Default 2ms.
 	BatchLatency time.Duration
 	// MaxWindow bounds the items queued in one worker; MaxBatch the items
-	// in one frame. Defaults 1024 and 512.
+	// in one frame. Defaults 4096 and 2048.
 	MaxWindow int
 	MaxBatch  int
 
@@ -82,10 +82,10 @@ func (c *Config) defaults() error {
 	def(&c.StartTimeout, 30*time.Second)
 	def(&c.BatchLatency, 2*time.Millisecond)
 	if c.MaxWindow <= 0 {
-		c.MaxWindow = 1024
+		c.MaxWindow = 4096
 	}
 	if c.MaxBatch <= 0 {
-		c.MaxBatch = 512
+		c.MaxBatch = 2048
 	}
 	if c.InFlight < c.Workers {
 		c.InFlight = c.Workers
@@ -154,9 +154,11 @@ type Pool struct {
 	cfg   Config
 	hello protocol.Hello
 
-	nextID  atomic.Uint64
-	queue   *taskq.Queue[*proc]
-	batches sync.Pool    // of *batch, for DoBatch
+	nextID atomic.Uint64
+	queue  *taskq.Queue[*proc]
+	// batches are DoBatch's, kept for reuse: a sync.Pool would drop
+	// them (hundreds of KiB each) at every collection.
+	batches chan *batch
 	avgNS   atomic.Int64 // time per item in the workers, smoothed
 
 	closing   chan struct{}
@@ -184,7 +186,8 @@ func New(hello protocol.Hello, cfg Config) (*Pool, error) {
 	hello.Version = protocol.Version
 	hello.Heartbeat = cfg.Heartbeat
 	hello.Memory = cfg.Memory
-	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{}}
+	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{},
+		batches: make(chan *batch, 2*cfg.Workers+2)} // the engine's callers: 2 per worker
 	p.queue = taskq.New[*proc]()
 	p.wg.Add(cfg.Workers)
 	for i := range cfg.Workers {
@@ -282,17 +285,24 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 		}
 		return
 	}
-	b, _ := p.batches.Get().(*batch)
-	if b == nil {
+	var b *batch
+	select {
+	case b = <-p.batches:
+	default:
 		b = &batch{all: make(chan struct{}, 1)}
 	}
 	b.items, b.done = items, done
 	n := len(items)
 	// Encode first, slice after: the buffer moves while it grows. The
-	// buffer is the batch's own, never reused: a frame is written from it
-	// after the tasks were handed to a worker.
+	// buffer is reused with the batch, once every task was answered: a
+	// frame copies the values it carries (protocol.Writer) before the
+	// worker can answer them, and a lost worker's tasks are unanswered
+	// until another has been sent them.
 	ends := b.ends[:0]
-	raw := make([]byte, 0, 16*n)
+	raw := b.raw[:0]
+	if cap(raw) < 16*n {
+		raw = make([]byte, 0, max(16*n, 2*cap(raw)))
+	}
 	for i := range items {
 		start := len(raw)
 		var err error
@@ -304,9 +314,11 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 		}
 		ends = append(ends, len(raw))
 	}
-	b.ends = ends
+	b.ends, b.raw = ends, raw
 	if cap(b.tasks) < n {
-		b.tasks = make([]task, n)
+		// Calls grow as the engine learns the items' cost: grow the
+		// tasks with them, not to each new size.
+		b.tasks = make([]task, max(n, 2*cap(b.tasks)))
 	}
 	tasks := b.tasks[:n]
 	clear(tasks)
@@ -363,13 +375,20 @@ type batch struct {
 	tasks []task
 	ptrs  []*task
 	ends  []int
+	raw   []byte // the items' values, encoded
 }
 
 // reuse keeps b for another call.
 func (p *Pool) reuse(b *batch) {
 	b.items, b.done = nil, nil
 	clear(b.ptrs)
-	p.batches.Put(b)
+	if cap(b.raw) > 1<<20 {
+		b.raw = nil // keep a modest buffer; drop one huge items grew
+	}
+	select {
+	case p.batches <- b:
+	default: // more calls at once than the engine makes: let it go
+	}
 }
 
 // Settled is called once per task by whoever settled it, after the last
@@ -550,7 +569,7 @@ func (p *Pool) feed(w *proc) {
 			clear(w.popped)
 			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, w)
 			w.popped = batch
-			w.outstanding = append(w.outstanding, batch...)
+			w.pushOutstandingLocked(batch)
 			w.sent += len(batch)
 			w.frameLocked(batch)
 		}

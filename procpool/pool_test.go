@@ -599,6 +599,22 @@ func TestProgramWithoutWorkerRole(t *testing.T) {
 	}
 }
 
+// A worker that answers in another protocol version (the flow binary was
+// replaced during the run) is refused with a message that says so, and the
+// stage's items fail instead of being sent in a form it does not read.
+func TestWorkerOfAnotherProtocolVersion(t *testing.T) {
+	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, Command: []string{os.Args[0]}, Env: []string{childEnv + "=v1worker"}})
+	// The fake worker answers no item: the guard only keeps a broken
+	// build from hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := pool.Do(ctx, steps.Input{Item: "echo"}, nil)
+	var se *steps.Error
+	if err == nil || !errors.As(err, &se) || !se.Permanent || !strings.Contains(err.Error(), "protocol version 1, this flow 2") || !strings.Contains(err.Error(), "binary changed during the run") {
+		t.Fatalf("got %v, want a permanent error naming both protocol versions", err)
+	}
+}
+
 func TestWorkerOutputIsForwarded(t *testing.T) {
 	pool, stderr := newTestPool(t, "", nil, Config{Workers: 1})
 	if _, err := pool.Do(context.Background(), steps.Input{Item: "print:hello"}, nil); err != nil {

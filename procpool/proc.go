@@ -35,6 +35,7 @@ type proc struct {
 
 	mu          sync.Mutex
 	outstanding []*task // sent and not answered, in the order sent
+	outBase     []*task // the array outstanding was last allocated as
 	sent        int
 	stopping    bool   // takes no more items
 	killing     bool   // being stopped by signals
@@ -48,8 +49,12 @@ type proc struct {
 
 	// The feeding goroutine's own (Pool.feed): the tasks popped for a
 	// frame and the frame, reused from frame to frame.
-	popped []*task
-	frame  protocol.Items
+	popped   []*task
+	frame    protocol.Items
+	frameBuf []byte
+	frameErr error
+	// The reading goroutine's own (readLoop): a frame's answers.
+	answers []answer
 
 	wake     chan struct{} // one token: outstanding shrank or stopping
 	exited   chan struct{} // closed once reaped and its items settled
@@ -199,24 +204,58 @@ func (w *proc) handshake(h *protocol.Hello) error {
 	if ready.Err != nil {
 		return &buildError{msg: ready.Err.Message}
 	}
+	if ready.Version != protocol.Version {
+		return &buildError{msg: fmt.Sprintf("worker process %d speaks protocol version %d, this flow %d: the flow binary changed during the run; run again", ready.PID, ready.Version, protocol.Version)}
+	}
+	// Both sides speak this version: items go in the compact form.
+	w.w.Compact()
 	return nil
 }
 
-// frameLocked makes the frame of a batch, under w.mu: once the lock is
-// released an answer may settle the tasks and their memory go to another
-// batch (DoBatch reuses it), so nothing of theirs is read after.
+// frameLocked encodes the frame of a batch, under w.mu: once the lock is
+// released an answer may settle the tasks and their memory (the task and
+// its encoded value) go to another batch (DoBatch reuses both), so nothing
+// of theirs is read after.
 func (w *proc) frameLocked(batch []*task) {
 	clear(w.frame)
 	w.frame = w.frame[:0]
 	for _, t := range batch {
 		w.frame = append(w.frame, protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw})
 	}
+	w.frameBuf, w.frameErr = w.w.AppendFrame(w.frameBuf[:0], &w.frame)
+	clear(w.frame) // the values are in frameBuf
+}
+
+// pushOutstandingLocked appends a batch sent to the worker. Answers take
+// tasks off the front, so the list creeps along its array: once it would
+// outgrow what is left, it moves back to the start of the array (the slots
+// answers left behind are nil) instead of growing a new array every few
+// frames.
+func (w *proc) pushOutstandingLocked(batch []*task) {
+	n := len(w.outstanding)
+	if n+len(batch) > cap(w.outstanding) && n+len(batch) <= cap(w.outBase) {
+		copy(w.outBase[:n], w.outstanding)
+		clear(w.outBase[n:cap(w.outBase)])
+		w.outstanding = w.outBase[:n]
+	}
+	grow := n+len(batch) > cap(w.outstanding)
+	w.outstanding = append(w.outstanding, batch...)
+	if grow {
+		w.outBase = w.outstanding[:0]
+	}
 }
 
 // send writes the frame of a batch (frameLocked). If the worker is gone the
 // items were never delivered: they go back to the queue for another worker.
 func (w *proc) send(batch []*task) {
-	if err := w.w.Write(&w.frame); err == nil {
+	err := w.frameErr
+	if err == nil {
+		err = w.w.WriteFrame(w.frameBuf)
+	}
+	if cap(w.frameBuf) > 1<<20 {
+		w.frameBuf = nil // keep a modest buffer; drop one a huge batch grew
+	}
+	if err == nil {
 		return
 	}
 	// Whoever takes an item out of outstanding settles it: if finish has
@@ -280,11 +319,7 @@ func (w *proc) readLoop() {
 
 func (w *proc) results(m *protocol.Results) {
 	w.pool.noteBusy(m.Busy, len(m.Results))
-	type answer struct {
-		t   *task
-		res *protocol.Result
-	}
-	answers := make([]answer, 0, len(m.Results))
+	answers := w.answers[:0]
 	w.mu.Lock()
 	for i := range m.Results {
 		res := &m.Results[i]
@@ -314,6 +349,14 @@ func (w *proc) results(m *protocol.Results) {
 			a.t.Finish(taskq.Sent, a.res.Value, nil)
 		}
 	}
+	clear(answers)
+	w.answers = answers[:0]
+}
+
+// answer pairs a result with the task it answers (proc.results).
+type answer struct {
+	t   *task
+	res *protocol.Result
 }
 
 func (w *proc) signal() {

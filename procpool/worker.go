@@ -100,6 +100,7 @@ func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
 	if werr := w.out.Write(ready); werr != nil || err != nil {
 		return 1
 	}
+	w.out.Compact() // the parent speaks this version: results go compact
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
@@ -160,7 +161,7 @@ func (w *worker) read(r *protocol.Reader) {
 // Results wait in the worker until one of these is reached, or until the
 // queue runs dry: few frames for cheap items, no wait for slow ones.
 const (
-	flushCount = 512
+	flushCount = 2048
 	flushDelay = 2 * time.Millisecond
 )
 
@@ -180,11 +181,14 @@ func clockEvery(per time.Duration) int {
 func (w *worker) run() int {
 	var (
 		pending []protocol.Result
-		busy    time.Duration // running the pending items
-		first   time.Time     // about when the oldest pending result was ready
-		last    time.Time     // the last reading of the clock; zero while idle
-		since   int           // items run since last
-		every   = 1           // items between readings
+		// arena holds the encoded values of pending: one buffer per frame
+		// instead of one allocation per result.
+		arena []byte
+		busy  time.Duration // running the pending items
+		first time.Time     // about when the oldest pending result was ready
+		last  time.Time     // the last reading of the clock; zero while idle
+		since int           // items run since last
+		every = 1           // items between readings
 	)
 	// tick reads the clock, counting the time since the last reading as
 	// busy, and learns how often to read it.
@@ -206,6 +210,10 @@ func (w *worker) run() int {
 		err := w.out.Write(&protocol.Results{Busy: busy, Results: pending})
 		clear(pending)
 		pending, busy = pending[:0], 0
+		arena = arena[:0]
+		if cap(arena) > 1<<20 {
+			arena = nil // keep a modest buffer; drop one a huge result grew
+		}
 		// Writing is not running items: busy and the next frame's 2 ms
 		// count from here.
 		last = time.Now()
@@ -261,7 +269,7 @@ func (w *worker) run() int {
 			w.page.begin(it.ID)
 			v, err := w.do(ctx, it)
 			w.page.end()
-			res = stagehost.Result(it.ID, v, err)
+			res, arena = result(arena, it.ID, v, err)
 			since++
 			w.mu.Lock()
 			w.running, w.cancelRunning = 0, nil
@@ -283,6 +291,18 @@ func (w *worker) run() int {
 			w.mu.Lock()
 		}
 	}
+}
+
+// result is stagehost.Result with a success's value appended to arena,
+// which the frame of pending results is written from.
+func result(arena []byte, id uint64, v any, err error) (protocol.Result, []byte) {
+	if err == nil {
+		start := len(arena)
+		if b, encErr := protocol.AppendValue(arena, v); encErr == nil {
+			return protocol.Result{ID: id, Raw: b[start:len(b):len(b)]}, b
+		}
+	}
+	return stagehost.Result(id, v, err), arena
 }
 
 // do runs the step on one item. A panic is the item's failure, not the

@@ -10,7 +10,8 @@
 // On a byte stream each message is one frame:
 //
 //	length  uint32, big endian: the size of the body that follows
-//	body    type byte, then a JSON payload
+//	body    type byte, then a JSON payload (or, for the compact forms of
+//	        items and results, varints and JSON values: see compact.go)
 //
 // AppendBody and ParseBody make and read bodies alone, for transports that
 // delimit messages themselves; Writer and Reader add and strip the length.

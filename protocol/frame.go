@@ -17,30 +17,69 @@ const MaxFrame = 1 << 30
 // Writer writes length-prefixed frames to a byte stream. It is safe for
 // concurrent use; each message is written with a single Write call.
 type Writer struct {
-	mu  sync.Mutex
-	w   io.Writer
-	buf []byte
+	mu      sync.Mutex
+	w       io.Writer
+	buf     []byte
+	compact bool
 }
 
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Compact makes the writer write items and results in their compact form
+// (AppendCompact), once the peer is known to speak protocol version 2.
+func (w *Writer) Compact() {
+	w.mu.Lock()
+	w.compact = true
+	w.mu.Unlock()
+}
 
 // Write encodes m and writes it as one frame. An encoding error leaves the
 // stream untouched.
 func (w *Writer) Write(m Message) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	buf, err := AppendBody(append(w.buf[:0], 0, 0, 0, 0), m)
+	buf, err := w.appendFrame(w.buf[:0], m)
 	if err != nil {
 		return err
 	}
-	if len(buf)-4 > MaxFrame {
-		return fmt.Errorf("protocol: %s message of %d bytes is over the %d-byte frame limit", m.Type(), len(buf)-4, MaxFrame)
-	}
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	_, err = w.w.Write(buf)
 	if cap(buf) <= 1<<20 {
 		w.buf = buf // keep a modest buffer; drop ones a huge batch grew
 	}
+	return err
+}
+
+// AppendFrame appends m to buf as a whole frame, in the form this writer
+// writes, for WriteFrame: a caller encodes what it must read under its own
+// lock, and writes after releasing it.
+func (w *Writer) AppendFrame(buf []byte, m Message) ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.appendFrame(buf, m)
+}
+
+func (w *Writer) appendFrame(buf []byte, m Message) ([]byte, error) {
+	appendBody := AppendBody
+	if w.compact {
+		appendBody = AppendCompact
+	}
+	start := len(buf)
+	buf, err := appendBody(append(buf, 0, 0, 0, 0), m)
+	if err != nil {
+		return buf[:start], err
+	}
+	if n := len(buf) - start - 4; n > MaxFrame {
+		return buf[:start], fmt.Errorf("protocol: %s message of %d bytes is over the %d-byte frame limit", m.Type(), n, MaxFrame)
+	}
+	binary.BigEndian.PutUint32(buf[start:], uint32(len(buf)-start-4))
+	return buf, nil
+}
+
+// WriteFrame writes frames made by AppendFrame, with a single Write call.
+func (w *Writer) WriteFrame(frames []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.w.Write(frames)
 	return err
 }
 

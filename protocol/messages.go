@@ -3,12 +3,15 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
 // Version is the protocol version carried by Hello and Ready. A worker that
-// speaks another version refuses the Hello.
-const Version = 1
+// speaks another version refuses the Hello. Version 2 added the compact
+// forms of items and results (AppendCompact); a reader of version 2 reads
+// both forms.
+const Version = 2
 
 // Type is the first byte of a frame body and says which message follows.
 type Type byte
@@ -29,9 +32,9 @@ func (t Type) String() string {
 		return "hello"
 	case TReady:
 		return "ready"
-	case TItems:
+	case TItems, TItemsCompact:
 		return "items"
-	case TResults:
+	case TResults, TResultsCompact:
 		return "results"
 	case TCancel:
 		return "cancel"
@@ -250,10 +253,7 @@ func appendRawOr(buf, raw []byte, v any) ([]byte, error) {
 	return AppendValue(buf, v)
 }
 
-func appendInt(buf []byte, n int64) []byte {
-	v, _ := AppendValue(buf, n)
-	return v
-}
+func appendInt(buf []byte, n int64) []byte { return strconv.AppendInt(buf, n, 10) }
 
 // ParseBody decodes a frame body made by AppendBody.
 func ParseBody(body []byte) (Message, error) { return parseBody(body, nil) }
@@ -284,6 +284,10 @@ func parseBody(body []byte, sc *scratch) (Message, error) {
 		m, err = parseItems(payload, sc)
 	case TResults:
 		m, err = parseResults(payload, sc)
+	case TItemsCompact:
+		m, err = parseItemsCompact(payload, sc)
+	case TResultsCompact:
+		m, err = parseResultsCompact(payload, sc)
 	case TCancel:
 		m, err = parseCancel(payload)
 	case THeartbeat:

@@ -170,28 +170,95 @@ func TestMessagesRoundTrip(t *testing.T) {
 		&Heartbeat{Done: 10, Running: 11},
 		&Shutdown{},
 	}
-	var stream bytes.Buffer
-	w := NewWriter(&stream)
-	for _, m := range msgs {
-		if err := w.Write(m); err != nil {
-			t.Fatalf("write %T: %v", m, err)
+	for _, compact := range []bool{false, true} {
+		var stream bytes.Buffer
+		w := NewWriter(&stream)
+		if compact {
+			w.Compact()
+		}
+		for _, m := range msgs {
+			if err := w.Write(m); err != nil {
+				t.Fatalf("write %T: %v", m, err)
+			}
+		}
+		r := NewReader(&stream)
+		for _, want := range msgs {
+			got, err := r.Read()
+			if err != nil {
+				t.Fatalf("compact %v: read %T: %v", compact, want, err)
+			}
+			if hw, ok := want.(*Hello); ok && hw.Vars == nil {
+				hw.Vars = map[string]any{}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("compact %v: got %#v, want %#v", compact, got, want)
+			}
+		}
+		if _, err := r.Read(); err != io.EOF {
+			t.Errorf("after the last frame: got %v, want io.EOF", err)
 		}
 	}
-	r := NewReader(&stream)
-	for _, want := range msgs {
-		got, err := r.Read()
-		if err != nil {
-			t.Fatalf("read %T: %v", want, err)
-		}
-		if hw, ok := want.(*Hello); ok && hw.Vars == nil {
-			hw.Vars = map[string]any{}
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("got %#v, want %#v", got, want)
-		}
+}
+
+// The compact form carries any ID below 2^63 and any index, in any order
+// (a requeued item comes before newer ones), and its values as JSON.
+func TestCompactNumbers(t *testing.T) {
+	items := Items{
+		{ID: 1 << 62, Index: math.MinInt64, Value: int64(math.MaxInt64)},
+		{ID: 1, Index: math.MaxInt64, Value: "x"},
+		{ID: math.MaxInt64, Index: -1, Value: 2.0},
+		{ID: 0, Index: 0, Value: []any{int64(-300), "é\n"}},
 	}
-	if _, err := r.Read(); err != io.EOF {
-		t.Errorf("after the last frame: got %v, want io.EOF", err)
+	body, err := AppendCompact(nil, &items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseBody(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *m.(*Items); !reflect.DeepEqual(got, items) {
+		t.Errorf("got %#v, want %#v", got, items)
+	}
+	res := &Results{Busy: -5, Results: []Result{{ID: math.MaxInt64, Value: "a"}, {ID: 3, Err: &ErrorInfo{Message: "m", Class: "c"}}, {ID: 4}}}
+	if body, err = AppendCompact(nil, res); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = ParseBody(body); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.(*Results); !reflect.DeepEqual(got, res) {
+		t.Errorf("got %#v, want %#v", got, res)
+	}
+	// Consecutive items take a byte for their ID and one for their index.
+	seq := Items{{ID: 1000, Index: 5000, Raw: []byte("1")}, {ID: 1001, Index: 5001, Raw: []byte("2")}, {ID: 1002, Index: 5002, Raw: []byte("3")}}
+	if body, err = AppendCompact(nil, &seq); err != nil {
+		t.Fatal(err)
+	}
+	if want := 1 + 1 + (2 + 1 + 1) + (2 + 1 + 1) + len("1,2,3"); len(body) != want {
+		t.Errorf("compact items take %d bytes (%q), want %d", len(body), body, want)
+	}
+}
+
+// Corrupt compact bodies are refused with an error, without allocating
+// for counts the frame cannot hold.
+func TestCompactCorrupt(t *testing.T) {
+	for _, body := range [][]byte{
+		{'i'},
+		{'i', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 2, 2, '1'}, // count 2^63-ish
+		{'i', 2, 2, 2, 2, 2, '1'},     // values missing
+		{'i', 1, 2, 2, '1', ',', '2'}, // a value too many
+		{'i', 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, '1'}, // id 2^63
+		{'i', 1, 2, 2, 0x01}, // value not JSON
+		{'o'},
+		{'o', 0, 1, 2, 2, '1'}, // flag 2
+		{'o', 0, 1, 2, 1, '1'}, // error not an object
+		{'o', 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},                           // ids run into the end
+		{'o', 0, 1, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0, '1'}, // varint overflow
+	} {
+		if m, err := ParseBody(body); err == nil {
+			t.Errorf("%q parsed into %#v", body, m)
+		}
 	}
 }
 
@@ -300,8 +367,17 @@ func FuzzParseBody(f *testing.F) {
 // A reader told to reuse its memory gives each frame's items and results
 // whole, though the slices of one are the next one's.
 func TestReaderReuse(t *testing.T) {
+	for _, compact := range []bool{false, true} {
+		testReaderReuse(t, compact)
+	}
+}
+
+func testReaderReuse(t *testing.T, compact bool) {
 	var stream bytes.Buffer
 	w := NewWriter(&stream)
+	if compact {
+		w.Compact()
+	}
 	for i := range 3 {
 		items := Items{}
 		results := &Results{Busy: time.Duration(i)}
@@ -333,6 +409,40 @@ func TestReaderReuse(t *testing.T) {
 		res := m.(*Results)
 		if len(res.Results) != 3-i || res.Busy != time.Duration(i) || res.Results[len(res.Results)-1].Value != int64(i*(2-i)) {
 			t.Errorf("frame %d: results %+v", i, res)
+		}
+	}
+}
+
+// Frames encoded ahead (AppendFrame, in the writer's form) and written
+// together (WriteFrame) read back as written one by one; a frame that fails
+// to encode leaves the buffer as it was.
+func TestAppendFrame(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	w.Compact()
+	items := &Items{{ID: 7, Index: 2, Value: "x"}}
+	buf, err := w.AppendFrame(nil, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if buf[4] != byte(TItemsCompact) {
+		t.Errorf("frame type %q, want the compact form", buf[4])
+	}
+	n := len(buf)
+	if buf, err = w.AppendFrame(buf, &Items{{ID: 8, Value: math.Inf(1)}}); err == nil || len(buf) != n {
+		t.Fatalf("a failed encode: err %v, buffer %d -> %d bytes", err, n, len(buf))
+	}
+	if buf, err = w.AppendFrame(buf, &Cancel{7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrame(buf); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(&stream)
+	for _, want := range []Message{items, &Cancel{7}} {
+		got, err := r.Read()
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %#v, %v; want %#v", got, err, want)
 		}
 	}
 }

@@ -368,6 +368,45 @@ func (p *parser) literal(word string) error {
 // steps.JSONNumbers leaves it: a value crossing to a worker and back keeps
 // every digit.
 func (p *parser) number() (any, error) {
+	if n, ok, err := p.smallInt(); ok || err != nil {
+		return n, err
+	}
+	return p.anyNumber()
+}
+
+// smallInt parses a number that is a whole number of fewer than 19 digits
+// (no int64 overflow possible) without boxing it: ok is false, with p
+// unmoved, for any other number.
+func (p *parser) smallInt() (n int64, ok bool, err error) {
+	i := p.pos
+	neg := i < len(p.data) && p.data[i] == '-'
+	if neg {
+		i++
+	}
+	digits := i
+	for i < len(p.data) && i-digits < 19 && p.data[i] >= '0' && p.data[i] <= '9' {
+		n = n*10 + int64(p.data[i]-'0')
+		i++
+	}
+	if i == digits || i-digits == 19 {
+		return 0, false, nil
+	}
+	if i < len(p.data) {
+		if c := p.data[i]; c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-' {
+			return 0, false, nil
+		}
+	}
+	if p.data[digits] == '0' && i > digits+1 {
+		return 0, false, p.errorf("invalid number %q", p.data[p.pos:i])
+	}
+	if neg {
+		n = -n
+	}
+	p.pos = i
+	return n, true, nil
+}
+
+func (p *parser) anyNumber() (any, error) {
 	start := p.pos
 	isFloat := false
 	if p.data[p.pos] == '-' {
@@ -466,7 +505,10 @@ func (p *parser) int() (int64, error) {
 	if p.pos >= len(p.data) {
 		return 0, errEOF
 	}
-	v, err := p.number()
+	if n, ok, err := p.smallInt(); ok || err != nil {
+		return n, err
+	}
+	v, err := p.anyNumber()
 	if err != nil {
 		return 0, err
 	}

@@ -103,8 +103,10 @@ func (t *Task[H]) Done() <-chan Outcome { return t.done }
 
 // Queue holds the items no worker has taken yet.
 type Queue[H any] struct {
-	mu     sync.Mutex
-	items  []*Task[H]
+	mu    sync.Mutex
+	items []*Task[H]
+	// base is the array items was last allocated as (see appendLocked).
+	base   []*Task[H]
 	closed error
 	notify chan struct{} // one token: "there may be items"
 }
@@ -130,10 +132,27 @@ func (q *Queue[H]) Push(t *Task[H]) error {
 		q.mu.Unlock()
 		return q.closed
 	}
-	q.items = append(q.items, t)
+	q.appendLocked(t)
 	q.mu.Unlock()
 	q.Signal()
 	return nil
+}
+
+// appendLocked appends ts. Pops take items off the front, so the queue
+// creeps along its array: once it would outgrow what is left, it moves back
+// to the start of the array (popped slots are nil) rather than grow anew.
+func (q *Queue[H]) appendLocked(ts ...*Task[H]) {
+	n := len(q.items)
+	if n+len(ts) > cap(q.items) && n+len(ts) <= cap(q.base) {
+		copy(q.base[:n], q.items)
+		clear(q.base[n:cap(q.base)])
+		q.items = q.base[:n]
+	}
+	grow := n+len(ts) > cap(q.items)
+	q.items = append(q.items, ts...)
+	if grow {
+		q.base = q.items[:0]
+	}
 }
 
 // PushAll queues ts in order; once the queue is closed it queues none and
@@ -144,7 +163,7 @@ func (q *Queue[H]) PushAll(ts []*Task[H]) error {
 		q.mu.Unlock()
 		return q.closed
 	}
-	q.items = append(q.items, ts...)
+	q.appendLocked(ts...)
 	q.mu.Unlock()
 	q.Signal()
 	return nil
@@ -174,6 +193,7 @@ func (q *Queue[H]) Requeue(ts []*Task[H]) int {
 		return 0
 	}
 	q.items = append(back, q.items...)
+	q.base = q.items[:0]
 	q.mu.Unlock()
 	q.Signal()
 	return len(back)
@@ -200,7 +220,7 @@ func (q *Queue[H]) PopAppend(out []*Task[H], k, slots int, h H) []*Task[H] {
 	}
 	q.items = q.items[i:]
 	if len(q.items) == 0 {
-		q.items = nil
+		q.items = q.base[:0]
 	} else {
 		q.Signal()
 	}
@@ -222,7 +242,7 @@ func (q *Queue[H]) Close(err error) []*Task[H] {
 		q.closed = err
 	}
 	out := q.items
-	q.items = nil
+	q.items, q.base = nil, nil
 	return out
 }
 

@@ -152,3 +152,72 @@ func TestGroupTasksSettleThroughTheGroup(t *testing.T) {
 		}
 	}
 }
+
+// The queue hands items out first in, first out across pushes, pops that
+// leave some behind, and requeues, and it reuses its array: a steady
+// stream of pushes and pops allocates nothing, drained or not.
+func TestQueueOrderAndReuse(t *testing.T) {
+	q := New[*holder]()
+	h := &holder{"w"}
+	next, want := uint64(1), uint64(1)
+	push := func(n int) {
+		ts := make([]*Task[*holder], n)
+		for i := range ts {
+			ts[i] = NewTask[*holder](next, steps.Input{}, nil)
+			next++
+		}
+		if err := q.PushAll(ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []*Task[*holder]
+	pop := func(k int) {
+		out = q.PopAppend(out[:0], k, 1, h)
+		for _, tk := range out {
+			if tk.ID != want {
+				t.Fatalf("popped %d, want %d", tk.ID, want)
+			}
+			want++
+		}
+	}
+	for round := range 200 {
+		push(1 + round%7*13)
+		pop(1 + round%5*17)
+		if round%50 == 49 {
+			// A lost worker's items go back in front, in their order.
+			back := q.PopAppend(nil, 3, 1, h)
+			if q.Requeue(back) != len(back) {
+				t.Fatal("requeue")
+			}
+		}
+	}
+	pop(q.Len())
+	if q.Len() != 0 || want != next {
+		t.Fatalf("%d left, popped up to %d of %d", q.Len(), want-1, next-1)
+	}
+
+	ts := make([]*Task[*holder], 100)
+	for i := range ts {
+		ts[i] = NewTask[*holder](uint64(i+1), steps.Input{}, nil)
+	}
+	for _, keep := range []int{0, 1} { // drained each time, or not
+		q := New[*holder]()
+		if keep > 0 {
+			_ = q.Push(NewTask[*holder](1000, steps.Input{}, nil))
+		}
+		out := make([]*Task[*holder], 0, 100)
+		cycle := func() {
+			for _, tk := range ts {
+				tk.State.Store(Queued)
+			}
+			_ = q.PushAll(ts)
+			out = q.PopAppend(out[:0], len(ts), 1, h)
+		}
+		for range 10 {
+			cycle() // reach the steady size
+		}
+		if a := testing.AllocsPerRun(100, cycle); a != 0 {
+			t.Errorf("keeping %d: %.1f allocations per push and pop, want 0", keep, a)
+		}
+	}
+}
