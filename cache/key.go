@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -146,9 +147,13 @@ func (k *Keyer) Key(ctx context.Context, in steps.Input) (cachekey.Key, error) {
 	return cachekey.Build(ki, k.digest)
 }
 
+// The template references a key depends on, compiled on the first key
+// rather than at init, which every flow process (and worker) would pay.
 var (
-	envRef   = regexp.MustCompile(`\benv\.([A-Za-z_][A-Za-z0-9_]*)|\benv\[\s*["']([^"']+)["']\s*\]`)
-	indexRef = regexp.MustCompile(`\bindex\b`)
+	envRef = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`\benv\.([A-Za-z_][A-Za-z0-9_]*)|\benv\[\s*["']([^"']+)["']\s*\]`)
+	})
+	indexRef = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\bindex\b`) })
 	durType  = reflect.TypeFor[time.Duration]()
 	tmplType = reflect.TypeFor[*tmpl.T]()
 )
@@ -281,14 +286,14 @@ func (w *walker) template(t *tmpl.T) any {
 	} else {
 		val, text = t.Source(), t.Source()
 	}
-	for _, m := range envRef.FindAllStringSubmatch(text, -1) {
+	for _, m := range envRef().FindAllStringSubmatch(text, -1) {
 		name := m[1]
 		if name == "" {
 			name = m[2]
 		}
 		w.envs[name] = true
 	}
-	if indexRef.MatchString(text) {
+	if indexRef().MatchString(text) {
 		w.index = true
 	}
 	return val

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -106,8 +107,25 @@ type fieldInfo struct {
 }
 
 // Fields lists the keys a struct type accepts, in declaration order. Embedded
-// structs without a yaml name are flattened.
-func Fields(t reflect.Type) []Field {
+// structs without a yaml name are flattened. The caller may modify the
+// slice it gets.
+func Fields(t reflect.Type) []Field { return slices.Clone(fields(t)) }
+
+// fieldCache holds fields' answers by type: reading the tags (a desc: tag
+// is a paragraph, scanned byte by byte for every key) was most of decoding
+// a pipeline when done for every struct decoded.
+var fieldCache sync.Map // reflect.Type -> []Field
+
+// fields is Fields shared: its slice must not be modified.
+func fields(t reflect.Type) []Field {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.([]Field)
+	}
+	f, _ := fieldCache.LoadOrStore(t, readFields(t))
+	return f.([]Field)
+}
+
+func readFields(t reflect.Type) []Field {
 	var out []Field
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
@@ -120,7 +138,7 @@ func Fields(t reflect.Type) []Field {
 			continue
 		}
 		if sf.Anonymous && name == "" && sf.Type.Kind() == reflect.Struct {
-			for _, f := range Fields(sf.Type) {
+			for _, f := range fields(sf.Type) {
 				f.Index = -1 // embedded fields are set through FieldByName
 				out = append(out, f)
 			}
@@ -320,7 +338,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 		if sh, ok := v.Addr().Interface().(Shorthander); ok && n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
 			key := sh.Shorthand()
 			var enum []string
-			for _, f := range Fields(v.Type()) {
+			for _, f := range fields(v.Type()) {
 				if f.Key == key {
 					enum = f.Enum
 				}
@@ -338,7 +356,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 		}
 	}
 	setNode(v, n)
-	fields := Fields(v.Type())
+	fields := fields(v.Type())
 	keys := make([]string, len(fields))
 	for i, f := range fields {
 		keys[i] = f.Key
@@ -513,7 +531,7 @@ func DecodesItself(t reflect.Type) bool {
 // behaviour, not only its documentation: docs, schema and decoding read
 // the same text, and no package writes the value a second time.
 func applyDefaults(v reflect.Value, seen map[string]bool) {
-	for _, f := range Fields(v.Type()) {
+	for _, f := range fields(v.Type()) {
 		if f.Default == "" || seen[f.Key] {
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -54,15 +55,16 @@ type gen struct {
 }
 
 var (
-	schemaerType     = reflect.TypeFor[conf.Schemaer]()
-	unmarshalerType  = reflect.TypeFor[conf.Unmarshaler]()
-	shorthanderType  = reflect.TypeFor[conf.Shorthander]()
-	durationType     = reflect.TypeFor[time.Duration]()
-	nodePtrType      = reflect.TypeFor[*yaml.Node]()
-	stageType        = reflect.TypeFor[spec.Stage]()
-	pipelineType     = reflect.TypeFor[spec.Pipeline]()
-	testCaseType     = reflect.TypeFor[flowtest.Case]()
-	codeSpan         = regexp.MustCompile(`'([^']*)'`)
+	schemaerType    = reflect.TypeFor[conf.Schemaer]()
+	unmarshalerType = reflect.TypeFor[conf.Unmarshaler]()
+	shorthanderType = reflect.TypeFor[conf.Shorthander]()
+	durationType    = reflect.TypeFor[time.Duration]()
+	nodePtrType     = reflect.TypeFor[*yaml.Node]()
+	stageType       = reflect.TypeFor[spec.Stage]()
+	pipelineType    = reflect.TypeFor[spec.Pipeline]()
+	testCaseType    = reflect.TypeFor[flowtest.Case]()
+	// compiled on first use, not at every flow process's start
+	codeSpan         = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`'([^']*)'`) })
 	stageRoleFields  = []string{"source", "step", "sink"}
 	draft07          = "http://json-schema.org/draft-07/schema#"
 	pipelineDocument = "A flow pipeline: a source, then steps, then optionally a sink. Run it with 'flow run FILE'; check it with 'flow validate FILE'."
@@ -244,7 +246,7 @@ func enumDocs(s map[string]any, kinds []*steps.Kind) map[string]any {
 	for _, k := range kinds { // Registry.Kinds is sorted by name within a role
 		names = append(names, k.Name)
 		docs = append(docs, k.Summary)
-		md = append(md, codeSpan.ReplaceAllString(k.Summary, "`$1`"))
+		md = append(md, codeSpan().ReplaceAllString(k.Summary, "`$1`"))
 	}
 	s["enum"] = names
 	s["enumDescriptions"] = docs
@@ -403,7 +405,7 @@ func annotate(s map[string]any, f conf.Field) {
 
 func describe(s map[string]any, text string) {
 	s["description"] = text
-	s["markdownDescription"] = codeSpan.ReplaceAllString(text, "`$1`")
+	s["markdownDescription"] = codeSpan().ReplaceAllString(text, "`$1`")
 }
 
 // typed reads a tag value as YAML when the schema wants a non-string, so

@@ -36,6 +36,13 @@ type Options struct {
 	// for a reader that has not the run's variables and environment yet
 	// (a worker process re-reading the file its parent validated).
 	Resolve bool
+	// Validated skips checking the options of every stage's kind: the
+	// text was validated whole by the process that sent it (a worker
+	// process re-reading its parent's file), and the one stage the reader
+	// builds decodes and checks its options then. A worker would otherwise
+	// decode every stage's options, compiling their templates, and its own
+	// twice.
+	Validated bool
 }
 
 // Load reads and parses a pipeline file.
@@ -77,7 +84,11 @@ func Parse(file string, data []byte, opts Options, cat Catalog) (*Pipeline, erro
 	p.Vars = vars // keep the overridden values, not the re-decoded defaults
 	p.File, p.Dir, p.Source = file, pipelineDir(file), data
 	if len(ds) == 0 || p.Stages != nil {
-		ds = append(ds, check(p, cat, ctx, newFolder(p.Vars, opts, origins))...)
+		kinds := cat
+		if opts.Validated {
+			kinds = nil
+		}
+		ds = append(ds, check(p, kinds, ctx, newFolder(p.Vars, opts, origins))...)
 	}
 	if len(ds) > 0 {
 		ds = explainFlatWith(root, ds)

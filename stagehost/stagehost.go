@@ -56,7 +56,9 @@ func HelloFor(p *spec.Pipeline, s *spec.Stage, workers int) (protocol.Hello, err
 // output goes to stderr, which the parent forwards. The caller closes the
 // returned value after the last item (steps.Built.Close).
 func Build(h *protocol.Hello, reg *steps.Registry, stderr io.Writer) (steps.Built, error) {
-	p, err := spec.Parse(h.File, []byte(h.Source), spec.Options{}, reg)
+	// Validated: the parent checked the whole text; Build below decodes
+	// and checks this stage's options, the only ones a worker needs.
+	p, err := spec.Parse(h.File, []byte(h.Source), spec.Options{Validated: true}, reg)
 	if err != nil {
 		return steps.Built{}, fmt.Errorf("worker cannot load the pipeline: %w", err)
 	}

@@ -189,7 +189,7 @@ func TestRuntimeTypeErrorsOverTheLibrary(t *testing.T) {
 			names = append(names, b.Name)
 		}
 	}
-	for _, o := range funcOptions {
+	for _, o := range funcOptions() {
 		c := conf.CreateNew()
 		o(c)
 		for name := range c.Functions {

@@ -563,13 +563,40 @@ func Stringify(v any) string {
 // environment and the function library.
 func Options() []expr.Option {
 	opts := []expr.Option{expr.Env(Scope{}), expr.WithContext("ctx")}
-	opts = append(opts, funcOptions...)
-	return append(opts, guards...)
+	opts = append(opts, funcOptions()...)
+	return append(opts, guards()...)
 }
 
-var funcOptions []expr.Option
+// library is the functions added with Func. Their expr options are made on
+// the first compile, not at init: building signatures by reflection is
+// start-up time that a process compiling no template (flow --help, a
+// worker of a stage without one) should not pay.
+var library struct {
+	mu    sync.Mutex
+	funcs []libFunc
+	opts  []expr.Option // for funcs[:len(opts)]
+}
 
-var guards = guardOptions()
+type libFunc struct {
+	name  string
+	fn    func(params ...any) (any, error)
+	types []any
+}
+
+// funcOptions are the expr options of the library's functions.
+func funcOptions() []expr.Option {
+	library.mu.Lock()
+	defer library.mu.Unlock()
+	for _, f := range library.funcs[len(library.opts):] {
+		library.opts = append(library.opts, f.option())
+	}
+	return library.opts[:len(library.opts):len(library.opts)]
+}
+
+// guards are built on the first compile, not at init: wrapping expr-lang's
+// builtins costs ~0.7 ms, which a process that compiles no template should
+// not pay either.
+var guards = sync.OnceValue(guardOptions)
 
 // Func adds a function to the library available in every expression. Call
 // it from an init function; types are expr's function signatures, all with
@@ -580,9 +607,15 @@ var guards = guardOptions()
 // turned into errors. Its arguments it checks itself, with messages that
 // know what they mean ("a duration string").
 func Func(name string, fn func(params ...any) (any, error), types ...any) {
-	sigs := make([]any, len(types))
+	library.mu.Lock()
+	defer library.mu.Unlock()
+	library.funcs = append(library.funcs, libFunc{name: name, fn: fn, types: types})
+}
+
+func (f libFunc) option() expr.Option {
+	sigs := make([]any, len(f.types))
 	wantsCtx := false
-	for i, t := range types {
+	for i, t := range f.types {
 		ft := reflect.TypeOf(t).Elem()
 		if ft.NumIn() > 0 && ft.In(0) == ctxType {
 			wantsCtx = true
@@ -591,6 +624,6 @@ func Func(name string, fn func(params ...any) (any, error), types ...any) {
 		}
 		sigs[i] = reflect.New(ft).Interface()
 	}
-	guarded := guard(&builtin.Function{Name: name}, fn, wantsCtx, true)
-	funcOptions = append(funcOptions, expr.Function(name, guarded, sigs...))
+	guarded := guard(&builtin.Function{Name: f.name}, f.fn, wantsCtx, true)
+	return expr.Function(f.name, guarded, sigs...)
 }

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flowrun/flow/conf"
@@ -402,11 +403,13 @@ func codeList(xs []string) string {
 	return strings.Join(out[:len(out)-1], ", ") + " or " + out[len(out)-1]
 }
 
-var quoted = regexp.MustCompile(`'([^'\s][^']*)'`)
+// Compiled on first use: flow links docgen for `flow steps`, and init would
+// make every run pay for it.
+var quoted = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`'([^'\s][^']*)'`) })
 
 // prose turns the 'quoted' code spans of desc tags into Markdown code spans.
 func prose(s string) string {
-	return quoted.ReplaceAllString(strings.TrimSpace(s), "`$1`")
+	return quoted().ReplaceAllString(strings.TrimSpace(s), "`$1`")
 }
 
 // cell makes text safe inside a Markdown table cell.
