@@ -52,7 +52,8 @@ func (s *Scanner) scanMapped(ctx context.Context, fd int, size int64, window int
 	if s.samples > 0 {
 		c.Samples = make([][]string, len(s.rules))
 	}
-	st := newState(s.rules)
+	st := s.getState()
+	defer s.putState(st)
 	page := int64(os.Getpagesize())
 	var off int64 // the next line start
 	for off < size {

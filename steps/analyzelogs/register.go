@@ -118,6 +118,9 @@ type step struct {
 	opts *Options
 	env  *steps.Env
 	scan *Scanner
+	// itemPath says path is the default, the item itself: no evaluation
+	// (a scope and a run of the expression machine per file) is needed.
+	itemPath bool
 }
 
 func build(o *Options, env *steps.Env) (steps.Step, error) {
@@ -125,12 +128,12 @@ func build(o *Options, env *steps.Env) (steps.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &step{opts: o, env: env, scan: s}, nil
+	return &step{opts: o, env: env, scan: s, itemPath: o.Path == nil || o.Path.Source() == "${ item }"}, nil
 }
 
 func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	v := in.Item
-	if s.opts.Path != nil {
+	if !s.itemPath {
 		var err error
 		if v, err = s.opts.Path.Eval(s.env.Scope(ctx, in)); err != nil {
 			return nil, steps.Permanent(err)
@@ -160,11 +163,8 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		}
 		return nil, fileError(p, err)
 	}
-	out := map[string]any{
-		"file":  filepath.Base(p),
-		"path":  p,
-		"lines": c.Lines,
-	}
+	out := make(map[string]any, 4+len(s.scan.rules))
+	out["file"], out["path"], out["lines"] = filepath.Base(p), p, c.Lines
 	for i, r := range s.scan.rules {
 		out[r.name] = c.Counts[i]
 	}
