@@ -156,6 +156,13 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
+	if f.size >= bigFile {
+		release, err := acquireSlot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
