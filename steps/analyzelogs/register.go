@@ -105,7 +105,9 @@ func Register(r *steps.Registry) {
 			"padding after the data is ignored, as `gzip -t` does. The file is read into reused 256 KiB " +
 			"blocks (or mapped into memory, where a one-off measurement in the process finds that cheaper " +
 			"on this machine) and scanned without per-line work for lines that match nothing, CRLF line " +
-			"breaks included, so the step runs at about the speed of ripgrep's `rg -c`. Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
+			"breaks included, so the step runs at about the speed of ripgrep's `rg -c`. Scanning is CPU work: at most one file of " +
+			"1 MiB or more per CPU is scanned at a time in a process, and further workers of the stage wait for their turn. " +
+			"Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
 			"that item, and so does anything but a regular file (a FIFO, a device, a directory), at once.",
 		Result: "`{file: app.log, path: /abs/logs/app.log, lines: 1200, errors: 3, warnings: 17}`: the base " +
 			"name, the resolved path, the line count and one count per pattern name; with `samples`, " +
