@@ -178,8 +178,12 @@ func listDir(ctx context.Context, pattern, root, walk, seg string, found *[]stri
 		n   uint16 // a name is at most 255 bytes on Linux, 1024 elsewhere
 		typ uint8  // 0 regular, 1 symbolic link, 2 anything else
 	}
-	arena := make([]byte, 0, 16<<10)
-	picked := make([]entry, 0, 1024)
+	// Sized from the directory's own size where it tells (ext4, xfs and
+	// tmpfs give about 20-32 bytes an entry), so that they do not grow
+	// by copying; bounded, since a large directory may match little.
+	hint := int(min(max(fi.Size(), 16<<10), 4<<20))
+	arena := make([]byte, 0, hint/2)
+	picked := make([]entry, 0, hint/16)
 	// "*.log", the usual last segment, is a suffix test: path.Match per
 	// name was a seventh of the read.
 	match := func(name string) bool { ok, _ := path.Match(seg, name); return ok }
