@@ -41,7 +41,7 @@ func (s *Scanner) scanOSFile(ctx context.Context, f *logFile) (Counts, error) {
 		}
 		// Nothing was consumed: the descriptor's offset is still 0.
 	}
-	return s.scanFile(ctx, f, f.size)
+	return s.scanRead(ctx, f.sizedReader())
 }
 
 // scanMapped scans the first size bytes of f through windows of window

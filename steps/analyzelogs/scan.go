@@ -250,6 +250,11 @@ func (s *Scanner) scanFile(ctx context.Context, r io.Reader, size int64) (Counts
 	if size >= 0 {
 		r = &sizedReader{r: r, left: size}
 	}
+	return s.scanRead(ctx, r)
+}
+
+// scanRead is scanFile after the choice of reader.
+func (s *Scanner) scanRead(ctx context.Context, r io.Reader) (Counts, error) {
 	pooled := s.getBlock()
 	defer s.putBlock(pooled)
 	buf := *pooled
@@ -291,6 +296,12 @@ func (s *Scanner) scanGzip(ctx context.Context, r io.Reader) (Counts, error) {
 type sizedReader struct {
 	r    io.Reader
 	left int64
+}
+
+// sizedReader returns l, ending at its size at open (see sizedReader).
+func (l *logFile) sizedReader() io.Reader {
+	l.sized = sizedReader{r: l, left: l.size}
+	return &l.sized
 }
 
 func (z *sizedReader) Read(p []byte) (int, error) {
