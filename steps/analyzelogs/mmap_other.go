@@ -8,5 +8,5 @@ import (
 
 // scanOSFile reads f; mapping is only used where it has been measured.
 func (s *Scanner) scanOSFile(ctx context.Context, f *logFile) (Counts, error) {
-	return s.scanFile(ctx, f, f.size)
+	return s.scanRead(ctx, f.sizedReader())
 }

@@ -41,7 +41,7 @@ func (s *Scanner) scanOSFile(ctx context.Context, f *logFile) (Counts, error) {
 		}
 		// Nothing was consumed: the descriptor's offset is still 0.
 	}
-	return s.scanFile(ctx, f, f.size)
+	return s.scanRead(ctx, f.sizedReader())
 }
 
 // scanMapped scans the first size bytes of f through windows of window
@@ -52,7 +52,8 @@ func (s *Scanner) scanMapped(ctx context.Context, fd int, size int64, window int
 	if s.samples > 0 {
 		c.Samples = make([][]string, len(s.rules))
 	}
-	st := newState(s.rules)
+	st := s.getState()
+	defer s.putState(st)
 	page := int64(os.Getpagesize())
 	var off int64 // the next line start
 	for off < size {

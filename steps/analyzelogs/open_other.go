@@ -12,6 +12,9 @@ import (
 type logFile struct {
 	*os.File
 	size int64
+	// sized is the file as scanFile reads it, kept here to save an
+	// allocation per file.
+	sized sizedReader
 }
 
 // openLog opens the log an item names, refusing what is not a regular

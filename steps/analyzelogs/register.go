@@ -105,7 +105,9 @@ func Register(r *steps.Registry) {
 			"padding after the data is ignored, as `gzip -t` does. The file is read into reused 256 KiB " +
 			"blocks (or mapped into memory, where a one-off measurement in the process finds that cheaper " +
 			"on this machine) and scanned without per-line work for lines that match nothing, CRLF line " +
-			"breaks included, so the step runs at about the speed of ripgrep's `rg -c`. Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
+			"breaks included, so the step runs at about the speed of ripgrep's `rg -c`. Scanning is CPU work: at most one file of " +
+			"1 MiB or more per CPU is scanned at a time in a process, and further workers of the stage wait for their turn. " +
+			"Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
 			"that item, and so does anything but a regular file (a FIFO, a device, a directory), at once.",
 		Result: "`{file: app.log, path: /abs/logs/app.log, lines: 1200, errors: 3, warnings: 17}`: the base " +
 			"name, the resolved path, the line count and one count per pattern name; with `samples`, " +
@@ -118,6 +120,9 @@ type step struct {
 	opts *Options
 	env  *steps.Env
 	scan *Scanner
+	// itemPath says path is the default, the item itself: no evaluation
+	// (a scope and a run of the expression machine per file) is needed.
+	itemPath bool
 }
 
 func build(o *Options, env *steps.Env) (steps.Step, error) {
@@ -125,12 +130,12 @@ func build(o *Options, env *steps.Env) (steps.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &step{opts: o, env: env, scan: s}, nil
+	return &step{opts: o, env: env, scan: s, itemPath: o.Path == nil || o.Path.Source() == "${ item }"}, nil
 }
 
 func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	v := in.Item
-	if s.opts.Path != nil {
+	if !s.itemPath {
 		var err error
 		if v, err = s.opts.Path.Eval(s.env.Scope(ctx, in)); err != nil {
 			return nil, steps.Permanent(err)
@@ -140,8 +145,12 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if !ok || p == "" {
 		return nil, steps.Permanent(fmt.Errorf("analyze-logs needs a file path, got %s; set 'path' to the field that holds it, for example path: \"${ item.path }\"", describe(v)))
 	}
+	// boxed is p as an interface value, reused when p is v unchanged: one
+	// allocation less per file.
+	boxed := v
 	if !filepath.IsAbs(p) && s.env.Dir != "" {
 		p = filepath.Join(s.env.Dir, p)
+		boxed = p
 	}
 	// Where the file is read: p itself, or where a test's mocks keep it.
 	at, err := steps.ReadPath(ctx, s.env, in.Index, p)
@@ -153,6 +162,13 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
+	if f.size >= bigFile {
+		release, err := acquireSlot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -160,11 +176,8 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		}
 		return nil, fileError(p, err)
 	}
-	out := map[string]any{
-		"file":  filepath.Base(p),
-		"path":  p,
-		"lines": c.Lines,
-	}
+	out := make(map[string]any, 4+len(s.scan.rules))
+	out["file"], out["path"], out["lines"] = filepath.Base(p), boxed, c.Lines
 	for i, r := range s.scan.rules {
 		out[r.name] = c.Counts[i]
 	}

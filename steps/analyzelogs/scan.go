@@ -51,6 +51,13 @@ type Scanner struct {
 	// hist is the byte histogram of the last full sample (see
 	// sampleHistogram).
 	hist atomic.Pointer[[256]uint32]
+	// planned is the last plan made and the histogram it came from: a
+	// small file borrows the histogram, so its plan is the same as the
+	// one before, and making it again (a dozen allocations) cost as much
+	// as scanning the file.
+	planned atomic.Pointer[plan]
+	// states recycles the per-scan state between inputs.
+	states sync.Pool
 }
 
 type rule struct {
@@ -243,6 +250,11 @@ func (s *Scanner) scanFile(ctx context.Context, r io.Reader, size int64) (Counts
 	if size >= 0 {
 		r = &sizedReader{r: r, left: size}
 	}
+	return s.scanRead(ctx, r)
+}
+
+// scanRead is scanFile after the choice of reader.
+func (s *Scanner) scanRead(ctx context.Context, r io.Reader) (Counts, error) {
 	pooled := s.getBlock()
 	defer s.putBlock(pooled)
 	buf := *pooled
@@ -284,6 +296,12 @@ func (s *Scanner) scanGzip(ctx context.Context, r io.Reader) (Counts, error) {
 type sizedReader struct {
 	r    io.Reader
 	left int64
+}
+
+// sizedReader returns l, ending at its size at open (see sizedReader).
+func (l *logFile) sizedReader() io.Reader {
+	l.sized = sizedReader{r: l, left: l.size}
+	return &l.sized
 }
 
 func (z *sizedReader) Read(p []byte) (int, error) {
@@ -406,7 +424,8 @@ func (s *Scanner) scan(ctx context.Context, r io.Reader, buf []byte, have int, e
 	if s.samples > 0 {
 		c.Samples = make([][]string, len(s.rules))
 	}
-	st := newState(s.rules)
+	st := s.getState()
+	defer s.putState(st)
 	// buf[:have] holds data and starts at a line start.
 	planned := false
 	filled := have > 0 || eof
@@ -654,52 +673,92 @@ type direct struct {
 }
 
 func newState(rules []rule) *state {
-	st := &state{next: make([]int, len(rules)), lits: make([][]int, len(rules)), by: make([][]pick, len(rules))}
+	st := &state{next: make([]int, len(rules)), lits: make([][]int, len(rules))}
 	for i, r := range rules {
 		st.lits[i] = make([]int, len(r.lits))
 	}
 	return st
 }
 
+// getState returns a state for a new input, reset.
+func (s *Scanner) getState() *state {
+	st, _ := s.states.Get().(*state)
+	if st == nil {
+		return newState(s.rules)
+	}
+	crlf := st.crlf
+	*st = state{next: st.next, lits: st.lits, crlf: crlf, saved: st.saved}
+	return st
+}
+
+func (s *Scanner) putState(st *state) {
+	if cap(st.crlf) > 2*blockSize {
+		st.crlf = nil // after a very long line: do not keep its copy
+	}
+	s.states.Put(st)
+}
+
+// plan is how each literal is searched and which kernel counts; see
+// state for the fields. Once made it is only read.
+type plan struct {
+	hist       *[256]uint32
+	by         [][]pick
+	fused      bool
+	set, crSet uint32
+	back       int
+	direct     []direct
+}
+
 // plan picks how each literal is searched from the bytes of the first block,
 // which are taken to be typical of the input.
 func (st *state) plan(s *Scanner, first []byte) {
-	rules := s.rules
 	var h *[256]uint32
+	for _, r := range s.rules {
+		if len(r.lits) > 0 {
+			h = s.sampleHistogram(first)
+			break
+		}
+	}
+	p := s.planned.Load()
+	if p == nil || p.hist != h {
+		p = s.makePlan(h)
+		s.planned.Store(p)
+	}
+	st.by, st.fused, st.set, st.crSet, st.back, st.direct = p.by, p.fused, p.set, p.crSet, p.back, p.direct
+}
+
+func (s *Scanner) makePlan(h *[256]uint32) *plan {
+	rules := s.rules
+	p := &plan{hist: h, by: make([][]pick, len(rules))}
 	for i, r := range rules {
 		if len(r.lits) == 0 {
 			continue
 		}
-		if h == nil {
-			h = s.sampleHistogram(first)
-		}
-		st.by[i] = make([]pick, len(r.lits))
+		p.by[i] = make([]pick, len(r.lits))
 		for j, lit := range r.lits {
-			st.by[i][j] = choose(lit, h)
+			p.by[i][j] = choose(lit, h)
 		}
 	}
 	// The kernel stops at the picked bytes; sharing one between literals
 	// (see share) leaves it fewer to stop at, and room to watch for
 	// carriage returns.
-	fb := share(rules, st.by, h)
-	st.fused, st.set = fusedSet(s, fb)
-	st.crSet = 0
-	if st.fused {
-		st.crSet = withCR(st.set)
+	fb := share(rules, p.by, h)
+	p.fused, p.set = fusedSet(s, fb)
+	if p.fused {
+		p.crSet = withCR(p.set)
 	}
-	st.back = 0
-	st.direct = nil
 	for i, r := range rules {
 		if r.re != nil {
-			st.back, st.direct = -1, nil
+			p.back, p.direct = -1, nil
 			break
 		}
-		st.back = max(st.back, len(r.lits[0])-1)
-		if st.fused {
+		p.back = max(p.back, len(r.lits[0])-1)
+		if p.fused {
 			off := fb[i][0].rare
-			st.direct = append(st.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
+			p.direct = append(p.direct, direct{lit: r.lits[0], off: off, c: r.lits[0][off]})
 		}
 	}
+	return p
 }
 
 // sampleHistogram ranks the bytes of the start of an input. An input

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -521,4 +522,57 @@ func TestDescribeInTheFormatsWords(t *testing.T) {
 			t.Errorf("describe(%#v) = %q, want %q", v, got, want)
 		}
 	}
+}
+
+// A pattern with wildcards in its last segment only is listed from one
+// directory read (listDir), not walked: the two must agree on every kind of
+// entry. "d1/*.log" takes the short way, "d?/*.log" the walk.
+func TestGlobOneDirectoryAsWalk(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 300 {
+		// Created out of order, so that the directory's order is not the
+		// sorted one.
+		writeFile(t, dir, fmt.Sprintf("d1/app-%03d.log", (i*7919)%300), "x")
+	}
+	for _, f := range []string{"d1/.hidden.log", "d1/b.txt", "d1/sub/c.log", "d1/x.log/inner.log", "f.txt"} {
+		writeFile(t, dir, f, "x")
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "d1", "fifo.log"), 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	for _, l := range []struct{ target, name string }{
+		{"app-001.log", "d1/link.log"},
+		{"gone.log", "d1/broken.log"},
+		{"sub", "d1/dirlink.log"},
+		{"d1", "l1"},
+	} {
+		if err := os.Symlink(l.target, filepath.Join(dir, l.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := &steps.Env{Dir: dir}
+	for _, c := range []struct{ short, walked string }{
+		{"d1/*.log", "d?/*.log"},
+		{"d1/app-0[0-4]?.log", "d[1]/app-0[0-4]?.log"},
+		{"l1/*.log", "l?/*.log"},       // a linked directory is not followed by either
+		{"f.txt/*.log", "f.tx?/*.log"}, // a file where a directory should be
+		{"d2/*.log", "d2/**/*.log"},    // a missing directory
+	} {
+		short, err := collect(t, mustBuild(t, `glob: {patterns: "`+c.short+`", on_empty: ok}`, env))
+		if err != nil {
+			t.Fatalf("%s: %v", c.short, err)
+		}
+		walked, err := collect(t, mustBuild(t, `glob: {patterns: "`+c.walked+`", on_empty: ok}`, env))
+		if err != nil {
+			t.Fatalf("%s: %v", c.walked, err)
+		}
+		if !reflect.DeepEqual(short, walked) {
+			t.Errorf("%s gave\n %v\nand %s gave\n %v", c.short, short, c.walked, walked)
+		}
+		if c.short == "d1/*.log" && len(short) != 300+3 {
+			t.Errorf("%s: %d files, want the 300 logs, .hidden.log, link.log and broken.log", c.short, len(short))
+		}
+	}
+	_, err := collect(t, mustBuild(t, `glob: "d2/*.log"`, env))
+	errContains(t, err, "the directory "+filepath.Join(dir, "d2")+" does not exist")
 }
