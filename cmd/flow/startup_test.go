@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,24 +24,11 @@ func BenchmarkStartup(b *testing.B) {
 	}
 	logs := filepath.Join(dir, "logs.yaml")
 	// bench/pipelines/analyze_logs.yaml over one file.
-	if err := os.WriteFile(logs, []byte(`version: 1
-name: startup
-vars:
-  log_dir: .
-stages:
-  - name: files
-    source: {glob: "${ vars.log_dir }/*.log"}
-  - name: analyze
-    step: analyze-logs
-    workers: auto
-    order: completion
-    with:
-      patterns:
-        - {name: errors, match: ERROR}
-        - {name: warnings, match: WARN}
-  - name: out
-    sink: {print: jsonl}
-`), 0o644); err != nil {
+	src, err := os.ReadFile("../../bench/pipelines/analyze_logs.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(logs, bytes.Replace(src, []byte("log_dir: ../out/logs"), []byte("log_dir: ."), 1), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	proc := filepath.Join(dir, "proc.yaml")
