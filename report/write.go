@@ -107,8 +107,14 @@ func resolve(path string) (target string, direct bool, err error) {
 	return "", false, fmt.Errorf("cannot write the report to %s: too many levels of symbolic links", path)
 }
 
+// inKernelDir tells the /dev and /proc names that stand for open files,
+// devices and pipes. /dev/shm is a file system like any other (tmpfs),
+// where a report is created and replaced as on disk.
 func inKernelDir(p string) bool {
 	p = filepath.Clean(p)
+	if strings.HasPrefix(p, "/dev/shm/") {
+		return false
+	}
 	return strings.HasPrefix(p, "/dev/") || strings.HasPrefix(p, "/proc/")
 }
 

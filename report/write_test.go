@@ -127,6 +127,36 @@ func TestWriteFileToDevice(t *testing.T) {
 	}
 }
 
+// TestWriteFileToDevShm: /dev/shm is tmpfs, not a device: a report there
+// is created (it used to be refused as a missing device: "no such file or
+// directory") and then replaced atomically like one on disk.
+func TestWriteFileToDevShm(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "flow-report-test-")
+	if err != nil {
+		t.Skipf("no writable /dev/shm here: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "report.json")
+	if err := CheckPath(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Report{Status: "succeeded"}).WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(path)
+	if err := (&Report{Status: "failed"}).WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(path)
+	if got := readStatus(t, path); got != "failed" {
+		t.Errorf("status %q, want failed", got)
+	}
+	if os.SameFile(before, after) {
+		t.Error("the report in /dev/shm was rewritten in place, not replaced")
+	}
+	onlyFiles(t, dir, "report.json")
+}
+
 // TestCheckPath: what cannot take a report is found before a run, and the
 // check leaves nothing behind.
 func TestCheckPath(t *testing.T) {
