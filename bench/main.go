@@ -39,6 +39,7 @@ type harness struct {
 	srv                     *slowServer
 
 	machine               machineInfo
+	flowBuild             string // the go build command of the flow measured
 	havePython            bool
 	havePIL, haveParallel bool
 	haveRg, haveVips      bool
@@ -94,6 +95,7 @@ func run() error {
 
 	if *flowBin != "" {
 		h.flowBin = *flowBin
+		h.flowBuild = "the binary given with --flow " + *flowBin
 	} else {
 		name, pkg := "flow", "./cmd/flow"
 		if *profile {
@@ -127,6 +129,7 @@ func run() error {
 	defer h.srv.close()
 
 	h.machine = collectMachine(root)
+	h.machine.Build = h.flowBuild
 	h.machine.LoadStart = loadAvg()
 	ctx := context.Background()
 	timeout := 15 * time.Minute
@@ -226,7 +229,15 @@ func (h *harness) build(out, pkg string, flags ...string) ([]byte, error) {
 		ld = ld[:1]
 	}
 	args := append(append(append([]string{"build"}, ld...), flags...), "-o", out, pkg)
-	fmt.Fprintf(os.Stderr, "bench: CGO_ENABLED=%s go %s\n", cgo, strings.Join(args, " "))
+	shown := append([]string(nil), args...)
+	if rel, err := filepath.Rel(h.root, out); err == nil {
+		shown[len(shown)-2] = rel // the checkout's path says nothing about the build
+	}
+	line := fmt.Sprintf("CGO_ENABLED=%s go %s", cgo, strings.Join(shown, " "))
+	if h.flowBuild == "" {
+		h.flowBuild = line
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s\n", line)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = h.root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo)

@@ -29,6 +29,7 @@ type machineInfo struct {
 	Date       string   `json:"date"`
 	LoadStart  string   `json:"load_start"` // /proc/loadavg's 1, 5 and 15 minute averages
 	LoadEnd    string   `json:"load_end"`
+	Build      string   `json:"build"` // how the flow binary measured was built
 }
 
 // flagsOfInterest are the CPU features the figures depend on.
@@ -88,8 +89,12 @@ func (m machineInfo) markdown() string {
 	if m.Dirty {
 		dirty = " (with uncommitted changes)"
 	}
-	return fmt.Sprintf("%d CPUs (%s; %s), GOMAXPROCS %d, %s, Linux kernel %s, %s, commit %s%s, %s; load average (1, 5, 15 min) %s at the start, %s at the end",
-		m.CPUs, m.CPUModel, strings.Join(m.CPUFlags, " "), m.GOMAXPROCS, m.OSArch, m.Kernel, m.Go, shortCommit(m.Commit), dirty, m.Date, m.LoadStart, m.LoadEnd)
+	build := ""
+	if m.Build != "" {
+		build = ", flow built with `" + m.Build + "`"
+	}
+	return fmt.Sprintf("%d CPUs (%s; %s), GOMAXPROCS %d, %s, Linux kernel %s, %s, commit %s%s%s, %s; load average (1, 5, 15 min) %s at the start, %s at the end",
+		m.CPUs, m.CPUModel, strings.Join(m.CPUFlags, " "), m.GOMAXPROCS, m.OSArch, m.Kernel, m.Go, shortCommit(m.Commit), dirty, build, m.Date, m.LoadStart, m.LoadEnd)
 }
 
 func shortCommit(c string) string {
