@@ -394,18 +394,34 @@ func (p *Pool) reuse(b *batch) {
 // Settled is called once per task by whoever settled it, after the last
 // move of its Holder.
 func (b *batch) Settled(t *task, v any, err error) {
+	b.deliver(t, v, err)
+	b.answered(1)
+}
+
+// deliver gives a settled task's outcome to the caller; answered must
+// follow, once for it or for a run of such tasks.
+func (b *batch) deliver(t *task, v any, err error) {
 	if t.Holder != nil {
 		at := b.items[t.Slot].At
 		at.Worker, at.Redelivered = t.Holder.name, int(t.Redelivered.Load())
 	}
-	b.answer(t, v, err)
+	b.done(t.Slot, v, err)
+}
+
+// answered counts n tasks delivered. Once the last is, the batch may be
+// reused at once (DoBatch): nothing of its tasks is touched after.
+func (b *batch) answered(n int) {
+	if b == nil || n == 0 {
+		return
+	}
+	if b.left.Add(int64(-n)) == 0 {
+		b.all <- struct{}{}
+	}
 }
 
 func (b *batch) answer(t *task, v any, err error) {
 	b.done(t.Slot, v, err)
-	if b.left.Add(-1) == 0 {
-		b.all <- struct{}{}
-	}
+	b.answered(1)
 }
 
 // Close stops every worker: each finishes the items it holds (KillGrace at
