@@ -244,7 +244,7 @@ func parseResultsCompact(payload []byte, sc *scratch) (*Results, error) {
 						return nil, err
 					}
 					if ok {
-						out[i].Value = n
+						out[i].Value = p.box(n)
 						continue
 					}
 				}
