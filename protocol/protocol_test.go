@@ -482,3 +482,20 @@ func TestBoxedIntsSurvive(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeLengthAllocatesAsBytesArrive: a length prefix near MaxFrame on a
+// stream that then ends (garbage on the protocol descriptor) fails as a cut
+// stream without allocating what the prefix claims.
+func TestHugeLengthAllocatesAsBytesArrive(t *testing.T) {
+	data := append([]byte{0x31, 0, 0, 0xae}, bytes.Repeat([]byte("x"), 100)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := NewReader(bytes.NewReader(data)).Read()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("reading 104 bytes allocated %d bytes", n)
+	}
+}
