@@ -160,6 +160,7 @@ type Pool struct {
 	// them (hundreds of KiB each) at every collection.
 	batches chan *batch
 	avgNS   atomic.Int64 // time per item in the workers, smoothed
+	batched atomic.Bool  // items come by DoBatch (see feed)
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -284,6 +285,9 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 			done(i, nil, err)
 		}
 		return
+	}
+	if !p.batched.Load() {
+		p.batched.Store(true)
 	}
 	var b *batch
 	select {
@@ -574,8 +578,15 @@ func (p *Pool) feed(w *proc) {
 		win := p.window()
 		// While the worker has a good part of its share queued, let items
 		// gather: sent the moment they arrive, they would cross one per
-		// frame, a system call and a wake-up each.
+		// frame, a system call and a wake-up each. Items that come by
+		// DoBatch have gathered already (a call brings hundreds): then
+		// the worker is topped up while it still holds half its window,
+		// so that it does not run dry and wait for a round trip, and
+		// then wake, for each frame.
 		lowWater := max(1, min(win, p.cfg.InFlight/p.cfg.Workers)/4)
+		if p.batched.Load() {
+			lowWater = max(1, win/2)
+		}
 		var batch []*task
 		if n < win && (n < lowWater || p.queue.Len() >= p.cfg.MaxBatch) {
 			k := min(win-n, p.cfg.MaxBatch)
