@@ -217,8 +217,7 @@ func (w *proc) handshake(h *protocol.Hello) error {
 // its encoded value) go to another batch (DoBatch reuses both), so nothing
 // of theirs is read after.
 func (w *proc) frameLocked(batch []*task) {
-	clear(w.frame)
-	w.frame = w.frame[:0]
+	w.frame = w.frame[:0] // cleared after the last frame
 	for _, t := range batch {
 		w.frame = append(w.frame, protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw})
 	}
