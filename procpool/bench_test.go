@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/flowrun/flow/engine"
@@ -119,4 +120,65 @@ stages:
 		b.Fatalf("work: %+v", *st)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+}
+
+// BenchmarkDoBatchParentCPU feeds tiny items through DoBatch, as the engine
+// does, from two callers per worker, and reports the CPU time of this
+// process alone (the workers are other processes) per item: the parent's
+// share of the cost of an item, without the engine's.
+func BenchmarkDoBatchParentCPU(b *testing.B) {
+	const callers, size = 4, 512
+	text := strings.Replace(testPipeline, `tag: "${ vars.tag }"`, "plain: true", 1)
+	pool, _ := newTestPool(b, text, nil, Config{Workers: 2, InFlight: 2 * inFlightPerWorker})
+	ctx := context.Background()
+	run := func(n int64) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				items := make([]engine.BatchItem, size)
+				got := make([]any, size)
+				ats := make([]engine.Attempt, size)
+				for {
+					first := next.Add(size) - size
+					if first >= n {
+						return
+					}
+					k := int(min(size, n-first))
+					for i := range k {
+						items[i] = engine.BatchItem{In: steps.Input{Index: first + int64(i), Item: first + int64(i)}, At: &ats[i]}
+					}
+					pool.DoBatch(ctx, items[:k], func(i int, v any, err error) {
+						if err != nil {
+							b.Errorf("item %d: %v", first+int64(i), err)
+						}
+						got[i] = v
+					})
+					for i := range k {
+						if got[i] != first+int64(i) {
+							b.Errorf("item %d: got %v", first+int64(i), got[i])
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	run(20000) // start the workers and let the pool measure the items
+	before := selfCPU()
+	b.ResetTimer()
+	run(int64(b.N))
+	b.StopTimer()
+	b.ReportMetric(float64(selfCPU()-before)/float64(b.N), "parent-cpu-ns/item")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "items/s")
+}
+
+// selfCPU is this process's CPU time (user and system), in nanoseconds.
+func selfCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -160,6 +160,7 @@ type Pool struct {
 	// them (hundreds of KiB each) at every collection.
 	batches chan *batch
 	avgNS   atomic.Int64 // time per item in the workers, smoothed
+	batched atomic.Bool  // items come by DoBatch (see feed)
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -285,6 +286,9 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 		}
 		return
 	}
+	if !p.batched.Load() {
+		p.batched.Store(true)
+	}
 	var b *batch
 	select {
 	case b = <-p.batches:
@@ -394,18 +398,34 @@ func (p *Pool) reuse(b *batch) {
 // Settled is called once per task by whoever settled it, after the last
 // move of its Holder.
 func (b *batch) Settled(t *task, v any, err error) {
+	b.deliver(t, v, err)
+	b.answered(1)
+}
+
+// deliver gives a settled task's outcome to the caller; answered must
+// follow, once for it or for a run of such tasks.
+func (b *batch) deliver(t *task, v any, err error) {
 	if t.Holder != nil {
 		at := b.items[t.Slot].At
 		at.Worker, at.Redelivered = t.Holder.name, int(t.Redelivered.Load())
 	}
-	b.answer(t, v, err)
+	b.done(t.Slot, v, err)
+}
+
+// answered counts n tasks delivered. Once the last is, the batch may be
+// reused at once (DoBatch): nothing of its tasks is touched after.
+func (b *batch) answered(n int) {
+	if b == nil || n == 0 {
+		return
+	}
+	if b.left.Add(int64(-n)) == 0 {
+		b.all <- struct{}{}
+	}
 }
 
 func (b *batch) answer(t *task, v any, err error) {
 	b.done(t.Slot, v, err)
-	if b.left.Add(-1) == 0 {
-		b.all <- struct{}{}
-	}
+	b.answered(1)
 }
 
 // Close stops every worker: each finishes the items it holds (KillGrace at
@@ -558,8 +578,15 @@ func (p *Pool) feed(w *proc) {
 		win := p.window()
 		// While the worker has a good part of its share queued, let items
 		// gather: sent the moment they arrive, they would cross one per
-		// frame, a system call and a wake-up each.
+		// frame, a system call and a wake-up each. Items that come by
+		// DoBatch have gathered already (a call brings hundreds): then
+		// the worker is topped up while it still holds half its window,
+		// so that it does not run dry and wait for a round trip, and
+		// then wake, for each frame.
 		lowWater := max(1, min(win, p.cfg.InFlight/p.cfg.Workers)/4)
+		if p.batched.Load() {
+			lowWater = max(1, win/2)
+		}
 		var batch []*task
 		if n < win && (n < lowWater || p.queue.Len() >= p.cfg.MaxBatch) {
 			k := min(win-n, p.cfg.MaxBatch)

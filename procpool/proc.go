@@ -217,8 +217,7 @@ func (w *proc) handshake(h *protocol.Hello) error {
 // its encoded value) go to another batch (DoBatch reuses both), so nothing
 // of theirs is read after.
 func (w *proc) frameLocked(batch []*task) {
-	clear(w.frame)
-	w.frame = w.frame[:0]
+	w.frame = w.frame[:0] // cleared after the last frame
 	for _, t := range batch {
 		w.frame = append(w.frame, protocol.Item{ID: t.ID, Index: t.In.Index, Raw: t.Raw})
 	}
@@ -341,14 +340,31 @@ func (w *proc) results(m *protocol.Results) {
 	}
 	w.mu.Unlock()
 	w.signal()
+	// The answers of a batch (DoBatch) come in runs: its count of tasks
+	// left drops once per run, not once per answer.
+	var run *batch
+	k := 0
 	for _, a := range answers {
+		v, err := a.res.Value, error(nil)
 		if a.res.Err != nil {
-			e := a.res.Err
-			a.t.Finish(taskq.Sent, nil, stagehost.ErrorOf(e))
-		} else {
-			a.t.Finish(taskq.Sent, a.res.Value, nil)
+			v, err = nil, stagehost.ErrorOf(a.res.Err)
 		}
+		b, ok := a.t.Group().(*batch)
+		if !ok {
+			a.t.Finish(taskq.Sent, v, err)
+			continue
+		}
+		if !a.t.Take(taskq.Sent) {
+			continue
+		}
+		if b != run {
+			run.answered(k)
+			run, k = b, 0
+		}
+		b.deliver(a.t, v, err)
+		k++
 	}
+	run.answered(k)
 	clear(answers)
 	w.answers = answers[:0]
 }
@@ -385,7 +401,7 @@ func (w *proc) abandon(t *task) (pid int, stopped bool) {
 		w.cancelling = true
 		go w.flushCancels()
 	}
-	t.AbandonedAt = time.Now()
+	t.MarkAbandoned()
 	if !w.timerArmed {
 		w.timerArmed = true
 		if w.timer == nil {
@@ -413,7 +429,7 @@ func (w *proc) checkAbandoned() {
 		if t.State.Load() != taskq.Abandoned {
 			continue
 		}
-		age := time.Since(t.AbandonedAt)
+		age := t.SinceAbandoned()
 		if t.ID == running && age >= grace {
 			w.stopLocked(nil, true)
 			return

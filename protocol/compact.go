@@ -201,6 +201,8 @@ func parseResultsCompact(payload []byte, sc *scratch) (*Results, error) {
 	}
 	r, out := &Results{}, []Result(nil)
 	if sc != nil {
+		// The last frame's results go, values and all, whatever this
+		// one's size.
 		clear(sc.results.Results)
 		r, out = &sc.results, sc.results.Results
 	}
@@ -211,7 +213,9 @@ func parseResultsCompact(payload []byte, sc *scratch) (*Results, error) {
 		out = make([]Result, n)
 	default:
 		out = out[:n]
-		clear(out)
+		if len(out) > len(sc.results.Results) {
+			clear(out[len(sc.results.Results):])
+		}
 	}
 	*r = Results{Busy: time.Duration(busy), Results: out}
 	if err := compactIDs(payload, &pos, n, func(i int, id uint64) { out[i].ID = id }); err != nil {
@@ -231,6 +235,20 @@ func parseResultsCompact(payload []byte, sc *scratch) (*Results, error) {
 		}
 		switch flags[i] {
 		case 0:
+			// Cheap items' results are mostly small whole numbers: read
+			// them without the general parser's dispatch.
+			if p.pos < len(p.data) {
+				if c := p.data[p.pos]; c >= '0' && c <= '9' || c == '-' {
+					n, ok, err := p.smallInt()
+					if err != nil {
+						return nil, err
+					}
+					if ok {
+						out[i].Value = p.box(n)
+						continue
+					}
+				}
+			}
 			if out[i].Value, err = p.value(0); err != nil {
 				return nil, err
 			}

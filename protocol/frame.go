@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -108,22 +109,48 @@ func (r *Reader) Read() (Message, error) {
 	if n == 0 || n > MaxFrame {
 		return nil, fmt.Errorf("protocol: corrupt stream: frame length %d", n)
 	}
-	if cap(r.buf) < int(n) {
-		r.buf = make([]byte, n)
-	}
-	body := r.buf[:n]
-	if _, err := io.ReadFull(r.r, body); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if int(n) <= r.r.Size() {
+		// A frame that fits the read buffer is parsed where it lies, not
+		// copied out first: nothing parsed refers to the body.
+		body, err := r.r.Peek(int(n))
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
 		}
-		return nil, err
+		m, err := parseBody(body, r.sc)
+		_, _ = r.r.Discard(int(n))
+		r.trim()
+		return m, err
 	}
+	// The body grows as its bytes arrive: a corrupt length (up to
+	// MaxFrame) must not allocate a GiB before the stream ends.
+	body := r.buf[:0]
+	for len(body) < int(n) {
+		chunk := min(int(n)-len(body), max(len(body), 1<<20))
+		body = slices.Grow(body, chunk)
+		k, err := io.ReadFull(r.r, body[len(body):len(body)+chunk])
+		body = body[:len(body)+k]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	r.buf = body
 	m, err := parseBody(body, r.sc)
 	if cap(r.buf) > 1<<20 {
 		r.buf = nil
 	}
-	if sc := r.sc; sc != nil && (cap(sc.items) > 1<<14 || cap(sc.results.Results) > 1<<14) {
-		r.sc = &scratch{} // keep modest slices; drop ones a huge batch grew
-	}
+	r.trim()
 	return m, err
+}
+
+// trim drops the scratch slices a huge batch grew: it keeps modest ones.
+func (r *Reader) trim() {
+	if sc := r.sc; sc != nil && (cap(sc.items) > 1<<14 || cap(sc.results.Results) > 1<<14) {
+		r.sc = &scratch{}
+	}
 }

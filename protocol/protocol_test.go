@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -444,5 +445,57 @@ func TestAppendFrame(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %#v, %v; want %#v", got, err, want)
 		}
+	}
+}
+
+// TestBoxedIntsSurvive reads many whole numbers, which are boxed from
+// shared chunks (parser.box), and checks each after the chunks have been
+// through collections and the numbers' text is gone.
+func TestBoxedIntsSurvive(t *testing.T) {
+	var want []any
+	for i := range 1000 {
+		want = append(want, int64(i*7919-3_000_000), int64(i%300))
+	}
+	data, err := AppendValue(nil, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ParseValue(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(data)
+	got := v.([]any)
+	// Keep one value in four: the rest of their chunks may go.
+	var kept []any
+	for i := 0; i < len(got); i += 4 {
+		kept = append(kept, got[i])
+	}
+	got = nil
+	for range 3 {
+		runtime.GC()
+		_ = make([]int64, 1<<16) // reuse freed memory, if any was
+	}
+	for i, k := range kept {
+		if w := want[4*i]; k != w {
+			t.Fatalf("value %d: got %v (%T), want %v", 4*i, k, k, w)
+		}
+	}
+}
+
+// TestHugeLengthAllocatesAsBytesArrive: a length prefix near MaxFrame on a
+// stream that then ends (garbage on the protocol descriptor) fails as a cut
+// stream without allocating what the prefix claims.
+func TestHugeLengthAllocatesAsBytesArrive(t *testing.T) {
+	data := append([]byte{0x31, 0, 0, 0xae}, bytes.Repeat([]byte("x"), 100)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := NewReader(bytes.NewReader(data)).Read()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("reading 104 bytes allocated %d bytes", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // AppendValue appends the JSON encoding of a JSON-shaped value to buf.
@@ -216,6 +217,50 @@ const maxDepth = 10000
 type parser struct {
 	data []byte
 	pos  int
+	ints []int64 // the chunk whole numbers are boxed from (box)
+}
+
+// intChunk is how many whole numbers share one allocation (box): enough
+// that a frame of cheap items allocates a few times, not once per number,
+// few enough that a value kept long keeps little else alive (512 bytes).
+const intChunk = 64
+
+// box returns n as an interface value. Go allocates 8 bytes for each int64
+// it boxes beyond the first 256, and a frame of cheap items is mostly such
+// numbers: that allocation was the larger part of reading one. box puts
+// them in a chunk of intChunk instead, each interface pointing at its own
+// element, written once before it is boxed and never again, as Go's own
+// boxed values are.
+func (p *parser) box(n int64) any {
+	if uint64(n) < 256 {
+		return n // Go boxes these without allocating
+	}
+	if len(p.ints) == cap(p.ints) {
+		p.ints = make([]int64, 0, intChunk)
+	}
+	p.ints = append(p.ints, n)
+	return boxedInt(&p.ints[len(p.ints)-1])
+}
+
+// int64Type is the type word of an int64 in an interface value.
+var int64Type = func() unsafe.Pointer {
+	var v any = int64(1 << 40)
+	return (*eface)(unsafe.Pointer(&v)).typ
+}()
+
+// eface is the layout of an interface value with no methods (the
+// runtime's, which reflect and the compiler share).
+type eface struct {
+	typ, data unsafe.Pointer
+}
+
+// boxedInt is the interface value of the int64 at x, which must not
+// change afterwards.
+func boxedInt(x *int64) any {
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = int64Type, unsafe.Pointer(x)
+	return v
 }
 
 var errEOF = errors.New("unexpected end of JSON")
@@ -369,7 +414,10 @@ func (p *parser) literal(word string) error {
 // every digit.
 func (p *parser) number() (any, error) {
 	if n, ok, err := p.smallInt(); ok || err != nil {
-		return n, err
+		if err != nil {
+			return nil, err
+		}
+		return p.box(n), nil
 	}
 	return p.anyNumber()
 }

@@ -34,28 +34,47 @@ const (
 )
 
 // Task is one item in a runner, held by the worker H it was sent to.
+//
+// The fields are laid out for the goroutines that pass a task along, each
+// often on another core: the first 64 bytes hold all that the reader of
+// results touches (match, settle, blame), the rest what the sender reads,
+// and a task takes exactly two cache lines, so that the tasks of a batch,
+// made as one slice, do not straddle lines. TestTaskLayout keeps it so.
 type Task[H any] struct {
 	ID    uint64
-	In    steps.Input
-	Raw   []byte // the item as encoded for the transport
 	State atomic.Int32
+	// Redelivered counts the times the item went back to the queue
+	// because its worker was lost.
+	Redelivered atomic.Int32
 	// Holder is set before the move to Sent.
 	Holder H
-	done   chan Outcome
 	// group, when set, takes the outcome instead of done (see Init);
 	// Slot is the task's place in it.
 	group Group[H]
 	Slot  int
+	done  chan Outcome
 	// Crashes counts the workers that died between items after running
 	// this one; only the holder touches it.
-	Crashes int
-	// Redelivered counts the times the item went back to the queue
-	// because its worker was lost.
-	Redelivered atomic.Int32
-	// AbandonedAt is when the caller gave up on the item (guarded by the
-	// holder's lock).
-	AbandonedAt time.Time
+	Crashes int32
+	_       int32
+
+	In  steps.Input
+	Raw []byte // the item as encoded for the transport
+	// abandonedAt is when the caller gave up on the item, on the
+	// monotonic clock of epoch (guarded by the holder's lock).
+	abandonedAt time.Duration
+	_           [8]byte
 }
+
+// epoch is the origin of Task.abandonedAt: a duration since it is
+// monotonic, as a time.Time is, in a third of the bytes.
+var epoch = time.Now()
+
+// MarkAbandoned records that the caller gave up on t now.
+func (t *Task[H]) MarkAbandoned() { t.abandonedAt = time.Since(epoch) }
+
+// SinceAbandoned is the time since MarkAbandoned.
+func (t *Task[H]) SinceAbandoned() time.Duration { return time.Since(epoch) - t.abandonedAt }
 
 // Outcome is a settled task's result.
 type Outcome struct {
@@ -96,6 +115,15 @@ func (t *Task[H]) Finish(from int32, v any, err error) bool {
 	}
 	return false
 }
+
+// Take moves t from the state from to Done, as Finish, but leaves its
+// outcome to the caller, who must then deliver it to t's Group (a task of
+// Init): one who settles many tasks of a group at once may then tell the
+// group once. It reports whether it took t.
+func (t *Task[H]) Take(from int32) bool { return t.State.CompareAndSwap(from, Done) }
+
+// Group is the group given to Init, nil for a task of NewTask.
+func (t *Task[H]) Group() Group[H] { return t.group }
 
 // Done delivers the outcome once the task is settled (nil for a task of a
 // Group).
@@ -293,7 +321,7 @@ func Settle[H any](q *Queue[H], held []*Task[H], l Lost) int {
 			// what killed it: each runs again, but not forever.
 			t.Crashes++
 			if t.Crashes >= MaxCrashes {
-				t.Finish(Sent, nil, l.Repeated(t.Crashes))
+				t.Finish(Sent, nil, l.Repeated(int(t.Crashes)))
 				continue
 			}
 			again = append(again, t)

@@ -3,6 +3,7 @@ package taskq
 import (
 	"errors"
 	"testing"
+	"unsafe"
 
 	"github.com/flowrun/flow/steps"
 )
@@ -219,5 +220,17 @@ func TestQueueOrderAndReuse(t *testing.T) {
 		if a := testing.AllocsPerRun(100, cycle); a != 0 {
 			t.Errorf("keeping %d: %.1f allocations per push and pop, want 0", keep, a)
 		}
+	}
+}
+
+// TestTaskLayout keeps a task at two cache lines with what the reader of
+// results touches in the first (see Task).
+func TestTaskLayout(t *testing.T) {
+	var task Task[*int]
+	if s := unsafe.Sizeof(task); s != 128 {
+		t.Errorf("a task is %d bytes, want 128", s)
+	}
+	if o := unsafe.Offsetof(task.In); o != 64 {
+		t.Errorf("the sender's fields start at byte %d, want 64", o)
 	}
 }
