@@ -432,17 +432,24 @@ func (t *T) Source() string { return t.src }
 func (t *T) Node() *yaml.Node { return t.node }
 
 // Eval evaluates the template in scope s.
-func (t *T) Eval(s *Scope) (any, error) {
+func (t *T) Eval(s *Scope) (any, error) { return t.EvalConv(s, nil) }
+
+// EvalConv is Eval with conv (if not nil) applied to the value of each
+// expression and literal as it is placed in the mappings and lists the
+// template builds. A caller that converts what it evaluates (compute makes
+// it JSON-shaped) then copies only the values expressions returned, which
+// may be shared (vars), not also the containers built for this evaluation.
+func (t *T) EvalConv(s *Scope, conv func(any) any) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
 	st := evalStates.Get().(*evalState)
-	v, err := st.eval(t, s)
+	v, err := st.eval(t, s, conv)
 	evalStates.Put(st)
 	return v, err
 }
 
-func (st *evalState) eval(t *T, s *Scope) (any, error) {
+func (st *evalState) eval(t *T, s *Scope, conv func(any) any) (any, error) {
 	// Each evaluation gets its own memory budget and a ctx that is never
 	// nil (see guard.go); the caller's scope is left as it was.
 	st.scope = *s
@@ -451,7 +458,7 @@ func (st *evalState) eval(t *T, s *Scope) (any, error) {
 		st.ctx.Context = context.Background()
 	}
 	st.scope.Ctx = &st.ctx
-	v, err := t.eval(&st.scope, &st.vm)
+	v, err := t.eval(&st.scope, &st.vm, conv)
 	// Nothing keeps the state past the evaluation (results are values, and
 	// no function holds the context after it returns): reuse it, since an
 	// allocation per evaluation is a good part of a trivial step's cost.
@@ -493,7 +500,16 @@ func iterates(p *vm.Program) bool {
 	return slices.Contains(p.Bytecode, vm.OpBegin)
 }
 
-func (t *T) eval(s *Scope, m *vm.VM) (any, error) {
+func (t *T) eval(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
+	v, err := t.evalShape(s, m, conv)
+	if err != nil || conv == nil || t.kind == yaml.SequenceNode || t.kind == yaml.MappingNode {
+		return v, err
+	}
+	return conv(v), nil
+}
+
+// evalShape is eval before conv is applied to a scalar's value.
+func (t *T) evalShape(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
 	switch {
 	case t.single != nil:
 		v, err := run(m, t.single, t.loops, s)
@@ -526,7 +542,7 @@ func (t *T) eval(s *Scope, m *vm.VM) (any, error) {
 	case t.kind == yaml.SequenceNode:
 		out := make([]any, len(t.list))
 		for i, c := range t.list {
-			v, err := c.eval(s, m)
+			v, err := c.eval(s, m, conv)
 			if err != nil {
 				return nil, err
 			}
@@ -536,7 +552,7 @@ func (t *T) eval(s *Scope, m *vm.VM) (any, error) {
 	case t.kind == yaml.MappingNode:
 		out := make(map[string]any, len(t.keys))
 		for i, k := range t.keys {
-			v, err := t.vals[i].eval(s, m)
+			v, err := t.vals[i].eval(s, m, conv)
 			if err != nil {
 				return nil, err
 			}

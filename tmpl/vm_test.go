@@ -37,7 +37,7 @@ func TestReusedVMKeepsNoItem(t *testing.T) {
 		func() {
 			it := &held{N: 3}
 			runtime.SetFinalizer(it, func(*held) { freed.Store(true) })
-			if _, err := st.eval(tp, &Scope{Item: it}); err != nil {
+			if _, err := st.eval(tp, &Scope{Item: it}, nil); err != nil {
 				t.Fatalf("%s: %v", src, err)
 			}
 		}()
@@ -73,7 +73,7 @@ func TestReusedVMResults(t *testing.T) {
 		tps = append(tps, tp)
 	}
 	fresh := func(tp *T, item int64) string {
-		v, err := new(evalState).eval(tp, &Scope{Item: item})
+		v, err := new(evalState).eval(tp, &Scope{Item: item}, nil)
 		return fmt.Sprintf("%#v %v", v, err)
 	}
 	var wg sync.WaitGroup
@@ -85,7 +85,7 @@ func TestReusedVMResults(t *testing.T) {
 			for round := 0; round < 20; round++ {
 				for i, tp := range tps {
 					item := int64((round+i+g)%5 + 1)
-					v, err := st.eval(tp, &Scope{Item: item})
+					v, err := st.eval(tp, &Scope{Item: item}, nil)
 					if got, want := fmt.Sprintf("%#v %v", v, err), fresh(tp, item); got != want {
 						t.Errorf("%s with item %d on a reused VM: %s, on a fresh one: %s", srcs[i], item, got, want)
 					}

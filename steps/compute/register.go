@@ -65,11 +65,13 @@ func New(cfg *Config, env *steps.Env) (steps.Step, error) {
 	// copy of mappings and lists, which later stages may modify.
 	v := cfg.Value
 	return steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
-		out, err := v.Eval(env.Scope(ctx, in))
+		// JSONValue as the template places each value: the mappings and
+		// lists it builds are this item's own, and JSON-shaped already.
+		out, err := v.EvalConv(env.Scope(ctx, in), JSONValue)
 		if err != nil {
 			return nil, classify(ctx, err)
 		}
-		return JSONValue(out), nil
+		return out, nil
 	}), nil
 }
 
