@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"reflect"
+	"runtime"
 	"testing"
 
 	"github.com/flowrun/flow/steps"
@@ -69,5 +70,26 @@ func TestComputeResultsShareNothing(t *testing.T) {
 	}
 	if !reflect.DeepEqual(second, want) {
 		t.Errorf("changing a result changed another item's result: %#v", second)
+	}
+}
+
+// An int becomes the int64 of the same value (sharing its boxed bytes on
+// 64-bit machines), whatever the value, and stays that after collections.
+func TestJSONValueInts(t *testing.T) {
+	vals := []int{0, 1, -1, 255, 256, 1000, -1000, 1 << 40, -(1 << 40), 1<<62 + 12345}
+	var got []any
+	for _, n := range vals {
+		got = append(got, JSONValue(n))
+	}
+	runtime.GC()
+	for i, n := range vals {
+		if x, ok := got[i].(int64); !ok || x != int64(n) {
+			t.Errorf("JSONValue(%d) = %#v, want int64(%d)", n, got[i], n)
+		}
+	}
+	s := mustBuild(t, `value: "${ item * 1000 + 7 }"`)
+	v, err := do(t, s, int64(12))
+	if v != any(int64(12007)) || err != nil {
+		t.Fatalf("got %#v, %v", v, err)
 	}
 }
