@@ -248,8 +248,8 @@ func (w *worker) holds(id uint64) bool {
 			return true
 		}
 	}
-	for _, it := range w.batch {
-		if it.ID == id {
+	for i := range w.batch {
+		if w.batch[i].ID == id { // only the ID: run clears values meanwhile
 			return true
 		}
 	}
@@ -389,6 +389,9 @@ func (w *worker) run() int {
 				v, err := w.do(ctx, *it)
 				w.end()
 				res, arena = result(arena, it.ID, v, err)
+				// Let the item's memory go now, not with the batch: the
+				// reader only looks at IDs.
+				it.Value, it.Raw = nil, nil
 				since++
 				done++
 			}
