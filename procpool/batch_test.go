@@ -199,8 +199,8 @@ func TestCancelOfTheRunningItemSparesTheNext(t *testing.T) {
 	}
 	defer outR.Close()
 	// The worker's loop in this process, without its signal handling.
-	w := &worker{out: protocol.NewWriter(outW), cancelled: map[uint64]bool{}, step: built.Step}
-	w.cond = sync.NewCond(&w.mu)
+	w := newWorker(protocol.NewWriter(outW), runningPage{})
+	w.step = built.Step
 	go w.read(protocol.NewReader(inR))
 	exited := make(chan int, 1)
 	go func() { exited <- w.run(); outW.Close() }()
@@ -209,10 +209,7 @@ func TestCancelOfTheRunningItemSparesTheNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-		w.mu.Lock()
-		running := w.running
-		w.mu.Unlock()
-		if running == 1 {
+		if w.runningID() == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,12 +39,13 @@ func IsWorker() bool { return os.Getenv(RoleEnv) == "worker" }
 func WorkerMain(reg *steps.Registry) int {
 	// Programs the step runs (exec) must not believe they are workers too.
 	os.Unsetenv(RoleEnv)
-	in, out := os.NewFile(fdIn, "flow-protocol-in"), os.NewFile(fdOut, "flow-protocol-out")
-	if _, err := in.Stat(); err != nil {
+	inFile, in := workerPipe(fdIn, "flow-protocol-in")
+	outFile, out := workerPipe(fdOut, "flow-protocol-out")
+	if _, err := inFile.Stat(); err != nil {
 		fmt.Fprintf(os.Stderr, "flow: %s=worker is set, but this process has no protocol pipe (descriptor %d): workers are started by flow itself for mode: process stages; unset %s\n", RoleEnv, fdIn, RoleEnv)
 		return 2
 	}
-	if _, err := out.Stat(); err != nil {
+	if _, err := outFile.Stat(); err != nil {
 		fmt.Fprintf(os.Stderr, "flow: worker has no protocol output pipe (descriptor %d)\n", fdOut)
 		return 2
 	}
@@ -50,11 +53,29 @@ func WorkerMain(reg *steps.Registry) int {
 	// the write end would hide this worker's death from the parent.
 	syscall.CloseOnExec(fdIn)
 	syscall.CloseOnExec(fdOut)
-	w := &worker{out: protocol.NewWriter(out), cancelled: map[uint64]bool{}, page: openRunningPage()}
-	w.cond = sync.NewCond(&w.mu)
+	w := newWorker(protocol.NewWriter(out), openRunningPage())
 	r := protocol.NewReader(in)
 	r.Reuse() // read copies the items it takes into the queue
 	return w.serve(reg, r)
+}
+
+// workerProcs is the GOMAXPROCS of one of the workers processes of a stage
+// on cpus CPUs (GOMAXPROCS's default honours a cgroup's quota): its share,
+// rounded up. The workers are the stage's parallelism; one runs an item at
+// a time, and more Ps than its share only add threads that wake each other
+// (futex) and spin looking for work between its goroutines (reading,
+// running, heartbeats) while the other workers and the parent need the CPUs.
+func workerProcs(cpus, workers int) int {
+	if workers <= 1 {
+		return cpus
+	}
+	return max(1, (cpus+workers-1)/workers)
+}
+
+func newWorker(out *protocol.Writer, page runningPage) *worker {
+	w := &worker{out: out, cancelled: map[uint64]bool{}, page: page}
+	w.cond = sync.NewCond(&w.mu)
+	return w
 }
 
 type worker struct {
@@ -62,17 +83,65 @@ type worker struct {
 	step   steps.Step
 	closer interface{ Close() error }
 	page   runningPage
+	local  atomic.Uint64 // the running word without a page: see runningID
 
-	mu            sync.Mutex
-	cond          *sync.Cond
-	queue         []protocol.Item // queue[head:] wait to run
-	head          int
-	closing       bool // Shutdown or end of input: finish the queue, exit
-	terminated    bool // SIGTERM: drop the queue, exit
-	cancelled     map[uint64]bool
-	running       uint64
+	mu         sync.Mutex
+	cond       *sync.Cond
+	queue      []protocol.Item // wait for run to take them
+	batch      []protocol.Item // what run took from the queue, in order
+	spare      []protocol.Item // the array of the batch before, for the queue
+	closing    bool            // Shutdown or end of input: finish the queue, exit
+	terminated bool            // SIGTERM: drop the queue, exit
+	cancelled  map[uint64]bool // items withdrawn before they started
+	// cancelRunning ends the context items run in; run replaces it (and
+	// the context) after a cancel.
 	cancelRunning context.CancelFunc
-	done          int64
+	done          int64 // items run, as of the last frame of results
+
+	// run takes no lock between the items of a batch: a lock per item
+	// costs as much as a trivial item. What the reader and onTerm tell it
+	// meanwhile goes through these words, which it loads around each item
+	// (a plain load on amd64):
+	//
+	//   - attention is set while cancelled is not empty, and once
+	//     terminated: run then looks at them, under mu, before an item;
+	//   - cancelling is the ID the reader is cancelling, 0 otherwise: run,
+	//     having ended an item, waits for the reader (mu) while it is set,
+	//     so that a cancel meant for that item cannot land on the next.
+	//
+	// Each side writes its word before it reads the other's (run: the
+	// running word, then attention; the running word's 0, then
+	// cancelling), and atomics are sequentially consistent, so of two
+	// that cross at least one sees the other.
+	attention  atomic.Bool
+	cancelling atomic.Uint64
+	crossing   func() // nil but in tests: see cancelLocked
+}
+
+// runningID is the ID of the item running, 0 between items: the first word
+// of the page shared with the parent, which reads it too, or without a
+// page a word of the worker's own.
+func (w *worker) runningID() uint64 {
+	if w.page.valid() {
+		return w.page.load()
+	}
+	return w.local.Load()
+}
+
+func (w *worker) begin(id uint64) {
+	if w.page.valid() {
+		w.page.begin(id)
+	} else {
+		w.local.Store(id)
+	}
+}
+
+func (w *worker) end() {
+	if w.page.valid() {
+		w.page.end()
+	} else {
+		w.local.Store(0)
+	}
 }
 
 func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
@@ -85,6 +154,9 @@ func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
 	if !ok {
 		fmt.Fprintf(os.Stderr, "flow: worker: first message is %s, want hello\n", m.Type())
 		return 2
+	}
+	if n := runtime.GOMAXPROCS(0); os.Getenv("GOMAXPROCS") == "" && workerProcs(n, hello.Workers) != n {
+		runtime.GOMAXPROCS(workerProcs(n, hello.Workers))
 	}
 	ready := &protocol.Ready{Version: protocol.Version, PID: os.Getpid()}
 	if hello.Version != protocol.Version {
@@ -139,16 +211,7 @@ func (w *worker) read(r *protocol.Reader) {
 			w.cond.Broadcast()
 		case *protocol.Cancel:
 			for _, id := range *m {
-				if id == w.running && w.cancelRunning != nil {
-					w.cancelRunning()
-					continue
-				}
-				for _, it := range w.queue[w.head:] {
-					if it.ID == id {
-						w.cancelled[id] = true
-						break
-					}
-				}
+				w.cancelLocked(id)
 			}
 		case *protocol.Shutdown:
 			w.closing = true
@@ -156,6 +219,41 @@ func (w *worker) read(r *protocol.Reader) {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// cancelLocked withdraws item id: if it waits, it is marked for run to
+// skip; if it runs, its context is cancelled. run, between items without
+// the lock, may be starting it or ending it right now: see attention and
+// cancelling for why one of the two is always seen.
+func (w *worker) cancelLocked(id uint64) {
+	if w.holds(id) {
+		w.cancelled[id] = true
+		w.attention.Store(true)
+	}
+	w.cancelling.Store(id)
+	if w.runningID() == id && w.cancelRunning != nil {
+		if w.crossing != nil {
+			w.crossing() // a test holds the reader here, the item may end
+		}
+		w.cancelRunning()
+	}
+	w.cancelling.Store(0)
+}
+
+// holds reports whether id is in the queue or in run's batch, where it may
+// have started or ended already: run forgets the marks of its batch with it.
+func (w *worker) holds(id uint64) bool {
+	for _, it := range w.queue {
+		if it.ID == id {
+			return true
+		}
+	}
+	for i := range w.batch {
+		if w.batch[i].ID == id { // only the ID: run clears values meanwhile
+			return true
+		}
+	}
+	return false
 }
 
 // Results wait in the worker until one of these is reached, or until the
@@ -178,6 +276,7 @@ func clockEvery(per time.Duration) int {
 
 // run executes the queue one item at a time, in order. The order is part
 // of the protocol: it tells the parent which item a dead worker was running.
+// It takes what the queue holds as a batch and runs it without the lock.
 func (w *worker) run() int {
 	var (
 		pending []protocol.Result
@@ -189,6 +288,7 @@ func (w *worker) run() int {
 		last  time.Time     // the last reading of the clock; zero while idle
 		since int           // items run since last
 		every = 1           // items between readings
+		done  int64
 	)
 	// tick reads the clock, counting the time since the last reading as
 	// busy, and learns how often to read it.
@@ -207,6 +307,9 @@ func (w *worker) run() int {
 			return true
 		}
 		tick()
+		w.mu.Lock()
+		w.done = done // for heartbeats
+		w.mu.Unlock()
 		err := w.out.Write(&protocol.Results{Busy: busy, Results: pending})
 		clear(pending)
 		pending, busy = pending[:0], 0
@@ -224,6 +327,7 @@ func (w *worker) run() int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel() }()
 	w.mu.Lock()
+	w.cancelRunning = cancel
 	for {
 		for len(w.queue) == 0 && !w.closing {
 			if len(pending) > 0 {
@@ -246,51 +350,105 @@ func (w *worker) run() int {
 			}
 			return 0
 		}
-		it := w.queue[w.head]
-		w.queue[w.head] = protocol.Item{}
-		if w.head++; w.head == len(w.queue) {
-			// Drained: the next frame fills the same array again.
-			w.queue, w.head = w.queue[:0], 0
+		// Take the queue; the reader fills the array of the batch before.
+		batch := w.queue
+		w.batch = batch
+		w.queue, w.spare = w.spare[:0], nil
+		if ctx.Err() != nil {
+			ctx, cancel = context.WithCancel(context.Background())
+			w.cancelRunning = cancel
 		}
-		var res protocol.Result
-		if w.cancelled[it.ID] {
-			delete(w.cancelled, it.ID)
-			res = protocol.Result{ID: it.ID, Err: &protocol.ErrorInfo{Message: "cancelled by the parent before it started", Class: "cancelled"}}
-		} else {
-			if ctx.Err() != nil {
-				cancel()
-				ctx, cancel = context.WithCancel(context.Background())
+		w.mu.Unlock()
+		for i := range batch {
+			it := &batch[i]
+			// A mark or SIGTERM that came before the item is seen here
+			// as it was under the lock; one crossing its start is seen
+			// after begin, or the reader sees the item running.
+			skip, stop := false, false
+			if w.attention.Load() {
+				skip, stop = w.check(it.ID)
 			}
-			w.running, w.cancelRunning = it.ID, cancel
-			w.mu.Unlock()
-			if last.IsZero() {
-				tick() // a run of items starts
+			if !skip && !stop {
+				w.begin(it.ID)
+				if w.attention.Load() {
+					if skip, stop = w.check(it.ID); skip || stop {
+						w.end()
+					}
+				}
 			}
-			w.page.begin(it.ID)
-			v, err := w.do(ctx, it)
-			w.page.end()
-			res, arena = result(arena, it.ID, v, err)
-			since++
-			w.mu.Lock()
-			w.running, w.cancelRunning = 0, nil
-			w.done++
-		}
-		if len(pending) == 0 {
-			first = last
-		}
-		pending = append(pending, res)
-		var now time.Time
-		if since >= every {
-			now = tick()
-		}
-		if len(pending) >= flushCount || !now.IsZero() && now.Sub(first) >= flushDelay {
-			w.mu.Unlock()
-			if !flush() {
-				return 1
+			if stop {
+				break
 			}
-			w.mu.Lock()
+			var res protocol.Result
+			if skip {
+				res = protocol.Result{ID: it.ID, Err: &protocol.ErrorInfo{Message: "cancelled by the parent before it started", Class: "cancelled"}}
+			} else {
+				if last.IsZero() {
+					tick() // a run of items starts
+				}
+				v, err := w.do(ctx, *it)
+				w.end()
+				res, arena = result(arena, it.ID, v, err)
+				// Let the item's memory go now, not with the batch: the
+				// reader only looks at IDs.
+				it.Value, it.Raw = nil, nil
+				since++
+				done++
+			}
+			if w.cancelling.Load() != 0 || ctx.Err() != nil {
+				// A cancel meant for the item that ended may be under
+				// way: let it finish, and give the next a fresh context.
+				w.mu.Lock()
+				if ctx.Err() != nil {
+					cancel()
+					ctx, cancel = context.WithCancel(context.Background())
+					w.cancelRunning = cancel
+				}
+				w.mu.Unlock()
+			}
+			if len(pending) == 0 {
+				first = last
+			}
+			pending = append(pending, res)
+			var now time.Time
+			if since >= every {
+				now = tick()
+			}
+			if len(pending) >= flushCount || !now.IsZero() && now.Sub(first) >= flushDelay {
+				if !flush() {
+					return 1
+				}
+			}
 		}
+		w.mu.Lock()
+		// Marks for items of the batch that came once they had started
+		// are of no use any more.
+		if len(w.cancelled) > 0 {
+			for _, it := range batch {
+				delete(w.cancelled, it.ID)
+			}
+			w.attention.Store(len(w.cancelled) > 0 || w.terminated)
+		}
+		clear(batch)
+		w.batch, w.spare = nil, batch[:0]
 	}
+}
+
+// check is the slow path of attention, under the lock, for item id about
+// to start: skip it (a Cancel withdrew it), or stop (SIGTERM): the item
+// must not start.
+func (w *worker) check(id uint64) (skip, stop bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.terminated {
+		return false, true
+	}
+	if w.cancelled[id] {
+		delete(w.cancelled, id)
+		w.attention.Store(len(w.cancelled) > 0)
+		return true, false
+	}
+	return false, false
 }
 
 // result is stagehost.Result with a success's value appended to arena,
@@ -323,7 +481,7 @@ func (w *worker) heartbeat(every time.Duration) {
 	defer t.Stop()
 	for range t.C {
 		w.mu.Lock()
-		hb := &protocol.Heartbeat{Done: w.done, Running: w.running}
+		hb := &protocol.Heartbeat{Done: w.done, Running: w.runningID()}
 		w.mu.Unlock()
 		if w.out.Write(hb) != nil {
 			return
@@ -340,14 +498,21 @@ const termGrace = time.Second
 // step does.
 func (w *worker) onTerm(sigs <-chan os.Signal) {
 	<-sigs
+	w.terminate()
+	time.Sleep(termGrace)
+	os.Exit(128 + int(syscall.SIGTERM))
+}
+
+// terminate cancels the running item and drops the rest: no other starts,
+// and run returns once the running one is done.
+func (w *worker) terminate() {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.terminated, w.closing = true, true
-	w.queue, w.head = nil, 0
+	w.attention.Store(true)
+	w.queue = nil
 	if w.cancelRunning != nil {
 		w.cancelRunning()
 	}
 	w.cond.Broadcast()
-	w.mu.Unlock()
-	time.Sleep(termGrace)
-	os.Exit(128 + int(syscall.SIGTERM))
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,6 +48,7 @@ type T struct {
 	literal any         // no expressions at all
 	parts   []part      // a string with expressions
 	single  *vm.Program // a string that is exactly one expression
+	loops   bool        // single iterates (map, filter...): see run
 	list    []*T        // a sequence
 	keys    []string    // a mapping: keys, with vals
 	vals    []*T
@@ -57,8 +59,9 @@ type T struct {
 }
 
 type part struct {
-	text string
-	prog *vm.Program
+	text  string
+	prog  *vm.Program
+	loops bool
 }
 
 type located struct {
@@ -99,13 +102,13 @@ func Compile(src string) (*T, error) {
 		if err != nil {
 			return nil, exprError(err, code, off+i+2)
 		}
-		t.parts = append(t.parts, part{prog: prog})
+		t.parts = append(t.parts, part{prog: prog, loops: iterates(prog)})
 		t.progs = append(t.progs, located{prog: prog, off: off + i + 2})
 		off += i + 2 + j + 1
 		rest = rest[i+2+j+1:]
 	}
 	if len(t.parts) == 1 && t.parts[0].prog != nil {
-		t.single = t.parts[0].prog
+		t.single, t.loops = t.parts[0].prog, t.parts[0].loops
 		t.parts = nil
 	}
 	return t, nil
@@ -429,41 +432,87 @@ func (t *T) Source() string { return t.src }
 func (t *T) Node() *yaml.Node { return t.node }
 
 // Eval evaluates the template in scope s.
-func (t *T) Eval(s *Scope) (any, error) {
+func (t *T) Eval(s *Scope) (any, error) { return t.EvalConv(s, nil) }
+
+// EvalConv is Eval with conv (if not nil) applied to the value of each
+// expression and literal as it is placed in the mappings and lists the
+// template builds. A caller that converts what it evaluates (compute makes
+// it JSON-shaped) then copies only the values expressions returned, which
+// may be shared (vars), not also the containers built for this evaluation.
+func (t *T) EvalConv(s *Scope, conv func(any) any) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
+	st := evalStates.Get().(*evalState)
+	v, err := st.eval(t, s, conv)
+	evalStates.Put(st)
+	return v, err
+}
+
+func (st *evalState) eval(t *T, s *Scope, conv func(any) any) (any, error) {
 	// Each evaluation gets its own memory budget and a ctx that is never
 	// nil (see guard.go); the caller's scope is left as it was.
-	st := evalStates.Get().(*evalState)
 	st.scope = *s
 	st.ctx = evalCtx{Context: s.Ctx}
 	if st.ctx.Context == nil {
 		st.ctx.Context = context.Background()
 	}
 	st.scope.Ctx = &st.ctx
-	v, err := t.eval(&st.scope)
+	v, err := t.eval(&st.scope, &st.vm, conv)
 	// Nothing keeps the state past the evaluation (results are values, and
 	// no function holds the context after it returns): reuse it, since an
 	// allocation per evaluation is a good part of a trivial step's cost.
-	*st = evalState{}
-	evalStates.Put(st)
+	// The VM stays, emptied by run, with its stack.
+	st.scope, st.ctx = Scope{}, evalCtx{}
 	return v, err
 }
 
 var evalStates = sync.Pool{New: func() any { return new(evalState) }}
 
 // evalState is what one evaluation allocates: a copy of the caller's scope
-// whose ctx is the evaluation's evalCtx.
+// whose ctx is the evaluation's evalCtx, and the VM that runs its programs
+// (expr.Run makes a VM and its stack per call).
 type evalState struct {
 	scope Scope
 	ctx   evalCtx
+	vm    vm.VM
 }
 
-func (t *T) eval(s *Scope) (any, error) {
+// run runs p on m and leaves m holding nothing of the evaluation, so a
+// pooled VM neither leaks one item's values into the next evaluation nor
+// keeps them alive. vm.VM.Run resets what it reads before reading it; what
+// it leaves behind is values: in the stack past its length (pop does not
+// clear), in variables ('let'), and in the scopes of loops, which it keeps
+// in a pool of its own that only a new VM empties.
+func run(m *vm.VM, p *vm.Program, loops bool, s *Scope) (any, error) {
+	v, err := m.Run(p, s)
+	if loops {
+		*m = vm.VM{Stack: m.Stack}
+	}
+	clear(m.Stack[:cap(m.Stack)])
+	m.Stack = m.Stack[:0]
+	clear(m.Variables)
+	return v, err
+}
+
+// iterates reports whether p opens scopes (map, filter, all...): see run.
+func iterates(p *vm.Program) bool {
+	return slices.Contains(p.Bytecode, vm.OpBegin)
+}
+
+func (t *T) eval(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
+	v, err := t.evalShape(s, m, conv)
+	if err != nil || conv == nil || t.kind == yaml.SequenceNode || t.kind == yaml.MappingNode {
+		return v, err
+	}
+	return conv(v), nil
+}
+
+// evalShape is eval before conv is applied to a scalar's value.
+func (t *T) evalShape(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
 	switch {
 	case t.single != nil:
-		v, err := expr.Run(t.single, s)
+		v, err := run(m, t.single, t.loops, s)
 		if err != nil {
 			return nil, runError(t.src, err)
 		}
@@ -475,7 +524,7 @@ func (t *T) eval(s *Scope) (any, error) {
 				b.WriteString(p.text)
 				continue
 			}
-			v, err := expr.Run(p.prog, s)
+			v, err := run(m, p.prog, p.loops, s)
 			if err != nil {
 				return nil, runError(t.src, err)
 			}
@@ -493,7 +542,7 @@ func (t *T) eval(s *Scope) (any, error) {
 	case t.kind == yaml.SequenceNode:
 		out := make([]any, len(t.list))
 		for i, c := range t.list {
-			v, err := c.eval(s)
+			v, err := c.eval(s, m, conv)
 			if err != nil {
 				return nil, err
 			}
@@ -503,7 +552,7 @@ func (t *T) eval(s *Scope) (any, error) {
 	case t.kind == yaml.MappingNode:
 		out := make(map[string]any, len(t.keys))
 		for i, k := range t.keys {
-			v, err := t.vals[i].eval(s)
+			v, err := t.vals[i].eval(s, m, conv)
 			if err != nil {
 				return nil, err
 			}
