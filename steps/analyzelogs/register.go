@@ -162,13 +162,8 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
-	if f.size >= bigFile {
-		release, err := acquireSlot(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer release()
-	}
+	// scanOSFile refuses what is not a regular file, and takes a scan slot
+	// (see acquireSlot) for a large one.
 	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
