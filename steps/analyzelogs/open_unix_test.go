@@ -82,3 +82,14 @@ func TestStepRefusesFIFOWithData(t *testing.T) {
 		t.Fatal("the step blocked on a FIFO")
 	}
 }
+
+// /dev/null answers the first pread with nothing, as an empty file does:
+// fstat must then tell them apart.
+func TestStepRefusesDevNull(t *testing.T) {
+	s := mustBuild(t, t.TempDir(), "{}")
+	_, err := s.Do(context.Background(), steps.Input{Item: "/dev/null"})
+	var se *steps.Error
+	if !errors.As(err, &se) || !se.Permanent || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), "character device") {
+		t.Errorf("got %v, want a permanent 'not a regular file' error naming a character device", err)
+	}
+}
