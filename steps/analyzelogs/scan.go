@@ -346,6 +346,31 @@ func (s *Scanner) putBlock(b *[]byte) {
 	}
 }
 
+// probeSize is the first read of a file (see scanOSFile): the whole of a
+// small one.
+const probeSize = 64 << 10
+
+var probes = sync.Pool{New: func() any {
+	b := make([]byte, probeSize)
+	return &b
+}}
+
+// getProbe returns a buffer for the first read of a file, no longer than
+// a block (tests shrink blockLen to exercise block boundaries).
+func (s *Scanner) getProbe() *[]byte {
+	if s.blockLen >= probeSize {
+		return probes.Get().(*[]byte)
+	}
+	b := make([]byte, max(s.blockLen, 2))
+	return &b
+}
+
+func (s *Scanner) putProbe(b *[]byte) {
+	if len(*b) == probeSize {
+		probes.Put(b)
+	}
+}
+
 // ErrTrailingGarbage is returned (wrapped) for bytes after the end of gzip
 // data that are neither another gzip member nor zero padding.
 var ErrTrailingGarbage = errors.New("the file has bytes after its gzip data that are not gzip data")
