@@ -17,7 +17,8 @@ import (
 
 // A small file is open, one pread and close: no fstat, which over 10,000
 // files of 4 KiB was a fifth of the system time. A file that fills the
-// first block, and an empty one, are asked their type and size.
+// first read (the probe), and an empty one, are asked their type and size,
+// and read on from the probe.
 func TestSmallFileNeedsNoStat(t *testing.T) {
 	s := mustScanner(t, defaultRules, 0, 200)
 	small := strings.Repeat("2024-05-01 INFO fine\n", 200) + "ERROR x\n"
@@ -27,6 +28,10 @@ func TestSmallFileNeedsNoStat(t *testing.T) {
 		lines      int64
 	}{
 		{"small", small, false, 201},
+		{"probe less one", strings.Repeat("x", probeSize-7) + "\nERROR", false, 2},
+		{"probe", strings.Repeat("x", probeSize-6) + "\nERROR", true, 2},
+		{"probe and one", strings.Repeat("x", probeSize-5) + "\nERROR", true, 2},
+		{"line across the probe", strings.Repeat("x", probeSize-3) + "ERROR\nWARN", true, 2},
 		{"empty", "", true, 0},
 		{"one block", strings.Repeat("ERROR\n", blockSize/6) + strings.Repeat("x", blockSize%6), true, blockSize/6 + 1},
 		{"larger", strings.Repeat("WARN ERROR\n", blockSize/5), true, blockSize / 5},
