@@ -5,8 +5,10 @@ package analyzelogs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +98,44 @@ func TestStepRefusesDevNull(t *testing.T) {
 	var se *steps.Error
 	if !errors.As(err, &se) || !se.Permanent || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), "character device") {
 		t.Errorf("got %v, want a permanent 'not a regular file' error naming a character device", err)
+	}
+}
+
+// A file of bigFile bytes or more waits for a scan slot, found by its size
+// once the probe came back full; a small file never does, even when every
+// slot is taken.
+func TestLargeFileWaitsForSlot(t *testing.T) {
+	s := mustScanner(t, defaultRules, 0, 200)
+	big := writeLog(t, strings.Repeat("2024-05-01 INFO fine\n", bigFile/20))
+	small := writeLog(t, "ERROR x\n")
+	n := max(1, runtime.GOMAXPROCS(0))
+	for range n {
+		release, err := acquireSlot(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := s.scanOSFile(context.Background(), small)
+		if err == nil && c.Counts[0] != 1 {
+			err = fmt.Errorf("counts %+v", c)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // only a guard against a hang
+		t.Fatal("a small file waited for a scan slot")
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stop := errors.New("the run stopped")
+	cancel(stop)
+	if _, err := s.scanOSFile(ctx, big); !errors.Is(err, stop) {
+		t.Fatalf("a large file with every slot taken: %v, want the context's cause from the slot wait", err)
 	}
 }
