@@ -5,6 +5,8 @@ package analyzelogs
 import (
 	"io"
 	"io/fs"
+	"path/filepath"
+	"sync"
 
 	"github.com/flowrun/flow/internal/regular"
 	"golang.org/x/sys/unix"
@@ -34,11 +36,14 @@ type logFile struct {
 // from blocking on a FIFO or a device that a glob picked up: the item must
 // fail (scanOSFile refuses what is not a regular file), not hang past
 // every timeout. It means nothing to a regular file's reads.
-func openLog(path string) (*logFile, error) {
+func openLog(path string) (*logFile, error) { return openLogIn(nil, path) }
+
+// openLogIn is openLog through dirs (see dirCache); dirs may be nil.
+func openLogIn(dirs *dirCache, path string) (*logFile, error) {
 	var fd int
 	var err error
 	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		fd, err = dirs.open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY)
 		if err != unix.EINTR {
 			break
 		}
@@ -112,3 +117,84 @@ func (l *logFile) pread(p []byte, off int64) (int, error) {
 }
 
 func (l *logFile) Close() error { return unix.Close(l.fd) }
+
+// dirCache opens files relative to their directory, opened once: the
+// kernel then walks one path component per file instead of all of them
+// (/work/main/bench/out/logs/10000x4096/app-1.log is seven), which took
+// 0.6-0.8 us of CPU off each of 10,000 files on the issue-19 VM, 4% of the
+// run. A directory renamed or replaced during the run is therefore still
+// read where it was when its first file was opened. The first maxDirs
+// directories are kept, until Close; files elsewhere are opened by their
+// full path, as are relative paths.
+type dirCache struct {
+	mu     sync.RWMutex
+	fds    map[string]int // -1: the directory could not be opened
+	closed bool
+}
+
+const maxDirs = 64
+
+// open opens path with flags, relative to its directory's descriptor when
+// there is one.
+func (c *dirCache) open(path string, flags int) (int, error) {
+	dir, base := filepath.Split(path)
+	if c == nil || !filepath.IsAbs(dir) || base == "" {
+		return unix.Open(path, flags, 0)
+	}
+	for range 2 {
+		c.mu.RLock()
+		dfd, ok := c.fds[dir]
+		if ok && dfd >= 0 {
+			// Under the read lock: Close cannot close dfd meanwhile.
+			fd, err := unix.Openat(dfd, base, flags, 0)
+			c.mu.RUnlock()
+			return fd, err
+		}
+		c.mu.RUnlock()
+		if ok || !c.add(dir) {
+			break
+		}
+	}
+	return unix.Open(path, flags, 0)
+}
+
+// add opens dir for the cache; false when it is not kept (closed, full,
+// or dir cannot be opened).
+func (c *dirCache) add(dir string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if dfd, ok := c.fds[dir]; ok {
+		return dfd >= 0
+	}
+	if c.closed || len(c.fds) >= maxDirs {
+		return false
+	}
+	if c.fds == nil {
+		c.fds = map[string]int{}
+	}
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		dfd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		dfd = -1 // a directory that can be searched but not read, or gone
+	}
+	c.fds[dir] = dfd
+	return dfd >= 0
+}
+
+// Close closes the directories; later opens take full paths.
+func (c *dirCache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var first error
+	for _, dfd := range c.fds {
+		if dfd >= 0 {
+			if err := unix.Close(dfd); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	c.fds, c.closed = nil, true
+	return first
+}

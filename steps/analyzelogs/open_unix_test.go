@@ -139,3 +139,81 @@ func TestLargeFileWaitsForSlot(t *testing.T) {
 		t.Fatalf("a large file with every slot taken: %v, want the context's cause from the slot wait", err)
 	}
 }
+
+// Files are opened relative to their directory, opened once per step: the
+// counts are the same, a directory that can be searched but not read
+// falls back to full paths, directories past maxDirs too, and after Close
+// every open takes the full path.
+func TestDirCache(t *testing.T) {
+	root := t.TempDir()
+	write := func(dir, name, data string) string {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	s := mustBuild(t, root, "{}").(*step)
+	count := func(p string) int64 {
+		t.Helper()
+		v, err := s.Do(context.Background(), steps.Input{Item: p})
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		return v.(map[string]any)["errors"].(int64)
+	}
+	logs := filepath.Join(root, "logs")
+	a := write(logs, "a.log", "ERROR 1\n")
+	b := write(logs, "b.log", "ERROR 1\nERROR 2\n")
+	if count(a) != 1 || count(b) != 2 {
+		t.Fatal("wrong counts through the cache")
+	}
+	if dfd, ok := s.dirs.fds[logs+"/"]; !ok || dfd < 0 {
+		t.Fatalf("the directory of %s was not kept: %v", a, s.dirs.fds)
+	}
+	// Documented: a directory renamed during the run is read where it was.
+	if err := os.Rename(logs, logs+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if count(b) != 2 {
+		t.Fatal("b.log not read from the renamed directory")
+	}
+	if _, err := s.Do(context.Background(), steps.Input{Item: filepath.Join(logs, "missing.log")}); err == nil || !strings.Contains(err.Error(), "missing.log") {
+		t.Errorf("a missing file: %v, want an error naming it", err)
+	}
+	for i := range maxDirs + 2 {
+		if c := count(write(filepath.Join(root, fmt.Sprint("d", i)), "x.log", "ERROR\n")); c != 1 {
+			t.Fatalf("directory %d: %d errors", i, c)
+		}
+	}
+	if len(s.dirs.fds) > maxDirs {
+		t.Errorf("%d directories kept, want at most %d", len(s.dirs.fds), maxDirs)
+	}
+	if os.Geteuid() != 0 {
+		noread := filepath.Join(root, "noread")
+		p := write(noread, "x.log", "ERROR\nERROR\n")
+		if err := os.Chmod(noread, 0o311); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Chmod(noread, 0o755)
+		s2 := mustBuild(t, root, "{}").(*step)
+		v, err := s2.Do(context.Background(), steps.Input{Item: p})
+		if err != nil || v.(map[string]any)["errors"].(int64) != 2 {
+			t.Errorf("a searchable, unreadable directory: %v, %v", v, err)
+		}
+		if dfd := s2.dirs.fds[noread+"/"]; dfd != -1 {
+			t.Errorf("unreadable directory kept as %d, want -1", dfd)
+		}
+		s2.Close()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if count(write(root, "after.log", "ERROR\n")) != 1 || s.dirs.fds != nil {
+		t.Error("after Close, opens must take full paths and keep nothing")
+	}
+}
