@@ -40,9 +40,9 @@ const (
 // directory too (EISDIR). A read that comes back short but not empty is
 // then the whole of a small regular file, as short reads of regular files
 // happen only at their end (on local and network filesystems; FUSE with
-// direct_io may answer short earlier): it is scanned without asking the file's type
-// and size, which saves an fstat per file, a fifth of the system time over
-// 10,000 files of 4 KiB. Any other outcome (an error, nothing, or a full
+// direct_io may answer short earlier): it is scanned without asking the
+// file's type and size, which saves an fstat per file, a fifth of the
+// system time over 10,000 files of 4 KiB. Any other outcome (an error, nothing, or a full
 // probe: /dev/zero gives one) asks fstat, which refuses what is not a
 // regular file and gives the size that large files go by.
 //

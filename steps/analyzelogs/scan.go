@@ -304,8 +304,8 @@ type sizedReader struct {
 	left int64
 }
 
-// sizedReader returns l from where it is, ending at its size at open (see
-// sizedReader) less read bytes already read.
+// sizedReader returns l from where it is, read bytes in, ending at its
+// size at stat (see sizedReader).
 func (l *logFile) sizedReader(read int) io.Reader {
 	l.sized = sizedReader{r: l, left: l.size - int64(read)}
 	return &l.sized
