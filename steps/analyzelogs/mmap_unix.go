@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 
@@ -33,15 +34,62 @@ const (
 
 // scanOSFile scans f: mapped when it is large, not gzip-compressed, and
 // mapping is the cheaper way on this machine, read otherwise.
+//
+// The first bytes are read before anything else, with pread into a small
+// pooled probe: a pipe, FIFO, socket or terminal refuses it (ESPIPE), a
+// directory too (EISDIR). A read that comes back short but not empty is
+// then the whole of a small regular file, as short reads of regular files
+// happen only at their end (on local and network filesystems; FUSE with
+// direct_io may answer short earlier): it is scanned without asking the
+// file's type and size, which saves an fstat per file, a fifth of the
+// system time over 10,000 files of 4 KiB. Any other outcome (an error, nothing, or a full
+// probe: /dev/zero gives one) asks fstat, which refuses what is not a
+// regular file and gives the size that large files go by.
+//
+// The probe is not the 256 KiB block: a large file takes its block only
+// once it holds a scan slot, so that waiting workers hold no block and the
+// few in use stay in cache. Reading the whole first block before the slot
+// cost 5-8% more CPU over the 1 GiB benchmark.
 func (s *Scanner) scanOSFile(ctx context.Context, f *logFile) (Counts, error) {
+	pp := s.getProbe()
+	probe := *pp
+	n, rerr := f.pread(probe, 0)
+	if rerr == nil && n < len(probe) {
+		c, err := s.scanHead(ctx, nil, probe, n, true)
+		s.putProbe(pp)
+		return c, err
+	}
+	done := func(c Counts, err error) (Counts, error) {
+		s.putProbe(pp)
+		return c, err
+	}
+	if err := f.stat(); err != nil {
+		return done(Counts{}, err)
+	}
+	if rerr != nil && rerr != io.EOF {
+		return done(Counts{}, rerr)
+	}
+	if f.size >= bigFile {
+		release, err := acquireSlot(ctx)
+		if err != nil {
+			return done(Counts{}, err)
+		}
+		defer release()
+	}
 	if f.size >= mmapMin && s.blockLen == blockSize && chooseMapping(f.fd, f.size) {
 		c, ok, err := s.scanMapped(ctx, f.fd, f.size, mmapWindow)
 		if ok {
-			return c, err
+			return done(c, err)
 		}
-		// Nothing was consumed: the descriptor's offset is still 0.
+		// Not mapped, nothing consumed: go on from the probe.
 	}
-	return s.scanRead(ctx, f.sizedReader())
+	pooled := s.getBlock()
+	defer s.putBlock(pooled)
+	buf := *pooled
+	copy(buf, probe[:n])
+	s.putProbe(pp)
+	f.off = int64(n)
+	return s.scanHead(ctx, f.sizedReader(n), buf, n, rerr == io.EOF)
 }
 
 // scanMapped scans the first size bytes of f through windows of window

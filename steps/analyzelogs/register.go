@@ -107,7 +107,8 @@ func Register(r *steps.Registry) {
 			"on this machine) and scanned without per-line work for lines that match nothing, CRLF line " +
 			"breaks included, so the step runs at about the speed of ripgrep's `rg -c`. Scanning is CPU work: at most one file of " +
 			"1 MiB or more per CPU is scanned at a time in a process, and further workers of the stage wait for their turn. " +
-			"Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
+			"Files are opened relative to their directory, which the step opens once: a directory renamed " +
+			"or replaced during the run is still read where it was. Lines may be very long (up to 256 MiB each). A missing or unreadable file fails " +
 			"that item, and so does anything but a regular file (a FIFO, a device, a directory), at once.",
 		Result: "`{file: app.log, path: /abs/logs/app.log, lines: 1200, errors: 3, warnings: 17}`: the base " +
 			"name, the resolved path, the line count and one count per pattern name; with `samples`, " +
@@ -123,7 +124,12 @@ type step struct {
 	// itemPath says path is the default, the item itself: no evaluation
 	// (a scope and a run of the expression machine per file) is needed.
 	itemPath bool
+	// dirs holds the directories of the files read (see dirCache).
+	dirs dirCache
 }
+
+// Close closes the directories the step kept open.
+func (s *step) Close() error { return s.dirs.Close() }
 
 func build(o *Options, env *steps.Env) (steps.Step, error) {
 	s, err := o.scanner()
@@ -157,18 +163,13 @@ func (s *step) Do(ctx context.Context, in steps.Input) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := openLog(at)
+	f, err := openLogIn(&s.dirs, at)
 	if err != nil {
 		return nil, fileError(p, err)
 	}
 	defer f.Close()
-	if f.size >= bigFile {
-		release, err := acquireSlot(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer release()
-	}
+	// scanOSFile refuses what is not a regular file, and takes a scan slot
+	// (see acquireSlot) for a large one.
 	c, err := s.scan.scanOSFile(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {

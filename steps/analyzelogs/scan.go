@@ -262,14 +262,20 @@ func (s *Scanner) scanRead(ctx context.Context, r io.Reader) (Counts, error) {
 	if err != nil && err != io.EOF {
 		return Counts{}, err
 	}
+	return s.scanHead(ctx, r, buf, n, err == io.EOF)
+}
+
+// scanHead is scanRead with the first block, buf[:n], already read from r
+// (eof: and r is done).
+func (s *Scanner) scanHead(ctx context.Context, r io.Reader, buf []byte, n int, eof bool) (Counts, error) {
 	if n >= 2 && bytes.Equal(buf[:2], gzipMagic) {
 		head := io.Reader(bytes.NewReader(bytes.Clone(buf[:n])))
-		if err == nil {
+		if !eof {
 			head = io.MultiReader(head, r)
 		}
 		return s.scanGzip(ctx, head)
 	}
-	return s.scan(ctx, r, buf, n, err == io.EOF)
+	return s.scan(ctx, r, buf, n, eof)
 }
 
 func (s *Scanner) scanGzip(ctx context.Context, r io.Reader) (Counts, error) {
@@ -298,9 +304,10 @@ type sizedReader struct {
 	left int64
 }
 
-// sizedReader returns l, ending at its size at open (see sizedReader).
-func (l *logFile) sizedReader() io.Reader {
-	l.sized = sizedReader{r: l, left: l.size}
+// sizedReader returns l from where it is, read bytes in, ending at its
+// size at stat (see sizedReader).
+func (l *logFile) sizedReader(read int) io.Reader {
+	l.sized = sizedReader{r: l, left: l.size - int64(read)}
 	return &l.sized
 }
 
@@ -336,6 +343,31 @@ func (s *Scanner) getBlock() *[]byte {
 func (s *Scanner) putBlock(b *[]byte) {
 	if len(*b) == blockSize {
 		blocks.Put(b)
+	}
+}
+
+// probeSize is the first read of a file (see scanOSFile): the whole of a
+// small one.
+const probeSize = 64 << 10
+
+var probes = sync.Pool{New: func() any {
+	b := make([]byte, probeSize)
+	return &b
+}}
+
+// getProbe returns a buffer for the first read of a file, no longer than
+// a block (tests shrink blockLen to exercise block boundaries).
+func (s *Scanner) getProbe() *[]byte {
+	if s.blockLen >= probeSize {
+		return probes.Get().(*[]byte)
+	}
+	b := make([]byte, max(s.blockLen, 2))
+	return &b
+}
+
+func (s *Scanner) putProbe(b *[]byte) {
+	if len(*b) == probeSize {
+		probes.Put(b)
 	}
 }
 
