@@ -41,6 +41,27 @@ func (st *stepStage) collect() {
 	}
 	st.queue = nil
 	em.close()
+	st.flushWorker()
+}
+
+// countWorker counts one item for worker w in the report's ByWorker, in
+// runs: a worker answers many items in a row, and a map update per item
+// costs more than the rest of their accounting.
+func (st *stepStage) countWorker(w string) {
+	if st.byN > 0 && w == st.byName {
+		st.byN++
+		return
+	}
+	st.flushWorker()
+	st.byName, st.byN = w, 1
+}
+
+// flushWorker adds the run pending to ByWorker.
+func (st *stepStage) flushWorker() {
+	if st.byN > 0 {
+		st.rep.ByWorker[st.byName] += st.byN
+		st.byN = 0
+	}
 }
 
 // nextResult returns the next finished chunk, or nil after handing on part
@@ -189,7 +210,7 @@ func (st *stepStage) account(c *chunk, from, to int, em *emitter) {
 		}
 		rep.In++
 		if rep.ByWorker != nil && e.tries.n > 0 {
-			rep.ByWorker[e.tries.last.Worker]++
+			st.countWorker(e.tries.last.Worker)
 		}
 		if e.tries.n > 1 {
 			rep.Retries += int64(e.tries.n - 1)

@@ -82,6 +82,25 @@ func (r lazyRange) Items(ctx context.Context, emit func(any) error) error {
 	return nil
 }
 
+// bulkRange is lazyRange handing its items over in slices of up to 7
+// (a BulkSource), reusing the slice as the range source does.
+type bulkRange struct{ lazyRange }
+
+func (r bulkRange) ItemsBulk(ctx context.Context, emit func([]any) error) error {
+	buf := make([]any, 0, 7)
+	for i := int64(0); i < r.n; i++ {
+		buf = append(buf, i)
+		if len(buf) == cap(buf) || i == r.n-1 {
+			if err := emit(buf); err != nil {
+				return err
+			}
+			clear(buf)
+			buf = buf[:0]
+		}
+	}
+	return nil
+}
+
 // collector is a sink that keeps what it receives.
 type collector struct {
 	mu       sync.Mutex
@@ -180,6 +199,9 @@ func testRegistry() *steps.Registry {
 	r := steps.NewRegistry()
 	steps.RegisterSource(r, steps.Kind{Name: "nums"}, func(c *rangeConf, env *steps.Env) (steps.Source, error) {
 		return lazyRange{c.N}, nil
+	})
+	steps.RegisterSource(r, steps.Kind{Name: "bulknums"}, func(c *rangeConf, env *steps.Env) (steps.Source, error) {
+		return bulkRange{lazyRange{c.N}}, nil
 	})
 	steps.RegisterSource(r, steps.Kind{Name: "src"}, func(c *fnConf, env *steps.Env) (steps.Source, error) {
 		switch f := lookupFn(c.Fn).(type) {

@@ -60,7 +60,8 @@ func genPipeline(r *rand.Rand, seed uint64, col *collector) (string, []genStage,
 	if limited {
 		fmt.Fprintf(&b, "limits:\n  shared: {rate: %d/s, burst: 50, concurrency: %d}\n", 20000+r.IntN(50000), 1+r.IntN(6))
 	}
-	fmt.Fprintf(&b, "stages:\n  - {name: src, source: {nums: %d}}\n", n)
+	// Half the runs take the source's items in bulk (BulkSource).
+	fmt.Fprintf(&b, "stages:\n  - {name: src, source: {%s: %d}}\n", []string{"nums", "bulknums"}[r.IntN(2)], n)
 	var gs []genStage
 	hangs := false
 	for i := range 1 + r.IntN(3) {

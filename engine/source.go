@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -101,7 +102,48 @@ func (s *sourceStage) runSource() (err error) {
 			err = fmt.Errorf("panic: %v", p)
 		}
 	}()
+	if bs, ok := s.src.(BulkSource); ok {
+		return bs.ItemsBulk(s.ctx, s.emitBulk)
+	}
 	return s.src.Items(s.ctx, s.emit)
+}
+
+// BulkSource is a source that can produce many items at once (a range):
+// the engine takes a whole slice under one lock and one check of the
+// context, instead of paying both per item, which costs more than making a
+// trivial item. emit copies the items out before it returns, so the source
+// may reuse the slice; its error says to stop, as Items' emit does.
+type BulkSource interface {
+	ItemsBulk(ctx context.Context, emit func(items []any) error) error
+}
+
+// emitBulk is emit for a slice of items. A stage that filters or limits
+// its items, or hands each on at once (a virtual clock), takes them one by
+// one: those decide per item.
+func (s *sourceStage) emitBulk(items []any) error {
+	if s.when != nil || s.lim != nil || s.eager {
+		for _, it := range items {
+			if err := s.emit(it); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, it := range items {
+		// An atomic load: checked per item, so that no item enters the
+		// run after a stop, as with emit.
+		if s.closed || s.ctx.Err() != nil {
+			return errStopped
+		}
+		in := steps.Input{Index: s.next, Item: it}
+		s.next++
+		s.rep.In++
+		s.fresh = true
+		s.em.add(steps.Record{Index: in.Index, Item: it}, in, true, nil)
+	}
+	return nil
 }
 
 func (s *sourceStage) emit(item any) error {

@@ -210,11 +210,14 @@ func freeBatch(b *batch) {
 // are accounted when handed on: Succeeded when the next stage got them,
 // Cancelled when it stopped first.
 type emitter struct {
-	s    *stage
-	b    *batch
-	pend []pending
-	// tries of the pending items, kept only for events (a run without an
-	// event consumer keeps pending small: this is the hot path).
+	s  *stage
+	ev bool // the run has an event consumer
+	b  *batch
+	// Without an event consumer, oks counts the successes in b: that is
+	// all their accounting needs (this is the hot path). With one, pend
+	// and tries hold what each item's event says.
+	oks   int
+	pend  []pending
 	tries []tries
 }
 
@@ -225,7 +228,11 @@ type pending struct {
 }
 
 func newEmitter(s *stage) *emitter {
-	return &emitter{s: s, pend: make([]pending, 0, batchSize)}
+	e := &emitter{s: s, ev: s.r.ev != nil}
+	if e.ev {
+		e.pend = make([]pending, 0, batchSize)
+	}
+	return e
 }
 
 // add queues one outgoing record; ok says it is a success to account,
@@ -235,16 +242,17 @@ func (e *emitter) add(rec steps.Record, in steps.Input, ok bool, t *tries) {
 		e.b = newBatch()
 	}
 	e.b.recs = append(e.b.recs, rec)
-	p := pending{ok: ok}
-	if e.s.r.ev != nil {
-		p.in, p.res = in, rec.Item
+	if e.ev {
+		p := pending{ok: ok, in: in, res: rec.Item}
 		var tr tries
 		if t != nil {
 			tr = *t
 		}
 		e.tries = append(e.tries, tr)
+		e.pend = append(e.pend, p)
+	} else if ok {
+		e.oks++
 	}
-	e.pend = append(e.pend, p)
 	if len(e.b.recs) == batchSize {
 		e.flush()
 	}
@@ -267,12 +275,25 @@ func (e *emitter) flush() {
 		}
 	}
 	rep := e.s.rep
+	if sent {
+		rep.Out += n
+	} else {
+		freeBatch(b)
+	}
+	if !e.ev {
+		if sent {
+			rep.Succeeded += int64(e.oks)
+		} else {
+			for range e.oks {
+				e.s.cancelled(steps.Input{}, nil) // counts only: no event
+			}
+		}
+		e.oks = 0
+		return
+	}
 	for i := range e.pend {
 		p := &e.pend[i]
-		var t *tries
-		if i < len(e.tries) {
-			t = &e.tries[i]
-		}
+		t := &e.tries[i]
 		switch {
 		case !sent && p.ok:
 			e.s.cancelled(p.in, t)
@@ -283,11 +304,6 @@ func (e *emitter) flush() {
 	}
 	clear(e.tries)
 	e.tries = e.tries[:0]
-	if sent {
-		rep.Out += n
-	} else {
-		freeBatch(b)
-	}
 	clear(e.pend)
 	e.pend = e.pend[:0]
 }

@@ -57,8 +57,12 @@ type stepStage struct {
 	work    chan *chunk
 	keyDone chan string
 
-	results   chan *chunk
-	chunkPool sync.Pool
+	results chan *chunk
+	// Chunks the collector is done with, for the next claims: a free
+	// list rather than a sync.Pool, which drops them at every collection
+	// (a batch runner's chunks hold thousands of entries).
+	freeMu sync.Mutex
+	free   []*chunk
 	// Each worker's chunk in progress, and the collector's wake-up call
 	// when it is idle and a worker finished an item of one.
 	slots []atomic.Pointer[chunk]
@@ -74,7 +78,10 @@ type stepStage struct {
 	draining atomic.Bool
 	halted   bool  // stopped after a failure: later successes are cancelled
 	next     int64 // order: input: the sequence number to hand on next
-	waiting  map[int64]*chunk
+	// A run of items answered by one worker, not yet in ByWorker.
+	byName  string
+	byN     int64
+	waiting map[int64]*chunk
 }
 
 const (
@@ -152,7 +159,6 @@ func (st *stepStage) configure(named map[string]*limit) {
 	}
 	st.results = make(chan *chunk, st.workers+1)
 	st.wake = make(chan struct{}, 1)
-	st.chunkPool.New = func() any { return &chunk{ents: make([]entry, 0, maxChunk)} }
 }
 
 // reorderWindow is how many items of an `order: input` stage may be started
@@ -164,8 +170,22 @@ func reorderWindow(workers int) int {
 
 func (st *stepStage) abort(error) { st.runner.Close() }
 
+// maxFree bounds the free list; more chunks than that in flight at once
+// are garbage once done.
+const maxFree = 64
+
 func (st *stepStage) getChunk(n int) *chunk {
-	c := st.chunkPool.Get().(*chunk)
+	var c *chunk
+	st.freeMu.Lock()
+	if k := len(st.free); k > 0 {
+		c = st.free[k-1]
+		st.free[k-1] = nil
+		st.free = st.free[:k-1]
+	}
+	st.freeMu.Unlock()
+	if c == nil {
+		c = &chunk{ents: make([]entry, 0, max(n, maxChunk))}
+	}
 	if cap(c.ents) < n {
 		c.ents = make([]entry, n, max(n, maxChunk))
 	}
@@ -179,7 +199,11 @@ func (st *stepStage) freeChunk(c *chunk) {
 	clear(c.ents)
 	c.ents = c.ents[:0]
 	c.key = ""
-	st.chunkPool.Put(c)
+	st.freeMu.Lock()
+	if len(st.free) < maxFree {
+		st.free = append(st.free, c)
+	}
+	st.freeMu.Unlock()
 }
 
 func (st *stepStage) exec() {
