@@ -82,3 +82,60 @@ stages:
 		t.Errorf("the source did not stop: %+v", *src)
 	}
 }
+
+// A batch sink gets whole batches, every record once and in order, with
+// an event per record; a record it fails fails the run, and what follows
+// it is cancelled, every item accounted.
+func TestBatchSink(t *testing.T) {
+	for _, withEvents := range []bool{false, true} {
+		col := &collector{keep: true}
+		p := parse(t, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {bulknums: 1000}}
+  - {name: out, sink: {bcollect: %s}}
+`, fn(col)))
+		var ev *countingEvents
+		var sink EventSink
+		if withEvents {
+			ev = newCountingEvents()
+			sink = ev
+		}
+		rep := runT(t, context.Background(), p, config{}, sink)
+		if rep.Status != "succeeded" || len(col.recs) != 1000 || col.batches.Load() == 0 {
+			t.Fatalf("status %s, %d records in %d batches", rep.Status, len(col.recs), col.batches.Load())
+		}
+		for i, r := range col.recs {
+			if r.Item != int64(i) {
+				t.Fatalf("record %d is %v", i, r.Item)
+			}
+		}
+		if out := rep.Stages[1]; out.In != 1000 || out.Succeeded != 1000 {
+			t.Errorf("sink report %+v", *out)
+		}
+		if withEvents && ev.items["out"]["succeeded"] != 1000 {
+			t.Errorf("%d succeeded events from the sink, want 1000", ev.items["out"]["succeeded"])
+		}
+	}
+
+	col := &collector{writeErr: func(r steps.Record) error {
+		if r.Index == 300 {
+			return errors.New("disk full")
+		}
+		return nil
+	}}
+	p := parse(t, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {bulknums: 100000}}
+  - {name: out, sink: {bcollect: %s}}
+`, fn(col)))
+	rep := runT(t, context.Background(), p, config{}, nil)
+	out := rep.Stages[1]
+	if rep.Status != "failed" || out.Failed != 1 || out.Succeeded != 300 || col.count.Load() != 300 {
+		t.Fatalf("status %s, sink report %+v, %d written", rep.Status, *out, col.count.Load())
+	}
+	if len(rep.Failures) != 1 || rep.Failures[0].Index != 300 {
+		t.Errorf("failures %+v, want item 300", rep.Failures)
+	}
+}

@@ -101,6 +101,19 @@ func (r bulkRange) ItemsBulk(ctx context.Context, emit func([]any) error) error 
 	return nil
 }
 
+// batchCollector is a collector taking whole batches (a BatchSink).
+type batchCollector struct{ *collector }
+
+func (c batchCollector) WriteBatch(ctx context.Context, recs []steps.Record) (int, error) {
+	c.batches.Add(1)
+	for i, r := range recs {
+		if err := c.Write(ctx, r); err != nil {
+			return i, err
+		}
+	}
+	return len(recs), nil
+}
+
 // collector is a sink that keeps what it receives.
 type collector struct {
 	mu       sync.Mutex
@@ -110,6 +123,7 @@ type collector struct {
 	closed   int
 	closeErr error
 	writeErr func(steps.Record) error
+	batches  atomic.Int64 // WriteBatch calls (batchCollector)
 }
 
 func (c *collector) Write(ctx context.Context, r steps.Record) error {
@@ -234,6 +248,13 @@ func testRegistry() *steps.Registry {
 			return nil, fmt.Errorf("no collector %q", c.Fn)
 		}
 		return col, nil
+	})
+	steps.RegisterSink(r, steps.Kind{Name: "bcollect"}, func(c *fnConf, env *steps.Env) (steps.Sink, error) {
+		col, ok := lookupFn(c.Fn).(*collector)
+		if !ok {
+			return nil, fmt.Errorf("no collector %q", c.Fn)
+		}
+		return batchCollector{col}, nil
 	})
 	steps.RegisterSink(r, steps.Kind{Name: "print"}, func(c *printConf, env *steps.Env) (steps.Sink, error) {
 		if c.Format != "jsonl" {

@@ -122,7 +122,8 @@ func genPipeline(r *rand.Rand, seed uint64, col *collector) (string, []genStage,
 		gs = append(gs, genStage{order: order, yaml: y})
 		b.WriteString(y)
 	}
-	fmt.Fprintf(&b, "  - {name: out, sink: {collect: %s}}\n", fn(col))
+	// Half the runs write through a BatchSink.
+	fmt.Fprintf(&b, "  - {name: out, sink: {%s: %s}}\n", []string{"collect", "bcollect"}[r.IntN(2)], fn(col))
 	return b.String(), gs, hangs
 }
 

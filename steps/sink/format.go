@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -292,6 +293,16 @@ type jsonlEnc struct {
 }
 
 func (e *jsonlEnc) write(ctx context.Context, r steps.Record) error {
+	if e.cols == nil && r.Err == nil {
+		// An integer, the commonest item, goes straight into the
+		// writer's buffer: no encoder, no intermediate copy.
+		if bw, ok := e.w.(*bufio.Writer); ok {
+			if b, ok := appendInt(bw.AvailableBuffer(), r.Item); ok {
+				_, err := bw.Write(append(b, '\n'))
+				return err
+			}
+		}
+	}
 	e.buf.Reset()
 	if err := marshalRecord(&e.buf, r, e.cols); err != nil {
 		return itemError(r, err)
@@ -302,6 +313,17 @@ func (e *jsonlEnc) write(ctx context.Context, r steps.Record) error {
 }
 
 func (e *jsonlEnc) finish() error { return nil }
+
+// appendInt appends v as JSON if it is an integer.
+func appendInt(b []byte, v any) ([]byte, bool) {
+	switch x := v.(type) {
+	case int64:
+		return strconv.AppendInt(b, x, 10), true
+	case int:
+		return strconv.AppendInt(b, int64(x), 10), true
+	}
+	return b, false
+}
 
 // ---- json: one array, streamed element by element
 
