@@ -61,12 +61,18 @@ type stepStage struct {
 	// Chunks the collector is done with, for the next claims: a free
 	// list rather than a sync.Pool, which drops them at every collection
 	// (a batch runner's chunks hold thousands of entries).
+	_      cacheLinePad
 	freeMu sync.Mutex
 	free   []*chunk
+	_      cacheLinePad
 	// Each worker's chunk in progress, and the collector's wake-up call
-	// when it is idle and a worker finished an item of one.
-	slots []atomic.Pointer[chunk]
+	// when it is idle and a worker finished an item of one. Workers read
+	// idle after every item: it has a cache line of its own, or the
+	// writes to the fields around it (the free list, the queue's lock)
+	// would make each read a miss.
 	idle  atomic.Bool
+	_     cacheLinePad
+	slots []atomic.Pointer[chunk]
 	wake  chan struct{}
 
 	// Collector state.
@@ -169,6 +175,10 @@ func reorderWindow(workers int) int {
 }
 
 func (st *stepStage) abort(error) { st.runner.Close() }
+
+// cacheLinePad keeps the fields on either side of it on different cache
+// lines (64 bytes on amd64 and arm64; 128 covers adjacent-line prefetch).
+type cacheLinePad [128]byte
 
 // maxFree bounds the free list; more chunks than that in flight at once
 // are garbage once done.
