@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/flowrun/flow/steps"
 )
@@ -137,5 +138,54 @@ stages:
 	}
 	if len(rep.Failures) != 1 || rep.Failures[0].Index != 300 {
 		t.Errorf("failures %+v, want item 300", rep.Failures)
+	}
+}
+
+// A worker publishes its progress through a chunk of fast items every
+// publishEvery items (not after each): an item that hangs holds back at
+// most publishEvery-1 finished results before it, in input and in
+// completion order.
+func TestHungItemHoldsBackFewResults(t *testing.T) {
+	for _, order := range []string{"input", "completion"} {
+		col := &collector{}
+		const hung = 3000
+		release := make(chan struct{})
+		step := steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
+			if in.Index == hung {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return in.Item, nil
+		})
+		p := parse(t, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {nums: 4000}}
+  - {name: a, step: fn, with: {fn: %s}, workers: 1, order: %s}
+  - {name: out, sink: {collect: %s}}
+`, fn(step), order, fn(col)))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runT(t, context.Background(), p, config{}, nil)
+		}()
+		// Generous: only a broken build waits this long.
+		guard := time.After(20 * time.Second)
+		for col.count.Load() < hung-publishEvery+1 {
+			select {
+			case <-guard:
+				close(release)
+				<-done
+				t.Fatalf("order %s: the sink got %d results while item %d hung, want at least %d", order, col.count.Load(), hung, hung-publishEvery+1)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		close(release)
+		<-done
+		if col.count.Load() != 4000 {
+			t.Fatalf("order %s: the sink got %d of 4000", order, col.count.Load())
+		}
 	}
 }
