@@ -164,17 +164,16 @@ func (s *sourceStage) emit(item any) error {
 		if s.when != nil {
 			keep, err := s.filter(sc)
 			if err != nil {
-				if s.account(func() { s.rep.Failed++ }) {
+				// The event under the stage's lock: the ticker's flush
+				// publishes events of this stage too (its scratch space).
+				if s.account(func() { s.rep.Failed++; s.event(report.Failed, in, nil, err, nil) }) {
 					s.failure(in, err, 1, report.Failed)
-					s.event(report.Failed, in, nil, err, nil)
 					s.r.stopRun(&runStop{status: report.StatusFailed, msg: fmt.Sprintf("source %q: item %d (%s): %v", s.name, in.Index, short(s.r.red, item), err)})
 				}
 				return errStopped
 			}
 			if !keep {
-				if s.account(func() { s.rep.Filtered++ }) {
-					s.event(report.Filtered, in, nil, nil, nil)
-				}
+				s.account(func() { s.rep.Filtered++; s.event(report.Filtered, in, nil, nil, nil) })
 				return nil
 			}
 		}
