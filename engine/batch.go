@@ -205,7 +205,13 @@ func (b *batchCall) answer(k int, v any, err error) {
 	e.outcome, e.res = outOK, v
 	b.mu.Lock()
 	b.fin[i] = true
-	moved := b.publish()
+	// As a thread worker does (see worker), answers are published every
+	// publishEvery items or when the collector waits: a store per item
+	// takes the cache line the collector reads, for each item.
+	moved := false
+	if (i+1)%publishEvery == 0 || b.st.idle.Load() {
+		moved = b.publish()
+	}
 	b.mu.Unlock()
 	if moved {
 		b.st.wakeCollector()
