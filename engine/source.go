@@ -131,18 +131,24 @@ func (s *sourceStage) emitBulk(items []any) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, it := range items {
-		// An atomic load: checked per item, so that no item enters the
-		// run after a stop, as with emit.
-		if s.closed || s.ctx.Err() != nil {
-			return errStopped
-		}
-		in := steps.Input{Index: s.next, Item: it}
-		s.next++
-		s.rep.In++
-		s.fresh = true
-		s.em.add(steps.Record{Index: in.Index, Item: it}, in, true, nil)
+	if s.closed || s.ctx.Err() != nil {
+		return errStopped
 	}
+	if s.em.ev {
+		for _, it := range items {
+			in := steps.Input{Index: s.next, Item: it}
+			s.next++
+			s.rep.In++
+			s.em.add(steps.Record{Index: in.Index, Item: it}, in, true, nil)
+		}
+	} else {
+		// Items a stop catches in the slice are accounted as cancelled
+		// when their batch cannot be handed on.
+		s.em.addItems(s.next, items)
+		s.next += int64(len(items))
+		s.rep.In += int64(len(items))
+	}
+	s.fresh = true
 	return nil
 }
 

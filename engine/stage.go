@@ -258,6 +258,26 @@ func (e *emitter) add(rec steps.Record, in steps.Input, ok bool, t *tries) {
 	}
 }
 
+// addItems is add for successes numbered from index on, without an event
+// consumer: a source's items in bulk.
+func (e *emitter) addItems(index int64, items []any) {
+	for len(items) > 0 {
+		if e.b == nil {
+			e.b = newBatch()
+		}
+		k := min(len(items), batchSize-len(e.b.recs))
+		for j, it := range items[:k] {
+			e.b.recs = append(e.b.recs, steps.Record{Index: index + int64(j), Item: it})
+		}
+		e.oks += k
+		index += int64(k)
+		items = items[k:]
+		if len(e.b.recs) == batchSize {
+			e.flush()
+		}
+	}
+}
+
 // flush hands the pending batch to the next stage, waiting while it is full.
 func (e *emitter) flush() {
 	b := e.b
