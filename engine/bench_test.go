@@ -45,6 +45,31 @@ stages:
 	}
 }
 
+// BenchmarkThreeStagesBulk is BenchmarkThreeStages with the ends' bulk
+// seams: a BulkSource (as range is) and a BatchSink (as print is).
+func BenchmarkThreeStagesBulk(b *testing.B) {
+	col := &collector{}
+	p := parse(b, fmt.Sprintf(`
+version: 1
+stages:
+  - {name: src, source: {bulknums: %d}}
+  - {name: a, step: pass}
+  - {name: b, step: pass}
+  - {name: c, step: pass}
+  - {name: out, sink: {bcollect: %s}}
+`, b.N, fn(col)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
+	el := time.Since(start)
+	b.StopTimer()
+	if err != nil || rep.Status != "succeeded" || col.count.Load() != int64(b.N) {
+		b.Fatalf("err %v, status %s, sink got %d of %d", err, rep.Status, col.count.Load(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/el.Seconds(), "items/s")
+}
+
 // BenchmarkFlatMemory runs 10,000,000 items through three stages and
 // reports the peak heap seen while they flow: it must not grow with the
 // number of items.
