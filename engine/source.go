@@ -136,10 +136,7 @@ func (s *sourceStage) emitBulk(items []any) error {
 	}
 	if s.em.ev {
 		for _, it := range items {
-			in := steps.Input{Index: s.next, Item: it}
-			s.next++
-			s.rep.In++
-			s.em.add(steps.Record{Index: in.Index, Item: it}, in, true, nil)
+			s.add(it)
 		}
 	} else {
 		// Items a stop catches in the slice are accounted as cancelled
@@ -161,6 +158,13 @@ func (s *sourceStage) emit(item any) error {
 		// The stage is shut: the item never entered the run.
 		s.mu.Unlock()
 		return errStopped
+	}
+	if s.when == nil && s.lim == nil {
+		// Nothing to decide per item: numbered and queued under one
+		// lock.
+		defer s.mu.Unlock()
+		s.add(item)
+		return nil
 	}
 	in := steps.Input{Index: s.next, Item: item}
 	s.next++
@@ -216,6 +220,18 @@ func (s *sourceStage) emit(item any) error {
 		s.em.flush()
 	}
 	return nil
+}
+
+// add numbers one item and queues it; s.mu held.
+func (s *sourceStage) add(item any) {
+	in := steps.Input{Index: s.next, Item: item}
+	s.next++
+	s.rep.In++
+	s.fresh = true
+	s.em.add(steps.Record{Index: in.Index, Item: item}, in, true, nil)
+	if s.eager {
+		s.em.flush()
+	}
 }
 
 // account counts one item that does not go downstream, unless the stage
