@@ -47,7 +47,9 @@ func (s *sinkStage) abort(err error) { s.sink.Close(context.Background(), err) }
 // the engine hands it each batch whole instead of paying the sink's lock and
 // its own per-item bookkeeping for every record. WriteBatch writes recs in
 // order and returns how many it wrote; when that is fewer than len(recs),
-// err is the failure of recs[n], and the engine takes the rest one by one.
+// err is the failure of recs[n] (or ctx's error: a sink should stop at the
+// next record once ctx is done, which cancels recs[n]), and the engine
+// takes the rest one by one.
 type BatchSink interface {
 	WriteBatch(ctx context.Context, recs []steps.Record) (n int, err error)
 }

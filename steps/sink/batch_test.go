@@ -76,3 +76,25 @@ func TestPrintWriteBatchFailure(t *testing.T) {
 		t.Errorf("after a failure: wrote %d, err %v", n, err)
 	}
 }
+
+// A cancelled context stops a batch before its next record, and the sink
+// stays usable (the engine cancels the rest; it is not a write failure).
+func TestPrintWriteBatchStopsWhenCancelled(t *testing.T) {
+	var out bytes.Buffer
+	s, err := build(t, `print: jsonl`, &steps.Env{Stdout: &out, Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	recs := []steps.Record{{Index: 0, Item: int64(1)}, {Index: 1, Item: int64(2)}}
+	if n, err := s.(engine.BatchSink).WriteBatch(ctx, recs); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("wrote %d, err %v; want 0 and context.Canceled", n, err)
+	}
+	if err := s.Write(context.Background(), recs[0]); err != nil {
+		t.Fatalf("Write after a cancelled batch: %v", err)
+	}
+	if err := s.Close(context.Background(), nil); err != nil || out.String() != "1\n" {
+		t.Fatalf("printed %q, close: %v", out.String(), err)
+	}
+}

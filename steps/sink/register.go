@@ -179,6 +179,11 @@ func (s *printSink) WriteBatch(ctx context.Context, recs []steps.Record) (int, e
 		return 0, s.err
 	}
 	for i, r := range recs {
+		// A stopped run writes nothing more, as record by record: the
+		// engine cancels what is left.
+		if err := ctx.Err(); err != nil {
+			return i, err
+		}
 		if err := s.enc.write(ctx, r); err != nil {
 			s.err = err
 			return i, err
