@@ -155,10 +155,10 @@ func (h *history) start(file string, p *spec.Pipeline) {
 		if abs, err := filepath.Abs(file); err == nil {
 			r.File = abs
 		}
-		if b, err := os.ReadFile(file); err == nil {
-			s := sha256.Sum256(b)
-			r.FileSHA256 = hex.EncodeToString(s[:])
-		}
+		// The text that was validated and runs, as the report hashes it: the
+		// file read again could have changed since, and costs a read.
+		s := sha256.Sum256(p.Source)
+		r.FileSHA256 = hex.EncodeToString(s[:])
 	}
 	if err := h.db.StartRun(context.Background(), r); err != nil {
 		fmt.Fprintf(h.stderr, "flow: warning: this run is not recorded: %v\n", err)
