@@ -99,16 +99,7 @@ func (s *blockStep) Do(ctx context.Context, in steps.Input) (any, error) {
 func TestCancelOfAnItemTakenButNotStarted(t *testing.T) {
 	for _, withPage := range []bool{false, true} {
 		t.Run(fmt.Sprintf("page=%v", withPage), func(t *testing.T) {
-			page := runningPage{}
-			if withPage {
-				pg, f, err := newRunningPage()
-				if err != nil {
-					t.Skip("no shared page here:", err)
-				}
-				f.Close()
-				defer pg.unmap()
-				page = pg
-			}
+			page := testPage(t, withPage)
 			step := &blockStep{}
 			p := startInProcessWorker(t, page, step, nil)
 			// One frame: the worker takes all three at once.
@@ -171,16 +162,7 @@ func TestTerminateStopsTheBatch(t *testing.T) {
 func TestCancelsLandOnlyOnTheirItem(t *testing.T) {
 	for _, withPage := range []bool{false, true} {
 		t.Run(fmt.Sprintf("page=%v", withPage), func(t *testing.T) {
-			page := runningPage{}
-			if withPage {
-				pg, f, err := newRunningPage()
-				if err != nil {
-					t.Skip("no shared page here:", err)
-				}
-				f.Close()
-				defer pg.unmap()
-				page = pg
-			}
+			page := testPage(t, withPage)
 			// Each item spins 50 to 130 µs, looking at its context,
 			// and says whether it saw it cancelled.
 			step := steps.Func(func(ctx context.Context, in steps.Input) (any, error) {
@@ -287,4 +269,20 @@ func TestWorkerProcs(t *testing.T) {
 			t.Errorf("workerProcs(%d CPUs, %d workers) = %d, want %d", c.cpus, c.workers, got, c.want)
 		}
 	}
+}
+
+// testPage is the shared running page a worker test runs with, or none:
+// the worker must behave the same either way.
+func testPage(t *testing.T, withPage bool) runningPage {
+	t.Helper()
+	if !withPage {
+		return runningPage{}
+	}
+	pg, f, err := newRunningPage()
+	if err != nil {
+		t.Skip("no shared page here:", err)
+	}
+	f.Close()
+	t.Cleanup(pg.unmap)
+	return pg
 }
