@@ -31,18 +31,25 @@ stages:
   - {name: c, step: pass, order: %s}
   - {name: out, sink: {collect: %s}}
 `, b.N, order, order, order, fn(col)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
-			el := time.Since(start)
-			b.StopTimer()
-			if err != nil || rep.Status != "succeeded" || col.count.Load() != int64(b.N) {
-				b.Fatalf("err %v, status %s, sink got %d of %d", err, rep.Status, col.count.Load(), b.N)
-			}
-			b.ReportMetric(float64(b.N)/el.Seconds(), "items/s")
+			runItems(b, p, col)
 		})
 	}
+}
+
+// runItems times one run of p, whose sink is col, over b.N items and
+// reports its throughput; a run that loses an item fails the benchmark.
+func runItems(b *testing.B, p *spec.Pipeline, col *collector) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
+	el := time.Since(start)
+	b.StopTimer()
+	if err != nil || rep.Status != "succeeded" || col.count.Load() != int64(b.N) {
+		b.Fatalf("err %v, status %s, sink got %d of %d", err, rep.Status, col.count.Load(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/el.Seconds(), "items/s")
 }
 
 // BenchmarkThreeStagesBulk is BenchmarkThreeStages with the ends' bulk
@@ -58,16 +65,7 @@ stages:
   - {name: c, step: pass}
   - {name: out, sink: {bcollect: %s}}
 `, b.N, fn(col)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	rep, err := runPipeline(context.Background(), p, Options{Registry: reg}, config{})
-	el := time.Since(start)
-	b.StopTimer()
-	if err != nil || rep.Status != "succeeded" || col.count.Load() != int64(b.N) {
-		b.Fatalf("err %v, status %s, sink got %d of %d", err, rep.Status, col.count.Load(), b.N)
-	}
-	b.ReportMetric(float64(b.N)/el.Seconds(), "items/s")
+	runItems(b, p, col)
 }
 
 // BenchmarkFlatMemory runs 10,000,000 items through three stages and
