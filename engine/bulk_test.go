@@ -62,12 +62,7 @@ stages:
 // A run that stops (the sink fails an item) stops a bulk source: every
 // item that entered the run is accounted, and the source stops emitting.
 func TestBulkSourceStops(t *testing.T) {
-	col := &collector{writeErr: func(r steps.Record) error {
-		if r.Index == 500 {
-			return errors.New("disk full")
-		}
-		return nil
-	}}
+	col := failingAt(500)
 	p := parse(t, fmt.Sprintf(`
 version: 1
 stages:
@@ -119,12 +114,7 @@ stages:
 		}
 	}
 
-	col := &collector{writeErr: func(r steps.Record) error {
-		if r.Index == 300 {
-			return errors.New("disk full")
-		}
-		return nil
-	}}
+	col := failingAt(300)
 	p := parse(t, fmt.Sprintf(`
 version: 1
 stages:
@@ -188,4 +178,15 @@ stages:
 			t.Fatalf("order %s: the sink got %d of 4000", order, col.count.Load())
 		}
 	}
+}
+
+// failingAt is a sink that fails the record of item index, as a full disk
+// would, and takes the others.
+func failingAt(index int64) *collector {
+	return &collector{writeErr: func(r steps.Record) error {
+		if r.Index == index {
+			return errors.New("disk full")
+		}
+		return nil
+	}}
 }
