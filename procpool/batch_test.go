@@ -189,23 +189,9 @@ func TestCancelOfTheRunningItemSparesTheNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer built.Close()
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outR.Close()
-	// The worker's loop in this process, without its signal handling.
-	w := newWorker(protocol.NewWriter(outW), runningPage{})
-	w.step = built.Step
-	go w.read(protocol.NewReader(inR))
-	exited := make(chan int, 1)
-	go func() { exited <- w.run(); outW.Close() }()
-	send := protocol.NewWriter(inW)
-	if err := send.Write(&protocol.Items{{ID: 1, Value: "sleep:1h"}, {ID: 2, Index: 1, Value: "sleep:1ms"}, {ID: 3, Index: 2, Value: "echo"}}); err != nil {
+	wp := startInProcessWorker(t, runningPage{}, built.Step, nil)
+	w := wp.w
+	if err := wp.send.Write(&protocol.Items{{ID: 1, Value: "sleep:1h"}, {ID: 2, Index: 1, Value: "sleep:1ms"}, {ID: 3, Index: 2, Value: "echo"}}); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
@@ -216,20 +202,16 @@ func TestCancelOfTheRunningItemSparesTheNext(t *testing.T) {
 			t.Fatal("item 1 never started")
 		}
 	}
-	if err := send.Write(&protocol.Cancel{1}); err != nil {
+	if err := wp.send.Write(&protocol.Cancel{1}); err != nil {
 		t.Fatal(err)
 	}
-	inW.Close() // the worker finishes what it holds, then exits
-	r := protocol.NewReader(outR)
+	wp.in.Close() // the worker finishes what it holds, then exits
 	got := map[uint64]protocol.Result{}
-	for len(got) < 3 {
-		m, err := r.Read()
-		if err != nil {
-			t.Fatalf("after %d results: %v", len(got), err)
-		}
-		for _, res := range m.(*protocol.Results).Results {
-			got[res.ID] = res
-		}
+	for _, res := range wp.collect(t) {
+		got[res.ID] = res
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d results, want 3: %+v", len(got), got)
 	}
 	if e := got[1].Err; e == nil || !strings.Contains(e.Message, "context canceled") {
 		t.Errorf("cancelled running item: %+v", got[1])
@@ -239,7 +221,7 @@ func TestCancelOfTheRunningItemSparesTheNext(t *testing.T) {
 			t.Errorf("item %d after the cancelled one: %s", id, got[id].Err.Message)
 		}
 	}
-	if code := <-exited; code != 0 {
+	if code := <-wp.exited; code != 0 {
 		t.Errorf("worker exited with %d", code)
 	}
 }
