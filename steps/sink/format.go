@@ -172,11 +172,11 @@ func marshal(buf *bytes.Buffer, v any) error {
 // on cheap items. It writes what json.Encoder would (TestMarshalPlain) and
 // reports false, writing nothing, for every other value.
 func marshalPlain(buf *bytes.Buffer, v any) bool {
+	if b, ok := appendInt(buf.AvailableBuffer(), v); ok {
+		buf.Write(b)
+		return true
+	}
 	switch x := v.(type) {
-	case int:
-		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), int64(x), 10))
-	case int64:
-		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), x, 10))
 	case bool:
 		buf.WriteString(strconv.FormatBool(x))
 	case nil:
