@@ -9,7 +9,8 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
-	"unsafe"
+
+	"github.com/flowrun/flow/internal/box"
 )
 
 // AppendValue appends the JSON encoding of a JSON-shaped value to buf.
@@ -239,28 +240,7 @@ func (p *parser) box(n int64) any {
 		p.ints = make([]int64, 0, intChunk)
 	}
 	p.ints = append(p.ints, n)
-	return boxedInt(&p.ints[len(p.ints)-1])
-}
-
-// int64Type is the type word of an int64 in an interface value.
-var int64Type = func() unsafe.Pointer {
-	var v any = int64(1 << 40)
-	return (*eface)(unsafe.Pointer(&v)).typ
-}()
-
-// eface is the layout of an interface value with no methods (the
-// runtime's, which reflect and the compiler share).
-type eface struct {
-	typ, data unsafe.Pointer
-}
-
-// boxedInt is the interface value of the int64 at x, which must not
-// change afterwards.
-func boxedInt(x *int64) any {
-	var v any
-	e := (*eface)(unsafe.Pointer(&v))
-	e.typ, e.data = int64Type, unsafe.Pointer(x)
-	return v
+	return box.Int64At(&p.ints[len(p.ints)-1])
 }
 
 var errEOF = errors.New("unexpected end of JSON")

@@ -8,11 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
+	"github.com/flowrun/flow/internal/box"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -107,10 +106,9 @@ func JSONValue(v any) any {
 		// a number still, not the string its Stringer gives.
 		return x
 	case int:
-		if strconv.IntSize == 64 {
-			return sameBytes(v, int64Type)
-		}
-		return int64(x)
+		// Every integer an expression computes is an int: retyping it
+		// spares an allocation per item.
+		return box.Int64(v)
 	case float32:
 		return float64(x)
 	case []any:
@@ -170,22 +168,6 @@ func JSONValue(v any) any {
 		return out
 	}
 	return fmt.Sprint(v)
-}
-
-// eface is the layout of an interface value holding a non-pointer type:
-// its type, and a pointer to its boxed, immutable value.
-type eface struct{ typ, data unsafe.Pointer }
-
-var int64Type = func() unsafe.Pointer { var v any = int64(0); return (*eface)(unsafe.Pointer(&v)).typ }()
-
-// sameBytes returns v with its type word replaced by typ, which must be a
-// type of the same size and memory layout as v's and without pointers (int
-// and int64 on 64-bit machines). The value v points at is never written
-// again, so the result may share it: every integer an expression computes
-// is an int, and boxing it again as an int64 would allocate once per item.
-func sameBytes(v any, typ unsafe.Pointer) any {
-	(*eface)(unsafe.Pointer(&v)).typ = typ
-	return v
 }
 
 // markdown turns the 'code' spans of a doc text into Markdown code spans.
