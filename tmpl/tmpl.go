@@ -49,6 +49,7 @@ type T struct {
 	parts   []part      // a string with expressions
 	single  *vm.Program // a string that is exactly one expression
 	loops   bool        // single iterates (map, filter...): see run
+	fast    fastFn      // single compiled for plain numbers, or nil (fast.go)
 	list    []*T        // a sequence
 	keys    []string    // a mapping: keys, with vals
 	vals    []*T
@@ -109,6 +110,7 @@ func Compile(src string) (*T, error) {
 	}
 	if len(t.parts) == 1 && t.parts[0].prog != nil {
 		t.single, t.loops = t.parts[0].prog, t.parts[0].loops
+		t.fast = compileFast(t.single)
 		t.parts = nil
 	}
 	return t, nil
@@ -443,6 +445,12 @@ func (t *T) EvalConv(s *Scope, conv func(any) any) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
+	if v, ok := t.evalFast(s); ok {
+		if conv != nil {
+			v = conv(v)
+		}
+		return v, nil
+	}
 	st := evalStates.Get().(*evalState)
 	v, err := st.eval(t, s, conv)
 	evalStates.Put(st)
@@ -512,6 +520,9 @@ func (t *T) eval(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
 func (t *T) evalShape(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
 	switch {
 	case t.single != nil:
+		if v, ok := t.evalFast(s); ok {
+			return v, nil
+		}
 		v, err := run(m, t.single, t.loops, s)
 		if err != nil {
 			return nil, runError(t.src, err)
