@@ -77,25 +77,41 @@ func (t *T) evalFast(s *Scope) (any, bool) {
 	if t.fast == nil {
 		return nil, false
 	}
-	n, ok := t.fast(s.Item, s.Index)
-	if !ok {
-		return nil, false
-	}
-	if onFast != nil {
+	v, ok := t.fast(s.Item, s.Index)
+	if ok && onFast != nil {
 		onFast()
 	}
-	return n.box(), true
+	return v, ok
 }
 
 // compileFast compiles p's tree, or returns nil when the tree holds
 // anything the fast path does not cover. expr-lang converts integers with
 // int(x), which the fast path's int64 arithmetic matches only where int has
-// 64 bits.
-func compileFast(p *vm.Program) fastFn {
+// 64 bits. It takes the scope's fields, not the scope: a pointer passed to
+// a function value escapes, and the scope would be allocated per item.
+func compileFast(p *vm.Program) func(item any, index int64) (any, bool) {
 	if strconv.IntSize != 64 || p.Node() == nil {
 		return nil
 	}
-	return fastNode(p.Node())
+	if isIdent(p.Node(), "item") {
+		// The VM returns the item itself: boxing it again would cost
+		// an allocation the VM does not make.
+		return func(item any, _ int64) (any, bool) {
+			_, ok := loadItem(item, 0)
+			return item, ok
+		}
+	}
+	f := fastNode(p.Node())
+	if f == nil {
+		return nil
+	}
+	return func(item any, index int64) (any, bool) {
+		n, ok := f(item, index)
+		if !ok {
+			return nil, false
+		}
+		return n.box(), true
+	}
 }
 
 func fastNode(n ast.Node) fastFn {

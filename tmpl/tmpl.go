@@ -45,13 +45,13 @@ type T struct {
 	src  string
 	node *yaml.Node
 	// exactly one of the following shapes
-	literal any         // no expressions at all
-	parts   []part      // a string with expressions
-	single  *vm.Program // a string that is exactly one expression
-	loops   bool        // single iterates (map, filter...): see run
-	fast    fastFn      // single compiled for plain numbers, or nil (fast.go)
-	list    []*T        // a sequence
-	keys    []string    // a mapping: keys, with vals
+	literal any                                     // no expressions at all
+	parts   []part                                  // a string with expressions
+	single  *vm.Program                             // a string that is exactly one expression
+	loops   bool                                    // single iterates (map, filter...): see run
+	fast    func(item any, index int64) (any, bool) // single compiled for plain numbers, or nil (fast.go)
+	list    []*T                                    // a sequence
+	keys    []string                                // a mapping: keys, with vals
 	vals    []*T
 	kind    yaml.Kind
 	// progs are the compiled expressions of a scalar with the byte offset of
