@@ -12,8 +12,8 @@ import (
 // Fast path. The commonest templates of all are a little arithmetic on the
 // item ("${ item * 2 }", "${ index % 3 == 0 }"), and through expr-lang's VM
 // each one pays for a stack machine, a field fetched by reflection from
-// Scope and every operand boxed in an interface: three quarters of a worker
-// process's CPU per item in the process-mode benchmark. So a single
+// Scope and every operand boxed in an interface: more than half of what a
+// compute step costs per item (BenchmarkComputeDouble). So a single
 // expression whose checked tree holds only item, index, number and boolean
 // literals, the arithmetic and comparison operators and && || ! (with the
 // guard calls __add, __div and __mod standing for + / %) is also compiled
@@ -140,17 +140,6 @@ func fastNode(n ast.Node) fastFn {
 		}
 	case *ast.BoolNode:
 		return constant(boolNum(n.Value))
-	case *ast.ConstantNode:
-		switch v := n.Value.(type) {
-		case int:
-			return constant(num{i: int64(v), k: kInt})
-		case int64:
-			return constant(num{i: v, k: kInt64})
-		case float64:
-			return constant(num{f: v, k: kFloat})
-		case bool:
-			return constant(boolNum(v))
-		}
 	case *ast.UnaryNode:
 		return fastUnary(n)
 	case *ast.BinaryNode:
@@ -165,11 +154,15 @@ func fastNode(n ast.Node) fastFn {
 		if !ok {
 			return nil
 		}
+		var op string
 		args := n.Arguments
 		switch {
 		case id.Value == addName && len(args) == 3 && isIdent(args[0], "ctx"):
-			args = args[1:]
-		case (id.Value == divName || id.Value == modName) && len(args) == 2:
+			op, args = "+", args[1:]
+		case id.Value == divName && len(args) == 2:
+			op = "/"
+		case id.Value == modName && len(args) == 2:
+			op = "%"
 		default:
 			return nil
 		}
@@ -177,7 +170,6 @@ func fastNode(n ast.Node) fastFn {
 		if l == nil || r == nil {
 			return nil
 		}
-		op := map[string]string{addName: "+", divName: "/", modName: "%"}[id.Value]
 		return fastBinary(op, l, r, false)
 	}
 	return nil

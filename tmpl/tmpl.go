@@ -5,6 +5,12 @@
 // string with each expression's value spliced in. Non-string YAML values and
 // mappings or lists of them are templates too, evaluated leaf by leaf.
 // Templates are compiled once, when the file is validated.
+//
+// Expressions run on expr-lang's VM, except a single expression that is
+// plain arithmetic or a comparison on item and index ("${ item * 2 }"):
+// that one is also compiled to Go closures (fast.go), because it is the
+// commonest template of all and the VM's reflection and boxing cost more
+// than the arithmetic. The closures give what the VM gives or step aside.
 package tmpl
 
 import (
