@@ -5,6 +5,12 @@
 // string with each expression's value spliced in. Non-string YAML values and
 // mappings or lists of them are templates too, evaluated leaf by leaf.
 // Templates are compiled once, when the file is validated.
+//
+// Expressions run on expr-lang's VM, except a single expression that is
+// plain arithmetic or a comparison on item and index ("${ item * 2 }"):
+// that one is also compiled to Go closures (fast.go), because it is the
+// commonest template of all and the VM's reflection and boxing cost more
+// than the arithmetic. The closures give what the VM gives or step aside.
 package tmpl
 
 import (
@@ -45,12 +51,13 @@ type T struct {
 	src  string
 	node *yaml.Node
 	// exactly one of the following shapes
-	literal any         // no expressions at all
-	parts   []part      // a string with expressions
-	single  *vm.Program // a string that is exactly one expression
-	loops   bool        // single iterates (map, filter...): see run
-	list    []*T        // a sequence
-	keys    []string    // a mapping: keys, with vals
+	literal any                                     // no expressions at all
+	parts   []part                                  // a string with expressions
+	single  *vm.Program                             // a string that is exactly one expression
+	loops   bool                                    // single iterates (map, filter...): see run
+	fast    func(item any, index int64) (any, bool) // single compiled for plain numbers, or nil (fast.go)
+	list    []*T                                    // a sequence
+	keys    []string                                // a mapping: keys, with vals
 	vals    []*T
 	kind    yaml.Kind
 	// progs are the compiled expressions of a scalar with the byte offset of
@@ -109,6 +116,7 @@ func Compile(src string) (*T, error) {
 	}
 	if len(t.parts) == 1 && t.parts[0].prog != nil {
 		t.single, t.loops = t.parts[0].prog, t.parts[0].loops
+		t.fast = compileFast(t.single)
 		t.parts = nil
 	}
 	return t, nil
@@ -443,6 +451,12 @@ func (t *T) EvalConv(s *Scope, conv func(any) any) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
+	if v, ok := t.evalFast(s); ok {
+		if conv != nil {
+			v = conv(v)
+		}
+		return v, nil
+	}
 	st := evalStates.Get().(*evalState)
 	v, err := st.eval(t, s, conv)
 	evalStates.Put(st)
@@ -512,6 +526,9 @@ func (t *T) eval(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
 func (t *T) evalShape(s *Scope, m *vm.VM, conv func(any) any) (any, error) {
 	switch {
 	case t.single != nil:
+		if v, ok := t.evalFast(s); ok {
+			return v, nil
+		}
 		v, err := run(m, t.single, t.loops, s)
 		if err != nil {
 			return nil, runError(t.src, err)
