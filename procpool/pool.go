@@ -138,9 +138,10 @@ func ConfigFor(s *spec.Stage, workers int) Config {
 }
 
 var (
-	_ engine.Runner      = (*Pool)(nil)
-	_ engine.BatchRunner = (*Pool)(nil)
-	_ engine.InFlighter  = (*Pool)(nil)
+	_ engine.Runner          = (*Pool)(nil)
+	_ engine.BatchRunner     = (*Pool)(nil)
+	_ engine.RunsBatchRunner = (*Pool)(nil)
+	_ engine.InFlighter      = (*Pool)(nil)
 )
 
 // Pool runs items in worker processes; it implements engine.Runner.
@@ -280,6 +281,16 @@ func withdraw(t *task, ctx context.Context) (err error, took bool) {
 // results, with no goroutine waiting per item. The items then travel
 // exactly as Do's: the same queue, batches to workers, redelivery and blame.
 func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error)) {
+	p.doBatch(ctx, items, done, nil)
+}
+
+// DoBatchRuns is DoBatch, answering through run the items of the call that
+// a frame of a worker's answers carries together (engine.RunsBatchRunner).
+func (p *Pool) DoBatchRuns(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error), run func([]engine.BatchAnswer)) {
+	p.doBatch(ctx, items, done, run)
+}
+
+func (p *Pool) doBatch(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error), run func([]engine.BatchAnswer)) {
 	if err := ctx.Err(); err != nil {
 		for i := range items {
 			done(i, nil, err)
@@ -295,7 +306,7 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 	default:
 		b = &batch{all: make(chan struct{}, 1)}
 	}
-	b.items, b.done = items, done
+	b.items, b.done, b.run = items, done, run
 	n := len(items)
 	// Encode first, slice after: the buffer moves while it grows. The
 	// buffer is reused with the batch, once every task was answered: a
@@ -371,8 +382,9 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 type batch struct {
 	items []engine.BatchItem
 	done  func(int, any, error)
-	left  atomic.Int64  // tasks not yet answered
-	all   chan struct{} // the last answer was given
+	run   func([]engine.BatchAnswer) // nil: answers go one by one to done
+	left  atomic.Int64               // tasks not yet answered
+	all   chan struct{}              // the last answer was given
 	// Kept for the next call once every task was answered, none
 	// withdrawn: nothing refers to a settled task any more (each is out of
 	// the queue and out of its worker's list before it is settled).
@@ -384,7 +396,7 @@ type batch struct {
 
 // reuse keeps b for another call.
 func (p *Pool) reuse(b *batch) {
-	b.items, b.done = nil, nil
+	b.items, b.done, b.run = nil, nil, nil
 	clear(b.ptrs)
 	if cap(b.raw) > 1<<20 {
 		b.raw = nil // keep a modest buffer; drop one huge items grew
@@ -405,11 +417,28 @@ func (b *batch) Settled(t *task, v any, err error) {
 // deliver gives a settled task's outcome to the caller; answered must
 // follow, once for it or for a run of such tasks.
 func (b *batch) deliver(t *task, v any, err error) {
+	b.attempt(t)
+	b.done(t.Slot, v, err)
+}
+
+// attempt fills in the attempt of a settled task, before its answer.
+func (b *batch) attempt(t *task) {
 	if t.Holder != nil {
 		at := b.items[t.Slot].At
 		at.Worker, at.Redelivered = t.Holder.name, int(t.Redelivered.Load())
 	}
-	b.done(t.Slot, v, err)
+}
+
+// deliverRun gives the outcomes of a run of settled tasks (attempt called
+// for each) to the caller; answered(len(as)) must follow.
+func (b *batch) deliverRun(as []engine.BatchAnswer) {
+	if b.run != nil {
+		b.run(as)
+		return
+	}
+	for _, a := range as {
+		b.done(a.I, a.V, a.Err)
+	}
 }
 
 // answered counts n tasks delivered. Once the last is, the batch may be
