@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +166,13 @@ type Pool struct {
 	avgNS   atomic.Int64 // time per item in the workers, smoothed
 	batched atomic.Bool  // items come by DoBatch (see feed)
 
+	// procsEnv puts a worker's share of the CPUs (workerProcs) in its
+	// environment, where the Go runtime reads it as it starts: set later
+	// (runtime.GOMAXPROCS), it stops the world and tears down the Ps the
+	// runtime made for every CPU, their caches flushed. Empty when
+	// GOMAXPROCS is the user's.
+	procsEnv []string
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -191,11 +201,26 @@ func New(hello protocol.Hello, cfg Config) (*Pool, error) {
 	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{},
 		batches: make(chan *batch, 2*cfg.Workers+2)} // the engine's callers: 2 per worker
 	p.queue = taskq.New[*proc]()
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && !hasEnv(cfg.Env, "GOMAXPROCS") {
+		if n, k := runtime.GOMAXPROCS(0), workerProcs(runtime.GOMAXPROCS(0), hello.Workers); k != n {
+			p.procsEnv = []string{"GOMAXPROCS=" + strconv.Itoa(k), procsEnv + "=" + strconv.Itoa(k)}
+		}
+	}
 	p.wg.Add(cfg.Workers)
 	for i := range cfg.Workers {
 		go p.slot(i)
 	}
 	return p, nil
+}
+
+// hasEnv reports whether env sets name.
+func hasEnv(env []string, name string) bool {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == name {
+			return true
+		}
+	}
+	return false
 }
 
 // InFlight is how many concurrent Do calls the pool can make use of: the

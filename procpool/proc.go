@@ -103,7 +103,7 @@ func (p *Pool) start(slot int) (*proc, error) {
 		return nil, fmt.Errorf("cannot share a page with a worker process: %w", err)
 	}
 	cmd := exec.Command(p.cfg.Command[0], p.cfg.Command[1:]...)
-	cmd.Env = append(append(os.Environ(), p.cfg.Env...), RoleEnv+"=worker")
+	cmd.Env = append(append(append(os.Environ(), p.cfg.Env...), p.procsEnv...), RoleEnv+"=worker")
 	cmd.ExtraFiles = []*os.File{toChildR, fromChildW, pageFile} // descriptors 3, 4 and 5
 	cmd.Stdout, cmd.Stderr = errW, errW
 	cmd.SysProcAttr = sysProcAttr()
