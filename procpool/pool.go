@@ -637,9 +637,16 @@ func (p *Pool) feed(w *proc) {
 		// the worker is topped up while it still holds half its window,
 		// so that it does not run dry and wait for a round trip, and
 		// then wake, for each frame.
+		//
+		// A worker's share of such items is at least least of them:
+		// half of what is queued, worker after worker, would cut each
+		// call into a tail of ever smaller frames (a call's 1,200 items
+		// crossed in 7 frames).
 		lowWater := max(1, min(win, p.cfg.InFlight/p.cfg.Workers)/4)
+		least := 1
 		if p.batched.Load() {
 			lowWater = max(1, win/2)
+			least = max(1, min(win, p.cfg.MaxBatch)/8)
 		}
 		var batch []*task
 		if n < win && (n < lowWater || p.queue.Len() >= p.cfg.MaxBatch) {
@@ -648,7 +655,7 @@ func (p *Pool) feed(w *proc) {
 				k = min(k, limit-w.sent)
 			}
 			clear(w.popped)
-			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, w)
+			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, least, w)
 			w.popped = batch
 			w.pushOutstandingLocked(batch)
 			w.sent += len(batch)
