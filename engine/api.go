@@ -59,6 +59,26 @@ type BatchRunner interface {
 	DoBatch(ctx context.Context, items []BatchItem, done func(i int, v any, err error))
 }
 
+// RunsBatchRunner is a BatchRunner that can also answer the items of a
+// call in runs: the process pool reads its workers' answers by the frame,
+// hundreds at a time, and the engine settles a run under one lock instead
+// of one per item.
+type RunsBatchRunner interface {
+	BatchRunner
+	// DoBatchRuns is DoBatch, with run as a second way to answer: run(as)
+	// answers the items as[j].I, each exactly once over both ways, with
+	// the contract of done for each (At filled in first, any goroutine).
+	// run must not block; as is the runner's again once run returns.
+	DoBatchRuns(ctx context.Context, items []BatchItem, done func(i int, v any, err error), run func(as []BatchAnswer))
+}
+
+// BatchAnswer is the answer to items[I] of a DoBatchRuns call.
+type BatchAnswer struct {
+	I   int
+	V   any
+	Err error
+}
+
 // BatchItem is one item of a DoBatch call and its attempt.
 type BatchItem struct {
 	In steps.Input

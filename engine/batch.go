@@ -79,8 +79,11 @@ type batchCall struct {
 	timed bool    // every attempt is timed (an event consumer wants them)
 	calls int
 	start time.Time
-	// done is b.answer, made once: a method value per call would allocate.
+	// done and run are b.answer and b.answerRun, made once: a method value
+	// per call would allocate.
 	done func(k int, v any, err error)
+	run  func(as []BatchAnswer)
+	runs RunsBatchRunner // st.batch, when it answers in runs
 
 	mu   sync.Mutex
 	fin  []bool // c.ents[i] is settled
@@ -89,7 +92,8 @@ type batchCall struct {
 
 func (st *stepStage) batchWorker(w *workerState, slot *atomic.Pointer[chunk]) {
 	b := &batchCall{st: st, w: w}
-	b.done = b.answer
+	b.done, b.run = b.answer, b.answerRun
+	b.runs, _ = st.batch.(RunsBatchRunner)
 	for {
 		c := st.claim(w)
 		if c == nil {
@@ -155,7 +159,11 @@ func (st *stepStage) runBatch(b *batchCall, c *chunk) {
 	b.publish() // items settled before the call (filtered, cancelled)
 	b.mu.Unlock()
 	if len(b.items) > 0 {
-		st.batch.DoBatch(st.ctx, b.items, b.done)
+		if b.runs != nil {
+			b.runs.DoBatchRuns(st.ctx, b.items, b.done, b.run)
+		} else {
+			st.batch.DoBatch(st.ctx, b.items, b.done)
+		}
 		// The callers share the runner: a call's time over its items is
 		// the time per item of all of them together, times their number.
 		// The first call waits for the runner to start (worker
@@ -185,24 +193,10 @@ func (st *stepStage) runBatch(b *batchCall, c *chunk) {
 // answer is the runner's done callback for items[k]; it runs on the
 // runner's goroutines.
 func (b *batchCall) answer(k int, v any, err error) {
-	i := int(b.idx[k])
-	e := &b.c.ents[i]
-	// Without an event consumer one item in sampleEvery is timed, for the
-	// latency percentiles: reading the clock costs as much as the item.
-	if b.timed || k%sampleEvery == 0 {
-		end := b.st.r.clk.Now()
-		if b.timed {
-			e.tries.last.End = end
-		}
-		e.lat, e.timed = end.Sub(b.start), true
-	}
-	if err != nil {
-		// Not published: whether it is retried is decided once the call
-		// returned, and the collector must not see it before.
-		b.errs[k] = err
+	if !b.record(k, v, err) {
 		return
 	}
-	e.outcome, e.res = outOK, v
+	i := int(b.idx[k])
 	b.mu.Lock()
 	b.fin[i] = true
 	// As a thread worker does (see worker), answers are published every
@@ -216,6 +210,56 @@ func (b *batchCall) answer(k int, v any, err error) {
 	if moved {
 		b.st.wakeCollector()
 	}
+}
+
+// answerRun is the runner's callback for a run of answers (DoBatchRuns):
+// one lock and one publication for the run, which a frame of a worker
+// process's answers makes hundreds of items long.
+func (b *batchCall) answerRun(as []BatchAnswer) {
+	settled := false
+	for _, a := range as {
+		if b.record(a.I, a.V, a.Err) {
+			settled = true
+		}
+	}
+	if !settled {
+		return
+	}
+	b.mu.Lock()
+	for _, a := range as {
+		if a.Err == nil {
+			b.fin[b.idx[a.I]] = true
+		}
+	}
+	moved := b.publish()
+	b.mu.Unlock()
+	if moved {
+		b.st.wakeCollector()
+	}
+}
+
+// record keeps the answer to items[k] in its entry: true when that settles
+// the item (it succeeded), false when the retry policy decides it once the
+// call returned.
+func (b *batchCall) record(k int, v any, err error) bool {
+	e := &b.c.ents[b.idx[k]]
+	// Without an event consumer one item in sampleEvery is timed, for the
+	// latency percentiles: reading the clock costs as much as the item.
+	if b.timed || k%sampleEvery == 0 {
+		end := b.st.r.clk.Now()
+		if b.timed {
+			e.tries.last.End = end
+		}
+		e.lat, e.timed = end.Sub(b.start), true
+	}
+	if err != nil {
+		// Not published: whether it is retried is decided once the call
+		// returned, and the collector must not see it before.
+		b.errs[k] = err
+		return false
+	}
+	e.outcome, e.res = outOK, v
+	return true
 }
 
 // publish moves c.done past the settled prefix of the chunk; b.mu held.

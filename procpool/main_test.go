@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,6 +160,10 @@ func testDo(ctx context.Context, cfg *testConfig, env *steps.Env, in steps.Input
 		fmt.Println("printed to stdout:", arg)
 		fmt.Fprintln(os.Stderr, "printed to stderr:", arg)
 		return arg, nil
+	case "procs": // the worker's GOMAXPROCS, where it came from, what a program it starts sees
+		initial, _ := os.ReadFile("/proc/self/environ")
+		return map[string]any{"procs": int64(runtime.GOMAXPROCS(0)), "seen": os.Getenv("GOMAXPROCS") + "," + os.Getenv(procsEnv),
+			"initial": strings.Contains("\x00"+string(initial), "\x00GOMAXPROCS=")}, nil
 	case "types":
 		return map[string]any{"int": int64(3), "float": 3.0, "list": []any{1.5, int64(-2)}, "nil": nil, "in": in.Item}, nil
 	}

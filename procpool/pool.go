@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,9 +141,10 @@ func ConfigFor(s *spec.Stage, workers int) Config {
 }
 
 var (
-	_ engine.Runner      = (*Pool)(nil)
-	_ engine.BatchRunner = (*Pool)(nil)
-	_ engine.InFlighter  = (*Pool)(nil)
+	_ engine.Runner          = (*Pool)(nil)
+	_ engine.BatchRunner     = (*Pool)(nil)
+	_ engine.RunsBatchRunner = (*Pool)(nil)
+	_ engine.InFlighter      = (*Pool)(nil)
 )
 
 // Pool runs items in worker processes; it implements engine.Runner.
@@ -161,6 +165,13 @@ type Pool struct {
 	batches chan *batch
 	avgNS   atomic.Int64 // time per item in the workers, smoothed
 	batched atomic.Bool  // items come by DoBatch (see feed)
+
+	// procsEnv puts a worker's share of the CPUs (workerProcs) in its
+	// environment, where the Go runtime reads it as it starts: set later
+	// (runtime.GOMAXPROCS), it stops the world and tears down the Ps the
+	// runtime made for every CPU, their caches flushed. Empty when
+	// GOMAXPROCS is the user's.
+	procsEnv []string
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -190,11 +201,26 @@ func New(hello protocol.Hello, cfg Config) (*Pool, error) {
 	p := &Pool{cfg: cfg, hello: hello, closing: make(chan struct{}), procs: map[*proc]struct{}{},
 		batches: make(chan *batch, 2*cfg.Workers+2)} // the engine's callers: 2 per worker
 	p.queue = taskq.New[*proc]()
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && !hasEnv(cfg.Env, "GOMAXPROCS") {
+		if n, k := runtime.GOMAXPROCS(0), workerProcs(runtime.GOMAXPROCS(0), hello.Workers); k != n {
+			p.procsEnv = []string{"GOMAXPROCS=" + strconv.Itoa(k), procsEnv + "=" + strconv.Itoa(k)}
+		}
+	}
 	p.wg.Add(cfg.Workers)
 	for i := range cfg.Workers {
 		go p.slot(i)
 	}
 	return p, nil
+}
+
+// hasEnv reports whether env sets name.
+func hasEnv(env []string, name string) bool {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == name {
+			return true
+		}
+	}
+	return false
 }
 
 // InFlight is how many concurrent Do calls the pool can make use of: the
@@ -280,6 +306,16 @@ func withdraw(t *task, ctx context.Context) (err error, took bool) {
 // results, with no goroutine waiting per item. The items then travel
 // exactly as Do's: the same queue, batches to workers, redelivery and blame.
 func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error)) {
+	p.doBatch(ctx, items, done, nil)
+}
+
+// DoBatchRuns is DoBatch, answering through run the items of the call that
+// a frame of a worker's answers carries together (engine.RunsBatchRunner).
+func (p *Pool) DoBatchRuns(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error), run func([]engine.BatchAnswer)) {
+	p.doBatch(ctx, items, done, run)
+}
+
+func (p *Pool) doBatch(ctx context.Context, items []engine.BatchItem, done func(i int, v any, err error), run func([]engine.BatchAnswer)) {
 	if err := ctx.Err(); err != nil {
 		for i := range items {
 			done(i, nil, err)
@@ -295,7 +331,7 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 	default:
 		b = &batch{all: make(chan struct{}, 1)}
 	}
-	b.items, b.done = items, done
+	b.items, b.done, b.run = items, done, run
 	n := len(items)
 	// Encode first, slice after: the buffer moves while it grows. The
 	// buffer is reused with the batch, once every task was answered: a
@@ -371,8 +407,9 @@ func (p *Pool) DoBatch(ctx context.Context, items []engine.BatchItem, done func(
 type batch struct {
 	items []engine.BatchItem
 	done  func(int, any, error)
-	left  atomic.Int64  // tasks not yet answered
-	all   chan struct{} // the last answer was given
+	run   func([]engine.BatchAnswer) // nil: answers go one by one to done
+	left  atomic.Int64               // tasks not yet answered
+	all   chan struct{}              // the last answer was given
 	// Kept for the next call once every task was answered, none
 	// withdrawn: nothing refers to a settled task any more (each is out of
 	// the queue and out of its worker's list before it is settled).
@@ -384,7 +421,7 @@ type batch struct {
 
 // reuse keeps b for another call.
 func (p *Pool) reuse(b *batch) {
-	b.items, b.done = nil, nil
+	b.items, b.done, b.run = nil, nil, nil
 	clear(b.ptrs)
 	if cap(b.raw) > 1<<20 {
 		b.raw = nil // keep a modest buffer; drop one huge items grew
@@ -405,11 +442,28 @@ func (b *batch) Settled(t *task, v any, err error) {
 // deliver gives a settled task's outcome to the caller; answered must
 // follow, once for it or for a run of such tasks.
 func (b *batch) deliver(t *task, v any, err error) {
+	b.attempt(t)
+	b.done(t.Slot, v, err)
+}
+
+// attempt fills in the attempt of a settled task, before its answer.
+func (b *batch) attempt(t *task) {
 	if t.Holder != nil {
 		at := b.items[t.Slot].At
 		at.Worker, at.Redelivered = t.Holder.name, int(t.Redelivered.Load())
 	}
-	b.done(t.Slot, v, err)
+}
+
+// deliverRun gives the outcomes of a run of settled tasks (attempt called
+// for each) to the caller; answered(len(as)) must follow.
+func (b *batch) deliverRun(as []engine.BatchAnswer) {
+	if b.run != nil {
+		b.run(as)
+		return
+	}
+	for _, a := range as {
+		b.done(a.I, a.V, a.Err)
+	}
 }
 
 // answered counts n tasks delivered. Once the last is, the batch may be
@@ -583,9 +637,16 @@ func (p *Pool) feed(w *proc) {
 		// the worker is topped up while it still holds half its window,
 		// so that it does not run dry and wait for a round trip, and
 		// then wake, for each frame.
+		//
+		// A worker's share of such items is at least least of them:
+		// half of what is queued, worker after worker, would cut each
+		// call into a tail of ever smaller frames (a call's 1,200 items
+		// crossed in 7 frames).
 		lowWater := max(1, min(win, p.cfg.InFlight/p.cfg.Workers)/4)
+		least := 1
 		if p.batched.Load() {
 			lowWater = max(1, win/2)
+			least = max(1, min(win, p.cfg.MaxBatch)/8)
 		}
 		var batch []*task
 		if n < win && (n < lowWater || p.queue.Len() >= p.cfg.MaxBatch) {
@@ -594,7 +655,7 @@ func (p *Pool) feed(w *proc) {
 				k = min(k, limit-w.sent)
 			}
 			clear(w.popped)
-			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, w)
+			batch = p.queue.PopAppend(w.popped[:0], k, p.cfg.Workers, least, w)
 			w.popped = batch
 			w.pushOutstandingLocked(batch)
 			w.sent += len(batch)

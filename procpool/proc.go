@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flowrun/flow/engine"
 	"github.com/flowrun/flow/protocol"
 	"github.com/flowrun/flow/stagehost"
 	"github.com/flowrun/flow/steps"
@@ -53,8 +54,10 @@ type proc struct {
 	frame    protocol.Items
 	frameBuf []byte
 	frameErr error
-	// The reading goroutine's own (readLoop): a frame's answers.
+	// The reading goroutine's own (readLoop): a frame's answers, and the
+	// run of them that belongs to one DoBatch call.
 	answers []answer
+	run     []engine.BatchAnswer
 
 	wake     chan struct{} // one token: outstanding shrank or stopping
 	exited   chan struct{} // closed once reaped and its items settled
@@ -100,7 +103,7 @@ func (p *Pool) start(slot int) (*proc, error) {
 		return nil, fmt.Errorf("cannot share a page with a worker process: %w", err)
 	}
 	cmd := exec.Command(p.cfg.Command[0], p.cfg.Command[1:]...)
-	cmd.Env = append(append(os.Environ(), p.cfg.Env...), RoleEnv+"=worker")
+	cmd.Env = append(append(append(os.Environ(), p.cfg.Env...), p.procsEnv...), RoleEnv+"=worker")
 	cmd.ExtraFiles = []*os.File{toChildR, fromChildW, pageFile} // descriptors 3, 4 and 5
 	cmd.Stdout, cmd.Stderr = errW, errW
 	cmd.SysProcAttr = sysProcAttr()
@@ -340,10 +343,10 @@ func (w *proc) results(m *protocol.Results) {
 	}
 	w.mu.Unlock()
 	w.signal()
-	// The answers of a batch (DoBatch) come in runs: its count of tasks
-	// left drops once per run, not once per answer.
-	var run *batch
-	k := 0
+	// The answers of a batch (DoBatch) come in runs: they are handed over
+	// together, and its count of tasks left drops once per run.
+	var cur *batch
+	run := w.run[:0]
 	for _, a := range answers {
 		v, err := a.res.Value, error(nil)
 		if a.res.Err != nil {
@@ -357,16 +360,31 @@ func (w *proc) results(m *protocol.Results) {
 		if !a.t.Take(taskq.Sent) {
 			continue
 		}
-		if b != run {
-			run.answered(k)
-			run, k = b, 0
+		if b != cur {
+			run = cur.endRun(run)
+			cur = b
 		}
-		b.deliver(a.t, v, err)
-		k++
+		b.attempt(a.t)
+		run = append(run, engine.BatchAnswer{I: a.t.Slot, V: v, Err: err})
 	}
-	run.answered(k)
+	run = cur.endRun(run)
+	w.run = run
 	clear(answers)
 	w.answers = answers[:0]
+}
+
+// endRun delivers a run of answers of b and counts them; it returns the
+// run's slice emptied for the next.
+func (b *batch) endRun(run []engine.BatchAnswer) []engine.BatchAnswer {
+	if b == nil || len(run) == 0 {
+		return run[:0]
+	}
+	b.deliverRun(run)
+	n := len(run)
+	// The values are the caller's now: the slice must not keep them alive.
+	clear(run)
+	b.answered(n)
+	return run[:0]
 }
 
 // answer pairs a result with the task it answers (proc.results).

@@ -30,6 +30,10 @@ const (
 	fdOut = 4
 )
 
+// procsEnv marks a GOMAXPROCS that the pool set (Pool.procsEnv), not the
+// user: the worker takes both out of its environment.
+const procsEnv = "FLOW_WORKER_GOMAXPROCS"
+
 // IsWorker reports whether this process was started as a worker. main (and
 // TestMain of tests that use process mode) must check it first thing.
 func IsWorker() bool { return os.Getenv(RoleEnv) == "worker" }
@@ -37,8 +41,17 @@ func IsWorker() bool { return os.Getenv(RoleEnv) == "worker" }
 // WorkerMain serves one stage's items for the parent process until the
 // parent sends Shutdown or closes the pipe, and returns the process exit code.
 func WorkerMain(reg *steps.Registry) int {
-	// Programs the step runs (exec) must not believe they are workers too.
+	// Programs the step runs (exec) must not believe they are workers too,
+	// nor take the worker's share of the CPUs for theirs.
 	os.Unsetenv(RoleEnv)
+	procsSet := false
+	if k := os.Getenv(procsEnv); k != "" {
+		procsSet = os.Getenv("GOMAXPROCS") == k
+		os.Unsetenv(procsEnv)
+		if procsSet {
+			os.Unsetenv("GOMAXPROCS")
+		}
+	}
 	inFile, in := workerPipe(fdIn, "flow-protocol-in")
 	outFile, out := workerPipe(fdOut, "flow-protocol-out")
 	if _, err := inFile.Stat(); err != nil {
@@ -54,6 +67,7 @@ func WorkerMain(reg *steps.Registry) int {
 	syscall.CloseOnExec(fdIn)
 	syscall.CloseOnExec(fdOut)
 	w := newWorker(protocol.NewWriter(out), openRunningPage())
+	w.procsSet = procsSet
 	r := protocol.NewReader(in)
 	r.Reuse() // read copies the items it takes into the queue
 	return w.serve(reg, r)
@@ -84,6 +98,8 @@ type worker struct {
 	closer interface{ Close() error }
 	page   runningPage
 	local  atomic.Uint64 // the running word without a page: see runningID
+	// procsSet: GOMAXPROCS is the share the pool gave in the environment.
+	procsSet bool
 
 	mu         sync.Mutex
 	cond       *sync.Cond
@@ -155,7 +171,7 @@ func (w *worker) serve(reg *steps.Registry, r *protocol.Reader) int {
 		fmt.Fprintf(os.Stderr, "flow: worker: first message is %s, want hello\n", m.Type())
 		return 2
 	}
-	if n := runtime.GOMAXPROCS(0); os.Getenv("GOMAXPROCS") == "" && workerProcs(n, hello.Workers) != n {
+	if n := runtime.GOMAXPROCS(0); !w.procsSet && os.Getenv("GOMAXPROCS") == "" && workerProcs(n, hello.Workers) != n {
 		runtime.GOMAXPROCS(workerProcs(n, hello.Workers))
 	}
 	ready := &protocol.Ready{Version: protocol.Version, PID: os.Getpid()}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,4 +286,39 @@ func testPage(t *testing.T, withPage bool) runningPage {
 	f.Close()
 	t.Cleanup(pg.unmap)
 	return pg
+}
+
+// A worker's share of the CPUs is in its environment when it starts, where
+// the Go runtime reads it, not set by a call once it runs (which stops the
+// world); a program the step starts does not inherit it.
+func TestWorkerStartsWithItsShareOfTheCPUs(t *testing.T) {
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		t.Skip("GOMAXPROCS is set: the workers take it as it is")
+	}
+	n := runtime.GOMAXPROCS(0)
+	want := workerProcs(n, 2)
+	if want == n {
+		t.Skipf("on %d CPUs a worker of 2 takes them all", n)
+	}
+	pool, _ := newTestPool(t, "", nil, Config{Workers: 2})
+	v, err := pool.Do(context.Background(), steps.Input{Item: "procs"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := v.(map[string]any)
+	if m["procs"] != int64(want) || m["initial"] != true || m["seen"] != "," {
+		t.Errorf("worker: GOMAXPROCS %v (want %d), in its initial environment: %v (want true), seen by what it starts: %q (want none)", m["procs"], want, m["initial"], m["seen"])
+	}
+}
+
+// GOMAXPROCS set by the user goes to the workers as it is.
+func TestWorkerKeepsTheUsersGOMAXPROCS(t *testing.T) {
+	pool, _ := newTestPool(t, "", nil, Config{Workers: 2, Env: []string{"GOMAXPROCS=3"}})
+	v, err := pool.Do(context.Background(), steps.Input{Item: "procs"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := v.(map[string]any); m["procs"] != int64(3) || m["seen"] != "3," {
+		t.Errorf("worker: GOMAXPROCS %v, seen as %q; want the user's 3", m["procs"], m["seen"])
+	}
 }

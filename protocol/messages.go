@@ -3,8 +3,9 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
+
+	"github.com/flowrun/flow/internal/decimal"
 )
 
 // Version is the protocol version carried by Hello and Ready. A worker that
@@ -253,7 +254,7 @@ func appendRawOr(buf, raw []byte, v any) ([]byte, error) {
 	return AppendValue(buf, v)
 }
 
-func appendInt(buf []byte, n int64) []byte { return strconv.AppendInt(buf, n, 10) }
+func appendInt(buf []byte, n int64) []byte { return decimal.AppendInt(buf, n) }
 
 // ParseBody decodes a frame body made by AppendBody.
 func ParseBody(body []byte) (Message, error) { return parseBody(body, nil) }

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flowrun/flow/internal/box"
+	"github.com/flowrun/flow/internal/decimal"
 )
 
 // AppendValue appends the JSON encoding of a JSON-shaped value to buf.
@@ -34,9 +35,9 @@ func AppendValue(buf []byte, v any) ([]byte, error) {
 	case string:
 		return appendString(buf, x), nil
 	case int64:
-		return strconv.AppendInt(buf, x, 10), nil
+		return decimal.AppendInt(buf, x), nil
 	case int:
-		return strconv.AppendInt(buf, int64(x), 10), nil
+		return decimal.AppendInt(buf, int64(x)), nil
 	case int32:
 		return strconv.AppendInt(buf, int64(x), 10), nil
 	case int16:

@@ -229,13 +229,15 @@ func (q *Queue[H]) Requeue(ts []*Task[H]) int {
 
 // Pop takes up to k wanted items for holder h, at most a fair share of the
 // queue among slots takers so that one worker does not hoard a burst.
-func (q *Queue[H]) Pop(k, slots int, h H) []*Task[H] { return q.PopAppend(nil, k, slots, h) }
+func (q *Queue[H]) Pop(k, slots int, h H) []*Task[H] { return q.PopAppend(nil, k, slots, 1, h) }
 
-// PopAppend is Pop appending to out, so that a caller reuses its slice.
-func (q *Queue[H]) PopAppend(out []*Task[H], k, slots int, h H) []*Task[H] {
+// PopAppend is Pop appending to out, so that a caller reuses its slice,
+// with a fair share of at least least items (up to k): shares that halve
+// what is left, taker after taker, end in a tail of a few items each.
+func (q *Queue[H]) PopAppend(out []*Task[H], k, slots, least int, h H) []*Task[H] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	k = min(k, max(1, (len(q.items)+slots-1)/slots))
+	k = min(k, max(1, least, (len(q.items)+slots-1)/slots))
 	k += len(out)
 	i := 0
 	for ; i < len(q.items) && len(out) < k; i++ {

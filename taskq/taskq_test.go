@@ -2,6 +2,7 @@ package taskq
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"unsafe"
 
@@ -123,7 +124,7 @@ func TestGroupTasksSettleThroughTheGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &holder{"pid 1"}
-	got := q.PopAppend(make([]*Task[*holder], 0, 8), 3, 1, w)
+	got := q.PopAppend(make([]*Task[*holder], 0, 8), 3, 1, 1, w)
 	if len(got) != 3 || got[0].ID != 10 || got[2].ID != 12 || got[1].Holder != w {
 		t.Fatalf("popped %v", got)
 	}
@@ -173,7 +174,7 @@ func TestQueueOrderAndReuse(t *testing.T) {
 	}
 	var out []*Task[*holder]
 	pop := func(k int) {
-		out = q.PopAppend(out[:0], k, 1, h)
+		out = q.PopAppend(out[:0], k, 1, 1, h)
 		for _, tk := range out {
 			if tk.ID != want {
 				t.Fatalf("popped %d, want %d", tk.ID, want)
@@ -186,7 +187,7 @@ func TestQueueOrderAndReuse(t *testing.T) {
 		pop(1 + round%5*17)
 		if round%50 == 49 {
 			// A lost worker's items go back in front, in their order.
-			back := q.PopAppend(nil, 3, 1, h)
+			back := q.PopAppend(nil, 3, 1, 1, h)
 			if q.Requeue(back) != len(back) {
 				t.Fatal("requeue")
 			}
@@ -212,7 +213,7 @@ func TestQueueOrderAndReuse(t *testing.T) {
 				tk.State.Store(Queued)
 			}
 			_ = q.PushAll(ts)
-			out = q.PopAppend(out[:0], len(ts), 1, h)
+			out = q.PopAppend(out[:0], len(ts), 1, 1, h)
 		}
 		for range 10 {
 			cycle() // reach the steady size
@@ -232,5 +233,34 @@ func TestTaskLayout(t *testing.T) {
 	}
 	if o := unsafe.Offsetof(task.In); o != 64 {
 		t.Errorf("the sender's fields start at byte %d, want 64", o)
+	}
+}
+
+// A fair share among takers is half of what is queued, for two; with
+// least, no share is smaller than least items (nor than what is left), so
+// that a burst does not cross as a tail of ever smaller frames.
+func TestPopShareIsAtLeastLeast(t *testing.T) {
+	for _, c := range []struct {
+		least int
+		want  []int
+	}{
+		{1, []int{50, 25, 13, 6, 3, 2, 1}},
+		{16, []int{50, 25, 16, 9}},
+	} {
+		q := New[*holder]()
+		for i := range 100 {
+			if err := q.Push(NewTask[*holder](uint64(i+1), steps.Input{}, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := &holder{"pid 1"}
+		var got []int
+		// Takers ask for up to 50 each; the last pop takes what is left.
+		for q.Len() > 0 && len(got) < 10 {
+			got = append(got, len(q.PopAppend(nil, 50, 2, c.least, w)))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("least %d: pops of %v, want %v", c.least, got, c.want)
+		}
 	}
 }

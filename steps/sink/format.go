@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/flowrun/flow/internal/decimal"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
 )
@@ -318,9 +319,9 @@ func (e *jsonlEnc) finish() error { return nil }
 func appendInt(b []byte, v any) ([]byte, bool) {
 	switch x := v.(type) {
 	case int64:
-		return strconv.AppendInt(b, x, 10), true
+		return decimal.AppendInt(b, x), true
 	case int:
-		return strconv.AppendInt(b, int64(x), 10), true
+		return decimal.AppendInt(b, int64(x)), true
 	}
 	return b, false
 }

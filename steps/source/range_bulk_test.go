@@ -73,3 +73,25 @@ func TestRangeBulkStops(t *testing.T) {
 		t.Fatalf("after cancel: err %v, %d calls; want context.Canceled after 1", err, calls)
 	}
 }
+
+// The numbers of the bulk path are boxed from slabs, not allocated one by
+// one (Go boxes only 0 to 255 for free).
+func TestRangeBulkBoxesFromSlabs(t *testing.T) {
+	s := mustBuild(t, `range: {from: 1000, to: 9191}`, nil).(engine.BulkSource)
+	var last any
+	allocs := testing.AllocsPerRun(5, func() {
+		if err := s.ItemsBulk(context.Background(), func(items []any) error {
+			last = items[len(items)-1]
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// 8,192 numbers: two slabs and the batch slice, not thousands.
+	if allocs > 8 {
+		t.Errorf("%v allocations for 8,192 numbers", allocs)
+	}
+	if last != int64(9191) {
+		t.Errorf("last number %#v, want int64(9191)", last)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowrun/flow/conf"
+	"github.com/flowrun/flow/internal/box"
 	"github.com/flowrun/flow/spec"
 	"github.com/flowrun/flow/steps"
 	"github.com/flowrun/flow/tmpl"
@@ -282,6 +283,10 @@ func (s *rangeSource) Items(ctx context.Context, emit func(any) error) error {
 // of the engine's batches between stages.
 const rangeBulk = 128
 
+// rangeSlab is how many numbers share one allocation (ItemsBulk): a number
+// an item keeps keeps its slab, 32 KiB.
+const rangeSlab = 4096
+
 // ItemsBulk is Items many numbers at a time (the engine's BulkSource):
 // handing over a number costs the engine more than making it, one by one.
 func (s *rangeSource) ItemsBulk(ctx context.Context, emit func([]any) error) error {
@@ -290,6 +295,9 @@ func (s *rangeSource) ItemsBulk(ctx context.Context, emit func([]any) error) err
 		n = math.MaxInt64
 	}
 	buf := make([]any, 0, rangeBulk)
+	// The numbers are boxed from slabs: boxed one by one, each beyond 255
+	// would be an allocation of its own.
+	var slab []int64
 	v := s.from
 	for n > 0 {
 		if err := ctx.Err(); err != nil {
@@ -298,7 +306,15 @@ func (s *rangeSource) ItemsBulk(ctx context.Context, emit func([]any) error) err
 		k := min(n, rangeBulk)
 		buf = buf[:0]
 		for range k {
-			buf = append(buf, v)
+			if uint64(v) < 256 {
+				buf = append(buf, v) // Go boxes these without allocating
+			} else {
+				if len(slab) == cap(slab) {
+					slab = make([]int64, 0, rangeSlab)
+				}
+				slab = append(slab, v)
+				buf = append(buf, box.Int64At(&slab[len(slab)-1]))
+			}
 			v += s.step // may wrap after the last number, never emitted
 		}
 		n -= k
