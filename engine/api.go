@@ -129,6 +129,12 @@ type Options struct {
 	// network, programs, files) in place of the real world: `flow test`
 	// gives its mocks (steps.Env.Outside).
 	Outside steps.Outside
+	// OwnsProcess says this run is the only one in its process, as in the
+	// flow command: the engine may then size the Go runtime to the run
+	// (shareCPUs: fewer Ps while every step stage runs in worker
+	// processes). Programs and tests that run pipelines side by side
+	// leave it false.
+	OwnsProcess bool
 }
 
 // EventSink receives progress as it happens. Calls come from many goroutines

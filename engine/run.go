@@ -147,6 +147,9 @@ func runPipeline(parent context.Context, p *spec.Pipeline, opts Options, cfg con
 	if err != nil {
 		return nil, err
 	}
+	// After build: the pools have taken their workers' share of the CPUs
+	// as GOMAXPROCS stands, and "workers: auto" has been read from it.
+	defer r.shareCPUs(stages)()
 
 	rep := &report.Report{Pipeline: p.Name, File: p.File, Start: r.clk.Now(), Failures: []report.Failure{}}
 	// Kinds find the run's clock in their context: compute's sleep and

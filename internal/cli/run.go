@@ -309,6 +309,9 @@ func (a *app) execute(file string, f runFlags, o *outcome) error {
 		Stderr:   runStderr,
 		Runners:  rs,
 		Events:   out.events,
+		// The command runs one pipeline per process; tests that call
+		// Run in-process get the same, and GOMAXPROCS is put back after.
+		OwnsProcess: true,
 	})
 	if f, ok := runStderr.(interface{ Flush() error }); ok {
 		_ = f.Flush()
