@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
@@ -36,10 +37,18 @@ type limit struct {
 }
 
 type bucket struct {
-	key   string
-	rl    *rate.Limiter
-	sem   *semaphore.Weighted
-	inUse int
+	key string
+	rl  *rate.Limiter
+	// rlMu and rlLast keep the times given to rl from going backwards.
+	// rate.Limiter takes a time earlier than the last it saw as its new
+	// "last" and credits the gap again on the next call: a waiter that read
+	// the clock, then lost the CPU while another stage or worker took a
+	// later token, would start at the same instant as that token and hand
+	// the limit an extra one (golang/go#56287).
+	rlMu   sync.Mutex
+	rlLast time.Time
+	sem    *semaphore.Weighted
+	inUse  int
 }
 
 func newLimit(name string, r *spec.Rate, burst, conc int, key *tmpl.T, maxKeys int, clk clock.Clock) *limit {
@@ -118,14 +127,32 @@ func (l *limit) wait(ctx context.Context, b *bucket) error {
 		return nil
 	}
 	now := l.clk.Now()
+	b.rlMu.Lock()
+	now = b.monotonic(now)
 	r := b.rl.ReserveN(now, 1)
+	b.rlMu.Unlock()
 	if d := r.DelayFrom(now); d > 0 {
 		if err := l.clk.SleepUntil(ctx, now.Add(d)); err != nil {
-			r.CancelAt(l.clk.Now())
+			now := l.clk.Now()
+			b.rlMu.Lock()
+			r.CancelAt(b.monotonic(now))
+			b.rlMu.Unlock()
 			return err
 		}
 	}
 	return nil
+}
+
+// monotonic returns t, or the latest time rl was given if t is earlier: a
+// time read before another waiter's, reaching the lock after it. The clock
+// has passed that latest time already, so it is no later than now.
+// Called with rlMu held.
+func (b *bucket) monotonic(t time.Time) time.Time {
+	if t.Before(b.rlLast) {
+		return b.rlLast
+	}
+	b.rlLast = t
+	return t
 }
 
 // limiter is the ordered set of limits one stage obeys.
