@@ -60,20 +60,29 @@ func (r *batchRunner) DoBatch(ctx context.Context, items []BatchItem, done func(
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := len(items) - 1; i >= 0; i-- {
-			it := items[i]
-			if r.block != nil && r.block(it.In) {
-				wg.Go(func() {
-					<-ctx.Done()
-					done(i, nil, fmt.Errorf("stopped: %w", ctx.Err()))
-				})
-				continue
+			if v, ran, err := r.try(ctx, &wg, items, i, "pid 7", 1, done); ran {
+				done(i, v, err)
 			}
-			it.At.Worker, it.At.Redelivered = "pid 7", 1
-			v, err := r.attempt(it.In)
-			done(i, v, err)
 		}
 	})
 	wg.Wait()
+}
+
+// try runs items[i] as the worker named worker would, unless r.block holds
+// it: then the item is answered through done only once ctx ends, and try
+// reports that it did not run.
+func (r *batchRunner) try(ctx context.Context, wg *sync.WaitGroup, items []BatchItem, i int, worker string, redelivered int, done func(int, any, error)) (v any, ran bool, err error) {
+	it := items[i]
+	if r.block != nil && r.block(it.In) {
+		wg.Go(func() {
+			<-ctx.Done()
+			done(i, nil, fmt.Errorf("stopped: %w", ctx.Err()))
+		})
+		return nil, false, nil
+	}
+	it.At.Worker, it.At.Redelivered = worker, redelivered
+	v, err = r.attempt(it.In)
+	return v, true, err
 }
 
 func (r *batchRunner) Close() error {
@@ -86,14 +95,21 @@ func (r *batchRunner) Close() error {
 // runBatchT runs p with r as the runner of mode: process.
 func runBatchT(t *testing.T, ctx context.Context, p *spec.Pipeline, r *batchRunner, cfg config, ev EventSink) (*report.Report, string) {
 	t.Helper()
+	return runProcessT(t, ctx, p, r, r, cfg, ev)
+}
+
+// runProcessT runs p with runner as the runner of mode: process; b is the
+// batchRunner inside it, which must have been closed by the end.
+func runProcessT(t *testing.T, ctx context.Context, p *spec.Pipeline, runner Runner, b *batchRunner, cfg config, ev EventSink) (*report.Report, string) {
+	t.Helper()
 	var out strings.Builder
 	rep, err := runPipeline(ctx, p, Options{Registry: reg, Stdout: &out, Events: ev,
-		Runners: Runners{spec.ModeProcess: func(StageRun) (Runner, error) { return r, nil }}}, cfg)
+		Runners: Runners{spec.ModeProcess: func(StageRun) (Runner, error) { return runner, nil }}}, cfg)
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	checkReport(t, rep)
-	if !r.closed {
+	if !b.closed {
 		t.Error("the runner was not closed")
 	}
 	return rep, out.String()

@@ -38,17 +38,9 @@ func (r *runsRunner) DoBatchRuns(ctx context.Context, items []BatchItem, done fu
 			for lo := g * r.runLen; lo < len(items); lo += 2 * r.runLen {
 				as = as[:0]
 				for i := min(lo+r.runLen, len(items)) - 1; i >= lo; i-- {
-					it := items[i]
-					if r.block != nil && r.block(it.In) {
-						wg.Go(func() {
-							<-ctx.Done()
-							done(i, nil, fmt.Errorf("stopped: %w", ctx.Err()))
-						})
-						continue
+					if v, ran, err := r.try(ctx, &wg, items, i, "pid 8", 0, done); ran {
+						as = append(as, BatchAnswer{I: i, V: v, Err: err})
 					}
-					it.At.Worker, it.At.Redelivered = "pid 8", 0
-					v, err := r.attempt(it.In)
-					as = append(as, BatchAnswer{I: i, V: v, Err: err})
 				}
 				if len(as) > 0 {
 					r.mu.Lock()
@@ -65,17 +57,7 @@ func (r *runsRunner) DoBatchRuns(ctx context.Context, items []BatchItem, done fu
 // runRunsT runs p with r as the runner of mode: process.
 func runRunsT(t *testing.T, ctx context.Context, p *spec.Pipeline, r *runsRunner) (*report.Report, string) {
 	t.Helper()
-	var out strings.Builder
-	rep, err := runPipeline(ctx, p, Options{Registry: reg, Stdout: &out,
-		Runners: Runners{spec.ModeProcess: func(StageRun) (Runner, error) { return r, nil }}}, config{})
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	checkReport(t, rep)
-	if !r.closed {
-		t.Error("the runner was not closed")
-	}
-	return rep, out.String()
+	return runProcessT(t, ctx, p, r, r.batchRunner, config{}, nil)
 }
 
 // Answers settled a run at a time, runs arriving out of order from two
