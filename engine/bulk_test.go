@@ -24,12 +24,7 @@ stages:
   - {name: a, step: pass, workers: 4}
   - {name: out, sink: {collect: %s}}
 `, when, fn(col)))
-			var ev *countingEvents
-			var sink EventSink
-			if withEvents {
-				ev = newCountingEvents()
-				sink = ev
-			}
+			ev, sink := eventsIf(withEvents)
 			rep := runT(t, context.Background(), p, config{}, sink)
 			if rep.Status != "succeeded" {
 				t.Fatalf("status %s: %s", rep.Status, rep.Reason)
@@ -91,12 +86,7 @@ stages:
   - {name: src, source: {bulknums: 1000}}
   - {name: out, sink: {bcollect: %s}}
 `, fn(col)))
-		var ev *countingEvents
-		var sink EventSink
-		if withEvents {
-			ev = newCountingEvents()
-			sink = ev
-		}
+		ev, sink := eventsIf(withEvents)
 		rep := runT(t, context.Background(), p, config{}, sink)
 		if rep.Status != "succeeded" || len(col.recs) != 1000 || col.batches.Load() == 0 {
 			t.Fatalf("status %s, %d records in %d batches", rep.Status, len(col.recs), col.batches.Load())
@@ -189,4 +179,14 @@ func failingAt(index int64) *collector {
 		}
 		return nil
 	}}
+}
+
+// eventsIf is a counting event consumer when with is set, and none (a nil
+// EventSink, not a nil pointer in one) otherwise.
+func eventsIf(with bool) (*countingEvents, EventSink) {
+	if !with {
+		return nil, nil
+	}
+	ev := newCountingEvents()
+	return ev, ev
 }
