@@ -81,8 +81,8 @@ func minDur(ds []time.Duration) time.Duration {
 func measureReading(fd int) (read, mapped []time.Duration, ok bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	pooled := blocks.Get().(*[]byte)
-	defer blocks.Put(pooled)
+	pooled := blocks.get(blockSize)
+	defer blocks.put(pooled)
 	buf := *pooled
 	readPass := func() bool {
 		var n int

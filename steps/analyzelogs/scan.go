@@ -325,51 +325,56 @@ func (z *sizedReader) Read(p []byte) (int, error) {
 // file, and the garbage it left kept the collector busy. A pool is per P,
 // so a buffer tends to stay in the cache of the core that last used it.
 // Allocations this large are page-aligned by the runtime, as read(2) likes.
-var blocks = sync.Pool{New: func() any {
-	b := make([]byte, blockSize)
-	return &b
-}}
-
-// getBlock returns a read buffer of s.blockLen bytes (two at least, to see
-// the gzip magic); only the standard size is pooled (tests shrink blockLen).
-func (s *Scanner) getBlock() *[]byte {
-	if s.blockLen == blockSize {
-		return blocks.Get().(*[]byte)
-	}
-	b := make([]byte, max(s.blockLen, 2))
-	return &b
-}
-
-func (s *Scanner) putBlock(b *[]byte) {
-	if len(*b) == blockSize {
-		blocks.Put(b)
-	}
-}
+var blocks = newBufPool(blockSize)
 
 // probeSize is the first read of a file (see scanOSFile): the whole of a
 // small one.
 const probeSize = 64 << 10
 
-var probes = sync.Pool{New: func() any {
-	b := make([]byte, probeSize)
+var probes = newBufPool(probeSize)
+
+// bufPool recycles buffers of one size.
+type bufPool struct {
+	size int
+	pool sync.Pool
+}
+
+func newBufPool(size int) *bufPool {
+	p := &bufPool{size: size}
+	p.pool.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	return p
+}
+
+// get returns a buffer of the pool's size, or of n bytes (two at least, to
+// see the gzip magic) when n is shorter: tests shrink blockLen to exercise
+// block boundaries, and such a buffer is not pooled.
+func (p *bufPool) get(n int) *[]byte {
+	if n >= p.size {
+		return p.pool.Get().(*[]byte)
+	}
+	b := make([]byte, max(n, 2))
 	return &b
-}}
+}
+
+func (p *bufPool) put(b *[]byte) {
+	if len(*b) == p.size {
+		p.pool.Put(b)
+	}
+}
+
+// getBlock returns a read buffer of s.blockLen bytes.
+func (s *Scanner) getBlock() *[]byte { return blocks.get(s.blockLen) }
+
+func (s *Scanner) putBlock(b *[]byte) { blocks.put(b) }
 
 // getProbe returns a buffer for the first read of a file, no longer than
-// a block (tests shrink blockLen to exercise block boundaries).
-func (s *Scanner) getProbe() *[]byte {
-	if s.blockLen >= probeSize {
-		return probes.Get().(*[]byte)
-	}
-	b := make([]byte, max(s.blockLen, 2))
-	return &b
-}
+// a block.
+func (s *Scanner) getProbe() *[]byte { return probes.get(s.blockLen) }
 
-func (s *Scanner) putProbe(b *[]byte) {
-	if len(*b) == probeSize {
-		probes.Put(b)
-	}
-}
+func (s *Scanner) putProbe(b *[]byte) { probes.put(b) }
 
 // ErrTrailingGarbage is returned (wrapped) for bytes after the end of gzip
 // data that are neither another gzip member nor zero padding.
