@@ -50,14 +50,8 @@ stages:
 	if err != nil {
 		b.Fatal(err)
 	}
-	toR, toW, err := os.Pipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	fromR, fromW, err := os.Pipe()
-	if err != nil {
-		b.Fatal(err)
-	}
+	toR, toW := testPipe(b)
+	fromR, fromW := testPipe(b)
 	page, pageFile, err := newRunningPage()
 	if err != nil {
 		b.Fatal(err)

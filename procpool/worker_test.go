@@ -32,14 +32,8 @@ type inProcessWorker struct {
 
 func startInProcessWorker(t *testing.T, page runningPage, step steps.Step, crossing func()) *inProcessWorker {
 	t.Helper()
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	inR, inW := testPipe(t)
+	outR, outW := testPipe(t)
 	t.Cleanup(func() { inW.Close(); outR.Close() })
 	w := newWorker(protocol.NewWriter(outW), page)
 	w.step, w.crossing = step, crossing
@@ -321,4 +315,14 @@ func TestWorkerKeepsTheUsersGOMAXPROCS(t *testing.T) {
 	if m := v.(map[string]any); m["procs"] != int64(3) || m["seen"] != "3," {
 		t.Errorf("worker: GOMAXPROCS %v, seen as %q; want the user's 3", m["procs"], m["seen"])
 	}
+}
+
+// testPipe is os.Pipe for a test.
+func testPipe(tb testing.TB) (r, w *os.File) {
+	tb.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r, w
 }
