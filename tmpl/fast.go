@@ -101,6 +101,9 @@ func compileFast(p *vm.Program) func(item any, index int64) (any, bool) {
 			return item, ok
 		}
 	}
+	if bothZeros(p.Node()) {
+		return nil
+	}
 	f := fastNode(p.Node())
 	if f == nil {
 		return nil
@@ -173,6 +176,40 @@ func fastNode(n ast.Node) fastFn {
 		return fastBinary(op, l, r, false)
 	}
 	return nil
+}
+
+// bothZeros reports whether the tree holds the float literals 0 and -0
+// (the optimizer folds -0.0 to a literal). The compiler keys its constant
+// pool by value, where -0 == 0, so the VM pushes whichever came first for
+// both; declining is simpler than mirroring the compile order.
+func bothZeros(n ast.Node) bool {
+	var z zeroSigns
+	ast.Walk(&n, &z)
+	return z.pos && z.neg
+}
+
+type zeroSigns struct{ pos, neg bool }
+
+func (z *zeroSigns) Visit(n *ast.Node) {
+	var f float64
+	switch n := (*n).(type) {
+	case *ast.FloatNode:
+		f = n.Value
+	case *ast.IntegerNode:
+		if n.Value != 0 || kindOf(n.Type()) != reflect.Float64 {
+			return
+		}
+	default:
+		return
+	}
+	if f != 0 {
+		return
+	}
+	if math.Signbit(f) {
+		z.neg = true
+	} else {
+		z.pos = true
+	}
 }
 
 func kindOf(t reflect.Type) reflect.Kind {

@@ -36,6 +36,8 @@ var zeroDivisors = []string{"item / 0", "item / 0.0", "index / 0", "item % 0", "
 var slowExprs = []string{
 	"item.x", "vars.n * 2", "len(item)", "item > 5 ? 1 : 0", "item ?? 0", "\"a\" + item",
 	"abs(item)", "let x = item; x * 2", "item in [1, 2]", "[item][0] * 2", "item + \"\"",
+	// The VM pushes one constant for 0.0 and -0.0, whichever came first.
+	"0.0 * (-0.0 * item)", "-0.0 * item + 0.0",
 }
 
 var fastItems = []any{
