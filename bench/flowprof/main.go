@@ -7,11 +7,15 @@
 //	go tool pprof -top bench/out/flowprof cpu.out
 //
 // The worker processes of mode: process stages write cpu.out.worker-PID.
+// FLOW_MEMPROFILE=mem.out records every allocation the same way:
+//
+//	go tool pprof -sample_index=alloc_space -top bench/out/flowprof mem.out
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 
@@ -29,8 +33,24 @@ func main() {
 	os.Exit(profiled("", func() int { return cli.Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }))
 }
 
-// profiled runs fn under a CPU profile written to $FLOW_CPUPROFILE+suffix.
+// profiled runs fn under a CPU profile written to $FLOW_CPUPROFILE+suffix,
+// and writes what fn allocated to $FLOW_MEMPROFILE+suffix.
 func profiled(suffix string, fn func() int) int {
+	if path := os.Getenv("FLOW_MEMPROFILE"); path != "" {
+		// Every allocation, so that a run's few large ones are not
+		// missed by sampling.
+		runtime.MemProfileRate = 1
+		defer func() {
+			f, err := os.Create(path + suffix)
+			if err == nil {
+				err = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "flowprof:", err)
+			}
+		}()
+	}
 	if path := os.Getenv("FLOW_CPUPROFILE"); path != "" {
 		f, err := os.Create(path + suffix)
 		if err != nil {
