@@ -66,6 +66,9 @@ type attempts struct {
 	workers map[string]int
 	redeliv int
 	n       int
+	// firstDone, when set, is closed as the first item of calc is done:
+	// workers are busy from then on, however long the run took to start.
+	firstDone chan struct{}
 }
 
 func (a *attempts) StageStarted(string, int, int64) {}
@@ -80,6 +83,10 @@ func (a *attempts) ItemDone(ev *engine.ItemEvent) {
 		a.workers[x.Worker]++
 		a.redeliv += x.Redelivered
 		a.n++
+	}
+	if a.firstDone != nil {
+		close(a.firstDone)
+		a.firstDone = nil
 	}
 }
 
@@ -206,15 +213,21 @@ func TestSecretsNeedAPrivateConnection(t *testing.T) {
 func TestClusterServerGoneFailsCleanly(t *testing.T) {
 	srv := startServer(t, "127.0.0.1:0")
 	startWorkers(t, srv, 1, 4)
+	// The server goes once the first item is done: mid-run, with 39 items
+	// and about 2 s of work left, however long the run took to start.
+	first := make(chan struct{})
 	go func() {
-		time.Sleep(500 * time.Millisecond)
-		srv.Shutdown()
+		select {
+		case <-first:
+			srv.Shutdown()
+		case <-t.Context().Done():
+		}
 	}()
 	rep, _ := runCluster(t, srv, `version: 1
 stages:
   - {name: src, source: {range: {from: 1, to: 40}}}
   - {name: calc, step: compute, mode: cluster, workers: 8, on_error: skip, with: {value: "${ sleep(0.2) ?? item }"}}
-`, nil)
+`, &attempts{workers: map[string]int{}, firstDone: first})
 	calc := rep.Stages[1]
 	if rep.Status == report.StatusInterrupted || calc.Skipped == 0 {
 		t.Fatalf("status %s (%s), calc %+v", rep.Status, rep.Reason, *calc)

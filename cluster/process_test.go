@@ -183,9 +183,14 @@ func TestClusterWorkerKilledMidItem(t *testing.T) {
 	url := srv.ClientURL()
 	a := startProc(t, url, "a", 4, false)
 	startProc(t, url, "b", 4, false)
-	ev := &attempts{workers: map[string]int{}}
+	first := make(chan struct{})
+	ev := &attempts{workers: map[string]int{}, firstDone: first}
 	go func() {
-		time.Sleep(600 * time.Millisecond) // both busy by now
+		// The first items are done at 0.4 s of work, and each worker has
+		// taken its next ones; a kill half an item later finds a holding
+		// them, however long the run took to start.
+		<-first
+		time.Sleep(200 * time.Millisecond)
 		a.signal(syscall.SIGKILL)
 	}()
 	var batched int64

@@ -294,17 +294,19 @@ func TestWorkerDeathFailsOnlyItsItem(t *testing.T) {
 }
 
 func TestSIGKILLMidItemRequeuesTheRest(t *testing.T) {
-	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, InFlight: 64})
+	// A latency budget of an hour makes the window as wide as it goes once
+	// one item is measured, whatever a loaded machine makes that item
+	// cost: the test needs many items queued in the worker behind the one
+	// that will be killed.
+	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, InFlight: 64, BatchLatency: time.Hour})
 	ctx := context.Background()
-	// Warm up so that the pool measures cheap items and queues many of them
-	// in the worker behind the one that will be killed.
 	for i := range 50 {
 		if _, err := pool.Do(ctx, steps.Input{Index: int64(i), Item: "echo"}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if pool.window() < 10 {
-		t.Fatalf("window %d after cheap items; the test needs items queued in the worker", pool.window())
+	if pool.window() != pool.cfg.MaxWindow {
+		t.Fatalf("window %d after cheap items, want %d: the test needs items queued in the worker", pool.window(), pool.cfg.MaxWindow)
 	}
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	blocked := make(chan error, 1)
@@ -629,7 +631,9 @@ func TestWorkerOutputIsForwarded(t *testing.T) {
 }
 
 func TestHungWorkerIsKilled(t *testing.T) {
-	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, Heartbeat: 50 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond})
+	// A timeout well above the heartbeat, so that a healthy worker starved
+	// of CPU on a loaded machine (-race) is not the one taken for hung.
+	pool, _ := newTestPool(t, "", nil, Config{Workers: 1, Heartbeat: 100 * time.Millisecond, HeartbeatTimeout: 2 * time.Second})
 	first, err := pool.Do(context.Background(), steps.Input{Item: "echo"}, nil)
 	if err != nil {
 		t.Fatal(err)

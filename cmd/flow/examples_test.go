@@ -45,8 +45,10 @@ func TestExamples(t *testing.T) {
 			if err := copyDir(filepath.Join(root, "examples"), filepath.Join(env.WorkDir, "examples")); err != nil {
 				return err
 			}
-			// What workers: auto resolves to, for workers_auto's checks.
-			n := runtime.NumCPU()
+			// What workers: auto resolves to, for workers_auto's checks:
+			// GOMAXPROCS, which a CPU quota or the environment can hold
+			// below the CPU count; flow starts with this process's.
+			n := runtime.GOMAXPROCS(0)
 			env.Setenv("NCPU", strconv.Itoa(n))
 			env.Setenv("IOWORKERS", strconv.Itoa(min(32, 4*n)))
 			return nil
