@@ -72,6 +72,9 @@ stages:
 // SIGTERM stops a CPU-bound expression too: exit 143, report written.
 func TestHostileExprCPUBoundStopsOnSIGTERM(t *testing.T) {
 	dir := t.TempDir()
+	// The run takes its --lock right after it starts handling signals: the
+	// lock file is the sign to signal, however slowly the process started.
+	lock := filepath.Join(dir, "run.lock")
 	cmd := relCommand(t, dir, fmt.Sprintf(`version: 1
 stages:
   - name: src
@@ -81,14 +84,22 @@ stages:
     with: {value: "${ reduce(1..900000, #acc + len(sha256(item.s)), 0) }"}
   - name: out
     sink: {write: {path: out.jsonl}}
-`, relBigItem(100_000, "")))
+`, relBigItem(100_000, "")), "--lock", lock)
 	stderr := &relBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	time.Sleep(500 * time.Millisecond) // let the expression start; not a timing assertion
+	for deadline := time.Now().Add(relGuard); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(lock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the run never took its lock:\n%s", stderr.String())
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let the expression start; a signal before it is handled the same
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
