@@ -7,6 +7,7 @@ package editor
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -136,25 +137,35 @@ stages:
 		}}))
 		uris = append(uris, d.uri())
 	}
-	diags, err := c.settle(ctx, uris, 1500*time.Millisecond)
+	// What is wrong with diags, one line per document that is not as
+	// expected: valid ones without diagnostics, broken ones flagged on the
+	// lines their markers name.
+	problems := func(diags map[string][]diagnostic) []string {
+		var out []string
+		for _, d := range valid {
+			if ds := diags[d.uri()]; len(ds) > 0 {
+				out = append(out, fmt.Sprintf("%s: want no diagnostics, got:\n%s", d.path, list(ds)))
+			}
+		}
+		for _, d := range broken {
+			want := markedLines(d.text)
+			got := map[int]bool{}
+			for _, x := range diags[d.uri()] {
+				got[x.Range.Start.Line] = true
+			}
+			if !reflect.DeepEqual(sortedKeys(got), sortedKeys(want)) {
+				out = append(out, fmt.Sprintf("%s: diagnostics on lines %v, want lines %v:\n%s", filepath.Base(d.path), oneBased(got), oneBased(want), list(diags[d.uri()])))
+			}
+		}
+		return out
+	}
+	diags, err := c.settle(ctx, uris, 1500*time.Millisecond, 15*time.Second,
+		func(d map[string][]diagnostic) bool { return len(problems(d)) == 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	for _, d := range valid {
-		if ds := diags[d.uri()]; len(ds) > 0 {
-			t.Errorf("%s: want no diagnostics, got:\n%s", d.path, list(ds))
-		}
-	}
-	for _, d := range broken {
-		want := markedLines(d.text)
-		got := map[int]bool{}
-		for _, x := range diags[d.uri()] {
-			got[x.Range.Start.Line] = true
-		}
-		if !reflect.DeepEqual(sortedKeys(got), sortedKeys(want)) {
-			t.Errorf("%s: diagnostics on lines %v, want lines %v:\n%s", filepath.Base(d.path), oneBased(got), oneBased(want), list(diags[d.uri()]))
-		}
+	for _, p := range problems(diags) {
+		t.Error(p)
 	}
 
 	t.Run("hover", func(t *testing.T) {

@@ -237,9 +237,16 @@ func (c *client) handle(m message) {
 // settle waits until every uri has diagnostics and none has arrived for
 // quiet: the server validates a moment after didOpen, sometimes twice
 // (before and after it has loaded the schema).
-func (c *client) settle(ctx context.Context, uris []string, quiet time.Duration) (map[string][]diagnostic, error) {
+// settle waits until every one of uris has diagnostics, none came for
+// quiet, and ready accepts them. The server may publish a document twice
+// (before and after it has loaded the schema of the modeline), and on a
+// loaded machine more than quiet apart: so while ready refuses, it waits
+// on, up to patience, and then returns what it has for the caller to
+// compare and report.
+func (c *client) settle(ctx context.Context, uris []string, quiet, patience time.Duration, ready func(map[string][]diagnostic) bool) (map[string][]diagnostic, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	var giveUp time.Time // when all first arrived and were quiet, plus patience
 	for {
 		c.mu.Lock()
 		all := true
@@ -254,7 +261,13 @@ func (c *client) settle(ctx context.Context, uris []string, quiet time.Duration)
 				out[k] = v
 			}
 			c.mu.Unlock()
-			return out, nil
+			if giveUp.IsZero() {
+				giveUp = time.Now().Add(patience)
+			}
+			if ready(out) || time.Now().After(giveUp) {
+				return out, nil
+			}
+			c.mu.Lock()
 		}
 		c.mu.Unlock()
 		select {
