@@ -8,7 +8,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,13 +28,9 @@ import (
 // cluster's server would be, and returns its URL.
 func sharedNATS(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	srv, stop, err := cluster.Embedded{Listen: addr}.Start()
+	// ":0" is any free port, taken by the server itself: nothing can
+	// take it between a probe and the server's listen.
+	srv, stop, err := cluster.Embedded{Listen: "127.0.0.1:0"}.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
