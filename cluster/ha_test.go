@@ -113,9 +113,19 @@ cluster {
 // streamLeader names the server leading stream name.
 func streamLeader(t testing.TB, urls, name string) (string, int) {
 	t.Helper()
-	nc, err := nats.Connect(urls)
+	leader, replicas, err := findLeader(urls, name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return leader, replicas
+}
+
+// findLeader asks the cluster for stream name's leader and replicas; the
+// leader is "" during an election.
+func findLeader(urls, name string) (string, int, error) {
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		return "", 0, err
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
@@ -123,13 +133,13 @@ func streamLeader(t testing.TB, urls, name string) (string, int) {
 	defer cancel()
 	s, err := js.Stream(ctx, name)
 	if err != nil {
-		t.Fatal(err)
+		return "", 0, err
 	}
 	info := s.CachedInfo()
 	if info.Cluster == nil {
-		return "", info.Config.Replicas
+		return "", info.Config.Replicas, nil
 	}
-	return info.Cluster.Leader, info.Config.Replicas
+	return info.Cluster.Leader, info.Config.Replicas, nil
 }
 
 // One node of a 3-node JetStream cluster (the leader of the work stream)
@@ -148,22 +158,30 @@ func TestClusterThreeNodesOneKilled(t *testing.T) {
 			t.Fatalf("stream %s has %d replicas on a cluster of three, want 3", s, r)
 		}
 	}
+	// The killer runs beside the test's goroutine, so it reports rather
+	// than failing the test itself, and asks again while an election
+	// leaves the stream without a leader.
 	killed := make(chan string, 1)
 	go func() {
 		time.Sleep(700 * time.Millisecond)
-		leader, _ := streamLeader(t, urls, workStream)
-		for _, nd := range nodes {
-			if nd.name == leader {
-				nd.cmd.Process.Kill()
-				killed <- leader
-				return
+		var lastErr error
+		for try := 0; try < 50; try++ {
+			leader, _, err := findLeader(urls, workStream)
+			for _, nd := range nodes {
+				if err == nil && nd.name == leader {
+					nd.cmd.Process.Kill()
+					killed <- leader
+					return
+				}
 			}
+			lastErr = err
+			time.Sleep(100 * time.Millisecond)
 		}
-		killed <- ""
+		killed <- fmt.Sprintf("! no leader for the work stream after 50 tries (last error: %v)", lastErr)
 	}()
 	rep, out := runClusterOn(t, Conn{URL: urls}, slowPipeline, nil)
-	if who := <-killed; who == "" {
-		t.Fatal("no node killed: the work stream had no leader")
+	if who := <-killed; strings.HasPrefix(who, "! ") {
+		t.Fatal(who[2:])
 	} else {
 		t.Logf("killed %s, the work stream's leader, mid-run", who)
 	}
