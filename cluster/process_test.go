@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/nats-io/nats-server/v2/server"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -309,33 +307,33 @@ stages:
 // once.
 func TestClusterServerRestart(t *testing.T) {
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, stop, err := Embedded{Listen: "127.0.0.1:0", StoreDir: dir}.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	start := func() (*server.Server, func()) {
-		srv, stop, err := Embedded{Listen: addr, StoreDir: dir}.Start()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return srv, stop
-	}
-	srv, stop := start()
+	// The server chose its port; the restart comes back on the same one.
+	addr := srv.Addr().String()
 	url := srv.ClientURL()
 	startProc(t, url, "a", 4, false)
 	startProc(t, url, "b", 4, false)
-	restarted := make(chan func(), 1)
+	type restart struct {
+		stop func()
+		err  error
+	}
+	restarted := make(chan restart, 1)
 	go func() {
 		time.Sleep(700 * time.Millisecond)
 		stop()
 		time.Sleep(500 * time.Millisecond)
-		_, stop2 := start()
-		restarted <- stop2
+		_, stop2, err := Embedded{Listen: addr, StoreDir: dir}.Start()
+		restarted <- restart{stop2, err}
 	}()
 	rep, out := runClusterOn(t, Conn{URL: url}, slowPipeline, nil)
-	defer (<-restarted)()
+	r := <-restarted
+	if r.err != nil {
+		t.Fatalf("restarting the server on %s: %v", addr, r.err)
+	}
+	defer r.stop()
 	if rep.Status != report.StatusSucceeded {
 		t.Fatalf("status %s: %s", rep.Status, rep.Reason)
 	}
