@@ -3,10 +3,8 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -203,8 +201,6 @@ func TestSecretsNeedAPrivateConnection(t *testing.T) {
 	if !Private(dial(t, Conn{Embedded: srv})) {
 		t.Fatal("an in-process connection is not private")
 	}
-	_ = json.Valid
-	_ = os.Getpid
 }
 
 // The NATS server goes away mid-run and does not come back: the items out
