@@ -161,30 +161,35 @@ func TestClusterThreeNodesOneKilled(t *testing.T) {
 	// The killer runs beside the test's goroutine, so it reports rather
 	// than failing the test itself, and asks again while an election
 	// leaves the stream without a leader.
-	killed := make(chan string, 1)
+	type kill struct {
+		node string
+		err  error
+	}
+	killed := make(chan kill, 1)
 	go func() {
 		time.Sleep(700 * time.Millisecond)
-		var lastErr error
+		var err error
 		for try := 0; try < 50; try++ {
-			leader, _, err := findLeader(urls, workStream)
-			for _, nd := range nodes {
-				if err == nil && nd.name == leader {
-					nd.cmd.Process.Kill()
-					killed <- leader
-					return
+			var leader string
+			if leader, _, err = findLeader(urls, workStream); err == nil {
+				for _, nd := range nodes {
+					if nd.name == leader {
+						nd.cmd.Process.Kill()
+						killed <- kill{node: leader}
+						return
+					}
 				}
 			}
-			lastErr = err
 			time.Sleep(100 * time.Millisecond)
 		}
-		killed <- fmt.Sprintf("! no leader for the work stream after 50 tries (last error: %v)", lastErr)
+		killed <- kill{err: fmt.Errorf("no leader for the work stream after 50 tries (last error: %v)", err)}
 	}()
 	rep, out := runClusterOn(t, Conn{URL: urls}, slowPipeline, nil)
-	if who := <-killed; strings.HasPrefix(who, "! ") {
-		t.Fatal(who[2:])
-	} else {
-		t.Logf("killed %s, the work stream's leader, mid-run", who)
+	k := <-killed
+	if k.err != nil {
+		t.Fatal(k.err)
 	}
+	t.Logf("killed %s, the work stream's leader, mid-run", k.node)
 	if rep.Status != report.StatusSucceeded {
 		jsState(t, urls)
 		t.Fatalf("status %s: %s; calc %+v", rep.Status, rep.Reason, *rep.Stages[1])

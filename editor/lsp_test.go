@@ -248,28 +248,14 @@ func (c *client) settle(ctx context.Context, uris []string, quiet, patience time
 	defer tick.Stop()
 	var giveUp time.Time // when all first arrived and were quiet, plus patience
 	for {
-		c.mu.Lock()
-		all := true
-		for _, u := range uris {
-			if _, ok := c.diags[u]; !ok {
-				all = false
-			}
-		}
-		if all && time.Since(c.lastDiag) >= quiet {
-			out := make(map[string][]diagnostic, len(c.diags))
-			for k, v := range c.diags {
-				out[k] = v
-			}
-			c.mu.Unlock()
+		if out := c.quietSnapshot(uris, quiet); out != nil {
 			if giveUp.IsZero() {
 				giveUp = time.Now().Add(patience)
 			}
 			if ready(out) || time.Now().After(giveUp) {
 				return out, nil
 			}
-			c.mu.Lock()
 		}
-		c.mu.Unlock()
 		select {
 		case <-tick.C:
 		case <-c.done:
@@ -286,6 +272,26 @@ func (c *client) settle(ctx context.Context, uris []string, quiet, patience time
 			return nil, fmt.Errorf("diagnostics did not settle (none yet for %v): %w", missing, ctx.Err())
 		}
 	}
+}
+
+// quietSnapshot is a copy of the diagnostics once every one of uris has
+// some and none came for quiet, else nil.
+func (c *client) quietSnapshot(uris []string, quiet time.Duration) map[string][]diagnostic {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, u := range uris {
+		if _, ok := c.diags[u]; !ok {
+			return nil
+		}
+	}
+	if time.Since(c.lastDiag) < quiet {
+		return nil
+	}
+	out := make(map[string][]diagnostic, len(c.diags))
+	for k, v := range c.diags {
+		out[k] = v
+	}
+	return out
 }
 
 func fileURI(path string) string {

@@ -117,15 +117,22 @@ func runProcessT(t *testing.T, ctx context.Context, p *spec.Pipeline, runner Run
 
 func double(in steps.Input, _ int) (any, error) { return in.Item.(int64) * 2, nil }
 
-func TestBatchRunnerTakesItemsManyPerCallInOrder(t *testing.T) {
-	r := &batchRunner{f: double}
-	p := parse(t, `
+// passPipeline is n numbers through a two-worker process stage of the
+// runner under test, printed as JSON lines.
+func passPipeline(t *testing.T, n int) *spec.Pipeline {
+	t.Helper()
+	return parse(t, fmt.Sprintf(`
 version: 1
 stages:
-  - {name: src, source: {nums: 5000}}
+  - {name: src, source: {nums: %d}}
   - {name: work, step: pass, mode: process, workers: 2}
   - {name: out, sink: {print: jsonl}}
-`)
+`, n))
+}
+
+func TestBatchRunnerTakesItemsManyPerCallInOrder(t *testing.T) {
+	r := &batchRunner{f: double}
+	p := passPipeline(t, 5000)
 	rep, out := runBatchT(t, context.Background(), p, r, config{}, nil)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 5000 {
@@ -255,13 +262,7 @@ func TestBatchRunnerFailureStopsInInputOrder(t *testing.T) {
 		}
 		return in.Item, nil
 	}}
-	p := parse(t, `
-version: 1
-stages:
-  - {name: src, source: {nums: 5000}}
-  - {name: work, step: pass, mode: process, workers: 2}
-  - {name: out, sink: {print: jsonl}}
-`)
+	p := passPipeline(t, 5000)
 	rep, out := runBatchT(t, context.Background(), p, r, config{}, nil)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if rep.Status != "failed" || len(lines) != 600 || lines[599] != "599" {

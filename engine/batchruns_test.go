@@ -109,13 +109,7 @@ func TestBatchRunnerRunsStopWithTheRun(t *testing.T) {
 		}
 		return in.Item, nil
 	}, block: func(in steps.Input) bool { return in.Index > 20 && in.Index%3 == 0 }}}
-	p := parse(t, `
-version: 1
-stages:
-  - {name: src, source: {nums: 3000}}
-  - {name: work, step: pass, mode: process, workers: 2}
-  - {name: out, sink: {print: jsonl}}
-`)
+	p := passPipeline(t, 3000)
 	rep, out := runRunsT(t, ctx, p, r)
 	w := stageOf(t, rep, "work")
 	if rep.Status != "interrupted" || w.Failed != 0 || w.Cancelled == 0 || w.Succeeded+w.Cancelled != w.In {
